@@ -1,0 +1,101 @@
+r"""Base configuration: every field of SPEC sections 2-5 with its default.
+
+Dataset/split files (e.g. configs/voc_92.py) start from this and override only
+what differs. Any field can be overridden on the command line:
+
+  python -m hvl_jax.main --config configs/voc_92.py --workdir runs/voc_92 \
+      --config.optim.lr=2e-4 --config.model.ptrm=False
+"""
+import ml_collections
+
+
+def get_config():
+  """The paper's recipe for Pascal VOC with CLIP ViT-B/16."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # ---- Data (SPEC section 5).
+  c.data = ml_collections.ConfigDict(dict(
+      name='voc',              # voc | coco | ade | cityscapes | synthetic
+      root='',                 # dataset root directory
+      splits_dir='',           # folder holding <dataset>/<split>/{labeled,unlabeled}.txt ('' = data/splits shipped copy)
+      split='92',
+      num_classes=21,
+      ignore_index=255,
+      background_classes=(0,),  # classes whose relevance s_k is always 1
+      crop_size=512,
+      scale_range=(0.5, 2.0),
+      labeled_batch=8,          # global, per step
+      unlabeled_batch=8,        # global, per step
+      num_workers=4,
+      prefetch=2,
+      rare_class_sampling=True,
+      rcs_temperature=0.01,
+      color_jitter=(0.5, 0.5, 0.5, 0.25),
+      color_jitter_p=0.8,
+      grayscale_p=0.2,
+      blur_p=0.5,
+      cutmix_p=0.5,
+      # synthetic set (used when name == 'synthetic')
+      synthetic_size=64,
+      synthetic_labeled=16,
+      synthetic_unlabeled=128,
+      synthetic_val=32,
+  ))
+
+  # ---- Network (SPEC section 2).
+  c.model = ml_collections.ConfigDict(dict(
+      backbone='clip',
+      out_layers=(4, 8, 12),
+      hidden_dim=256,
+      queries='htqg',           # 'htqg' | 'random'
+      num_prompt_tokens=8,
+      ptrm=True,
+      ptrm_heads=8,
+      instance_queries=100,     # M; 0 disables Q_vis
+      query_refinement=True,    # False: class-level queries are not updated by the DQTD
+      freeze_backbone=False,
+      feature_dropout=0.5,      # channel dropout of the feature-perturbation view
+      dtype='bfloat16',         # compute dtype; params stay float32
+      remat_backbone=True,
+      remat_pixel_decoder=False,
+      remat_decoder=False,
+      attention_impl='auto',    # 'auto' | 'xla' | 'cudnn'
+  ))
+  c.model.clip = ml_collections.ConfigDict(dict(
+      pretrained='openai/clip-vit-base-patch16',  # HF dir or hub name; '' = random init, sizes below
+      vision_width=768, vision_layers=12, vision_heads=12, vision_mlp_dim=3072,
+      patch_size=16, image_size=224,
+      text_width=512, text_layers=12, text_heads=8, text_mlp_dim=2048,
+      vocab_size=49408, context_length=77, projection_dim=512,
+  ))
+  c.model.pixel_decoder = ml_collections.ConfigDict(dict(
+      layers=6, heads=8, points=4, ffn_dim=1024, dropout=0.0, query_chunk=0))
+  c.model.decoder = ml_collections.ConfigDict(dict(layers=9, heads=8, ffn_dim=2048))
+  c.model.htqg = ml_collections.ConfigDict(dict(levels=3, mlp_hidden=256))
+  c.relevance = ml_collections.ConfigDict(dict(mode='dense'))   # 'dense' | 'global'
+  c.inference = ml_collections.ConfigDict(dict(
+      mode='query_argmax',      # 'query_argmax' | 'mask2former'
+      window='sliding',         # 'sliding' | 'whole'
+      stride_fraction=2 / 3))
+
+  # ---- Objective (SPEC section 3).
+  c.loss = ml_collections.ConfigDict(dict(
+      class_weight=2.0, mask_weight=5.0, dice_weight=5.0, no_object_weight=0.1,
+      num_points=12544, oversample_ratio=3.0, importance_sample_ratio=0.75,
+      div=0.1, prompt=1.0, vl=0.1, mask=1.0, align=1.0, tau=0.07))
+  c.semi = ml_collections.ConfigDict(dict(
+      conf_threshold=0.95, strong_weight=0.25, fp_weight=0.5, entropy_weight=0.1,
+      ema_decay=0.0, mix_source='roll'))
+
+  # ---- Recipe (SPEC section 4).
+  c.optim = ml_collections.ConfigDict(dict(
+      lr=1e-4, weight_decay=0.01, backbone_lr_mult=0.1, clip_norm=0.01,
+      warmup_steps=1500, poly_power=0.9, b1=0.9, b2=0.999))
+  c.train = ml_collections.ConfigDict(dict(
+      epochs=80, steps=-1,      # steps > 0 overrides epochs
+      grad_accum=1, log_every=50, ckpt_every=1000, keep_checkpoints=3,
+      eval_every=0, max_nonfinite=10))
+  c.resume = ''                 # checkpoint dir used when the workdir has none
+  c.init = ''                   # weights-only initialisation
+  return c

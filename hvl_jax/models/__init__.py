@@ -1,0 +1,1 @@
+"""Flax modules of the HVL network (models are separate from training)."""

@@ -1,0 +1,396 @@
+"""Flax CLIP text and vision encoders with Hugging Face numerics.
+
+The parameter names mirror `transformers.FlaxCLIPModel` so that HF checkpoints
+(`flax_model.msgpack`, or PyTorch/Flax `model.safetensors`) load without
+renaming layers. Differences from HF, all opt-in:
+  * the text encoder takes token embeddings instead of ids (CoOp prompts);
+  * the vision encoder takes any size divisible by the patch size (bicubic
+    position-embedding resize) and returns dense taps and MaskCLIP features;
+  * per-block rematerialisation and a compute dtype;
+  * attention through `jax.nn.dot_product_attention` (cuDNN on GPU).
+Weight import lives in `hvl_jax.models.clip_weights`.
+"""
+import dataclasses
+from typing import Any, Optional, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hvl_jax.models.attention import dot_product_attention
+
+# CLIP's image normalisation (RGB, images scaled to [0, 1] first).
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclasses.dataclass(frozen=True)
+class TowerConfig:
+  """One transformer tower (text or vision) of CLIP."""
+  width: int
+  layers: int
+  heads: int
+  mlp_dim: int
+  layer_norm_eps: float = 1e-5
+  activation: str = 'quick_gelu'
+
+
+@dataclasses.dataclass(frozen=True)
+class CLIPConfig:
+  """Sizes of a CLIP model; `from_hf` reads a HF `config.json` dict."""
+  text: TowerConfig
+  vision: TowerConfig
+  projection_dim: int
+  vocab_size: int = 49408
+  context_length: int = 77
+  patch_size: int = 16
+  image_size: int = 224  # pre-training resolution: sets the position-embedding grid
+  # HF semantics: 2 (legacy configs) pools at argmax(ids), since EOS has the largest id;
+  # otherwise at the first occurrence of this id.
+  eos_token_id: int = 2
+
+  @classmethod
+  def from_hf(cls, cfg: dict) -> 'CLIPConfig':
+    arch = cfg.get('model_type', 'clip')
+    if arch != 'clip':
+      raise ValueError(f'unknown architecture model_type={arch!r} in config.json: expected "clip"')
+    t, v = cfg.get('text_config', {}), cfg.get('vision_config', {})
+
+    def tower(c, width, layers, heads, mlp):
+      return TowerConfig(
+          width=c.get('hidden_size', width), layers=c.get('num_hidden_layers', layers),
+          heads=c.get('num_attention_heads', heads), mlp_dim=c.get('intermediate_size', mlp),
+          layer_norm_eps=c.get('layer_norm_eps', 1e-5), activation=c.get('hidden_act', 'quick_gelu'))
+
+    return cls(
+        text=tower(t, 512, 12, 8, 2048), vision=tower(v, 768, 12, 12, 3072),
+        projection_dim=cfg.get('projection_dim', 512), vocab_size=t.get('vocab_size', 49408),
+        context_length=t.get('max_position_embeddings', 77), patch_size=v.get('patch_size', 32),
+        image_size=v.get('image_size', 224), eos_token_id=t.get('eos_token_id', 49407))  # HF's default
+
+  @classmethod
+  def from_fields(cls, c: Any) -> 'CLIPConfig':
+    """From the `model.clip` ConfigDict of configs/base.py (random-init sizes)."""
+    return cls(
+        text=TowerConfig(c.text_width, c.text_layers, c.text_heads, c.text_mlp_dim),
+        vision=TowerConfig(c.vision_width, c.vision_layers, c.vision_heads, c.vision_mlp_dim),
+        projection_dim=c.projection_dim, vocab_size=c.vocab_size, context_length=c.context_length,
+        patch_size=c.patch_size, image_size=c.image_size)
+
+  def to_hf(self) -> dict:
+    """The HF `config.json` dict describing the same model."""
+    def tower(t: TowerConfig):
+      return dict(hidden_size=t.width, num_hidden_layers=t.layers, num_attention_heads=t.heads,
+                  intermediate_size=t.mlp_dim, layer_norm_eps=t.layer_norm_eps, hidden_act=t.activation)
+    return dict(model_type='clip', projection_dim=self.projection_dim,
+                text_config=dict(tower(self.text), vocab_size=self.vocab_size,
+                                 max_position_embeddings=self.context_length,
+                                 eos_token_id=self.eos_token_id),
+                vision_config=dict(tower(self.vision), patch_size=self.patch_size,
+                                   image_size=self.image_size))
+
+
+ACTIVATIONS = {
+    'quick_gelu': lambda x: x * jax.nn.sigmoid(1.702 * x),
+    'gelu': lambda x: jax.nn.gelu(x, approximate=False),
+    'gelu_new': lambda x: jax.nn.gelu(x, approximate=True),
+}
+
+
+class Attention(nn.Module):
+  """CLIP self-attention with q/k/v/out projections (HF names)."""
+  cfg: TowerConfig
+  dtype: Any = jnp.float32
+  causal: bool = False
+  attention_impl: str = 'auto'
+
+  def setup(self):
+    dense = lambda name: nn.Dense(self.cfg.width, dtype=self.dtype, name=name)
+    self.q_proj, self.k_proj, self.v_proj, self.out_proj = (
+        dense('q_proj'), dense('k_proj'), dense('v_proj'), dense('out_proj'))
+
+  def split_heads(self, x):
+    return x.reshape(x.shape[:-1] + (self.cfg.heads, self.cfg.width // self.cfg.heads))
+
+  def __call__(self, x):
+    """x (B, T, D) -> (B, T, D)."""
+    q, k, v = (self.split_heads(p(x)) for p in (self.q_proj, self.k_proj, self.v_proj))
+    out = dot_product_attention(q, k, v, is_causal=self.causal, implementation=self.attention_impl)
+    return self.out_proj(out.reshape(x.shape[:-1] + (self.cfg.width,)))
+
+  def value_path(self, x):
+    """MaskCLIP: v_proj then out_proj per token, no query-key mixing. x (B, T, D)."""
+    return self.out_proj(self.v_proj(x))
+
+
+class MLP(nn.Module):
+  cfg: TowerConfig
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.Dense(self.cfg.mlp_dim, dtype=self.dtype, name='fc1')(x)
+    x = ACTIVATIONS[self.cfg.activation](x)
+    return nn.Dense(self.cfg.width, dtype=self.dtype, name='fc2')(x)
+
+
+class EncoderLayer(nn.Module):
+  """Pre-LN transformer block."""
+  cfg: TowerConfig
+  dtype: Any = jnp.float32
+  causal: bool = False
+  attention_impl: str = 'auto'
+
+  def setup(self):
+    eps = self.cfg.layer_norm_eps
+    self.layer_norm1 = nn.LayerNorm(eps, dtype=self.dtype)
+    self.self_attn = Attention(self.cfg, self.dtype, self.causal, self.attention_impl)
+    self.layer_norm2 = nn.LayerNorm(eps, dtype=self.dtype)
+    self.mlp = MLP(self.cfg, self.dtype)
+
+  def __call__(self, x):
+    x = x + self.self_attn(self.layer_norm1(x))
+    return x + self.mlp(self.layer_norm2(x))
+
+  def maskclip_value(self, x):
+    """The last block's value path used for dense CLIP-space features."""
+    return self.self_attn.value_path(self.layer_norm1(x))
+
+
+class LayerCollection(nn.Module):
+  """`layers/{0..N-1}` as in HF; returns every hidden state."""
+  cfg: TowerConfig
+  dtype: Any = jnp.float32
+  causal: bool = False
+  remat: bool = False
+  attention_impl: str = 'auto'
+
+  def setup(self):
+    block = nn.remat(EncoderLayer) if self.remat else EncoderLayer
+    self.blocks = [block(self.cfg, self.dtype, self.causal, self.attention_impl, name=str(i))
+                   for i in range(self.cfg.layers)]
+
+  def __call__(self, x, num_layers: Optional[int] = None):
+    """x (B, T, D) -> list of hidden states: [input, after layer 1, ..., after layer n]."""
+    states = [x]
+    for block in self.blocks[:num_layers]:
+      x = block(x)
+      states.append(x)
+    return states
+
+  def maskclip_value(self, x):
+    return self.blocks[-1].maskclip_value(x)
+
+
+class Encoder(nn.Module):
+  cfg: TowerConfig
+  dtype: Any = jnp.float32
+  causal: bool = False
+  remat: bool = False
+  attention_impl: str = 'auto'
+
+  def setup(self):
+    self.layers = LayerCollection(self.cfg, self.dtype, self.causal, self.remat, self.attention_impl)
+
+  def __call__(self, x, num_layers=None):
+    return self.layers(x, num_layers)
+
+  def maskclip_value(self, x):
+    return self.layers.maskclip_value(x)
+
+
+class TextEmbeddings(nn.Module):
+  cfg: CLIPConfig
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    w = self.cfg.text.width
+    self.token_embedding = nn.Embed(self.cfg.vocab_size, w, dtype=self.dtype)
+    self.position_embedding = nn.Embed(self.cfg.context_length, w, dtype=self.dtype)
+
+  def __call__(self, input_ids=None, inputs_embeds=None):
+    if inputs_embeds is None:
+      inputs_embeds = self.token_embedding(input_ids)
+    length = inputs_embeds.shape[1]
+    return inputs_embeds + self.position_embedding(jnp.arange(length))[None]
+
+
+class TextTransformer(nn.Module):
+  cfg: CLIPConfig
+  dtype: Any = jnp.float32
+  remat: bool = False
+  attention_impl: str = 'auto'
+
+  def setup(self):
+    self.embeddings = TextEmbeddings(self.cfg, self.dtype)
+    self.encoder = Encoder(self.cfg.text, self.dtype, True, self.remat, self.attention_impl)
+    self.final_layer_norm = nn.LayerNorm(self.cfg.text.layer_norm_eps, dtype=self.dtype)
+
+  def __call__(self, input_ids=None, inputs_embeds=None, eos_index=None):
+    states = self.encoder(self.embeddings(input_ids, inputs_embeds))
+    last = self.final_layer_norm(states[-1])
+    if eos_index is None:
+      eos_index = self.eos_position(input_ids)
+    pooled = jnp.take_along_axis(last, eos_index[:, None, None], axis=1)[:, 0]
+    return dict(hidden_states=states, last_hidden_state=last, pooled=pooled)
+
+  def eos_position(self, input_ids):
+    """(B, T) ids -> (B,) index of the pooled EOS token, as HF decides it."""
+    if self.cfg.eos_token_id == 2:
+      return jnp.argmax(input_ids, axis=-1)
+    return jnp.argmax(input_ids == self.cfg.eos_token_id, axis=-1)
+
+  def token_embeddings(self, input_ids):
+    """(B, T) ids -> (B, T, D) token embeddings (no position embedding)."""
+    return self.embeddings.token_embedding(input_ids)
+
+
+class CLIPTextEncoder(nn.Module):
+  """Text tower + projection: `text_embeds` equals HF `get_text_features`.
+
+  Call with `input_ids` (B, T) or with `inputs_embeds` (B, T, D_text) plus
+  `eos_index` (B,), the position whose state is pooled.
+  """
+  cfg: CLIPConfig
+  dtype: Any = jnp.float32
+  remat: bool = False
+  attention_impl: str = 'auto'
+
+  def setup(self):
+    self.text_model = TextTransformer(self.cfg, self.dtype, self.remat, self.attention_impl)
+    self.text_projection = nn.Dense(self.cfg.projection_dim, use_bias=False, dtype=self.dtype)
+
+  def __call__(self, input_ids=None, inputs_embeds=None, eos_index=None):
+    out = self.text_model(input_ids, inputs_embeds, eos_index)
+    out['text_embeds'] = self.text_projection(out['pooled'])
+    return out
+
+  def token_embeddings(self, input_ids):
+    return self.text_model.token_embeddings(input_ids)
+
+
+def resize_position_embedding(pos: jax.Array, grid: Sequence[int], new_grid: Sequence[int]) -> jax.Array:
+  """Bicubic resize of patch position embeddings; the grid is kept exactly when unchanged.
+
+  Args:
+    pos: (1 + gh*gw, D) with the class position first.
+    grid: (gh, gw) of `pos`.
+    new_grid: (h, w) wanted.
+  Returns:
+    (1 + h*w, D).
+  """
+  if tuple(grid) == tuple(new_grid):
+    return pos
+  cls_pos, patch_pos = pos[:1], pos[1:].reshape(*grid, pos.shape[-1])
+  patch_pos = jax.image.resize(patch_pos.astype(jnp.float32), (*new_grid, pos.shape[-1]),
+                               method='bicubic', antialias=False).astype(pos.dtype)
+  return jnp.concatenate([cls_pos, patch_pos.reshape(-1, pos.shape[-1])], axis=0)
+
+
+class VisionEmbeddings(nn.Module):
+  cfg: CLIPConfig
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    c = self.cfg
+    w = c.vision.width
+    self.class_embedding = self.param('class_embedding', nn.initializers.normal(w ** -0.5), (w,))
+    self.patch_embedding = nn.Conv(w, (c.patch_size, c.patch_size), strides=c.patch_size,
+                                   padding='VALID', use_bias=False, dtype=self.dtype)
+    self.grid = (c.image_size // c.patch_size,) * 2
+    self.position_embedding = nn.Embed(self.grid[0] * self.grid[1] + 1, w, dtype=self.dtype)
+
+  def __call__(self, images):
+    """images (B, H, W, 3) normalised -> tokens (B, 1 + h*w, D) and the grid (h, w)."""
+    p = self.cfg.patch_size
+    b, hh, ww, _ = images.shape
+    if hh % p or ww % p:
+      raise ValueError(f'image size {hh}x{ww} is not divisible by the patch size {p}')
+    patches = self.patch_embedding(images.astype(self.dtype))
+    h, w = patches.shape[1:3]
+    patches = patches.reshape(b, h * w, -1)
+    cls = jnp.broadcast_to(self.class_embedding.astype(self.dtype), (b, 1, patches.shape[-1]))
+    pos = resize_position_embedding(self.position_embedding.embedding, self.grid, (h, w))
+    return jnp.concatenate([cls, patches], axis=1) + pos.astype(self.dtype)[None], (h, w)
+
+
+class VisionTransformer(nn.Module):
+  cfg: CLIPConfig
+  dtype: Any = jnp.float32
+  remat: bool = False
+  attention_impl: str = 'auto'
+
+  def setup(self):
+    eps = self.cfg.vision.layer_norm_eps
+    self.embeddings = VisionEmbeddings(self.cfg, self.dtype)
+    self.pre_layrnorm = nn.LayerNorm(eps, dtype=self.dtype)  # sic: HF's name
+    self.encoder = Encoder(self.cfg.vision, self.dtype, False, self.remat, self.attention_impl)
+    self.post_layernorm = nn.LayerNorm(eps, dtype=self.dtype)
+
+  def __call__(self, images):
+    x, grid = self.embeddings(images)
+    states = self.encoder(self.pre_layrnorm(x))
+    return dict(hidden_states=states, pooled=self.post_layernorm(states[-1][:, 0]), grid=grid)
+
+
+class CLIPVisionEncoder(nn.Module):
+  """Vision tower + projection.
+
+  Returns a dict:
+    image_embeds: (B, E) projected CLS, equal to HF `get_image_features`.
+    hidden_states: list of (B, 1 + h*w, D), [embeddings after pre-LN, layer 1, ..., layer N].
+    taps: {layer: (B, h, w, D)} patch-token maps after each layer in `out_layers` (1-based).
+    dense: (B, h, w, E) MaskCLIP-path features in CLIP space (only if `dense=True`).
+  """
+  cfg: CLIPConfig
+  dtype: Any = jnp.float32
+  remat: bool = False
+  attention_impl: str = 'auto'
+
+  def setup(self):
+    self.vision_model = VisionTransformer(self.cfg, self.dtype, self.remat, self.attention_impl)
+    self.visual_projection = nn.Dense(self.cfg.projection_dim, use_bias=False, dtype=self.dtype)
+
+  def __call__(self, images, out_layers: Sequence[int] = (), dense: bool = False):
+    out = self.vision_model(images)
+    states, (h, w) = out['hidden_states'], out['grid']
+    b = images.shape[0]
+    out['image_embeds'] = self.visual_projection(out['pooled'])
+    out['taps'] = {l: states[l][:, 1:].reshape(b, h, w, -1) for l in out_layers}
+    if dense:
+      out['dense'] = self.maskclip_dense(states[-2]).reshape(b, h, w, -1)
+    return out
+
+  def maskclip_dense(self, penultimate):
+    """(B, 1 + h*w, D) input of the last block -> (B, h*w, E) per-token CLIP-space features."""
+    vm = self.vision_model
+    v = vm.encoder.maskclip_value(penultimate[:, 1:])
+    return self.visual_projection(vm.post_layernorm(v))
+
+
+class CLIPModel(nn.Module):
+  """Both towers and CLIP's logit scale; param tree {text, vision, logit_scale}."""
+  cfg: CLIPConfig
+  dtype: Any = jnp.float32
+  remat: bool = False
+  attention_impl: str = 'auto'
+
+  def setup(self):
+    self.text = CLIPTextEncoder(self.cfg, self.dtype, self.remat, self.attention_impl)
+    self.vision = CLIPVisionEncoder(self.cfg, self.dtype, self.remat, self.attention_impl)
+    self.logit_scale = self.param('logit_scale', nn.initializers.constant(2.6592), ())
+
+  def __call__(self, input_ids, images):
+    return self.text(input_ids)['text_embeds'], self.vision(images)['image_embeds']
+
+  def encode_text(self, input_ids=None, inputs_embeds=None, eos_index=None):
+    return self.text(input_ids, inputs_embeds, eos_index)
+
+  def encode_image(self, images, out_layers=(), dense=False):
+    return self.vision(images, out_layers, dense)
+
+
+def normalize_images(images_uint8: jax.Array) -> jax.Array:
+  """(B, H, W, 3) uint8 RGB -> float32 normalised with CLIP's mean and std."""
+  x = images_uint8.astype(jnp.float32) / 255.0
+  return (x - jnp.asarray(CLIP_MEAN)) / jnp.asarray(CLIP_STD)

@@ -1,0 +1,56 @@
+"""Zero-shot CLIP classification: class-name prompts -> per-image and per-pixel probabilities.
+
+Used for the HTQG relevance s_k of unlabeled images and usable on its own:
+
+  clip = load_clip('openai/clip-vit-base-patch16')
+  text = class_text_embeddings(clip, ['cat', 'dog'])
+  probs = image_class_probs(clip.encode_image(images), text, clip.logit_scale)
+"""
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+DEFAULT_TEMPLATE = 'a photo of a {}.'
+
+
+def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-6) -> jax.Array:
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), eps)
+
+
+def class_text_embeddings(clip, class_names: Sequence[str], template: str = DEFAULT_TEMPLATE):
+  """(K, E) L2-normalised text embeddings of `template.format(name)` per class."""
+  ids = clip.tokenize([template.format(n) for n in class_names])
+  return l2_normalize(clip.encode_text(ids))
+
+
+def image_class_probs(image_embeds, text_embeds, logit_scale):
+  """Per-image class probabilities.
+
+  Args:
+    image_embeds: (B, E) projected image features (unnormalised).
+    text_embeds: (K, E) normalised class embeddings.
+    logit_scale: CLIP's exp(logit_scale) (a scalar).
+  Returns:
+    (B, K) softmax over classes.
+  """
+  logits = logit_scale * l2_normalize(image_embeds) @ text_embeds.T
+  return jax.nn.softmax(logits, axis=-1)
+
+
+def pixel_class_probs(dense_features, text_embeds, logit_scale):
+  """Per-pixel class probabilities from dense (MaskCLIP) features (B, h, w, E) -> (B, h, w, K)."""
+  logits = logit_scale * jnp.einsum('bhwe,ke->bhwk', l2_normalize(dense_features), text_embeds)
+  return jax.nn.softmax(logits, axis=-1)
+
+
+def class_relevance(dense_features, image_embeds, text_embeds, logit_scale, mode: str = 'dense'):
+  """Zero-shot presence score per class in [0, 1] (B, K).
+
+  'dense': max over pixels of the per-pixel softmax; 'global': the image-level softmax.
+  """
+  if mode == 'dense':
+    return pixel_class_probs(dense_features, text_embeds, logit_scale).max(axis=(1, 2))
+  if mode == 'global':
+    return image_class_probs(image_embeds, text_embeds, logit_scale)
+  raise ValueError(f"relevance.mode must be 'dense' or 'global', got {mode!r}")

@@ -1,0 +1,62 @@
+"""Shared fixtures: tiny random HF CLIP checkpoints written by the tests themselves."""
+import json
+import os
+import string
+
+import numpy as np
+import pytest
+
+# Tests run on 2 simulated CPU devices (SPEC section 6); must be set before jax is imported.
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
+os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+
+
+def write_tiny_tokenizer(path):
+  """A character-level CLIP BPE vocabulary (no merges); EOS gets the largest id."""
+  chars = list(string.ascii_lowercase) + ['.', ',']
+  tokens = ['<|startoftext|>'] + chars + [c + '</w>' for c in chars] + ['<|endoftext|>']
+  with open(os.path.join(path, 'vocab.json'), 'w') as f:
+    json.dump({t: i for i, t in enumerate(tokens)}, f)
+  with open(os.path.join(path, 'merges.txt'), 'w') as f:
+    f.write('#version: 0.2\n')
+  return len(tokens)
+
+
+def tiny_hf_config(vocab_size):
+  from transformers import CLIPConfig
+  return CLIPConfig(
+      text_config=dict(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2,
+                       num_attention_heads=4, intermediate_size=48, max_position_embeddings=16,
+                       bos_token_id=0, eos_token_id=vocab_size - 1, pad_token_id=vocab_size - 1),
+      vision_config=dict(hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                         intermediate_size=48, image_size=32, patch_size=8),
+      projection_dim=24)
+
+
+@pytest.fixture(scope='session')
+def hf_flax_checkpoint(tmp_path_factory):
+  """(directory, FlaxCLIPModel) saved as flax_model.msgpack with a tokenizer."""
+  from transformers import FlaxCLIPModel
+  path = str(tmp_path_factory.mktemp('clip_flax'))
+  vocab = write_tiny_tokenizer(path)
+  model = FlaxCLIPModel(tiny_hf_config(vocab), seed=0)
+  model.save_pretrained(path)
+  return path, model
+
+
+@pytest.fixture(scope='session')
+def hf_torch_checkpoint(tmp_path_factory):
+  """(directory, torch CLIPModel) saved as PyTorch-named model.safetensors."""
+  import torch
+  from transformers import CLIPModel
+  torch.manual_seed(0)
+  path = str(tmp_path_factory.mktemp('clip_torch'))
+  vocab = write_tiny_tokenizer(path)
+  model = CLIPModel(tiny_hf_config(vocab)).eval()
+  model.save_pretrained(path, safe_serialization=True)
+  return path, model
+
+
+@pytest.fixture
+def rng():
+  return np.random.RandomState(0)
