@@ -83,6 +83,7 @@ def get_config():
   c.loss = ml_collections.ConfigDict(dict(
       class_weight=2.0, mask_weight=5.0, dice_weight=5.0, no_object_weight=0.1,
       num_points=12544, oversample_ratio=3.0, importance_sample_ratio=0.75,
+      max_masks=64,             # static per-image budget of matched (query, mask) pairs
       div=0.1, prompt=1.0, vl=0.1, mask=1.0, align=1.0, tau=0.07))
   c.semi = ml_collections.ConfigDict(dict(
       conf_threshold=0.95, strong_weight=0.25, fp_weight=0.5, entropy_weight=0.1,

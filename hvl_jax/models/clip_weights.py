@@ -108,7 +108,7 @@ def init_params(cfg: CLIPConfig, rng: jax.Array):
   """Random CLIP parameters {'text', 'vision', 'logit_scale'}."""
   ids = jnp.zeros((1, cfg.context_length), jnp.int32)
   img = jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
-  return CLIPModel(cfg).init(rng, ids, img)['params']
+  return jax.jit(CLIPModel(cfg).init)(rng, ids, img)["params"]
 
 
 def random_clip(cfg: CLIPConfig, seed: int = 0, dtype=jnp.float32) -> CLIP:

@@ -7,6 +7,7 @@ optional query chunking bounds it further. Semantics equal
 `grid_sample(mode='bilinear', padding_mode='zeros', align_corners=False)` at
 2 * loc - 1, as in the reference PyTorch function of Deformable DETR.
 """
+import functools
 import math
 from typing import Sequence, Tuple
 
@@ -57,6 +58,9 @@ def _corner_indices_and_weights(spatial_shapes, sampling_locations):
   return jnp.stack(idx, -1), jnp.stack(w, -1)
 
 
+# Rematerialised: the gathered corner rows (Q*N*L*P*4 x D, the largest intermediate by far)
+# are recomputed in the backward pass instead of being kept as residuals.
+@functools.partial(jax.checkpoint, static_argnums=(1,), policy=jax.checkpoint_policies.nothing_saveable)
 def _ms_deform_attn(value, spatial_shapes, sampling_locations, attention_weights):
   b, s, n, d = value.shape
   q = sampling_locations.shape[1]

@@ -1,0 +1,1 @@
+"""Objective of HVL: matching, Mask2Former criterion, semi-supervised terms, regularizers."""

@@ -1,0 +1,214 @@
+"""Mask2Former criterion with HVL's fixed + Hungarian matching, on sampled points.
+
+Shapes: B images, Q = L*K class-level + M instance queries, mask logits
+(B, h, w, Q) channel-last at stride 4, labels (B, H, W) with 255 = ignore.
+Ignore pixels carry weight 0 at every point that lands on them, so they never
+contribute to a loss or its gradient.
+"""
+from typing import Dict, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from hvl_jax.losses import matching
+from hvl_jax.models.deform_attn import ms_deform_attn
+
+
+class CriterionConfig(NamedTuple):
+  """Weights and sampling settings (config.loss)."""
+  num_classes: int
+  num_levels: int            # class-level query levels L (0 when queries='random')
+  class_weight: float = 2.0
+  mask_weight: float = 5.0
+  dice_weight: float = 5.0
+  no_object_weight: float = 0.1
+  num_points: int = 12544
+  oversample_ratio: float = 3.0
+  importance_sample_ratio: float = 0.75
+  max_masks: int = 64        # per image, static budget of (query, mask) pairs
+  ignore_index: int = 255
+
+  @classmethod
+  def from_config(cls, config):
+    levels = config.model.htqg.levels if config.model.queries == 'htqg' else 0
+    l = config.loss
+    return cls(config.data.num_classes, levels, l.class_weight, l.mask_weight, l.dice_weight,
+               l.no_object_weight, l.num_points, l.oversample_ratio, l.importance_sample_ratio,
+               l.max_masks, config.data.ignore_index)
+
+
+def point_sample(maps, coords):
+  """Bilinear samples (grid_sample, align_corners=False, zero padding).
+
+  Args:
+    maps: (N, h, w, C).
+    coords: (N, P, 2) normalised (x, y) in [0, 1].
+  Returns:
+    (N, P, C) in float32.
+  """
+  n, h, w, c = maps.shape
+  value = maps.reshape(n, h * w, 1, c)
+  locs = coords[:, :, None, None, None, :]
+  ones = jnp.ones(coords.shape[:2] + (1, 1, 1), jnp.float32)
+  return ms_deform_attn(value, ((h, w),), locs, ones).astype(jnp.float32)
+
+
+def labels_at(labels, coords):
+  """Nearest label of each point: labels (N, H, W), coords (N, P, 2) -> (N, P) int32."""
+  h, w = labels.shape[1:]
+  x = jnp.clip(jnp.floor(coords[..., 0] * w).astype(jnp.int32), 0, w - 1)
+  y = jnp.clip(jnp.floor(coords[..., 1] * h).astype(jnp.int32), 0, h - 1)
+  return jnp.take_along_axis(labels.reshape(labels.shape[0], -1), y * w + x, axis=1)
+
+
+def sigmoid_ce_loss(logits, targets, num_masks, weights=None):
+  """Mask2Former's BCE: mean over points per mask, summed over masks / num_masks.
+
+  logits, targets: (N, P); weights (N, P) (0 = ignore) or None.
+  """
+  bce = jnp.logaddexp(0.0, logits) - logits * targets     # numerically stable BCE-with-logits
+  if weights is None:
+    per_mask = bce.mean(axis=1)
+  else:
+    per_mask = (bce * weights).sum(1) / jnp.maximum(weights.sum(1), 1.0)
+  return per_mask.sum() / num_masks
+
+
+def dice_loss(logits, targets, num_masks, weights=None):
+  """Mask2Former's dice loss with +1 smoothing, summed over masks / num_masks. (N, P) inputs."""
+  p = jax.nn.sigmoid(logits)
+  if weights is not None:
+    p, targets = p * weights, targets * weights
+  numerator = 2 * (p * targets).sum(1)
+  denominator = p.sum(1) + targets.sum(1)
+  return (1 - (numerator + 1) / (denominator + 1)).sum() / num_masks
+
+
+def class_ce_loss(logits, target_class, no_object_weight):
+  """Weighted mean CE over queries (PyTorch `cross_entropy(weight=...)` semantics).
+
+  logits (B, Q, K+1), target_class (B, Q) in [0, K] (K = no-object).
+  """
+  k = logits.shape[-1] - 1
+  weight = jnp.where(target_class == k, no_object_weight, 1.0)
+  logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
+  nll = -jnp.take_along_axis(logp, target_class[..., None], axis=-1)[..., 0]
+  return (weight * nll).sum() / weight.sum()
+
+
+def matching_cost(cls_logits, point_logits, point_onehot, point_valid, cfg: CriterionConfig):
+  """Instance-query cost against every class (Mask2Former's matcher).
+
+  Args:
+    cls_logits: (B, M, K+1).
+    point_logits: (B, M, P) mask logits at shared uniform points.
+    point_onehot: (B, K, P) float targets at the same points.
+    point_valid: (B, P) 1 where the point is not ignore.
+  Returns:
+    (B, M, K) cost.
+  """
+  prob = jax.nn.softmax(cls_logits.astype(jnp.float32), axis=-1)[..., :-1]
+  cost_class = -prob
+  x = point_logits.astype(jnp.float32)
+  v = point_valid[:, None, :]
+  pos, neg = jnp.logaddexp(0.0, -x) * v, jnp.logaddexp(0.0, x) * v
+  n_valid = jnp.maximum(point_valid.sum(-1), 1.0)[:, None, None]
+  cost_bce = (jnp.einsum('bmp,bkp->bmk', pos, point_onehot)
+              + jnp.einsum('bmp,bkp->bmk', neg, 1 - point_onehot)) / n_valid
+  sig = jax.nn.sigmoid(x) * v
+  numerator = 2 * jnp.einsum('bmp,bkp->bmk', sig, point_onehot)
+  denominator = sig.sum(-1)[:, :, None] + point_onehot.sum(-1)[:, None, :]
+  cost_dice = 1 - (numerator + 1) / (denominator + 1)
+  return cfg.class_weight * cost_class + cfg.mask_weight * cost_bce + cfg.dice_weight * cost_dice
+
+
+def match(cls_logits, mask_logits, labels, present, cfg: CriterionConfig, rng):
+  """Targets of every query: fixed for class-level queries, Hungarian for instance queries.
+
+  Returns (target_class (B, Q), has_mask (B, Q)).
+  """
+  b, q = cls_logits.shape[:2]
+  kq = cfg.num_levels * cfg.num_classes
+  parts_cls, parts_mask = [], []
+  if kq:
+    t, m = matching.fixed_matching(cfg.num_classes, cfg.num_levels, present)
+    parts_cls.append(t)
+    parts_mask.append(m)
+  if q > kq:
+    coords = jax.random.uniform(rng, (b, cfg.num_points, 2))
+    point_logits = point_sample(mask_logits[..., kq:], coords).transpose(0, 2, 1)   # (B, M, P)
+    lab = labels_at(labels, coords)
+    valid = (lab != cfg.ignore_index).astype(jnp.float32)
+    onehot = (lab[:, None, :] == jnp.arange(cfg.num_classes)[None, :, None]).astype(jnp.float32)
+    cost = matching_cost(cls_logits[:, kq:], point_logits, onehot, valid, cfg)
+    t, m = matching.hungarian_matching(cost, present)
+    parts_cls.append(t)
+    parts_mask.append(m)
+  return jnp.concatenate(parts_cls, axis=1), jnp.concatenate(parts_mask, axis=1)
+
+
+def uncertain_point_coords(logits, num_points, oversample_ratio, importance_ratio, rng):
+  """Mask2Former's importance sampling: the most uncertain (-|logit|) of oversampled points + random ones.
+
+  logits: (N, h, w, 1) -> coords (N, num_points, 2), no gradient.
+  """
+  n = logits.shape[0]
+  k1, k2 = jax.random.split(rng)
+  num_sampled = int(num_points * oversample_ratio)
+  num_uncertain = int(importance_ratio * num_points)
+  coords = jax.random.uniform(k1, (n, num_sampled, 2))
+  uncertainty = -jnp.abs(point_sample(logits, coords)[..., 0])
+  _, idx = jax.lax.top_k(uncertainty, num_uncertain)
+  chosen = jnp.take_along_axis(coords, idx[..., None], axis=1)
+  rand = jax.random.uniform(k2, (n, num_points - num_uncertain, 2))
+  return jax.lax.stop_gradient(jnp.concatenate([chosen, rand], axis=1))
+
+
+def mask_losses(mask_logits, labels, target_class, has_mask, cfg: CriterionConfig, rng):
+  """BCE and dice of the matched (query, class mask) pairs on importance-sampled points."""
+  b, h, w, q = mask_logits.shape
+  budget = min(cfg.max_masks, q)
+  # Static budget: the matched pairs of each image first (stable order), padding after.
+  order = jnp.argsort(~has_mask, axis=1, stable=True)[:, :budget]                # (B, budget)
+  sel_valid = jnp.take_along_axis(has_mask, order, axis=1).astype(jnp.float32)
+  sel_class = jnp.take_along_axis(target_class, order, axis=1)
+  logits = jnp.take_along_axis(mask_logits, order[:, None, None, :], axis=3)      # (B, h, w, budget)
+  logits = logits.transpose(0, 3, 1, 2).reshape(b * budget, h, w, 1)
+  coords = uncertain_point_coords(logits, cfg.num_points, cfg.oversample_ratio,
+                                  cfg.importance_sample_ratio, rng)
+  point_logits = point_sample(logits, coords)[..., 0]                             # (B*budget, P)
+  lab = labels_at(jnp.repeat(labels, budget, axis=0), coords)
+  targets = (lab == sel_class.reshape(-1, 1)).astype(jnp.float32)
+  weights = (lab != cfg.ignore_index).astype(jnp.float32) * sel_valid.reshape(-1, 1)
+  num_masks = jnp.maximum(has_mask.sum().astype(jnp.float32), 1.0)
+  return (sigmoid_ce_loss(point_logits, targets, num_masks, weights),
+          dice_loss(point_logits, targets, num_masks, weights))
+
+
+def classes_present(labels, num_classes):
+  """(B, H, W) labels -> (B, K) bool presence (ignore excluded)."""
+  onehot = labels[..., None] == jnp.arange(num_classes)
+  return onehot.any(axis=(1, 2))
+
+
+def set_criterion(predictions, labels, cfg: CriterionConfig, rng) -> Dict[str, jax.Array]:
+  """L_seg summed over the final and all auxiliary predictions, each re-matched.
+
+  Args:
+    predictions: list of (cls_logits (B, Q, K+1), mask_logits (B, h, w, Q)), one per decoder stage.
+    labels: (B, H, W) int32 with ignore_index.
+  Returns:
+    dict: 'seg' (weighted total), 'class', 'bce', 'dice' (each summed over stages).
+  """
+  present = classes_present(labels, cfg.num_classes)
+  totals = {'seg': 0.0, 'class': 0.0, 'bce': 0.0, 'dice': 0.0}
+  for i, (cls_logits, mask_logits) in enumerate(predictions):
+    k_match, k_points = jax.random.split(jax.random.fold_in(rng, i))
+    target_class, has_mask = match(cls_logits, mask_logits, labels, present, cfg, k_match)
+    l_cls = class_ce_loss(cls_logits, target_class, cfg.no_object_weight)
+    l_bce, l_dice = mask_losses(mask_logits, labels, target_class, has_mask, cfg, k_points)
+    totals['class'] += l_cls
+    totals['bce'] += l_bce
+    totals['dice'] += l_dice
+    totals['seg'] += cfg.class_weight * l_cls + cfg.mask_weight * l_bce + cfg.dice_weight * l_dice
+  return totals

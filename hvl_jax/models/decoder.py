@@ -1,0 +1,144 @@
+"""DQTD: the Dual-Query Transformer Decoder (Mask2Former's masked-attention decoder).
+
+Queries Q(0) = Q_aligned (L*K class-level, from the PTRM) U Q_vis (M learnable
+instance queries). Each layer: masked cross-attention to one scale (round
+robin over strides 32, 16, 8), self-attention, FFN, all post-norm. Class and
+mask predictions after the input and after every layer; each prediction's
+mask (sigmoid < 0.5 blocked, detached) restricts the next cross-attention.
+"""
+from typing import Any, List, Optional, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from hvl_jax.models.attention import MultiHeadAttention
+from hvl_jax.models.position import sine_position_embedding
+
+
+class DecoderLayer(nn.Module):
+  dim: int
+  heads: int
+  ffn_dim: int
+  dtype: Any = jnp.float32
+  attention_impl: str = 'auto'
+
+  @nn.compact
+  def __call__(self, tgt, query_pos, memory, memory_pos, attend):
+    """tgt, query_pos (B, Q, D); memory, memory_pos (B, S, D); attend (B, 1, Q, S) bool."""
+    mha = lambda name: MultiHeadAttention(self.dim, self.heads, self.dtype, self.attention_impl, name=name)
+    ln = lambda name: nn.LayerNorm(dtype=self.dtype, name=name)
+    tgt = ln('cross_norm')(tgt + mha('cross_attn')(tgt + query_pos, memory + memory_pos, memory, attend))
+    q = tgt + query_pos
+    tgt = ln('self_norm')(tgt + mha('self_attn')(q, q, tgt))
+    ffn = nn.Dense(self.dim, dtype=self.dtype, name='linear2')(
+        nn.relu(nn.Dense(self.ffn_dim, dtype=self.dtype, name='linear1')(tgt)))
+    return ln('ffn_norm')(tgt + ffn)
+
+
+class PredictionHeads(nn.Module):
+  """Shared LayerNorm, class head (K+1) and 3-layer mask-embedding MLP."""
+  num_classes: int
+  dim: int
+  mask_dim: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, queries, mask_features):
+    """queries (B, Q, D), mask_features (B, H4, W4, Dm) -> cls (B, Q, K+1), masks (B, H4, W4, Q)."""
+    x = nn.LayerNorm(dtype=self.dtype, name='decoder_norm')(queries)
+    cls = nn.Dense(self.num_classes + 1, dtype=self.dtype, name='class_embed')(x)
+    e = nn.relu(nn.Dense(self.dim, dtype=self.dtype, name='mask_embed_0')(x))
+    e = nn.relu(nn.Dense(self.dim, dtype=self.dtype, name='mask_embed_1')(e))
+    e = nn.Dense(self.mask_dim, dtype=self.dtype, name='mask_embed_2')(e)
+    masks = jnp.einsum('bqc,bhwc->bhwq', e, mask_features.astype(e.dtype))
+    return cls.astype(jnp.float32), masks.astype(jnp.float32)
+
+
+def attention_mask(mask_logits, size: Tuple[int, int]):
+  """Mask2Former's attention mask from mask logits (B, H4, W4, Q) at a level of `size`.
+
+  Returns (B, 1, Q, h*w) bool, True = attend; a fully blocked query attends everywhere.
+  """
+  b, _, _, q = mask_logits.shape
+  small = jax.image.resize(mask_logits, (b, *size, q), 'bilinear', antialias=False)
+  attend = jax.nn.sigmoid(small).reshape(b, -1, q).transpose(0, 2, 1) >= 0.5
+  attend = attend | ~attend.any(axis=-1, keepdims=True)
+  return jax.lax.stop_gradient(attend)[:, None]
+
+
+class DQTD(nn.Module):
+  """Dual-query masked-attention transformer decoder.
+
+  Attributes:
+    num_classes: K.
+    num_levels: L class-query levels (0 when there are no class-level queries).
+    num_instance: M instance queries (0 disables Q_vis).
+    query_refinement: False keeps the class-level queries at Q_aligned in every layer.
+  """
+  num_classes: int
+  num_levels: int = 3
+  num_instance: int = 100
+  dim: int = 256
+  mask_dim: int = 256
+  heads: int = 8
+  ffn_dim: int = 2048
+  layers: int = 9
+  query_refinement: bool = True
+  remat: bool = False
+  dtype: Any = jnp.float32
+  attention_impl: str = 'auto'
+
+  @nn.compact
+  def __call__(self, class_queries: Optional[jax.Array], multi_scale: List[jax.Array], mask_features):
+    """Decodes.
+
+    Args:
+      class_queries: (B, L*K, D) Q_aligned, level-major, or None.
+      multi_scale: 3 maps (B, h_l, w_l, D), strides 32, 16, 8.
+      mask_features: (B, H/4, W/4, mask_dim).
+    Returns:
+      list of layers+1 (cls_logits (B, Q, K+1), mask_logits (B, H/4, W/4, Q)), Q = L*K + M.
+    """
+    b = mask_features.shape[0]
+    n_scales = len(multi_scale)
+    tgt, pos = [], []
+    if class_queries is not None:
+      level_pos = self.param('class_query_pos', nn.initializers.normal(1.0), (self.num_levels, self.dim))
+      tgt.append(class_queries.astype(self.dtype))
+      pos.append(jnp.repeat(level_pos, self.num_classes, axis=0))
+    if self.num_instance:
+      feat = self.param('query_feat', nn.initializers.normal(1.0), (self.num_instance, self.dim))
+      embed = self.param('query_embed', nn.initializers.normal(1.0), (self.num_instance, self.dim))
+      tgt.append(jnp.broadcast_to(feat, (b,) + feat.shape).astype(self.dtype))
+      pos.append(embed)
+    if not tgt:
+      raise ValueError('the decoder needs class-level queries or instance queries (model.instance_queries > 0)')
+    tgt = jnp.concatenate(tgt, axis=1)
+    query_pos = jnp.broadcast_to(jnp.concatenate(pos, 0)[None], tgt.shape).astype(self.dtype)
+    n_class = 0 if class_queries is None else class_queries.shape[1]
+    initial_class = tgt[:, :n_class]
+
+    level_embed = self.param('level_embed', nn.initializers.normal(1.0), (n_scales, self.dim))
+    memories, memory_pos, sizes = [], [], []
+    for l, x in enumerate(multi_scale):
+      h, w = x.shape[1:3]
+      sizes.append((h, w))
+      memories.append((x.reshape(b, h * w, self.dim) + level_embed[l]).astype(self.dtype))
+      memory_pos.append(jnp.asarray(sine_position_embedding(h, w, self.dim)).reshape(1, h * w, self.dim)
+                        .astype(self.dtype))
+
+    heads = PredictionHeads(self.num_classes, self.dim, self.mask_dim, self.dtype, name='heads')
+    layer_cls = nn.remat(DecoderLayer) if self.remat else DecoderLayer
+    cls, masks = heads(tgt, mask_features)
+    predictions = [(cls, masks)]
+    for i in range(self.layers):
+      l = i % n_scales
+      attend = attention_mask(masks, sizes[l])
+      tgt = layer_cls(self.dim, self.heads, self.ffn_dim, self.dtype, self.attention_impl,
+                      name=f'layer_{i}')(tgt, query_pos, memories[l], memory_pos[l], attend)
+      if not self.query_refinement and n_class:
+        tgt = jnp.concatenate([initial_class, tgt[:, n_class:]], axis=1)
+      cls, masks = heads(tgt, mask_features)
+      predictions.append((cls, masks))
+    return predictions

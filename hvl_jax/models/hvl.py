@@ -1,0 +1,253 @@
+"""The HVL network: images -> per-stage class logits + mask logits.
+
+  backbone E_I (CLIP ViT, taps) -> simple feature pyramid -> pixel decoder + PTRM
+  (textual queries from the HTQG, gated by relevance s_k) -> DQTD -> predictions.
+
+Also holds the frozen reference encoder E_I^0 (zero-shot relevance, L_mask) and
+the frozen text encoder E_T. `build_model` turns the ml_collections config into
+an `HVL` module and `init_params` loads pretrained CLIP weights into it.
+"""
+import dataclasses
+from typing import Any, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hvl_jax.models import clip as clip_lib
+from hvl_jax.models import clip_weights
+from hvl_jax.models import zero_shot
+from hvl_jax.models.decoder import DQTD
+from hvl_jax.models.pixel_decoder import PixelDecoder
+from hvl_jax.models.pyramid import SimpleFeaturePyramid
+from hvl_jax.models.queries import HTQG, prompt_layout, template_layout
+
+# Parameter subtrees that never train (excluded from the optimizer).
+FROZEN = ('text_encoder', 'reference_encoder', 'logit_scale')
+
+
+@dataclasses.dataclass(frozen=True)
+class HVLConfig:
+  """Static description of the network (hashable: tuples only)."""
+  clip: clip_lib.CLIPConfig
+  num_classes: int
+  prompt_ids: Tuple[Tuple[int, ...], ...]
+  prompt_eos: Tuple[int, ...]
+  template_ids: Tuple[Tuple[int, ...], ...]
+  background_classes: Tuple[int, ...] = (0,)
+  out_layers: Tuple[int, ...] = (4, 8, 12)
+  hidden_dim: int = 256
+  queries: str = 'htqg'
+  levels: int = 3
+  num_prompt_tokens: int = 8
+  htqg_mlp_hidden: int = 256
+  ptrm: bool = True
+  ptrm_heads: int = 8
+  instance_queries: int = 100
+  query_refinement: bool = True
+  pd_layers: int = 6
+  pd_heads: int = 8
+  pd_points: int = 4
+  pd_ffn_dim: int = 1024
+  pd_query_chunk: int = 0
+  dec_layers: int = 9
+  dec_heads: int = 8
+  dec_ffn_dim: int = 2048
+  relevance_mode: str = 'dense'
+  dtype: str = 'float32'
+  remat_backbone: bool = False
+  remat_pixel_decoder: bool = False
+  remat_decoder: bool = False
+  attention_impl: str = 'auto'
+
+  @property
+  def num_levels(self) -> int:
+    """Class-query levels (0 for the random-query ablation)."""
+    return self.levels if self.queries == 'htqg' else 0
+
+
+class HVL(nn.Module):
+  """The whole network; see the module docstring."""
+  cfg: HVLConfig
+
+  def setup(self):
+    c = self.cfg
+    if c.queries not in ('htqg', 'random'):
+      raise ValueError(f"model.queries must be 'htqg' or 'random', got {c.queries!r}")
+    dtype = jnp.dtype(c.dtype)
+    self.backbone = clip_lib.CLIPVisionEncoder(c.clip, dtype, c.remat_backbone, c.attention_impl)
+    self.reference_encoder = clip_lib.CLIPVisionEncoder(c.clip, dtype, False, c.attention_impl)
+    self.text_encoder = clip_lib.CLIPTextEncoder(c.clip, dtype, False, c.attention_impl)
+    self.logit_scale = self.param('logit_scale', nn.initializers.constant(np.log(100.0)), ())
+    self.pyramid = SimpleFeaturePyramid(c.hidden_dim, dtype)
+    if c.queries == 'htqg':
+      self.htqg = HTQG(c.num_prompt_tokens, c.clip.text.width, c.clip.projection_dim, c.levels,
+                       c.hidden_dim, c.htqg_mlp_hidden, dtype)
+    self.pixel_decoder = PixelDecoder(
+        c.hidden_dim, c.hidden_dim, c.pd_layers, c.pd_heads, c.pd_points, c.pd_ffn_dim,
+        c.ptrm and c.queries == 'htqg', c.ptrm_heads, c.pd_query_chunk, c.remat_pixel_decoder,
+        dtype, c.attention_impl)
+    self.decoder = DQTD(c.num_classes, c.num_levels, c.instance_queries, c.hidden_dim, c.hidden_dim,
+                        c.dec_heads, c.dec_ffn_dim, c.dec_layers, c.query_refinement,
+                        c.remat_decoder, dtype, c.attention_impl)
+
+  # -- Encoders --------------------------------------------------------------
+
+  def encode(self, images, dense: bool = False):
+    """E_I: images (B, H, W, 3) CLIP-normalised -> dict(taps [3 x (B, H/16, W/16, C)], dense)."""
+    out = self.backbone(images, self.cfg.out_layers, dense=dense)
+    return dict(taps=[out['taps'][l] for l in self.cfg.out_layers], dense=out.get('dense'))
+
+  def reference_features(self, images):
+    """E_I^0 (frozen): dict(dense (B, h, w, E), image_embeds (B, E)), no gradient."""
+    out = self.reference_encoder(images, (), dense=True)
+    return jax.lax.stop_gradient(dict(dense=out['dense'], image_embeds=out['image_embeds']))
+
+  def text_queries(self):
+    """Class text embeddings and HTQG outputs (batch independent).
+
+    Returns dict: t_clip (K, E) normalised fixed-template embeddings (no gradient) and, for
+    queries='htqg', level_queries (L, K, D), t_hat (K, E), phi (K, E).
+    """
+    c = self.cfg
+    t_clip = self.text_encoder(jnp.asarray(c.template_ids, jnp.int32))['text_embeds']
+    out = dict(t_clip=jax.lax.stop_gradient(zero_shot.l2_normalize(t_clip.astype(jnp.float32))))
+    if c.queries == 'htqg':
+      ids = jnp.asarray(c.prompt_ids, jnp.int32)
+      embeds = self.htqg.insert_prompt(self.text_encoder.token_embeddings(ids))
+      t = self.text_encoder(None, embeds, jnp.asarray(c.prompt_eos, jnp.int32))['text_embeds']
+      out.update(self.htqg(t))
+    return out
+
+  def zero_shot_relevance(self, reference, t_clip):
+    """s_k of unlabeled images from E_I^0 features: (B, K), background classes kept at 1."""
+    s = zero_shot.class_relevance(reference['dense'].astype(jnp.float32),
+                                  reference['image_embeds'].astype(jnp.float32), t_clip,
+                                  jnp.exp(jax.lax.stop_gradient(self.logit_scale)), self.cfg.relevance_mode)
+    return self.keep_background(s)
+
+  def keep_background(self, relevance):
+    bg = np.zeros((self.cfg.num_classes,), bool)
+    bg[list(self.cfg.background_classes)] = True
+    return jnp.where(jnp.asarray(bg)[None], 1.0, relevance)
+
+  # -- Heads -----------------------------------------------------------------
+
+  def decode(self, taps: Sequence[jax.Array], relevance: Optional[jax.Array], text: dict):
+    """Pyramid -> pixel decoder (+PTRM) -> DQTD.
+
+    Args:
+      taps: 3 backbone maps (B, h, w, C).
+      relevance: (B, K) s_k in [0, 1] (ignored for queries='random').
+      text: output of `text_queries`.
+    Returns:
+      list of (cls_logits (B, Q, K+1), mask_logits (B, H/4, W/4, Q)).
+    """
+    features = self.pyramid(taps)
+    q_text = None
+    if self.cfg.queries == 'htqg':
+      q = text['level_queries']                                          # (L, K, D)
+      q_text = relevance[:, None, :, None].astype(q.dtype) * q[None]     # (B, L, K, D)
+    px = self.pixel_decoder(features, q_text)
+    class_queries = None
+    if px['queries'] is not None:
+      b = px['queries'].shape[0]
+      class_queries = px['queries'].reshape(b, -1, self.cfg.hidden_dim)  # level-major (l, k)
+    return self.decoder(class_queries, px['multi_scale'], px['mask_features'])
+
+  def __call__(self, images, relevance=None):
+    """images (B, H, W, 3) -> dict(predictions, text); relevance None = zero-shot from E_I^0."""
+    text = self.text_queries()
+    if relevance is None and self.cfg.queries == 'htqg':
+      relevance = self.zero_shot_relevance(self.reference_features(images), text['t_clip'])
+    enc = self.encode(images)
+    return dict(predictions=self.decode(enc['taps'], relevance, text), text=text)
+
+
+# -- Semantic inference ------------------------------------------------------
+
+def semantic_probs(cls_logits, mask_logits):
+  """Per-pixel class distribution: sum_q softmax(cls)_q,c * sigmoid(mask)_q, normalised over c.
+
+  cls_logits (B, Q, K+1), mask_logits (B, h, w, Q) -> (B, h, w, K).
+  """
+  p = jax.nn.softmax(cls_logits.astype(jnp.float32), -1)[..., :-1]
+  seg = jnp.einsum('bqk,bhwq->bhwk', p, jax.nn.sigmoid(mask_logits.astype(jnp.float32)))
+  return seg / jnp.maximum(seg.sum(-1, keepdims=True), 1e-6)
+
+
+def class_scores(cls_logits, mask_logits, mode: str):
+  """Per-pixel class scores (B, h, w, K) whose argmax is the prediction.
+
+  'mask2former': sum_q softmax(cls)_q,c * sigmoid(mask)_q.
+  'query_argmax' (the paper): the query with the highest sigmoid(mask) * max_k p(k) wins the
+  pixel and gives its class (score one-hot on that class, scaled by the winning score).
+  """
+  p = jax.nn.softmax(cls_logits.astype(jnp.float32), -1)[..., :-1]     # (B, Q, K)
+  m = jax.nn.sigmoid(mask_logits.astype(jnp.float32))                  # (B, h, w, Q)
+  if mode == 'mask2former':
+    return jnp.einsum('bqk,bhwq->bhwk', p, m)
+  if mode == 'query_argmax':
+    score = m * p.max(-1)[:, None, None, :]
+    winner = score.argmax(-1)                                          # (B, h, w)
+    cls = jnp.take_along_axis(p.argmax(-1)[:, None, None, :], winner[..., None], axis=-1)[..., 0]
+    k = p.shape[-1]
+    return jax.nn.one_hot(cls, k) * score.max(-1)[..., None]
+  raise ValueError(f"inference.mode must be 'query_argmax' or 'mask2former', got {mode!r}")
+
+
+def predict_classes(cls_logits, mask_logits, out_hw: Tuple[int, int], mode: str):
+  """Class map (B, H, W) at the input size (mask logits upsampled bilinearly first)."""
+  b, _, _, q = mask_logits.shape
+  up = jax.image.resize(mask_logits.astype(jnp.float32), (b, *out_hw, q), 'bilinear')
+  return class_scores(cls_logits, up, mode).argmax(-1).astype(jnp.int32)
+
+
+# -- Construction ------------------------------------------------------------
+
+def build_model(config, class_names: Sequence[str], clip: Optional[clip_weights.CLIP] = None):
+  """HVL module from the config; `clip` (pretrained or random) supplies sizes and tokenizer."""
+  if len(class_names) != config.data.num_classes:
+    raise ValueError(f'data.num_classes={config.data.num_classes} but {len(class_names)} class names')
+  if clip is None:
+    clip = load_backbone_clip(config)
+  m = config.model
+  ids, eos = prompt_layout(clip.tokenizer, class_names, m.num_prompt_tokens, clip.config.context_length)
+  templates = template_layout(clip.tokenizer, class_names)
+  as_tuple = lambda a: tuple(map(tuple, a.tolist()))
+  cfg = HVLConfig(
+      clip=clip.config, num_classes=config.data.num_classes, prompt_ids=as_tuple(ids),
+      prompt_eos=tuple(eos.tolist()), template_ids=as_tuple(templates),
+      background_classes=tuple(config.data.background_classes), out_layers=tuple(m.out_layers),
+      hidden_dim=m.hidden_dim, queries=m.queries, levels=m.htqg.levels,
+      num_prompt_tokens=m.num_prompt_tokens, htqg_mlp_hidden=m.htqg.mlp_hidden, ptrm=m.ptrm,
+      ptrm_heads=m.ptrm_heads, instance_queries=m.instance_queries,
+      query_refinement=m.query_refinement, pd_layers=m.pixel_decoder.layers,
+      pd_heads=m.pixel_decoder.heads, pd_points=m.pixel_decoder.points,
+      pd_ffn_dim=m.pixel_decoder.ffn_dim, pd_query_chunk=m.pixel_decoder.query_chunk,
+      dec_layers=m.decoder.layers, dec_heads=m.decoder.heads, dec_ffn_dim=m.decoder.ffn_dim,
+      relevance_mode=config.relevance.mode, dtype=m.dtype, remat_backbone=m.remat_backbone,
+      remat_pixel_decoder=m.remat_pixel_decoder, remat_decoder=m.remat_decoder,
+      attention_impl=m.attention_impl)
+  return HVL(cfg), clip
+
+
+def load_backbone_clip(config) -> clip_weights.CLIP:
+  c = config.model.clip
+  if c.pretrained:
+    return clip_weights.load_clip(c.pretrained)
+  return clip_weights.random_clip(clip_lib.CLIPConfig.from_fields(c), seed=config.seed)
+
+
+def init_params(model: HVL, clip: clip_weights.CLIP, rng, image_size: int):
+  """Random init of the heads; CLIP weights into backbone, reference encoder and text encoder."""
+  images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  relevance = jnp.ones((1, model.cfg.num_classes), jnp.float32)
+  params = jax.jit(model.init)(rng, images, relevance)['params']
+  params = dict(params)
+  params['backbone'] = clip.params['vision']
+  params['reference_encoder'] = clip.params['vision']
+  params['text_encoder'] = clip.params['text']
+  params['logit_scale'] = clip.params['logit_scale']
+  return params

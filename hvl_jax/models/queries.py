@@ -1,0 +1,91 @@
+"""HTQG: the Hierarchical Textual Query Generator.
+
+Learnable prompt vectors p1..p8 (CoOp) are placed after [SOS] in
+`[SOS] p1..p8 class-name-tokens . [EOS]` and encoded by the frozen CLIP text
+encoder (gradients reach the prompt through it); L level MLPs turn each class
+embedding t_k into hierarchical queries q_k^(l); Phi is the 2-layer prompt
+generator of L_anchor. Relevance gating (s_k * q_k^(l)) happens in hvl.py.
+"""
+from typing import Any, Sequence, Tuple
+
+import flax.linen as nn
+import jax.numpy as jnp
+import numpy as np
+
+from hvl_jax.models.zero_shot import DEFAULT_TEMPLATE, l2_normalize
+
+
+def prompt_layout(tokenizer, class_names: Sequence[str], num_prompt_tokens: int,
+                  context_length: int) -> Tuple[np.ndarray, np.ndarray]:
+  """Token ids of `[SOS] X*n name . [EOS]` per class, with X = placeholder 0.
+
+  Returns ids (K, T) int32 and the EOS position (K,) int32.
+  """
+  ids = np.zeros((len(class_names), context_length), np.int32)
+  eos = np.zeros((len(class_names),), np.int32)
+  room = context_length - 2 - num_prompt_tokens
+  for k, name in enumerate(class_names):
+    words = list(tokenizer.word_ids(f'{name}.'))
+    if len(words) > room:
+      raise ValueError(f'class name {name!r} needs {len(words)} tokens, only {room} fit after '
+                       f'{num_prompt_tokens} prompt tokens in a context of {context_length}')
+    seq = [tokenizer.sos_id] + [0] * num_prompt_tokens + words + [tokenizer.eos_id]
+    ids[k, :len(seq)] = seq
+    eos[k] = len(seq) - 1
+  return ids, eos
+
+
+def template_layout(tokenizer, class_names: Sequence[str], template: str = DEFAULT_TEMPLATE):
+  """Token ids (K, T) of the fixed template per class (t^CLIP)."""
+  return np.asarray(tokenizer([template.format(n) for n in class_names]), np.int32)
+
+
+class MLP(nn.Module):
+  """Linear -> ReLU -> Linear."""
+  hidden: int
+  out: int
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x):
+    x = nn.relu(nn.Dense(self.hidden, dtype=self.dtype, name='fc1')(x))
+    return nn.Dense(self.out, dtype=self.dtype, name='fc2')(x)
+
+
+class HTQG(nn.Module):
+  """Prompt vectors, level MLPs and Phi.
+
+  Attributes:
+    num_prompt_tokens: n learnable context vectors (8).
+    text_width: width of the text token embeddings.
+    embed_dim: CLIP joint embedding width E.
+    levels: L (3), one per deformable-attention scale (strides 32, 16, 8).
+    dim: query width D (256).
+    mlp_hidden: level-MLP hidden width (256).
+  """
+  num_prompt_tokens: int
+  text_width: int
+  embed_dim: int
+  levels: int = 3
+  dim: int = 256
+  mlp_hidden: int = 256
+  dtype: Any = jnp.float32
+
+  def setup(self):
+    self.prompt = self.param('prompt', nn.initializers.normal(0.02),
+                             (self.num_prompt_tokens, self.text_width))
+    self.level_mlps = [MLP(self.mlp_hidden, self.dim, self.dtype, name=f'level_mlp_{l}')
+                       for l in range(self.levels)]
+    self.phi = MLP(self.embed_dim, self.embed_dim, self.dtype, name='phi')
+
+  def insert_prompt(self, token_embeds):
+    """(K, T, W) token embeddings of `prompt_layout` ids -> prompt vectors at positions 1..n."""
+    k = token_embeds.shape[0]
+    prompt = jnp.broadcast_to(self.prompt.astype(token_embeds.dtype), (k,) + self.prompt.shape)
+    return token_embeds.at[:, 1:1 + self.num_prompt_tokens].set(prompt)
+
+  def __call__(self, t):
+    """t (K, E) learned-prompt text embeddings -> dict(level_queries (L, K, D), t_hat, phi (K, E))."""
+    t_hat = l2_normalize(t.astype(jnp.float32))
+    queries = jnp.stack([mlp(t) for mlp in self.level_mlps], axis=0)
+    return dict(level_queries=queries, t_hat=t_hat, phi=self.phi(t_hat).astype(jnp.float32))
