@@ -247,7 +247,9 @@ def init_params(model: HVL, clip: clip_weights.CLIP, rng, image_size: int):
   params = jax.jit(model.init)(rng, images, relevance)['params']
   params = dict(params)
   params['backbone'] = clip.params['vision']
-  params['reference_encoder'] = clip.params['vision']
+  # A copy, not the same buffers: the reference stays frozen while the backbone trains (and
+  # donated train states must not alias).
+  params['reference_encoder'] = jax.tree.map(jnp.copy, clip.params['vision'])
   params['text_encoder'] = clip.params['text']
   params['logit_scale'] = clip.params['logit_scale']
   return params

@@ -1,0 +1,65 @@
+"""Orbax checkpoints of the train state plus the grain iterator state.
+
+Saves are atomic (Orbax writes a temporary directory and renames it when
+complete), so a killed save never replaces the latest good checkpoint. On
+restore, a newest checkpoint that cannot be read is reported and the previous
+one is used.
+"""
+import os
+from typing import Any, Optional, Tuple
+
+from absl import logging
+import grain
+import orbax.checkpoint as ocp
+
+
+class CheckpointError(RuntimeError):
+  pass
+
+
+class Checkpointer:
+  """Checkpoint manager for `directory` keeping the `keep` newest steps."""
+
+  def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
+    self.directory = os.path.abspath(directory)
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                             enable_async_checkpointing=async_save),
+        item_handlers={'state': ocp.StandardCheckpointHandler(),
+                       'data': grain.checkpoint.CheckpointHandler()})
+
+  def steps(self):
+    return sorted(self.manager.all_steps())
+
+  def save(self, step: int, state, data_iterator=None, force: bool = False) -> bool:
+    items = {'state': ocp.args.StandardSave(state)}
+    if data_iterator is not None:
+      items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
+    return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+
+  def restore(self, abstract_state, data_iterator=None, step: Optional[int] = None) -> Tuple[Any, int]:
+    """Restores `step` (default: newest readable). Returns (state, step); raises if none is readable."""
+    candidates = [step] if step is not None else self.steps()[::-1]
+    if not candidates:
+      raise CheckpointError(f'{self.directory}: no checkpoint found')
+    errors = []
+    for s in candidates:
+      items = {'state': ocp.args.StandardRestore(abstract_state)}
+      if data_iterator is not None:
+        items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
+      try:
+        restored = self.manager.restore(s, args=ocp.args.Composite(**items))
+        if errors:
+          logging.warning('Restored checkpoint step %d instead of the newest: %s', s, '; '.join(errors))
+          print(f'WARNING: newest checkpoint unreadable, fell back to step {s}: {"; ".join(errors)}', flush=True)
+        return restored['state'], s
+      except Exception as e:  # pylint: disable=broad-except
+        errors.append(f'step {s} in {self.directory}: {type(e).__name__}: {e}'[:500])
+    raise CheckpointError('no readable checkpoint: ' + '; '.join(errors))
+
+  def wait(self):
+    self.manager.wait_until_finished()
+
+  def close(self):
+    self.manager.close()

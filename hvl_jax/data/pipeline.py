@@ -1,0 +1,90 @@
+"""grain input pipelines.
+
+Training: a labeled and an unlabeled stream, each shuffled (or rare-class
+sampled) and repeated, augmented deterministically per (seed, element index),
+sliced per process for multi-host, batched and zipped into one batch of
+`labeled_batch + unlabeled_batch` (this process's share) per step. The
+iterator's state is checkpointable: restoring it reproduces the next batches.
+"""
+import os
+from typing import Dict, Optional
+
+import grain
+import jax
+import numpy as np
+
+from hvl_jax.data import datasets, rare_class, transforms
+
+
+def per_process(global_batch: int, name: str) -> int:
+  n = jax.process_count()
+  if global_batch % n:
+    raise ValueError(f'data.{name}={global_batch} is not divisible by the {n} processes')
+  return global_batch // n
+
+
+def labeled_indices(source, config, workdir: Optional[str]) -> grain.MapDataset:
+  d = config.data
+  if not d.rare_class_sampling:
+    return grain.MapDataset.range(len(source)).shuffle(seed=config.seed).repeat()
+  split_file = None
+  if d.name != 'synthetic':
+    split_file = os.path.join(datasets.splits_dir(config), datasets.spec(d.name).folder, d.split, 'labeled.txt')
+  tag = f'{d.name}_{d.split}' if d.name != 'synthetic' else f'synthetic_{config.seed}_{len(source)}'
+  stats = rare_class.cached_statistics(source, d.num_classes,
+                                       rare_class.default_cache_paths(split_file, workdir, tag))
+  sampler = rare_class.RareClassSampler(stats, d.rcs_temperature)
+  # The sampler's rng derives from the element index, so every draw differs across epochs.
+  return grain.MapDataset.range(len(source)).repeat().random_map(lambda _, rng: sampler(rng), seed=config.seed)
+
+
+def _stream(indices: grain.MapDataset, source, transform, batch: int, seed: int):
+  ds = indices.map(lambda i: source[int(i)]).random_map(transform, seed=seed)
+  ds = ds[jax.process_index()::jax.process_count()]
+  return ds.batch(batch, drop_remainder=True)
+
+
+def train_dataset(config, sources: Dict[str, object], workdir: Optional[str] = None) -> grain.IterDataset:
+  """Infinite IterDataset of dicts of numpy arrays (this process's share of a global batch).
+
+  Keys: image_l (Bl, S, S, 3) uint8, label_l (Bl, S, S) int32 and, with unlabeled data,
+  image_w / image_s1 / image_s2 (Bu, S, S, 3) uint8, box1 / box2 / valid_u (Bu, S, S) bool.
+  """
+  d = config.data
+  accum = config.train.grad_accum
+  for name in ('labeled_batch', 'unlabeled_batch'):
+    if d[name] % accum:
+      raise ValueError(f'data.{name}={d[name]} is not divisible by train.grad_accum={accum}')
+  lab_b = per_process(d.labeled_batch // accum, 'labeled_batch')
+  unl_b = per_process(d.unlabeled_batch // accum, 'unlabeled_batch')
+  labeled = _stream(labeled_indices(sources['labeled'], config, workdir), sources['labeled'],
+                    lambda r, rng: transforms.labeled_train(r, rng, d), lab_b, config.seed + 1)
+  if unl_b:
+    if not len(sources['unlabeled']):
+      raise datasets.DataError('the unlabeled split is empty but data.unlabeled_batch > 0')
+    unlabeled = _stream(grain.MapDataset.range(len(sources['unlabeled'])).shuffle(seed=config.seed + 2).repeat(),
+                        sources['unlabeled'], lambda r, rng: transforms.unlabeled_train(r, rng, d),
+                        unl_b, config.seed + 3)
+    n = min(len(labeled), len(unlabeled))    # both "infinite"; zip needs equal lengths
+    ds = grain.experimental.ZipMapDataset([labeled[:n], unlabeled[:n]]).map(lambda ab: {**ab[0], **ab[1]})
+  else:
+    ds = labeled
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, d.num_workers), prefetch_buffer_size=d.prefetch))
+  if d.num_workers > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=d.num_workers))
+  return it
+
+
+def steps_per_epoch(config, sources) -> int:
+  """One epoch = one pass over the unlabeled list (labeled list when training supervised only)."""
+  d = config.data
+  if d.unlabeled_batch:
+    return max(1, -(-len(sources['unlabeled']) // d.unlabeled_batch))
+  return max(1, -(-len(sources['labeled']) // d.labeled_batch))
+
+
+def total_steps(config, sources) -> int:
+  """Optimizer steps: train.steps if > 0, else epochs x steps per epoch."""
+  if config.train.steps > 0:
+    return config.train.steps
+  return config.train.epochs * steps_per_epoch(config, sources)

@@ -1,0 +1,107 @@
+"""Training augmentations in numpy/cv2 (run in grain workers), deterministic given an rng.
+
+Geometric (both labeled and unlabeled): resize by a random ratio, pad to the
+crop with ignore, random crop, horizontal flip. Photometric (strong views):
+colour jitter, grayscale, Gaussian blur. CutMix boxes for the strong views.
+"""
+from typing import Dict, Tuple
+
+import cv2
+import numpy as np
+
+IGNORE = 255
+
+
+def resize_by_ratio(image, label, ratio: float):
+  """Scales image (bilinear) and label (nearest) by `ratio`; label may be None."""
+  h, w = image.shape[:2]
+  size = (max(1, int(round(w * ratio))), max(1, int(round(h * ratio))))
+  image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+  if label is not None:
+    label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
+  return image, label
+
+
+def pad_to(image, label, size: int):
+  """Pads bottom/right to at least size x size: image with 0, label with ignore."""
+  h, w = image.shape[:2]
+  ph, pw = max(0, size - h), max(0, size - w)
+  if ph or pw:
+    image = np.pad(image, ((0, ph), (0, pw), (0, 0)))
+    label = np.pad(label, ((0, ph), (0, pw)), constant_values=IGNORE)
+  return image, label
+
+
+def random_geometric(image, label, rng, crop: int, scale_range: Tuple[float, float]):
+  """Random scale, pad (ignore), crop and flip. Returns image (crop, crop, 3), label (crop, crop)."""
+  image, label = resize_by_ratio(image, label, rng.uniform(*scale_range))
+  image, label = pad_to(image, label, crop)
+  h, w = label.shape
+  y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
+  image, label = image[y:y + crop, x:x + crop], label[y:y + crop, x:x + crop]
+  if rng.random() < 0.5:
+    image, label = image[:, ::-1], label[:, ::-1]
+  return np.ascontiguousarray(image), np.ascontiguousarray(label)
+
+
+def _gray(image):
+  return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY).astype(np.float32)
+
+
+def color_jitter(image, rng, brightness, contrast, saturation, hue):
+  """torchvision-style ColorJitter (factors drawn uniformly; fixed order b, c, s, h)."""
+  x = image.astype(np.float32)
+  x = x * rng.uniform(1 - brightness, 1 + brightness)
+  x = np.clip(x, 0, 255)
+  mean = _gray(x.astype(np.uint8)).mean()
+  x = np.clip((x - mean) * rng.uniform(1 - contrast, 1 + contrast) + mean, 0, 255)
+  g = _gray(x.astype(np.uint8))[..., None]
+  x = np.clip((x - g) * rng.uniform(1 - saturation, 1 + saturation) + g, 0, 255).astype(np.uint8)
+  hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)
+  shift = int(round(rng.uniform(-hue, hue) * 180))   # OpenCV hue is in [0, 180)
+  hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + shift) % 180).astype(np.uint8)
+  return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+
+
+def strong_photometric(image, rng, cfg):
+  """UniMatch's strong view: jitter (p), grayscale (p), Gaussian blur sigma in [0.1, 2] (p)."""
+  if rng.random() < cfg.color_jitter_p:
+    image = color_jitter(image, rng, *cfg.color_jitter)
+  if rng.random() < cfg.grayscale_p:
+    image = np.repeat(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=-1)
+  if rng.random() < cfg.blur_p:
+    image = cv2.GaussianBlur(image, (0, 0), sigmaX=rng.uniform(0.1, 2.0))
+  return image
+
+
+def cutmix_box(size: int, rng, p: float = 0.5, area=(0.02, 0.4), ratio=(0.3, 1 / 0.3)):
+  """(size, size) bool box, empty with probability 1 - p (UniMatch's `obtain_cutmix_box`)."""
+  box = np.zeros((size, size), bool)
+  if rng.random() > p:
+    return box
+  while True:
+    a = rng.uniform(*area) * size * size
+    r = rng.uniform(*ratio)
+    w, h = int(np.sqrt(a / r)), int(np.sqrt(a * r))
+    x, y = int(rng.integers(0, size)), int(rng.integers(0, size))
+    if x + w <= size and y + h <= size:
+      break
+  box[y:y + h, x:x + w] = True
+  return box
+
+
+def labeled_train(record, rng, cfg) -> Dict[str, np.ndarray]:
+  """Labeled example -> {'image_l', 'label_l'}."""
+  image, label = random_geometric(record['image'], record['label'], rng, cfg.crop_size, cfg.scale_range)
+  return dict(image_l=image, label_l=label.astype(np.int32))
+
+
+def unlabeled_train(record, rng, cfg) -> Dict[str, np.ndarray]:
+  """Unlabeled example -> weak view, two strong views, two CutMix boxes and the valid mask."""
+  image = record['image']
+  dummy = np.zeros(image.shape[:2], np.uint8)      # tracks crop padding only
+  weak, pad = random_geometric(image, dummy, rng, cfg.crop_size, cfg.scale_range)
+  return dict(image_w=weak,
+              image_s1=strong_photometric(weak, rng, cfg), box1=cutmix_box(cfg.crop_size, rng, cfg.cutmix_p),
+              image_s2=strong_photometric(weak, rng, cfg), box2=cutmix_box(cfg.crop_size, rng, cfg.cutmix_p),
+              valid_u=pad != IGNORE)

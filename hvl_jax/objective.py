@@ -1,0 +1,161 @@
+"""The complete HVL objective for one step (SPEC section 3), every term returned for logging.
+
+  total = (L_seg + w_s (L_s1 + L_s2) + w_fp L_fp) / 2 + w_ent (H_s1 + H_s2) / 2
+          + w_div L_div + w_prompt (L_topo + L_anchor) + w_vl (w_align L_align + w_mask L_mask)
+
+One backbone pass covers labeled, weak, both strong and the class-masked
+labeled images; one decoder pass covers labeled, weak and strong images; the
+feature-perturbation view decodes the weak features again after channel dropout.
+Per-pixel unlabeled terms are computed at the mask-logit resolution (stride 4).
+"""
+from typing import Dict, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+
+from hvl_jax.losses import regularizers, segmentation, semi
+from hvl_jax.models import hvl
+
+
+class Batch(NamedTuple):
+  """One training step's inputs (global batch); unlabeled fields may have 0 rows.
+
+  image_l (Bl, H, W, 3) CLIP-normalised, label_l (Bl, H, W) int32 (255 ignore);
+  image_w, image_s1, image_s2 (Bu, H, W, 3); box1, box2 (Bu, H, W) bool CutMix boxes;
+  valid_u (Bu, H, W) bool (False on crop padding).
+  """
+  image_l: jax.Array
+  label_l: jax.Array
+  image_w: jax.Array
+  image_s1: jax.Array
+  image_s2: jax.Array
+  box1: jax.Array
+  box2: jax.Array
+  valid_u: jax.Array
+
+
+def downsample_nearest(x, factor: int):
+  """(B, H, W, ...) -> (B, H/f, W/f, ...) taking each cell's centre pixel."""
+  return x[:, factor // 2::factor, factor // 2::factor]
+
+
+def channel_dropout(x, rate: float, rng):
+  """Dropout2d on (B, h, w, C): zeroes whole channels per image, rescales the rest."""
+  keep = jax.random.bernoulli(rng, 1.0 - rate, (x.shape[0], 1, 1, x.shape[-1]))
+  return jnp.where(keep, x / (1.0 - rate), 0).astype(x.dtype)
+
+
+def class_region(labels, classes, patch: int):
+  """Pixels of `classes` (B,) in labels (B, H, W) at patch resolution: (B, H/p, W/p) bool (>= half)."""
+  b, h, w = labels.shape
+  hit = (labels == classes[:, None, None]).astype(jnp.float32)
+  frac = hit.reshape(b, h // patch, patch, w // patch, patch).mean((2, 4))
+  return frac >= 0.5
+
+
+def random_present_class(labels, num_classes, rng):
+  """A uniformly drawn present class per image (B,), or -1 if none is present."""
+  present = segmentation.classes_present(labels, num_classes)
+  scores = jnp.where(present, jax.random.uniform(rng, present.shape), -1.0)
+  return jnp.where(present.any(-1), scores.argmax(-1), -1)
+
+
+def labeled_relevance(model: hvl.HVL, labels, num_classes):
+  present = segmentation.classes_present(labels, num_classes).astype(jnp.float32)
+  return model.keep_background(present)
+
+
+def compute_loss(model: hvl.HVL, params, batch: Batch, rng, config,
+                 teacher_params: Optional[dict] = None):
+  """Returns (total loss, dict of every term)."""
+  cfg = model.cfg
+  crit = segmentation.CriterionConfig.from_config(config)
+  bl, bu = batch.image_l.shape[0], batch.image_w.shape[0]
+  k_crit, k_fp, k_vl, k_ema = jax.random.split(rng, 4)
+  apply = lambda method, *a, p=params, **kw: model.apply({'params': p}, *a, method=method, **kw)
+  terms: Dict[str, jax.Array] = {}
+
+  text = apply(hvl.HVL.text_queries)
+  rel_l = apply(labeled_relevance, batch.label_l, cfg.num_classes)
+
+  # L_vl: one present class per labeled image masked with the normalisation mean (0 after norm).
+  use_vl = config.loss.vl > 0
+  masked_images = []
+  if use_vl:
+    vl_class = random_present_class(batch.label_l, cfg.num_classes, k_vl)
+    hide = (batch.label_l == vl_class[:, None, None])[..., None]
+    masked_images = [jnp.where(hide, 0.0, batch.image_l)]
+
+  if bu:
+    # CutMix partner: the unlabeled batch rolled by one (semi.mix_source='roll').
+    partner = lambda x: jnp.roll(x, 1, axis=0)
+    strong = [jnp.where(box[..., None], partner(img), img)
+              for box, img in ((batch.box1, batch.image_s1), (batch.box2, batch.image_s2))]
+    reference = apply(hvl.HVL.reference_features, jnp.concatenate([batch.image_l, batch.image_w]))
+    rel_w = apply(hvl.HVL.zero_shot_relevance, jax.tree.map(lambda x: x[bl:], reference), text['t_clip'])
+    rel_s = [jnp.where(box.any((1, 2))[:, None], jnp.maximum(rel_w, partner(rel_w)), rel_w)
+             for box in (batch.box1, batch.box2)]
+    relevance = jnp.concatenate([rel_l, rel_w] + rel_s)
+  else:
+    strong = []
+    reference = apply(hvl.HVL.reference_features, batch.image_l) if use_vl else None
+    relevance = rel_l
+  images = jnp.concatenate([batch.image_l] + ([batch.image_w] if bu else []) + strong + masked_images)
+
+  enc = apply(hvl.HVL.encode, images, dense=use_vl)
+  n_dec = bl + 3 * bu
+  preds = apply(hvl.HVL.decode, [t[:n_dec] for t in enc['taps']], relevance, text)
+
+  seg = segmentation.set_criterion([(c[:bl], m[:bl]) for c, m in preds], batch.label_l, crit, k_crit)
+  terms.update({f'seg_{k}': v for k, v in seg.items()})
+  total_sup = seg['seg']
+
+  if bu:
+    cls, masks = preds[-1]
+    stride = batch.image_w.shape[1] // masks.shape[1]
+    if teacher_params is not None:
+      t_preds = apply(hvl.HVL.__call__, batch.image_w, rel_w, p=teacher_params)['predictions'][-1]
+      probs_w = hvl.semantic_probs(*t_preds)
+    else:
+      probs_w = hvl.semantic_probs(cls[bl:bl + bu], masks[bl:bl + bu])
+    probs_w = jax.lax.stop_gradient(probs_w)
+    conf, pseudo = probs_w.max(-1), probs_w.argmax(-1).astype(jnp.int32)
+    valid = downsample_nearest(batch.valid_u, stride)
+    sc = config.semi
+
+    fp_taps = [channel_dropout(t[bl:bl + bu], config.model.feature_dropout, jax.random.fold_in(k_fp, i))
+               for i, t in enumerate(enc['taps'])]
+    fp_cls, fp_masks = apply(hvl.HVL.decode, fp_taps, rel_w, text)[-1]
+    terms['semi_fp'] = semi.pseudo_label_loss(hvl.semantic_probs(fp_cls, fp_masks), pseudo, conf, valid,
+                                              sc.conf_threshold)
+    for i, box in enumerate((batch.box1, batch.box2)):
+      box = downsample_nearest(box, stride)
+      mix = lambda x: jnp.where(box, jnp.roll(x, 1, axis=0), x)
+      lo = bl + bu * (i + 1)
+      probs_s = hvl.semantic_probs(cls[lo:lo + bu], masks[lo:lo + bu])
+      valid_s = mix(valid)
+      terms[f'semi_s{i + 1}'] = semi.pseudo_label_loss(probs_s, mix(pseudo), mix(conf), valid_s,
+                                                      sc.conf_threshold)
+      terms[f'entropy_s{i + 1}'] = semi.entropy_loss(probs_s, valid_s)
+    terms['pseudo_confident_fraction'] = jax.lax.stop_gradient(
+        ((conf >= sc.conf_threshold) & valid).sum() / jnp.maximum(valid.sum(), 1))
+    unsup = (sc.strong_weight * (terms['semi_s1'] + terms['semi_s2']) + sc.fp_weight * terms['semi_fp'])
+    total = (total_sup + unsup) / 2 + sc.entropy_weight * (terms['entropy_s1'] + terms['entropy_s2']) / 2
+  else:
+    total = total_sup
+
+  lc = config.loss
+  if cfg.queries == 'htqg':
+    terms['div'] = regularizers.diversity_loss(text['level_queries'])
+    terms['topo'] = regularizers.topology_loss(text['t_hat'], text['t_clip'])
+    terms['anchor'] = regularizers.anchor_loss(text['phi'], text['t_clip'])
+    total = total + lc.div * terms['div'] + lc.prompt * (terms['topo'] + terms['anchor'])
+  if use_vl:
+    x_mask = enc['dense'][n_dec:]
+    region = class_region(batch.label_l, vl_class, batch.image_l.shape[1] // x_mask.shape[1])
+    classes = jnp.broadcast_to(vl_class[:, None, None], region.shape)
+    terms['vl_mask'] = regularizers.mask_consistency_loss(x_mask, reference['dense'][:bl], region)
+    terms['vl_align'] = regularizers.align_loss(x_mask, text['t_clip'], classes, region, lc.tau)
+    total = total + lc.vl * (lc.align * terms['vl_align'] + lc.mask * terms['vl_mask'])
+  terms['total'] = total
+  return total, terms

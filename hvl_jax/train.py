@@ -1,0 +1,263 @@
+"""Training loop: `train_and_evaluate(config, workdir)`.
+
+The step is a pure function `train_step(state, batch)` jitted over a device
+mesh ('data' axis: batch sharded, parameters replicated) with the state
+donated. The global batch (labeled_batch + unlabeled_batch) defines the recipe;
+`train.grad_accum` splits it into micro-batches on small devices.
+"""
+import functools
+import json
+import os
+import time
+from typing import Any, Dict, Optional
+
+from absl import logging
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from tensorboardX import SummaryWriter
+
+from hvl_jax import checkpoint as ckpt_lib
+from hvl_jax import evaluate
+from hvl_jax import objective
+from hvl_jax import optim
+from hvl_jax import sharding
+from hvl_jax.data import datasets, pipeline
+from hvl_jax.models import clip as clip_lib
+from hvl_jax.models import hvl
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a checkpoint holds besides the data iterator.
+
+  params: trainable parameters; frozen: text/reference encoders, logit scale (and the
+  backbone when model.freeze_backbone); ema_params: teacher (or None); rng: base key.
+  """
+  step: jax.Array
+  params: Any
+  frozen: Any
+  opt_state: Any
+  ema_params: Any
+  rng: jax.Array
+
+
+def frozen_keys(config):
+  return hvl.FROZEN + (('backbone',) if config.model.freeze_backbone else ())
+
+
+def split_params(params, config):
+  keys = frozen_keys(config)
+  return ({k: v for k, v in params.items() if k not in keys}, {k: v for k, v in params.items() if k in keys})
+
+
+def normalize_batch(batch: Dict[str, jax.Array]) -> objective.Batch:
+  """uint8 images -> CLIP-normalised float32 (on device)."""
+  get = lambda k, like: batch[k] if k in batch else jnp.zeros((0,) + batch[like].shape[1:], batch[like].dtype)
+  images = {k: clip_lib.normalize_images(get(k, 'image_l')) for k in ('image_l', 'image_w', 'image_s1', 'image_s2')}
+  return objective.Batch(images['image_l'], batch['label_l'], images['image_w'], images['image_s1'],
+                         images['image_s2'], get('box1', 'label_l').astype(bool),
+                         get('box2', 'label_l').astype(bool), get('valid_u', 'label_l').astype(bool))
+
+
+def train_step(state: TrainState, batch, *, model, tx, config):
+  """One micro-step: loss, gradients w.r.t. the trainable params, optimizer update, EMA."""
+  rng = jax.random.fold_in(state.rng, state.step)
+  inputs = normalize_batch(batch)
+  teacher = None
+  if config.semi.ema_decay > 0:
+    teacher = {**state.ema_params, **state.frozen}
+
+  def loss_fn(params):
+    return objective.compute_loss(model, {**params, **state.frozen}, inputs, rng, config, teacher)
+
+  (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  ema = state.ema_params
+  if config.semi.ema_decay > 0:
+    d = config.semi.ema_decay
+    ema = jax.tree.map(lambda e, p: d * e + (1 - d) * p, ema, params)
+  consecutive, total = optim.nonfinite_counts(opt_state)
+  metrics = dict(terms, grad_norm=optax.global_norm(grads), nonfinite_consecutive=consecutive,
+                 nonfinite_total=total)
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema)
+  return new_state, metrics
+
+
+def create_state(config, model, clip, tx_fn, image_size: int) -> TrainState:
+  """Fresh state: pretrained CLIP weights, random heads (or config.init weights)."""
+  rng = jax.random.PRNGKey(config.seed)
+  params = hvl.init_params(model, clip, jax.random.fold_in(rng, 1), image_size)
+  trainable, frozen = split_params(params, config)
+  tx = tx_fn(trainable)
+  ema = jax.tree.map(jnp.copy, trainable) if config.semi.ema_decay > 0 else None
+  return TrainState(step=jnp.zeros((), jnp.int32), params=trainable, frozen=frozen,
+                    opt_state=tx.init(trainable), ema_params=ema, rng=jax.random.fold_in(rng, 2))
+
+
+def build(config):
+  """Model, CLIP, class names and data sources for a config."""
+  names = datasets.class_names(config)
+  model, clip = hvl.build_model(config, names)
+  return model, clip, names
+
+
+class ProgressLogger:
+  """Console line every train.log_every steps (step/total, loss terms, lr, img/s, ETA),
+  TensorBoard scalars and a metrics.jsonl file (process 0 only)."""
+
+  def __init__(self, workdir, total_steps, images_per_step, lr_fn):
+    self.total, self.images, self.lr_fn = total_steps, images_per_step, lr_fn
+    self.main = jax.process_index() == 0
+    self.writer = SummaryWriter(os.path.join(workdir, 'tensorboard')) if self.main else None
+    self.jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a') if self.main else None
+    self.t0, self.s0 = time.time(), None
+
+  def log(self, step: int, metrics: Dict[str, Any]):
+    now = time.time()
+    if self.s0 is None:
+      self.s0, self.t0 = step, now
+      rate = float('nan')
+    else:
+      rate = (step - self.s0) / max(now - self.t0, 1e-9)
+    metrics = {k: float(v) for k, v in metrics.items()}
+    metrics['lr'] = float(self.lr_fn(step))
+    metrics['images_per_sec'] = rate * self.images
+    if not self.main:
+      return
+    eta = (self.total - step) / rate if rate == rate and rate > 0 else float('nan')
+    shown = ' '.join(f'{k}={v:.4g}' for k, v in sorted(metrics.items())
+                     if k.startswith(('total', 'seg_seg', 'semi_', 'div', 'topo', 'anchor', 'vl_')))
+    eta_s = time.strftime('%H:%M:%S', time.gmtime(eta)) if eta == eta else '--:--:--'
+    print(f'[{step}/{self.total}] {shown} lr={metrics["lr"]:.3g} img/s={metrics["images_per_sec"]:.1f} '
+          f'ETA {eta_s}', flush=True)
+    for k, v in metrics.items():
+      self.writer.add_scalar(f'train/{k}', v, step)
+    self.jsonl.write(json.dumps(dict(step=step, **metrics)) + '\n')
+    self.jsonl.flush()
+
+  def scalars(self, prefix: str, values: Dict[str, float], step: int):
+    if self.main:
+      for k, v in values.items():
+        self.writer.add_scalar(f'{prefix}/{k}', v, step)
+      self.writer.flush()
+
+  def close(self):
+    if self.main:
+      self.writer.close()
+      self.jsonl.close()
+
+
+def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
+  """Trains (resuming from the workdir if possible), then evaluates; returns the final eval results."""
+  mesh = sharding.make_mesh()
+  model, clip, names = build(config)
+  sources = datasets.make_sources(config)
+  total = pipeline.total_steps(config, sources)
+  accum = config.train.grad_accum
+  lr_fn = optim.learning_rate_schedule(config, total)
+  tx_fn = lambda params: optim.make_optimizer(config, params, total)
+  image_size = config.data.crop_size
+
+  abstract = jax.eval_shape(lambda: create_state(config, model, clip, tx_fn, image_size))
+  tx = tx_fn(abstract.params)
+  state_sharding = sharding.replicated(mesh, abstract)
+  data = pipeline.train_dataset(config, sources, workdir)
+  data_iter = iter(data)
+
+  checkpoints = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), config.train.keep_checkpoints)
+  state = restore_or_init(config, checkpoints, abstract, data_iter,
+                          lambda: create_state(config, model, clip, tx_fn, image_size))
+  state = jax.device_put(state, state_sharding)
+  start = int(state.step) // accum
+  logging.info('Parameters:\n%s', parameter_overview(state.params))
+  print(f'Training {total} steps ({accum} micro-batches each) from step {start} on {jax.device_count()} '
+        f'device(s); workdir {workdir}', flush=True)
+
+  step_fn = jax.jit(functools.partial(train_step, model=model, tx=tx, config=config),
+                    in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
+                    out_shardings=(state_sharding, None), donate_argnums=0)
+  progress = ProgressLogger(workdir, total, config.data.labeled_batch + config.data.unlabeled_batch, lr_fn)
+  evaluator = evaluate.Evaluator(config, model, sources['val'], names, mesh)
+  best = read_best(workdir)
+  metrics = None
+  for step in range(start + 1, total + 1):
+    for _ in range(accum):
+      batch = sharding.global_batch(mesh, next(data_iter))
+      state, metrics = step_fn(state, batch)
+    if step % config.train.log_every == 0 or step == total:
+      metrics = jax.device_get(metrics)
+      progress.log(step, metrics)
+      if metrics['nonfinite_consecutive'] >= config.train.max_nonfinite:
+        raise FloatingPointError(f'{int(metrics["nonfinite_consecutive"])} non-finite losses in a row at '
+                                 f'step {step}: stopping (train.max_nonfinite={config.train.max_nonfinite})')
+    if step % config.train.ckpt_every == 0 and step != total:
+      checkpoints.save(int(state.step), state, data_iter)
+    if config.train.eval_every and step % config.train.eval_every == 0 and step != total:
+      best = periodic_eval(evaluator, state, step, workdir, best, progress)
+  checkpoints.save(int(state.step), state, data_iter, force=True)
+  checkpoints.wait()
+  results = evaluator.run(full_params(state), workdir, tag='final')
+  progress.scalars('eval', {'miou': results['miou']}, total)
+  progress.close()
+  checkpoints.close()
+  return results
+
+
+def full_params(state: TrainState):
+  """The parameters evaluation uses: the EMA teacher when there is one."""
+  params = state.ema_params if state.ema_params is not None else state.params
+  return {**params, **state.frozen}
+
+
+def restore_or_init(config, checkpoints, abstract, data_iter, init_fn):
+  """workdir checkpoint -> config.resume -> config.init (weights only) -> scratch."""
+  if checkpoints.steps():
+    state, step = checkpoints.restore(abstract, data_iter)
+    print(f'Resumed from {checkpoints.directory} at step {step}', flush=True)
+    return state
+  if config.resume:
+    source = ckpt_lib.Checkpointer(config.resume, async_save=False)
+    state, step = source.restore(abstract, data_iter)
+    print(f'Resumed from config.resume={config.resume} at step {step}', flush=True)
+    return state
+  state = init_fn()
+  if config.init:
+    source = ckpt_lib.Checkpointer(config.init, async_save=False)
+    loaded, step = source.restore(abstract)
+    state = state.replace(params=loaded.params, frozen=loaded.frozen,
+                          ema_params=loaded.params if state.ema_params is not None else None)
+    print(f'Initialised weights from config.init={config.init} (step {step})', flush=True)
+  return state
+
+
+def read_best(workdir):
+  path = os.path.join(workdir, 'best.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      return json.load(f)
+  return {'miou': -1.0, 'step': 0}
+
+
+def periodic_eval(evaluator, state, step, workdir, best, progress):
+  """Evaluates; keeps the best checkpoint in workdir/best."""
+  results = evaluator.run(full_params(state), workdir, tag=f'step_{step}')
+  progress.scalars('eval', {'miou': results['miou']}, step)
+  if results['miou'] > best['miou']:
+    best = {'miou': results['miou'], 'step': step}
+    keeper = ckpt_lib.Checkpointer(os.path.join(workdir, 'best'), keep=1, async_save=False)
+    keeper.save(int(state.step), state, force=True)
+    keeper.close()
+    if jax.process_index() == 0:
+      with open(os.path.join(workdir, 'best.json'), 'w') as f:
+        json.dump(best, f)
+  return best
+
+
+def parameter_overview(params) -> str:
+  """Parameter count per top-level component."""
+  rows = [(k, sum(int(np.prod(x.shape)) for x in jax.tree.leaves(v))) for k, v in params.items()]
+  return '\n'.join(f'  {k:20s} {n:>12,d}' for k, n in rows)

@@ -1,0 +1,164 @@
+"""Losses and matching against numpy/scipy references."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import scipy.optimize
+
+from hvl_jax.losses import matching, regularizers, segmentation, semi
+
+
+@pytest.mark.parametrize('shape', [(6, 6), (4, 9), (9, 4), (1, 5), (5, 1), (21, 100), (100, 21)])
+def test_hungarian_matches_scipy(rng, shape):
+  solve = jax.jit(matching.linear_sum_assignment)
+  for trial in range(4):
+    cost = rng.rand(*shape).astype(np.float32)
+    if trial == 1:
+      cost = rng.randint(0, 3, shape).astype(np.float32)     # many ties
+    if trial == 2:
+      cost[:] = 1.0                                           # all tied
+    rows, cols = map(np.asarray, solve(jnp.asarray(cost)))
+    ref_rows, ref_cols = scipy.optimize.linear_sum_assignment(cost)
+    assert len(rows) == min(shape) and np.all(np.diff(rows) > 0)
+    assert len(set(cols.tolist())) == len(cols)
+    np.testing.assert_allclose(cost[rows, cols].sum(), cost[ref_rows, ref_cols].sum(), rtol=1e-6)
+
+
+def test_hungarian_under_vmap(rng):
+  costs = rng.rand(5, 4, 7).astype(np.float32)
+  rows, cols = jax.jit(jax.vmap(matching.linear_sum_assignment))(jnp.asarray(costs))
+  for c, r, k in zip(costs, np.asarray(rows), np.asarray(cols)):
+    rr, kk = scipy.optimize.linear_sum_assignment(c)
+    np.testing.assert_allclose(c[r, k].sum(), c[rr, kk].sum(), rtol=1e-6)
+
+
+def test_hungarian_matching_ignores_absent_classes(rng):
+  cost = jnp.asarray(rng.rand(2, 6, 4), jnp.float32)
+  present = jnp.asarray([[True, False, True, False], [False, False, False, True]])
+  target, has_mask = matching.hungarian_matching(cost, present)
+  target = np.asarray(target)
+  for b in range(2):
+    pres = np.flatnonzero(np.asarray(present[b]))
+    assert sorted(target[b][target[b] < 4].tolist()) == sorted(pres.tolist())
+    rr, kk = scipy.optimize.linear_sum_assignment(np.asarray(cost[b])[:, pres])
+    got = sum(float(cost[b, q, target[b, q]]) for q in range(6) if target[b, q] < 4)
+    np.testing.assert_allclose(got, np.asarray(cost[b])[:, pres][rr, kk].sum(), rtol=1e-6)
+  np.testing.assert_array_equal(has_mask, target < 4)
+
+
+def test_fixed_matching():
+  present = jnp.asarray([[True, False, True]])
+  target, has_mask = matching.fixed_matching(3, 2, present)
+  np.testing.assert_array_equal(target, [[0, 3, 2, 0, 3, 2]])
+  np.testing.assert_array_equal(has_mask, [[1, 0, 1, 1, 0, 1]])
+
+
+def np_bce(x, t):
+  return np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
+
+
+def test_bce_dice_ce_against_numpy(rng):
+  x = rng.randn(5, 40).astype(np.float32) * 3
+  t = (rng.rand(5, 40) > 0.5).astype(np.float32)
+  np.testing.assert_allclose(segmentation.sigmoid_ce_loss(x, t, 3.0), np_bce(x, t).mean(1).sum() / 3, rtol=1e-5)
+  p = 1 / (1 + np.exp(-x))
+  dice = 1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)
+  np.testing.assert_allclose(segmentation.dice_loss(x, t, 3.0), dice.sum() / 3, rtol=1e-5)
+  logits = rng.randn(2, 6, 4).astype(np.float32)
+  target = rng.randint(0, 4, (2, 6))
+  w = np.where(target == 3, 0.1, 1.0)
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  nll = -np.take_along_axis(logp, target[..., None], -1)[..., 0]
+  np.testing.assert_allclose(segmentation.class_ce_loss(logits, target, 0.1), (w * nll).sum() / w.sum(), rtol=1e-5)
+
+
+def test_matching_cost_against_numpy(rng):
+  cfg = segmentation.CriterionConfig(num_classes=3, num_levels=0)
+  cls = rng.randn(1, 4, 4).astype(np.float32)
+  x = rng.randn(1, 4, 30).astype(np.float32)
+  lab = rng.randint(0, 3, (1, 30))
+  valid = np.ones((1, 30), np.float32)
+  onehot = (lab[:, None, :] == np.arange(3)[None, :, None]).astype(np.float32)
+  cost = np.asarray(segmentation.matching_cost(cls, x, onehot, valid, cfg))[0]
+  prob = np.exp(cls[0]) / np.exp(cls[0]).sum(-1, keepdims=True)
+  for m in range(4):
+    for k in range(3):
+      t = onehot[0, k]
+      p = 1 / (1 + np.exp(-x[0, m]))
+      ref = (-2 * prob[m, k] + 5 * np_bce(x[0, m], t).mean()
+             + 5 * (1 - (2 * (p * t).sum() + 1) / (p.sum() + t.sum() + 1)))
+      np.testing.assert_allclose(cost[m, k], ref, rtol=1e-4, atol=1e-5)
+
+
+def test_point_sample_is_grid_sample():
+  maps = np.arange(12, dtype=np.float32).reshape(1, 3, 4, 1)
+  coords = np.asarray([[[0.5 / 4, 0.5 / 3], [0.25, 0.5], [1.0, 1.0]]], np.float32)
+  out = np.asarray(segmentation.point_sample(jnp.asarray(maps), jnp.asarray(coords)))[0, :, 0]
+  # pixel (0, 0) centre; halfway between columns 0 and 1 of row 1; the corner reads 1/4 of pixel (2, 3).
+  np.testing.assert_allclose(out, [0.0, 4.5, 11 / 4], atol=1e-6)
+
+
+def test_ignore_pixels_have_zero_gradient(rng):
+  cfg = segmentation.CriterionConfig(num_classes=3, num_levels=1, num_points=256, max_masks=6)
+  labels = rng.randint(0, 3, (2, 64, 64))
+  labels[:, :32] = 255
+  cls = jnp.asarray(rng.randn(2, 5, 4), jnp.float32)
+  masks = jnp.asarray(rng.randn(2, 16, 16, 5), jnp.float32)
+  loss = lambda m: segmentation.set_criterion([(cls, m)], jnp.asarray(labels), cfg, jax.random.PRNGKey(0))['seg']
+  g = np.asarray(jax.grad(loss)(masks))
+  # Logit rows 0..6 are only read by points on ignore pixels (rows < 32 of 64).
+  assert np.all(g[:, :7] == 0)
+  assert np.abs(g[:, 9:]).max() > 0
+  # Semi-supervised terms: invalid pixels get no gradient either.
+  probs = jax.nn.softmax(jnp.asarray(rng.randn(1, 4, 4, 3)), -1)
+  valid = jnp.asarray(np.arange(16).reshape(1, 4, 4) >= 8)
+  pseudo = jnp.zeros((1, 4, 4), jnp.int32)
+  gp = jax.grad(lambda p: semi.pseudo_label_loss(p, pseudo, jnp.ones((1, 4, 4)), valid, 0.95)
+                + semi.entropy_loss(p, valid))(probs)
+  assert np.all(np.asarray(gp)[:, :2] == 0) and np.abs(np.asarray(gp)[:, 2:]).max() > 0
+
+
+def test_semi_losses_against_numpy(rng):
+  p = rng.rand(2, 3, 3, 4) + 0.1
+  p /= p.sum(-1, keepdims=True)
+  pseudo = rng.randint(0, 4, (2, 3, 3))
+  conf = rng.rand(2, 3, 3)
+  valid = rng.rand(2, 3, 3) > 0.2
+  ce = -np.log(np.take_along_axis(p, pseudo[..., None], -1)[..., 0])
+  ref = (ce * ((conf >= 0.5) & valid)).sum() / valid.sum()
+  np.testing.assert_allclose(semi.pseudo_label_loss(p, pseudo, conf, valid, 0.5), ref, rtol=1e-5)
+  ent = -(p * np.log(p)).sum(-1)
+  np.testing.assert_allclose(semi.entropy_loss(p, valid), (ent * valid).sum() / valid.sum(), rtol=1e-5)
+
+
+def test_regularizers_against_paper_formulas(rng):
+  q = rng.randn(3, 4, 8)
+  ref_div = 0.0
+  for k in range(4):
+    for l in range(3):
+      for m in range(3):
+        if l != m:
+          ref_div += (q[l, k] @ q[m, k] / np.linalg.norm(q[l, k]) / np.linalg.norm(q[m, k])) ** 2
+  np.testing.assert_allclose(regularizers.diversity_loss(jnp.asarray(q)), ref_div / 4, rtol=1e-5)
+
+  norm = lambda a: a / np.linalg.norm(a, axis=-1, keepdims=True)
+  t, tc, phi = norm(rng.randn(4, 6)), norm(rng.randn(4, 6)), rng.randn(4, 6)
+  topo = sum((t[i] @ t[j] - tc[i] @ tc[j]) ** 2 for i in range(4) for j in range(4))
+  np.testing.assert_allclose(regularizers.topology_loss(t, tc), topo, rtol=1e-5)
+  anchor = sum(np.linalg.norm(phi[k] - tc[k])
+               - sum(np.log(1 + np.linalg.norm(phi[k] - phi[j])) for j in range(4) if j != k)
+               for k in range(4))
+  np.testing.assert_allclose(regularizers.anchor_loss(jnp.asarray(phi), jnp.asarray(tc)), anchor, rtol=1e-5)
+  assert np.isfinite(np.asarray(jax.grad(lambda p: regularizers.anchor_loss(p, jnp.asarray(tc)))(jnp.asarray(phi)))).all()
+
+  xm, xr = rng.randn(2, 3, 3, 6), rng.randn(2, 3, 3, 6)
+  region = rng.rand(2, 3, 3) > 0.5
+  cos = (norm(xm) * norm(xr)).sum(-1)
+  np.testing.assert_allclose(regularizers.mask_consistency_loss(xm, xr, region),
+                             (1 - cos)[region].mean(), rtol=1e-5)
+  text = norm(rng.randn(4, 6))
+  classes = rng.randint(0, 4, (2, 3, 3))
+  logits = np.einsum('bhwe,ke->bhwk', norm(xm), text) / 0.07
+  logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+  nll = -np.take_along_axis(logp, classes[..., None], -1)[..., 0]
+  np.testing.assert_allclose(regularizers.align_loss(xm, text, classes, region, 0.07), nll[region].mean(), rtol=1e-5)
