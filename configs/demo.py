@@ -18,6 +18,8 @@ def get_config():
       patch_size=8, image_size=64, text_width=64, text_layers=2, text_heads=4, text_mlp_dim=128,
       vocab_size=1000, context_length=24, projection_dim=64))
   c.model.out_layers = (2, 3, 4)
+  # A random CLIP's zero-shot relevance is noise: no gating in the demo.
+  c.relevance.mode = 'all'
   c.model.hidden_dim = 64
   c.model.instance_queries = 8
   c.model.dtype = 'float32'

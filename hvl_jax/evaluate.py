@@ -63,11 +63,10 @@ class Predictor:
 
 
 class Evaluator:
-  """mIoU of a parameter set on the val source."""
+  """mIoU of a parameter set on a source; `predictor.predict(params, image) -> (H, W)` classes."""
 
-  def __init__(self, config, model, source, class_names: Sequence[str], mesh=None):
-    self.config, self.source, self.names = config, source, list(class_names)
-    self.predictor = Predictor(config, model)
+  def __init__(self, config, predictor, source, class_names: Sequence[str]):
+    self.config, self.predictor, self.source, self.names = config, predictor, source, list(class_names)
     k = config.data.num_classes
     self.confusion = jax.jit(lambda p, l: metrics.confusion_matrix(p, l, k, config.data.ignore_index))
 
@@ -124,4 +123,4 @@ def evaluate_checkpoint(config, workdir: str, checkpoint: Optional[str] = None):
   from hvl_jax.data import datasets  # pylint: disable=g-import-not-at-top
   model, params, names = restore_params(config, workdir, checkpoint)
   source = datasets.make_sources(config)['val']
-  return Evaluator(config, model, source, names).run(params, workdir, tag='eval')
+  return Evaluator(config, Predictor(config, model), source, names).run(params, workdir, tag='eval')

@@ -28,6 +28,8 @@ def main(argv):
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
   if os.environ.get('HVL_DISTRIBUTED'):  # set by launch/ scripts for multi-host runs
     jax.distributed.initialize()
+  if not flags.FLAGS['verbosity'].present:   # library INFO chatter (Orbax) off unless asked for
+    logging.set_verbosity(logging.WARNING)
   config, workdir = _CONFIG.value, _WORKDIR.value
   os.makedirs(workdir, exist_ok=True)
   logging.info('JAX process %d/%d, local devices: %s', jax.process_index(), jax.process_count(),

@@ -61,7 +61,10 @@ def random_present_class(labels, num_classes, rng):
 
 
 def labeled_relevance(model: hvl.HVL, labels, num_classes):
+  """s_k of labeled images: GT presence (background kept at 1); all ones when gating is off."""
   present = segmentation.classes_present(labels, num_classes).astype(jnp.float32)
+  if model.cfg.relevance_mode == 'all':
+    return jnp.ones_like(present)
   return model.keep_background(present)
 
 

@@ -54,9 +54,10 @@ def split_params(params, config):
 
 
 def normalize_batch(batch: Dict[str, jax.Array]) -> objective.Batch:
-  """uint8 images -> CLIP-normalised float32 (on device)."""
+  """uint8 images -> CLIP-normalised float32 (on device); float images are taken as normalised."""
   get = lambda k, like: batch[k] if k in batch else jnp.zeros((0,) + batch[like].shape[1:], batch[like].dtype)
-  images = {k: clip_lib.normalize_images(get(k, 'image_l')) for k in ('image_l', 'image_w', 'image_s1', 'image_s2')}
+  norm = lambda x: clip_lib.normalize_images(x) if x.dtype == jnp.uint8 else x.astype(jnp.float32)
+  images = {k: norm(get(k, 'image_l')) for k in ('image_l', 'image_w', 'image_s1', 'image_s2')}
   return objective.Batch(images['image_l'], batch['label_l'], images['image_w'], images['image_s1'],
                          images['image_s2'], get('box1', 'label_l').astype(bool),
                          get('box2', 'label_l').astype(bool), get('valid_u', 'label_l').astype(bool))
@@ -125,14 +126,15 @@ class ProgressLogger:
       rate = (step - self.s0) / max(now - self.t0, 1e-9)
     metrics = {k: float(v) for k, v in metrics.items()}
     metrics['lr'] = float(self.lr_fn(step))
-    metrics['images_per_sec'] = rate * self.images
+    if rate == rate:      # no rate before the second log line
+      metrics['images_per_sec'] = rate * self.images
     if not self.main:
       return
     eta = (self.total - step) / rate if rate == rate and rate > 0 else float('nan')
     shown = ' '.join(f'{k}={v:.4g}' for k, v in sorted(metrics.items())
                      if k.startswith(('total', 'seg_seg', 'semi_', 'div', 'topo', 'anchor', 'vl_')))
     eta_s = time.strftime('%H:%M:%S', time.gmtime(eta)) if eta == eta else '--:--:--'
-    print(f'[{step}/{self.total}] {shown} lr={metrics["lr"]:.3g} img/s={metrics["images_per_sec"]:.1f} '
+    print(f'[{step}/{self.total}] {shown} lr={metrics["lr"]:.3g} img/s={rate * self.images:.1f} '
           f'ETA {eta_s}', flush=True)
     for k, v in metrics.items():
       self.writer.add_scalar(f'train/{k}', v, step)
@@ -181,7 +183,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
                     in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
                     out_shardings=(state_sharding, None), donate_argnums=0)
   progress = ProgressLogger(workdir, total, config.data.labeled_batch + config.data.unlabeled_batch, lr_fn)
-  evaluator = evaluate.Evaluator(config, model, sources['val'], names, mesh)
+  evaluator = evaluate.Evaluator(config, evaluate.Predictor(config, model), sources['val'], names)
   best = read_best(workdir)
   metrics = None
   for step in range(start + 1, total + 1):

@@ -57,8 +57,10 @@ def color_jitter(image, rng, brightness, contrast, saturation, hue):
   x = np.clip((x - mean) * rng.uniform(1 - contrast, 1 + contrast) + mean, 0, 255)
   g = _gray(x.astype(np.uint8))[..., None]
   x = np.clip((x - g) * rng.uniform(1 - saturation, 1 + saturation) + g, 0, 255).astype(np.uint8)
-  hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)
   shift = int(round(rng.uniform(-hue, hue) * 180))   # OpenCV hue is in [0, 180)
+  if not shift:      # the uint8 HSV round trip is lossy: skip it when there is nothing to do
+    return x
+  hsv = cv2.cvtColor(x, cv2.COLOR_RGB2HSV)
   hsv[..., 0] = ((hsv[..., 0].astype(np.int32) + shift) % 180).astype(np.uint8)
   return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
 

@@ -191,8 +191,19 @@ def classes_present(labels, num_classes):
   return onehot.any(axis=(1, 2))
 
 
+def stage_losses(cls_logits, mask_logits, labels, present, cfg: CriterionConfig, rng):
+  """Class CE, BCE and dice of one decoder stage, re-matched."""
+  k_match, k_points = jax.random.split(rng)
+  target_class, has_mask = match(cls_logits, mask_logits, labels, present, cfg, k_match)
+  l_cls = class_ce_loss(cls_logits, target_class, cfg.no_object_weight)
+  l_bce, l_dice = mask_losses(mask_logits, labels, target_class, has_mask, cfg, k_points)
+  return l_cls, l_bce, l_dice
+
+
 def set_criterion(predictions, labels, cfg: CriterionConfig, rng) -> Dict[str, jax.Array]:
   """L_seg summed over the final and all auxiliary predictions, each re-matched.
+
+  The stages are vmapped, so the criterion compiles once whatever the decoder depth.
 
   Args:
     predictions: list of (cls_logits (B, Q, K+1), mask_logits (B, h, w, Q)), one per decoder stage.
@@ -201,14 +212,10 @@ def set_criterion(predictions, labels, cfg: CriterionConfig, rng) -> Dict[str, j
     dict: 'seg' (weighted total), 'class', 'bce', 'dice' (each summed over stages).
   """
   present = classes_present(labels, cfg.num_classes)
-  totals = {'seg': 0.0, 'class': 0.0, 'bce': 0.0, 'dice': 0.0}
-  for i, (cls_logits, mask_logits) in enumerate(predictions):
-    k_match, k_points = jax.random.split(jax.random.fold_in(rng, i))
-    target_class, has_mask = match(cls_logits, mask_logits, labels, present, cfg, k_match)
-    l_cls = class_ce_loss(cls_logits, target_class, cfg.no_object_weight)
-    l_bce, l_dice = mask_losses(mask_logits, labels, target_class, has_mask, cfg, k_points)
-    totals['class'] += l_cls
-    totals['bce'] += l_bce
-    totals['dice'] += l_dice
-    totals['seg'] += cfg.class_weight * l_cls + cfg.mask_weight * l_bce + cfg.dice_weight * l_dice
-  return totals
+  cls = jnp.stack([c for c, _ in predictions])
+  masks = jnp.stack([m for _, m in predictions])
+  keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(jnp.arange(len(predictions)))
+  per_stage = jax.vmap(lambda c, m, k: stage_losses(c, m, labels, present, cfg, k))
+  l_cls, l_bce, l_dice = (x.sum() for x in per_stage(cls, masks, keys))
+  seg = cfg.class_weight * l_cls + cfg.mask_weight * l_bce + cfg.dice_weight * l_dice
+  return {'seg': seg, 'class': l_cls, 'bce': l_bce, 'dice': l_dice}

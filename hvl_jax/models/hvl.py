@@ -80,7 +80,7 @@ class HVL(nn.Module):
     self.reference_encoder = clip_lib.CLIPVisionEncoder(c.clip, dtype, False, c.attention_impl)
     self.text_encoder = clip_lib.CLIPTextEncoder(c.clip, dtype, False, c.attention_impl)
     self.logit_scale = self.param('logit_scale', nn.initializers.constant(np.log(100.0)), ())
-    self.pyramid = SimpleFeaturePyramid(c.hidden_dim, dtype)
+    self.pyramid = SimpleFeaturePyramid(c.hidden_dim, c.clip.patch_size, dtype)
     if c.queries == 'htqg':
       self.htqg = HTQG(c.num_prompt_tokens, c.clip.text.width, c.clip.projection_dim, c.levels,
                        c.hidden_dim, c.htqg_mlp_hidden, dtype)
@@ -121,7 +121,13 @@ class HVL(nn.Module):
     return out
 
   def zero_shot_relevance(self, reference, t_clip):
-    """s_k of unlabeled images from E_I^0 features: (B, K), background classes kept at 1."""
+    """s_k of unlabeled images from E_I^0 features: (B, K), background classes kept at 1.
+
+    relevance_mode 'all' turns the gating off (s_k = 1), e.g. for randomly initialised CLIPs
+    whose zero-shot predictions carry no information.
+    """
+    if self.cfg.relevance_mode == 'all':
+      return jnp.ones(reference['image_embeds'].shape[:1] + (self.cfg.num_classes,), jnp.float32)
     s = zero_shot.class_relevance(reference['dense'].astype(jnp.float32),
                                   reference['image_embeds'].astype(jnp.float32), t_clip,
                                   jnp.exp(jax.lax.stop_gradient(self.logit_scale)), self.cfg.relevance_mode)

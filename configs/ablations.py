@@ -1,0 +1,37 @@
+r"""Ablation presets of the paper's Tables 3 (components) and 4 (regularizers) on VOC.
+
+  python -m hvl_jax.main --config configs/ablations.py:no_ptrm,92 --workdir runs/abl_no_ptrm_92 \
+      --config.data.root=/data/VOC2012
+
+The argument is `variant[,split]` (split 92 or 1464; default 92). Variants:
+  Table 3: random_queries (Mask2Former baseline: random object queries, Hungarian matching),
+           htqg_only (textual queries, no PTRM, no Q_vis, no refinement), no_ptrm, no_instance,
+           no_refinement, full.
+  Table 4: no_regularizers, prompt_only, mask_only, align_only, prompt_mask, full.
+"""
+from configs import base
+
+VARIANTS = {
+    'full': {},
+    'random_queries': {'model.queries': 'random', 'model.ptrm': False},
+    'htqg_only': {'model.ptrm': False, 'model.instance_queries': 0, 'model.query_refinement': False},
+    'no_ptrm': {'model.ptrm': False},
+    'no_instance': {'model.instance_queries': 0},
+    'no_refinement': {'model.query_refinement': False},
+    'no_regularizers': {'loss.prompt': 0.0, 'loss.mask': 0.0, 'loss.align': 0.0},
+    'prompt_only': {'loss.mask': 0.0, 'loss.align': 0.0},
+    'mask_only': {'loss.prompt': 0.0, 'loss.align': 0.0},
+    'align_only': {'loss.prompt': 0.0, 'loss.mask': 0.0},
+    'prompt_mask': {'loss.align': 0.0},
+}
+
+
+def get_config(arg: str = 'full'):
+  variant, _, split = arg.partition(',')
+  if variant not in VARIANTS:
+    raise ValueError(f'unknown ablation {variant!r}; valid: {sorted(VARIANTS)}')
+  c = base.dataset_config('voc', split or '92')
+  for key, value in VARIANTS[variant].items():
+    section, field = key.split('.')
+    c[section][field] = value
+  return c

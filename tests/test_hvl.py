@@ -1,0 +1,91 @@
+"""The full network on a tiny config: every ablation variant trains (jit fwd+bwd), inference."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hvl_jax import objective
+from hvl_jax.models import hvl
+from tiny import CLASS_NAMES, tiny_config
+
+
+def build(config):
+  model, clip = hvl.build_model(config, CLASS_NAMES)
+  return model, hvl.init_params(model, clip, jax.random.PRNGKey(0), 64)
+
+
+def make_batch(rng, bl=2, bu=2, size=64):
+  labels = np.zeros((bl, size, size), np.int32)
+  labels[:, 8:40, 10:50] = rng.randint(1, 5, (bl, 1, 1))
+  labels[0, -4:] = 255
+  box = np.zeros((bu, size, size), bool)
+  box[:, 5:30, 20:60] = True
+  img = lambda b: jnp.asarray(rng.randn(b, size, size, 3), jnp.float32)
+  return objective.Batch(img(bl), jnp.asarray(labels), img(bu), img(bu), img(bu), jnp.asarray(box),
+                         jnp.asarray(~box), jnp.ones((bu, size, size), bool))
+
+
+def finite_loss_and_grads(config, batch):
+  model, params = build(config)
+  fn = jax.jit(jax.value_and_grad(lambda p: objective.compute_loss(model, p, batch, jax.random.PRNGKey(1), config),
+                                  has_aux=True))
+  (loss, terms), grads = fn(params)
+  assert np.isfinite(float(loss))
+  assert all(np.isfinite(np.asarray(v)).all() for v in terms.values())
+  assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+  return terms, grads
+
+
+def test_full_semi_supervised_objective(rng):
+  terms, grads = finite_loss_and_grads(tiny_config(), make_batch(rng))
+  for key in ('seg_seg', 'semi_s1', 'semi_s2', 'semi_fp', 'entropy_s1', 'div', 'topo', 'anchor',
+              'vl_mask', 'vl_align', 'total'):
+    assert key in terms
+  assert float(terms['vl_mask']) > 0 and float(terms['vl_align']) > 0
+  # Gradients reach the prompt through the frozen text encoder, and the heads.
+  assert np.abs(np.asarray(grads['htqg']['prompt'])).max() > 0
+  assert np.abs(np.asarray(grads['decoder']['heads']['class_embed']['kernel'])).max() > 0
+
+
+@pytest.mark.parametrize('overrides', [
+    {'model.queries': 'random', 'model.ptrm': False},
+    {'model.ptrm': False},
+    {'model.instance_queries': 0},
+    {'model.query_refinement': False},
+], ids=['random_queries', 'no_ptrm', 'no_instance', 'no_refinement'])
+def test_ablation_variants_train(rng, overrides):
+  config = tiny_config(**overrides)
+  finite_loss_and_grads(config, make_batch(rng, bl=2, bu=0))
+
+
+def test_predictions_shapes_and_inference(rng):
+  config = tiny_config()
+  model, params = build(config)
+  images = jnp.asarray(rng.randn(2, 64, 96, 3), jnp.float32)
+  out = jax.jit(lambda p, x: model.apply({'params': p}, x))(params, images)
+  q = 3 * 5 + 4
+  assert len(out['predictions']) == config.model.decoder.layers + 1
+  cls, masks = out['predictions'][-1]
+  assert cls.shape == (2, q, 6) and masks.shape == (2, 16, 24, q)
+  for mode in ('query_argmax', 'mask2former'):
+    pred = hvl.predict_classes(cls, masks, (64, 96), mode)
+    assert pred.shape == (2, 64, 96) and pred.dtype == jnp.int32
+    assert int(pred.min()) >= 0 and int(pred.max()) < 5
+
+
+def test_class_scores_match_numpy(rng):
+  cls = rng.randn(1, 4, 4).astype(np.float32)
+  masks = rng.randn(1, 2, 3, 4).astype(np.float32)
+  p = np.exp(cls) / np.exp(cls).sum(-1, keepdims=True)
+  p = p[..., :-1]
+  m = 1 / (1 + np.exp(-masks))
+  ref = np.zeros((1, 2, 3), np.int64)
+  for y in range(2):
+    for x in range(3):
+      score = m[0, y, x] * p[0].max(-1)
+      ref[0, y, x] = p[0, score.argmax()].argmax()
+  np.testing.assert_array_equal(hvl.class_scores(cls, masks, 'query_argmax').argmax(-1), ref)
+  m2f = np.einsum('qk,hwq->hwk', p[0], m[0])
+  np.testing.assert_allclose(hvl.class_scores(cls, masks, 'mask2former')[0], m2f, rtol=1e-5)
+  probs = np.asarray(hvl.semantic_probs(cls, masks))
+  np.testing.assert_allclose(probs.sum(-1), 1, rtol=1e-5)

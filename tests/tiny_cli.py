@@ -1,0 +1,16 @@
+"""Tiny config for the command-line tests (kill -9 and resume): supervised, 4-image eval."""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(__file__))
+from tiny import tiny_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def get_config():
+  c = tiny_config()
+  c.data.unlabeled_batch = 0
+  c.data.synthetic_val = 4
+  c.loss.vl = 0.0
+  c.train.ckpt_every = 2
+  c.train.log_every = 2
+  return c
