@@ -13,6 +13,7 @@ def get_config():
   c.data.labeled_batch = 4
   c.data.unlabeled_batch = 4
   c.data.num_workers = 0
+  c.data.synthetic_labeled = 32
   c.model.clip.update(dict(
       pretrained='', vision_width=64, vision_layers=4, vision_heads=4, vision_mlp_dim=128,
       patch_size=8, image_size=64, text_width=64, text_layers=2, text_heads=4, text_mlp_dim=128,
@@ -29,10 +30,12 @@ def get_config():
   c.model.htqg.mlp_hidden = 64
   c.loss.num_points = 1024
   c.optim.lr = 5e-4
+  c.optim.backbone_lr_mult = 1.0   # the demo's CLIP is random: the backbone learns from scratch
+  c.semi.conf_threshold = 0.9
   c.optim.clip_norm = 1.0
   c.optim.warmup_steps = 20
-  c.train.steps = 300
+  c.train.steps = 500
   c.train.log_every = 20
-  c.train.ckpt_every = 100
+  c.train.ckpt_every = 250
   c.inference.window = 'whole'
   return c

@@ -26,7 +26,11 @@ flags.mark_flags_as_required(['config', 'workdir'])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
-  if os.environ.get('HVL_DISTRIBUTED'):  # set by launch/ scripts for multi-host runs
+  # Multi-host (launch/): explicit coordinator, or auto-detection (SLURM and other clusters).
+  if os.environ.get('HVL_COORDINATOR'):
+    jax.distributed.initialize(os.environ['HVL_COORDINATOR'], int(os.environ['HVL_NUM_PROCESSES']),
+                               int(os.environ['HVL_PROCESS_ID']))
+  elif os.environ.get('HVL_DISTRIBUTED'):
     jax.distributed.initialize()
   if not flags.FLAGS['verbosity'].present:   # library INFO chatter (Orbax) off unless asked for
     logging.set_verbosity(logging.WARNING)

@@ -17,6 +17,7 @@ from jax.sharding import Mesh
 from hvl_jax import checkpoint as ckpt_lib
 from hvl_jax import evaluate, metrics, optim, sharding, train
 from hvl_jax.data import datasets, pipeline
+from hvl_jax.models.clip import normalize_images as clip_normalize
 from tiny import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -64,15 +65,28 @@ def test_two_devices_match_one_device():
                s1.params, s2.params)
 
 
-def test_nan_batch_is_skipped():
+def test_nan_batch_is_skipped_and_no_recompilation():
   config, model, tx, state = setup(repr(supervised_config().to_dict()))
-  batch = dict(batch_of(config))
-  batch['image_l'] = np.full(batch['image_l'].shape, np.nan, np.float32)
+  sources = datasets.make_sources(config)
+  it = iter(pipeline.train_dataset(config, sources))
   mesh = sharding.make_mesh()
-  new, metrics_ = run_step(mesh, config, model, tx, state, batch)
-  assert not np.isfinite(float(metrics_['total']))
-  assert int(metrics_['nonfinite_consecutive']) == 1 and int(metrics_['nonfinite_total']) == 1
-  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), new.params, state.params)
+  state_sh = sharding.replicated(mesh, state)
+  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config),
+                 in_shardings=(state_sh, sharding.batch_sharding(mesh)), out_shardings=(state_sh, None))
+  as_float = lambda b: dict(b, image_l=np.asarray(clip_normalize(b['image_l'])))
+  s = jax.device_put(state, state_sh)
+  for _ in range(3):      # new data every step, same shapes: one compilation
+    s, m = step(s, sharding.global_batch(mesh, as_float(next(it))))
+  assert step._cache_size() == 1  # pylint: disable=protected-access
+  assert int(m['nonfinite_total']) == 0
+  bad = as_float(next(it))
+  bad['image_l'] = np.full(bad['image_l'].shape, np.nan, np.float32)
+  before = jax.device_get(s.params)
+  s, m = step(s, sharding.global_batch(mesh, bad))
+  assert not np.isfinite(float(m['total']))
+  assert int(m['nonfinite_consecutive']) == 1 and int(m['nonfinite_total']) == 1
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), s.params, before)
+  assert step._cache_size() == 1  # pylint: disable=protected-access
 
 
 def test_confusion_and_miou_against_numpy(rng):

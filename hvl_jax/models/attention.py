@@ -2,23 +2,61 @@
 
 On GPU with bf16/fp16 inputs and no explicit mask the cuDNN flash kernel is
 used (2x faster for ViT-B/16 at 512x512 on an H200, SPEC section 4); XLA's
-implementation everywhere else.
+implementation everywhere else. cuDNN's training kernels need sequence lengths
+that are multiples of 64, so other lengths (ViT's 1 + h*w tokens) are padded
+and masked through `query_seq_lengths` / `key_value_seq_lengths`.
 """
+import functools
 from typing import Optional
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+CUDNN_SEQ_MULTIPLE = 64
 
-def select_implementation(q: jax.Array, mask: Optional[jax.Array], requested: str) -> Optional[str]:
+
+def _round_up(n: int, m: int) -> int:
+  return -(-n // m) * m
+
+
+def _cudnn_attention(q, k, v, is_causal):
+  """cuDNN flash attention, padding T and S to multiples of 64 (padding masked out)."""
+  b, t = q.shape[:2]
+  s = k.shape[1]
+  tp, sp = _round_up(t, CUDNN_SEQ_MULTIPLE), _round_up(s, CUDNN_SEQ_MULTIPLE)
+  if (tp, sp) == (t, s):
+    return jax.nn.dot_product_attention(q, k, v, is_causal=is_causal, implementation='cudnn')
+  pad = lambda x, n: jnp.pad(x, ((0, 0), (0, n - x.shape[1]), (0, 0), (0, 0)))
+  out = jax.nn.dot_product_attention(
+      pad(q, tp), pad(k, sp), pad(v, sp), is_causal=is_causal, implementation='cudnn',
+      query_seq_lengths=jnp.full((b,), t, jnp.int32), key_value_seq_lengths=jnp.full((b,), s, jnp.int32))
+  return out[:, :t]
+
+
+@functools.lru_cache(maxsize=None)
+def _cudnn_supports(q_shape, k_shape, dtype, is_causal) -> bool:
+  """Whether cuDNN accepts these shapes forward and backward (checked by an abstract trace)."""
+  q = jax.ShapeDtypeStruct(q_shape, dtype)
+  k = jax.ShapeDtypeStruct(k_shape, dtype)
+
+  def fwd_bwd(q, k, v):
+    out, vjp = jax.vjp(lambda *a: _cudnn_attention(*a, is_causal), q, k, v)
+    return vjp(out)
+
+  try:
+    jax.eval_shape(fwd_bwd, q, k, k)
+    return True
+  except (NotImplementedError, ValueError, RuntimeError, TypeError):
+    return False
+
+
+def select_implementation(q, k, mask: Optional[jax.Array], is_causal: bool, requested: str) -> str:
   """Resolves 'auto' to 'cudnn' where the cuDNN kernel applies, else 'xla'."""
   if requested != 'auto':
     return requested
-  on_gpu = jax.default_backend() == 'gpu'
-  half = q.dtype in (jnp.bfloat16, jnp.float16)
-  head_dim = q.shape[-1]
-  if on_gpu and half and mask is None and head_dim % 8 == 0 and head_dim <= 128:
+  if (jax.default_backend() == 'gpu' and q.dtype in (jnp.bfloat16, jnp.float16) and mask is None
+      and _cudnn_supports(q.shape, k.shape, q.dtype, is_causal)):
     return 'cudnn'
   return 'xla'
 
@@ -37,7 +75,9 @@ def dot_product_attention(q, k, v, *, mask=None, is_causal=False, implementation
   Returns:
     (B, T, N, H).
   """
-  impl = select_implementation(q, mask, implementation)
+  impl = select_implementation(q, k, mask, is_causal, implementation)
+  if impl == 'cudnn':
+    return _cudnn_attention(q, k, v, is_causal)
   return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal, implementation=impl)
 
 

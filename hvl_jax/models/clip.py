@@ -157,13 +157,17 @@ class EncoderLayer(nn.Module):
     return self.self_attn.value_path(self.layer_norm1(x))
 
 
-class LayerCollection(nn.Module):
-  """`layers/{0..N-1}` as in HF; returns every hidden state."""
+class TowerModule(nn.Module):
+  """Fields shared by the transformer stack modules."""
   cfg: TowerConfig
   dtype: Any = jnp.float32
   causal: bool = False
   remat: bool = False
   attention_impl: str = 'auto'
+
+
+class LayerCollection(TowerModule):
+  """`layers/{0..N-1}` as in HF; returns every hidden state."""
 
   def setup(self):
     block = nn.remat(EncoderLayer) if self.remat else EncoderLayer
@@ -182,12 +186,8 @@ class LayerCollection(nn.Module):
     return self.blocks[-1].maskclip_value(x)
 
 
-class Encoder(nn.Module):
-  cfg: TowerConfig
-  dtype: Any = jnp.float32
-  causal: bool = False
-  remat: bool = False
-  attention_impl: str = 'auto'
+class Encoder(TowerModule):
+  """HF's `encoder` level of the parameter tree around the layer collection."""
 
   def setup(self):
     self.layers = LayerCollection(self.cfg, self.dtype, self.causal, self.remat, self.attention_impl)

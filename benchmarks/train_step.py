@@ -1,0 +1,122 @@
+r"""Benchmark the real train step on random inputs of the real shapes (no dataset, no download).
+
+  python -m benchmarks.train_step --config configs/voc_92.py [--steps 5] [--grad_accum 2]
+  python -m benchmarks.train_step --config configs/demo.py --steps 3      # tiny, for CPU
+
+Prints step time, images/s, FLOPs per step (XLA cost analysis of the lowered, not yet
+compiled, step: GPU compilation hides cuBLAS/cuDNN calls from the compiled module's
+analysis), achieved TFLOP/s, MFU against the device's bf16 dense peak, and peak memory.
+A pretrained CLIP named in the config is replaced by a random one of the same sizes.
+"""
+import functools
+import time
+
+from absl import app
+from absl import flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+from ml_collections import config_flags
+
+from benchmarks.common import device_name, gib
+from hvl_jax import optim, sharding, train
+
+_CONFIG = config_flags.DEFINE_config_file('config', 'configs/voc_92.py', 'Config file.')
+_STEPS = flags.DEFINE_integer('steps', 5, 'Timed optimizer steps (after 2 warm-up steps).')
+_ACCUM = flags.DEFINE_integer('grad_accum', 0, 'Override train.grad_accum (0: keep the config).')
+
+# bf16 dense tensor-core peaks (FLOP/s).
+PEAK_FLOPS = {'H100': 989e12, 'H200': 989e12, 'A100': 312e12}
+
+
+def peak_flops() -> float:
+  kind = getattr(jax.devices()[0], 'device_kind', '')
+  for name, peak in PEAK_FLOPS.items():
+    if name in kind:
+      return peak * jax.device_count()
+  return float('nan')
+
+
+def random_batch(config, rng: np.random.Generator):
+  """One micro-batch (global) of uint8 images and blob labels of the configured shapes."""
+  d, accum = config.data, config.train.grad_accum
+  s, bl, bu = d.crop_size, d.labeled_batch // accum, d.unlabeled_batch // accum
+  labels = np.zeros((bl, s, s), np.int32)
+  for i in range(bl):
+    for _ in range(3):
+      y, x, h, w = rng.integers(0, s // 2, 4)
+      labels[i, y:y + h + 8, x:x + w + 8] = rng.integers(1, d.num_classes)
+  batch = dict(image_l=rng.integers(0, 255, (bl, s, s, 3), np.uint8), label_l=labels)
+  if bu:
+    for k in ('image_w', 'image_s1', 'image_s2'):
+      batch[k] = rng.integers(0, 255, (bu, s, s, 3), np.uint8)
+    box = np.zeros((bu, s, s), bool)
+    box[:, s // 4:s // 2, s // 4:3 * s // 4] = True
+    batch.update(box1=box, box2=~box, valid_u=np.ones((bu, s, s), bool))
+  return batch
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  with config.unlocked():
+    config.model.clip.pretrained = ''
+    if _ACCUM.value:
+      config.train.grad_accum = _ACCUM.value
+  accum = config.train.grad_accum
+  mesh = sharding.make_mesh()
+  model, clip, _ = train.build(config)
+  tx_fn = lambda p: optim.make_optimizer(config, p, 1000)
+  state = train.create_state(config, model, clip, tx_fn, config.data.crop_size)
+  tx = tx_fn(state.params)
+  state_sh = sharding.replicated(mesh, state)
+  state = jax.device_put(state, state_sh)
+  step_fn = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config),
+                    in_shardings=(state_sh, sharding.batch_sharding(mesh)), out_shardings=(state_sh, None),
+                    donate_argnums=0)
+  rng = np.random.default_rng(0)
+  batch = sharding.global_batch(mesh, random_batch(config, rng))
+
+  t = time.perf_counter()
+  lowered = step_fn.lower(state, batch)
+  cost = lowered.cost_analysis() or {}
+  flops_micro = float(cost.get('flops', float('nan')))
+  print(f'traced and lowered in {time.perf_counter() - t:.1f} s; {flops_micro / 1e12:.3f} TFLOP per '
+        'micro-step; compiling...', flush=True)
+  compiled = lowered.compile()
+  compile_s = time.perf_counter() - t
+  mem = compiled.memory_analysis()
+
+  def run(n):
+    nonlocal state
+    out = None
+    for _ in range(n * accum):
+      state, out = step_fn(state, batch)
+    jax.block_until_ready(out)
+    return out
+
+  run(2)
+  t = time.perf_counter()
+  metrics = run(_STEPS.value)
+  step_s = (time.perf_counter() - t) / _STEPS.value
+  images = config.data.labeled_batch + config.data.unlabeled_batch
+  flops = flops_micro * accum
+  peak = peak_flops()
+  stats = jax.local_devices()[0].memory_stats() or {}
+  peak_mem = stats.get('peak_bytes_in_use', -1)
+  planned = (mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
+             - mem.alias_size_in_bytes) if mem is not None else -1
+  print(f'device {device_name()}; config {config.data.name} {config.data.split} crop {config.data.crop_size}, '
+        f'{config.data.labeled_batch}+{config.data.unlabeled_batch} images/step, grad_accum {accum} '
+        f'({config.data.labeled_batch // accum}+{config.data.unlabeled_batch // accum} per micro-step over '
+        f'{jax.device_count()} device(s)), dtype {config.model.dtype}, remat backbone {config.model.remat_backbone}')
+  print(f'compile {compile_s:.1f} s; step {step_s * 1e3:.1f} ms; {images / step_s:.2f} images/s; '
+        f'loss {float(metrics["total"]):.3f}')
+  print(f'FLOPs/step {flops / 1e12:.2f} TFLOP ({flops / images / 1e9:.0f} GFLOP/image); achieved '
+        f'{flops / step_s / 1e12:.1f} TFLOP/s; MFU {flops / step_s / peak:.1%} of {peak / 1e12:.0f} TFLOP/s')
+  print(f'peak device memory {gib(peak_mem)} (allocator); XLA-planned per micro-step {gib(planned)}')
+  print(f'compilations of the step: {step_fn._cache_size()}')  # pylint: disable=protected-access
+
+
+if __name__ == '__main__':
+  app.run(main)
