@@ -3,7 +3,8 @@
 Class 0 is the background (smooth colour gradient with noise); the others are
 objects with a distinct shape and texture each: disk, square, triangle, striped
 ellipse, ring, checkered diamond (the first `num_classes - 1` are used).
-Object colours are drawn per object, so shape and texture identify the class.
+Each class has a base colour that every object of it varies around (as real classes have
+typical colours), so colour, shape and texture all carry the class.
 """
 from typing import Dict, Tuple
 
@@ -11,6 +12,8 @@ import cv2
 import numpy as np
 
 CLASS_NAMES = ('background', 'disk', 'square', 'triangle', 'striped ellipse', 'ring', 'checkered diamond')
+CLASS_COLOURS = np.asarray([(0, 0, 0), (220, 60, 50), (60, 200, 70), (70, 90, 230), (230, 210, 60),
+                            (200, 70, 210), (60, 210, 220)], np.float64)
 SPLIT_OFFSETS = {'labeled': 0, 'unlabeled': 1_000_000, 'val': 2_000_000}
 
 
@@ -63,7 +66,7 @@ def make_scene(seed: int, index: int, size: int, num_classes: int) -> Tuple[np.n
     r = rng.uniform(0.12, 0.28) * size
     cx, cy = rng.uniform(r, size - r, 2)
     mask = _shape_mask(kind, size, cx, cy, r, rng.uniform(0, 360))
-    colour = rng.uniform(0, 255, 3)
+    colour = np.clip(CLASS_COLOURS[kind] + rng.normal(0, 25, 3), 0, 255)
     image[mask] = (colour * _texture(kind, size, rng)[..., None])[mask] + rng.normal(0, 6, (mask.sum(), 3))
     label[mask] = kind
   return np.clip(image, 0, 255).astype(np.uint8), label
