@@ -63,10 +63,15 @@ class Predictor:
 
 
 class Evaluator:
-  """mIoU of a parameter set on a source; `predictor.predict(params, image) -> (H, W)` classes."""
+  """mIoU of a parameter set on a source; `predictor.predict(params, image) -> (H, W)` classes.
 
-  def __init__(self, config, predictor, source, class_names: Sequence[str]):
+  After `run`, `samples` holds (image, prediction, label) of the first `num_samples` images
+  (for TensorBoard).
+  """
+
+  def __init__(self, config, predictor, source, class_names: Sequence[str], num_samples: int = 4):
     self.config, self.predictor, self.source, self.names = config, predictor, source, list(class_names)
+    self.num_samples, self.samples = num_samples, []
     k = config.data.num_classes
     self.confusion = jax.jit(lambda p, l: metrics.confusion_matrix(p, l, k, config.data.ignore_index))
 
@@ -74,9 +79,12 @@ class Evaluator:
     k = self.config.data.num_classes
     conf = jnp.zeros((k, k), jnp.int32)
     n = len(self.source)
+    self.samples = []
     for i in range(n):
       record = self.source[i]
       pred = self.predictor.predict(params, record['image'])
+      if i < self.num_samples:
+        self.samples.append((record['image'], pred, record['label']))
       conf = conf + self.confusion(pred, record['label'])
       if jax.process_index() == 0 and (i + 1 == n or (i + 1) % max(1, n // 20) == 0):
         done = int(30 * (i + 1) / n)

@@ -23,6 +23,7 @@ from hvl_jax import checkpoint as ckpt_lib
 from hvl_jax import evaluate
 from hvl_jax import objective
 from hvl_jax import optim
+from hvl_jax import predict
 from hvl_jax import sharding
 from hvl_jax.data import datasets, pipeline
 from hvl_jax.models import clip as clip_lib
@@ -141,6 +142,15 @@ class ProgressLogger:
     self.jsonl.write(json.dumps(dict(step=step, **metrics)) + '\n')
     self.jsonl.flush()
 
+  def predictions(self, tag: str, samples, step: int):
+    """Image | prediction | ground truth strips (palette colours) for a few eval images."""
+    if not self.main or not samples:
+      return
+    pal = predict.palette()
+    for i, (image, pred, label) in enumerate(samples):
+      strip = np.concatenate([image, pal[pred], pal[label]], axis=1)
+      self.writer.add_image(f'{tag}/{i}', strip, step, dataformats='HWC')
+
   def scalars(self, prefix: str, values: Dict[str, float], step: int):
     if self.main:
       for k, v in values.items():
@@ -204,6 +214,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   checkpoints.wait()
   results = evaluator.run(full_params(state), workdir, tag='final')
   progress.scalars('eval', {'miou': results['miou']}, total)
+  progress.predictions('eval_predictions', evaluator.samples, total)
   progress.close()
   checkpoints.close()
   return results
@@ -248,6 +259,7 @@ def periodic_eval(evaluator, state, step, workdir, best, progress):
   """Evaluates; keeps the best checkpoint in workdir/best."""
   results = evaluator.run(full_params(state), workdir, tag=f'step_{step}')
   progress.scalars('eval', {'miou': results['miou']}, step)
+  progress.predictions('eval_predictions', evaluator.samples, step)
   if results['miou'] > best['miou']:
     best = {'miou': results['miou'], 'step': step}
     keeper = ckpt_lib.Checkpointer(os.path.join(workdir, 'best'), keep=1, async_save=False)

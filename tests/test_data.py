@@ -221,3 +221,72 @@ def test_pipeline_shapes_determinism_and_state_restore(tmp_path):
   c.train.steps = -1
   c.train.epochs = 2
   assert pipeline.total_steps(c, sources) == 2 * (c.data.synthetic_unlabeled // c.data.unlabeled_batch)
+
+
+def test_check_reports_scaled_masks_and_bad_files(tmp_path):
+  from hvl_jax.data import check
+  root, splits = tmp_path / 'voc', tmp_path / 'splits'
+  voc_fixture(root, splits)
+  c = voc_config(root, splits)
+  lines, problems = check.check_sources(datasets.make_sources(c), 21)
+  assert not problems and lines[0].startswith('labeled        3 of 3 entries read, images 50-50 x 40-40')
+  # 0/255-scaled binary masks pass every per-file check but not the dataset check.
+  for i in range(3):
+    label = np.zeros((40, 50), np.uint8)
+    label[10:20, 10:20] = 255
+    write_label(f'{root}/SegmentationClass/lab_{i:04d}.png', label)
+  os.remove(f'{root}/JPEGImages/val_0001.jpg')
+  _, problems = check.check_sources(datasets.make_sources(c), 21)
+  assert any('0/255-scaled' in p and p.startswith('labeled') for p in problems)
+  assert any('val_0001.jpg: image file not found' in p for p in problems)
+
+
+def test_make_split_is_balanced_deterministic_and_disjoint(tmp_path):
+  from hvl_jax.data import make_split
+  entries = [(f'img{i}.jpg', f'lab{i}.png') for i in range(40)]
+  classes = [{0, 1} for _ in range(40)]
+  classes[7] = {0, 5}     # the only image of class 5
+  classes[23] = {0, 9}    # the only image of class 9
+  lab, unl = make_split.draw_split(entries, 5, seed=3, classes_per_entry=classes)
+  assert len(lab) == 5 and len(unl) == 35
+  assert entries[7] in lab and entries[23] in lab
+  assert make_split.draw_split(entries, 5, seed=3, classes_per_entry=classes) == (lab, unl)
+  assert make_split.draw_split(entries, 5, seed=4)[0] != make_split.draw_split(entries, 5, seed=5)[0]
+  make_split.write_split(str(tmp_path / 's'), lab, unl)
+  assert len(open(tmp_path / 's' / 'labeled.txt').read().splitlines()) == 5
+  with pytest.raises(FileExistsError):
+    make_split.write_split(str(tmp_path / 's'), lab, unl)
+  with pytest.raises(ValueError, match='overlap'):
+    make_split.write_split(str(tmp_path / 't'), lab, unl + lab[:1])
+
+
+def test_cityscapes_converter(tmp_path):
+  from hvl_jax.data import convert_cityscapes
+  path = tmp_path / 'gtFine' / 'train' / 'aachen' / 'a_gtFine_labelIds.png'
+  os.makedirs(path.parent)
+  Image.fromarray(np.asarray([[7, 8, 0, 33], [26, 4, 24, 255]], np.uint8)).save(path)
+  out = convert_cityscapes.convert_file(str(path), convert_cityscapes.lookup_table())
+  assert out.endswith('_gtFine_labelTrainIds.png')
+  np.testing.assert_array_equal(np.asarray(Image.open(out)), [[0, 1, 255, 18], [13, 255, 11, 255]])
+
+
+def test_coco_converter_on_handmade_json(tmp_path):
+  import json
+  from hvl_jax.data import convert_coco
+  os.makedirs(tmp_path / 'annotations')
+  square = lambda x, y, s: [[x, y, x + s, y, x + s, y + s, x, y + s]]
+  data = dict(
+      images=[dict(id=5, width=20, height=10, file_name='000000000005.jpg')],
+      categories=[dict(id=1, name='person'), dict(id=3, name='car'), dict(id=90, name='toothbrush')],
+      annotations=[
+          dict(id=1, image_id=5, category_id=3, segmentation=square(0, 0, 8), area=64, bbox=[0, 0, 8, 8], iscrowd=0),
+          dict(id=2, image_id=5, category_id=90, segmentation=square(2, 2, 3), area=9, bbox=[2, 2, 3, 3], iscrowd=0),
+          dict(id=3, image_id=5, category_id=1, segmentation=square(12, 1, 4), area=16, bbox=[12, 1, 4, 4], iscrowd=1),
+      ])
+  json.dump(data, open(tmp_path / 'annotations' / 'instances_val2017.json', 'w'))
+  assert convert_coco.convert(str(tmp_path), 'val2017') == 1
+  mask = np.asarray(Image.open(tmp_path / 'masks' / '000000000005.png'))
+  assert mask.shape == (10, 20)
+  # Contiguous ids by sorted category id: 1 -> 1, 3 -> 2, 90 -> 3; crowd -> 255.
+  assert mask[6, 6] == 2 and mask[3, 3] == 3 and mask[2, 13] == 255 and mask[9, 19] == 0
+  assert set(np.unique(mask)) == {0, 2, 3, 255}

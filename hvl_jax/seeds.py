@@ -1,0 +1,96 @@
+r"""Runs one config with several seeds and reports the median and spread of the final mIoU.
+
+Results vary by several tenths of mIoU between runs, so compare medians.
+
+  python -m hvl_jax.seeds --config configs/voc_92.py --workdir runs/voc_92_seeds --seeds 0,1,2 \
+      --config.data.root=/data/VOC2012                      # sequentially, in this process
+  python -m hvl_jax.seeds ... --print_commands              # one command per seed, for separate jobs
+  python -m hvl_jax.seeds ... --collect                     # only summarise finished runs
+
+Each seed trains in `<workdir>/seed_<s>` (resuming if interrupted); the summary goes to
+`<workdir>/seeds_summary.json`.
+"""
+import json
+import os
+import shlex
+from typing import Dict, List
+
+from absl import app
+from absl import flags
+import numpy as np
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
+_WORKDIR = flags.DEFINE_string('workdir', None, 'Parent directory of the per-seed workdirs.')
+_SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds to run.')
+_PRINT = flags.DEFINE_bool('print_commands', False, 'Print one training command per seed and exit.')
+_COLLECT = flags.DEFINE_bool('collect', False, 'Only summarise the runs that finished.')
+flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def seed_workdir(workdir: str, seed: int) -> str:
+  return os.path.join(workdir, f'seed_{seed}')
+
+
+def summarize(results: Dict[int, float]) -> Dict[str, float]:
+  """Median, mean, std, min and max of {seed: miou}."""
+  values = np.asarray(list(results.values()), np.float64)
+  return dict(seeds=sorted(results), per_seed={str(k): v for k, v in sorted(results.items())},
+              median=float(np.median(values)), mean=float(values.mean()),
+              std=float(values.std(ddof=1)) if len(values) > 1 else 0.0,
+              min=float(values.min()), max=float(values.max()))
+
+
+def collect(workdir: str, seeds: List[int]) -> Dict[int, float]:
+  found = {}
+  for s in seeds:
+    path = os.path.join(seed_workdir(workdir, s), 'eval_final.json')
+    if os.path.exists(path):
+      with open(path) as f:
+        found[s] = json.load(f)['miou']
+  return found
+
+
+def main(argv):
+  del argv
+  seeds = [int(s) for s in _SEEDS.value]
+  workdir = _WORKDIR.value
+  config = _CONFIG.value
+  if _PRINT.value:
+    config_file = config_flags.get_config_filename(flags.FLAGS['config'])
+    overrides = [f'--config.{k}={v}' for k, v in config_flags.get_override_values(flags.FLAGS['config']).items()
+                 if k != 'seed']
+    for s in seeds:
+      cmd = ['python', '-m', 'hvl_jax.main', '--config', config_file, '--workdir', seed_workdir(workdir, s),
+             f'--config.seed={s}'] + overrides
+      print(' '.join(shlex.quote(c) for c in cmd))
+    return
+  if not _COLLECT.value:
+    from hvl_jax import train  # pylint: disable=g-import-not-at-top
+    for s in seeds:
+      if s in collect(workdir, [s]):
+        print(f'seed {s}: already finished', flush=True)
+        continue
+      with config.unlocked():
+        config.seed = s
+      os.makedirs(seed_workdir(workdir, s), exist_ok=True)
+      print(f'=== seed {s} ===', flush=True)
+      train.train_and_evaluate(config, seed_workdir(workdir, s))
+  results = collect(workdir, seeds)
+  if not results:
+    raise SystemExit(f'{workdir}: no finished seed run (eval_final.json) among seeds {seeds}')
+  summary = summarize(results)
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'seeds_summary.json'), 'w') as f:
+    json.dump(summary, f, indent=2)
+  per_seed = ', '.join(f'{k}: {100 * v:.2f}' for k, v in summary['per_seed'].items())
+  print(f'mIoU over {len(results)} seed(s) [{per_seed}]: median {100 * summary["median"]:.2f}, '
+        f'mean {100 * summary["mean"]:.2f} ± {100 * summary["std"]:.2f} (std), '
+        f'range {100 * summary["min"]:.2f}-{100 * summary["max"]:.2f}', flush=True)
+  missing = sorted(set(seeds) - set(results))
+  if missing:
+    print(f'not finished: seeds {missing}', flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)
