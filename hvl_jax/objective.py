@@ -72,6 +72,9 @@ def compute_loss(model: hvl.HVL, params, batch: Batch, rng, config,
                  teacher_params: Optional[dict] = None):
   """Returns (total loss, dict of every term)."""
   cfg = model.cfg
+  if config.semi.mix_source != 'roll':
+    raise ValueError(f"semi.mix_source={config.semi.mix_source!r}: only 'roll' (the unlabeled batch rolled "
+                     'by one) is implemented')
   crit = segmentation.CriterionConfig.from_config(config)
   bl, bu = batch.image_l.shape[0], batch.image_w.shape[0]
   k_crit, k_fp, k_vl, k_ema = jax.random.split(rng, 4)
@@ -94,15 +97,15 @@ def compute_loss(model: hvl.HVL, params, batch: Batch, rng, config,
     partner = lambda x: jnp.roll(x, 1, axis=0)
     strong = [jnp.where(box[..., None], partner(img), img)
               for box, img in ((batch.box1, batch.image_s1), (batch.box2, batch.image_s2))]
-    reference = apply(hvl.HVL.reference_features, jnp.concatenate([batch.image_l, batch.image_w]))
-    rel_w = apply(hvl.HVL.zero_shot_relevance, jax.tree.map(lambda x: x[bl:], reference), text['t_clip'])
+    rel_w = apply(hvl.HVL.image_relevance, batch.image_w, text['t_clip'])
     rel_s = [jnp.where(box.any((1, 2))[:, None], jnp.maximum(rel_w, partner(rel_w)), rel_w)
              for box in (batch.box1, batch.box2)]
     relevance = jnp.concatenate([rel_l, rel_w] + rel_s)
   else:
     strong = []
-    reference = apply(hvl.HVL.reference_features, batch.image_l) if use_vl else None
     relevance = rel_l
+  # E_I^0 on the unmasked labeled images: the L_mask reference.
+  reference = apply(hvl.HVL.reference_features, batch.image_l) if use_vl else None
   images = jnp.concatenate([batch.image_l] + ([batch.image_w] if bu else []) + strong + masked_images)
 
   enc = apply(hvl.HVL.encode, images, dense=use_vl)
@@ -157,7 +160,7 @@ def compute_loss(model: hvl.HVL, params, batch: Batch, rng, config,
     x_mask = enc['dense'][n_dec:]
     region = class_region(batch.label_l, vl_class, batch.image_l.shape[1] // x_mask.shape[1])
     classes = jnp.broadcast_to(vl_class[:, None, None], region.shape)
-    terms['vl_mask'] = regularizers.mask_consistency_loss(x_mask, reference['dense'][:bl], region)
+    terms['vl_mask'] = regularizers.mask_consistency_loss(x_mask, reference['dense'], region)
     terms['vl_align'] = regularizers.align_loss(x_mask, text['t_clip'], classes, region, lc.tau)
     total = total + lc.vl * (lc.align * terms['vl_align'] + lc.mask * terms['vl_mask'])
   terms['total'] = total

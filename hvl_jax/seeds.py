@@ -20,12 +20,17 @@ from absl import flags
 import numpy as np
 from ml_collections import config_flags
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
-_WORKDIR = flags.DEFINE_string('workdir', None, 'Parent directory of the per-seed workdirs.')
-_SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds to run.')
-_PRINT = flags.DEFINE_bool('print_commands', False, 'Print one training command per seed and exit.')
-_COLLECT = flags.DEFINE_bool('collect', False, 'Only summarise the runs that finished.')
-flags.mark_flags_as_required(['config', 'workdir'])
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Command-line flags (defined only when run as a program, so the module imports cleanly)."""
+  config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
+  flags.DEFINE_string('workdir', None, 'Parent directory of the per-seed workdirs.')
+  flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds to run.')
+  flags.DEFINE_bool('print_commands', False, 'Print one training command per seed and exit.')
+  flags.DEFINE_bool('collect', False, 'Only summarise the runs that finished.')
+  flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def seed_workdir(workdir: str, seed: int) -> str:
@@ -53,10 +58,10 @@ def collect(workdir: str, seeds: List[int]) -> Dict[int, float]:
 
 def main(argv):
   del argv
-  seeds = [int(s) for s in _SEEDS.value]
-  workdir = _WORKDIR.value
-  config = _CONFIG.value
-  if _PRINT.value:
+  seeds = [int(s) for s in FLAGS.seeds]
+  workdir = FLAGS.workdir
+  config = FLAGS.config
+  if FLAGS.print_commands:
     config_file = config_flags.get_config_filename(flags.FLAGS['config'])
     overrides = [f'--config.{k}={v}' for k, v in config_flags.get_override_values(flags.FLAGS['config']).items()
                  if k != 'seed']
@@ -65,7 +70,7 @@ def main(argv):
              f'--config.seed={s}'] + overrides
       print(' '.join(shlex.quote(c) for c in cmd))
     return
-  if not _COLLECT.value:
+  if not FLAGS.collect:
     from hvl_jax import train  # pylint: disable=g-import-not-at-top
     for s in seeds:
       if s in collect(workdir, [s]):
@@ -93,4 +98,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

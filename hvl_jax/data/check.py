@@ -16,9 +16,14 @@ from ml_collections import config_flags
 
 from hvl_jax.data import datasets
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
-_MAX = flags.DEFINE_integer('max', 0, 'Check at most this many entries per list (0 = all).')
-flags.mark_flags_as_required(['config'])
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Command-line flags (defined only when run as a program, so the module imports cleanly)."""
+  config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
+  flags.DEFINE_integer('max', 0, 'Check at most this many entries per list (0 = all).')
+  flags.mark_flags_as_required(['config'])
 
 
 def check_sources(sources: Dict[str, object], num_classes: int, limit: int = 0):
@@ -63,9 +68,9 @@ def check_sources(sources: Dict[str, object], num_classes: int, limit: int = 0):
 
 def main(argv):
   del argv
-  config = _CONFIG.value
+  config = FLAGS.config
   sources = datasets.make_sources(config)
-  lines, problems = check_sources(sources, config.data.num_classes, _MAX.value)
+  lines, problems = check_sources(sources, config.data.num_classes, FLAGS.max)
   print(f'dataset {config.data.name}, split {config.data.split}, root {config.data.root}')
   print('\n'.join(lines))
   if problems:
@@ -76,4 +81,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

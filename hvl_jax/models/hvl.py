@@ -121,17 +121,21 @@ class HVL(nn.Module):
     return out
 
   def zero_shot_relevance(self, reference, t_clip):
-    """s_k of unlabeled images from E_I^0 features: (B, K), background classes kept at 1.
-
-    relevance_mode 'all' turns the gating off (s_k = 1), e.g. for randomly initialised CLIPs
-    whose zero-shot predictions carry no information.
-    """
-    if self.cfg.relevance_mode == 'all':
-      return jnp.ones(reference['image_embeds'].shape[:1] + (self.cfg.num_classes,), jnp.float32)
+    """s_k from E_I^0 features (`reference_features`): (B, K), background classes kept at 1."""
     s = zero_shot.class_relevance(reference['dense'].astype(jnp.float32),
                                   reference['image_embeds'].astype(jnp.float32), t_clip,
                                   jnp.exp(jax.lax.stop_gradient(self.logit_scale)), self.cfg.relevance_mode)
     return self.keep_background(s)
+
+  def image_relevance(self, images, t_clip):
+    """s_k of unlabeled images (B, K).
+
+    relevance_mode 'all' turns the gating off (s_k = 1, no reference-encoder pass), e.g. for
+    randomly initialised CLIPs whose zero-shot predictions carry no information.
+    """
+    if self.cfg.relevance_mode == 'all':
+      return jnp.ones((images.shape[0], self.cfg.num_classes), jnp.float32)
+    return self.zero_shot_relevance(self.reference_features(images), t_clip)
 
   def keep_background(self, relevance):
     bg = np.zeros((self.cfg.num_classes,), bool)
@@ -166,7 +170,7 @@ class HVL(nn.Module):
     """images (B, H, W, 3) -> dict(predictions, text); relevance None = zero-shot from E_I^0."""
     text = self.text_queries()
     if relevance is None and self.cfg.queries == 'htqg':
-      relevance = self.zero_shot_relevance(self.reference_features(images), text['t_clip'])
+      relevance = self.image_relevance(images, text['t_clip'])
     enc = self.encode(images)
     return dict(predictions=self.decode(enc['taps'], relevance, text), text=text)
 
