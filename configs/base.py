@@ -96,6 +96,7 @@ def get_config():
   c.train = ml_collections.ConfigDict(dict(
       epochs=80, steps=-1,      # steps > 0 overrides epochs
       grad_accum=1, log_every=50, ckpt_every=1000, keep_checkpoints=3,
+      fsdp=False,               # shard parameters and optimizer state over the devices (ZeRO-3 style)
       eval_every=0, max_nonfinite=10))
   c.resume = ''                 # checkpoint dir used when the workdir has none
   c.init = ''                   # weights-only initialisation

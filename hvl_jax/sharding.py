@@ -1,7 +1,12 @@
-"""Device mesh and shardings: a 'data' axis, batch sharded, parameters replicated."""
+"""Device mesh and shardings: one 'data' axis; the batch is sharded over it, parameters are
+replicated, or (FSDP, `train.fsdp`) sharded along their largest divisible dimension so that
+XLA gathers them where they are used."""
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+# Leaves smaller than this stay replicated under FSDP: gathering them costs more than it saves.
+FSDP_MIN_SIZE = 2 ** 16
 
 
 def make_mesh() -> Mesh:
@@ -12,6 +17,26 @@ def make_mesh() -> Mesh:
 def replicated(mesh: Mesh, tree):
   """A replicated NamedSharding for every leaf of `tree`."""
   return jax.tree.map(lambda _: NamedSharding(mesh, P()), tree)
+
+
+def fsdp_spec(shape, n: int, min_size: int = FSDP_MIN_SIZE) -> P:
+  """Shards the largest dimension divisible by n (replicated when none is or the leaf is small)."""
+  if int(np.prod(shape, dtype=np.int64)) < min_size:
+    return P()
+  dims = [i for i in np.argsort(shape)[::-1] if shape[i] % n == 0]
+  if not dims:
+    return P()
+  spec = [None] * len(shape)
+  spec[dims[0]] = 'data'
+  return P(*spec)
+
+
+def state_sharding(mesh: Mesh, tree, fsdp: bool = False, min_size: int = FSDP_MIN_SIZE):
+  """Shardings for the train state: replicated, or FSDP-sharded leaves of at least `min_size`."""
+  if not fsdp:
+    return replicated(mesh, tree)
+  n = mesh.devices.size
+  return jax.tree.map(lambda x: NamedSharding(mesh, fsdp_spec(x.shape, n, min_size)), tree)
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:

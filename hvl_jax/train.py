@@ -176,7 +176,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
 
   abstract = jax.eval_shape(lambda: create_state(config, model, clip, tx_fn, image_size))
   tx = tx_fn(abstract.params)
-  state_sharding = sharding.replicated(mesh, abstract)
+  state_sharding = sharding.state_sharding(mesh, abstract, config.train.fsdp)
   data = pipeline.train_dataset(config, sources, workdir)
   data_iter = iter(data)
 

@@ -45,8 +45,8 @@ def batch_of(config, seed=0):
   return next(iter(pipeline.train_dataset(config, sources)))
 
 
-def run_step(mesh, config, model, tx, state, batch):
-  state_sh = sharding.replicated(mesh, state)
+def run_step(mesh, config, model, tx, state, batch, fsdp=False):
+  state_sh = sharding.state_sharding(mesh, state, fsdp, min_size=1024)
   step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config),
                  in_shardings=(state_sh, sharding.batch_sharding(mesh)), out_shardings=(state_sh, None))
   return step(jax.device_put(state, state_sh), sharding.global_batch(mesh, batch))
@@ -63,6 +63,13 @@ def test_two_devices_match_one_device():
   np.testing.assert_allclose(float(m1['total']), float(m2['total']), rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=1e-4),
                s1.params, s2.params)
+  # FSDP: parameters sharded over the two devices, same result.
+  s3, m3 = run_step(two, config, model, tx, state, batch, fsdp=True)
+  sharded = [x for x in jax.tree.leaves(s3.params) if not x.sharding.is_fully_replicated]
+  assert sharded, 'FSDP should shard the larger parameters'
+  np.testing.assert_allclose(float(m1['total']), float(m3['total']), rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=1e-4),
+               s1.params, s3.params)
 
 
 def test_nan_batch_is_skipped_and_no_recompilation():
