@@ -290,3 +290,25 @@ def test_coco_converter_on_handmade_json(tmp_path):
   # Contiguous ids by sorted category id: 1 -> 1, 3 -> 2, 90 -> 3; crowd -> 255.
   assert mask[6, 6] == 2 and mask[3, 3] == 3 and mask[2, 13] == 255 and mask[9, 19] == 0
   assert set(np.unique(mask)) == {0, 2, 3, 255}
+
+
+def test_worker_processes_give_the_same_batches(tmp_path):
+  from absl import flags
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()   # grain reads absl flags; the CLI parses them in app.run
+  c = tiny_config()
+  c.data.num_workers = 0
+  sources = datasets.make_sources(c)
+  single = iter(pipeline.train_dataset(c, sources, str(tmp_path)))
+  expected = [next(single) for _ in range(3)]
+  c.data.num_workers = 2
+  it = iter(pipeline.train_dataset(c, sources, str(tmp_path)))
+  first = next(it)
+  state = it.get_state()
+  rest = [next(it), next(it)]
+  for a, b in zip([first] + rest, expected):
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k])
+  again = iter(pipeline.train_dataset(c, sources, str(tmp_path)))
+  again.set_state(state)
+  np.testing.assert_array_equal(next(again)['image_w'], rest[0]['image_w'])

@@ -57,6 +57,9 @@ class CLIPConfig:
     t, v = cfg.get('text_config', {}), cfg.get('vision_config', {})
 
     def tower(c, width, layers, heads, mlp):
+      act = c.get('hidden_act', 'quick_gelu')
+      if act not in ACTIVATIONS:
+        raise ValueError(f'unsupported hidden_act={act!r}; supported: {sorted(ACTIVATIONS)}')
       return TowerConfig(
           width=c.get('hidden_size', width), layers=c.get('num_hidden_layers', layers),
           heads=c.get('num_attention_heads', heads), mlp_dim=c.get('intermediate_size', mlp),
@@ -76,18 +79,6 @@ class CLIPConfig:
         vision=TowerConfig(c.vision_width, c.vision_layers, c.vision_heads, c.vision_mlp_dim),
         projection_dim=c.projection_dim, vocab_size=c.vocab_size, context_length=c.context_length,
         patch_size=c.patch_size, image_size=c.image_size)
-
-  def to_hf(self) -> dict:
-    """The HF `config.json` dict describing the same model."""
-    def tower(t: TowerConfig):
-      return dict(hidden_size=t.width, num_hidden_layers=t.layers, num_attention_heads=t.heads,
-                  intermediate_size=t.mlp_dim, layer_norm_eps=t.layer_norm_eps, hidden_act=t.activation)
-    return dict(model_type='clip', projection_dim=self.projection_dim,
-                text_config=dict(tower(self.text), vocab_size=self.vocab_size,
-                                 max_position_embeddings=self.context_length,
-                                 eos_token_id=self.eos_token_id),
-                vision_config=dict(tower(self.vision), patch_size=self.patch_size,
-                                   image_size=self.image_size))
 
 
 ACTIVATIONS = {
