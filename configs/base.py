@@ -16,7 +16,8 @@ def get_config():
 
   # ---- Data (SPEC section 5).
   c.data = ml_collections.ConfigDict(dict(
-      name='voc',              # voc | coco | ade | cityscapes | synthetic
+      name='voc',              # voc | coco | ade | cityscapes | synthetic | tfds
+      class_names=(),           # override of the class names (required for tfds)
       root='',                 # dataset root directory
       splits_dir='',           # folder holding <dataset>/<split>/{labeled,unlabeled}.txt ('' = data/splits shipped copy)
       split='92',
@@ -42,6 +43,11 @@ def get_config():
       synthetic_unlabeled=128,
       synthetic_val=32,
   ))
+
+  # Any TFDS dataset with an image and a segmentation-mask feature (data.name='tfds').
+  c.data.tfds = ml_collections.ConfigDict(dict(
+      name='', data_dir='', labeled_split='train[:92]', unlabeled_split='train[92:]',
+      val_split='validation', image_key='image', label_key='segmentation_mask'))
 
   # ---- Network (SPEC section 2).
   c.model = ml_collections.ConfigDict(dict(

@@ -54,7 +54,7 @@ SPECS: Dict[str, DatasetSpec] = {
 
 def spec(name: str) -> DatasetSpec:
   if name not in SPECS:
-    raise ValueError(f'unknown dataset {name!r}; valid: {sorted(SPECS) + ["synthetic"]}')
+    raise ValueError(f'unknown dataset {name!r}; valid: {sorted(SPECS) + ["synthetic", "tfds"]}')
   return SPECS[name]
 
 
@@ -65,8 +65,14 @@ def splits_dir(config) -> str:
 def class_names(config) -> Tuple[str, ...]:
   """Class names in label order for config.data.name."""
   k = config.data.num_classes
+  if config.data.class_names:
+    if len(config.data.class_names) != k:
+      raise DataError(f'data.class_names has {len(config.data.class_names)} names, data.num_classes={k}')
+    return tuple(config.data.class_names)
   if config.data.name == 'synthetic':
     return synthetic.CLASS_NAMES[:k]
+  if config.data.name == 'tfds':
+    raise DataError('data.name=tfds needs data.class_names (the class names in label order)')
   path = os.path.join(splits_dir(config), 'classes.json')
   try:
     with open(path) as f:
@@ -107,6 +113,18 @@ def load_image(path: str) -> np.ndarray:
     raise DataError(f'{path}: unreadable or truncated image ({e})') from e
 
 
+def check_label(label: np.ndarray, num_classes: int, image_shape, where: str) -> np.ndarray:
+  """Validates a remapped (H, W) label against its image; raises DataError naming `where`."""
+  if label.shape != tuple(image_shape[:2]):
+    raise DataError(f'{where}: label size {label.shape[1]}x{label.shape[0]} differs from its image '
+                    f'{image_shape[1]}x{image_shape[0]}')
+  bad = (label >= num_classes) & (label != IGNORE)
+  if bad.any():
+    values = sorted(set(np.unique(label[bad]).tolist()))[:8]
+    raise DataError(f'{where}: label values {values} outside [0, {num_classes}) and not {IGNORE}')
+  return label.astype(np.uint8)
+
+
 def load_label(path: str, num_classes: int, remap, image_shape) -> np.ndarray:
   if not os.path.exists(path):
     raise DataError(f'{path}: label file not found')
@@ -119,15 +137,7 @@ def load_label(path: str, num_classes: int, remap, image_shape) -> np.ndarray:
       label = np.asarray(im)
   except (OSError, SyntaxError) as e:
     raise DataError(f'{path}: unreadable or truncated label ({e})') from e
-  if label.shape != tuple(image_shape[:2]):
-    raise DataError(f'{path}: label size {label.shape[1]}x{label.shape[0]} differs from its image '
-                    f'{image_shape[1]}x{image_shape[0]}')
-  label = remap(label)
-  bad = (label >= num_classes) & (label != IGNORE)
-  if bad.any():
-    values = sorted(set(np.unique(label[bad]).tolist()))[:8]
-    raise DataError(f'{path}: label values {values} outside [0, {num_classes}) and not {IGNORE}')
-  return label.astype(np.uint8)
+  return check_label(remap(label), num_classes, image_shape, path)
 
 
 class FileSource:
@@ -150,9 +160,53 @@ class FileSource:
     return record
 
 
+class TFDSSource:
+  """Random-access TFDS split through `tfds.data_source` (ArrayRecord files, no TensorFlow).
+
+  Any TFDS dataset with an image feature (H, W, 3) uint8 and a segmentation-mask feature
+  (H, W[, 1]) of class ids (255 = ignore) works; `image_key` / `label_key` name them.
+  """
+
+  def __init__(self, name: str, split: str, data_dir: str, num_classes: int, image_key: str = 'image',
+               label_key: str = 'segmentation_mask', with_labels: bool = True):
+    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+    self.where = f'tfds:{name}[{split}] in {data_dir or "the default data_dir"}'
+    try:
+      self.source = tfds.data_source(name, split=split, data_dir=data_dir or None, download=False)
+    except Exception as e:  # pylint: disable=broad-except
+      raise DataError(f'{self.where}: cannot open ({type(e).__name__}: {e})') from e
+    self.num_classes, self.image_key, self.label_key = num_classes, image_key, label_key
+    self.with_labels = with_labels
+
+  def __len__(self) -> int:
+    return len(self.source)
+
+  def __getitem__(self, index: int) -> Dict[str, np.ndarray]:
+    example = self.source[index]
+    where = f'{self.where} example {index}'
+    for key in (self.image_key,) + ((self.label_key,) if self.with_labels else ()):
+      if key not in example:
+        raise DataError(f'{where}: no feature {key!r}; features: {sorted(example)}')
+    image = np.asarray(example[self.image_key])
+    if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
+      raise DataError(f'{where}: feature {self.image_key!r} is {image.dtype} {image.shape}, expected (H, W, 3) uint8')
+    record = dict(image=image, name=f'{index:08d}')
+    if self.with_labels:
+      label = np.asarray(example[self.label_key])
+      label = label[..., 0] if label.ndim == 3 and label.shape[-1] == 1 else label
+      record['label'] = check_label(label, self.num_classes, image.shape, where)
+    return record
+
+
 def make_sources(config) -> Dict[str, object]:
   """{'labeled', 'unlabeled', 'val'} sources for config.data (unlabeled may be empty)."""
   d = config.data
+  if d.name == 'tfds':
+    t = d.tfds
+    mk = lambda split, labels: TFDSSource(t.name, split, t.data_dir, d.num_classes, t.image_key, t.label_key,
+                                          labels)
+    return dict(labeled=mk(t.labeled_split, True), unlabeled=mk(t.unlabeled_split, False),
+                val=mk(t.val_split, True))
   if d.name == 'synthetic':
     mk = lambda split, n: synthetic.SyntheticSource(split, n, d.synthetic_size, d.num_classes, config.seed)
     return dict(labeled=mk('labeled', d.synthetic_labeled), unlabeled=mk('unlabeled', d.synthetic_unlabeled),

@@ -28,9 +28,10 @@ def labeled_indices(source, config, workdir: Optional[str]) -> grain.MapDataset:
   if not d.rare_class_sampling:
     return grain.MapDataset.range(len(source)).shuffle(seed=config.seed).repeat()
   split_file = None
-  if d.name != 'synthetic':
+  if d.name in datasets.SPECS:
     split_file = os.path.join(datasets.splits_dir(config), datasets.spec(d.name).folder, d.split, 'labeled.txt')
-  tag = f'{d.name}_{d.split}' if d.name != 'synthetic' else f'synthetic_{config.seed}_{len(source)}'
+  tag = {'synthetic': f'synthetic_{config.seed}_{len(source)}',
+         'tfds': f'tfds_{d.tfds.name}_{d.tfds.labeled_split}'.replace('/', '_')}.get(d.name, f'{d.name}_{d.split}')
   stats = rare_class.cached_statistics(source, d.num_classes,
                                        rare_class.default_cache_paths(split_file, workdir, tag))
   sampler = rare_class.RareClassSampler(stats, d.rcs_temperature)
