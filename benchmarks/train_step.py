@@ -8,7 +8,6 @@ compiled, step: GPU compilation hides cuBLAS/cuDNN calls from the compiled modul
 analysis), achieved TFLOP/s, MFU against the device's bf16 dense peak, and peak memory.
 A pretrained CLIP named in the config is replaced by a random one of the same sizes.
 """
-import functools
 import time
 
 from absl import app
@@ -71,9 +70,7 @@ def main(argv):
   tx = tx_fn(state.params)
   state_sh = sharding.replicated(mesh, state)
   state = jax.device_put(state, state_sh)
-  step_fn = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config),
-                    in_shardings=(state_sh, sharding.batch_sharding(mesh)), out_shardings=(state_sh, None),
-                    donate_argnums=0)
+  step_fn = train.jit_train_step(config, model, tx, mesh, state_sh)
   rng = np.random.default_rng(0)
   batch = sharding.global_batch(mesh, random_batch(config, rng))
 

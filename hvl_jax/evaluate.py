@@ -36,9 +36,7 @@ class Predictor:
     def scores(params, images):
       out = model.apply({'params': params}, clip_lib.normalize_images(images))
       cls, masks = out['predictions'][-1]
-      b, _, _, q = masks.shape
-      up = jax.image.resize(masks, (b, images.shape[1], images.shape[2], q), 'bilinear')
-      return hvl.class_scores(cls, up, mode)
+      return hvl.upsampled_class_scores(cls, masks, images.shape[1:3], mode)
 
     self.scores = jax.jit(scores)
 

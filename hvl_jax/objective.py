@@ -39,6 +39,11 @@ def downsample_nearest(x, factor: int):
   return x[:, factor // 2::factor, factor // 2::factor]
 
 
+def cutmix_partner(x):
+  """Each unlabeled image's CutMix partner: the batch rolled by one (semi.mix_source='roll')."""
+  return jnp.roll(x, 1, axis=0)
+
+
 def channel_dropout(x, rate: float, rng):
   """Dropout2d on (B, h, w, C): zeroes whole channels per image, rescales the rest."""
   keep = jax.random.bernoulli(rng, 1.0 - rate, (x.shape[0], 1, 1, x.shape[-1]))
@@ -93,12 +98,10 @@ def compute_loss(model: hvl.HVL, params, batch: Batch, rng, config,
     masked_images = [jnp.where(hide, 0.0, batch.image_l)]
 
   if bu:
-    # CutMix partner: the unlabeled batch rolled by one (semi.mix_source='roll').
-    partner = lambda x: jnp.roll(x, 1, axis=0)
-    strong = [jnp.where(box[..., None], partner(img), img)
+    strong = [jnp.where(box[..., None], cutmix_partner(img), img)
               for box, img in ((batch.box1, batch.image_s1), (batch.box2, batch.image_s2))]
     rel_w = apply(hvl.HVL.image_relevance, batch.image_w, text['t_clip'])
-    rel_s = [jnp.where(box.any((1, 2))[:, None], jnp.maximum(rel_w, partner(rel_w)), rel_w)
+    rel_s = [jnp.where(box.any((1, 2))[:, None], jnp.maximum(rel_w, cutmix_partner(rel_w)), rel_w)
              for box in (batch.box1, batch.box2)]
     relevance = jnp.concatenate([rel_l, rel_w] + rel_s)
   else:
@@ -136,7 +139,7 @@ def compute_loss(model: hvl.HVL, params, batch: Batch, rng, config,
                                               sc.conf_threshold)
     for i, box in enumerate((batch.box1, batch.box2)):
       box = downsample_nearest(box, stride)
-      mix = lambda x: jnp.where(box, jnp.roll(x, 1, axis=0), x)
+      mix = lambda x: jnp.where(box, cutmix_partner(x), x)
       lo = bl + bu * (i + 1)
       probs_s = hvl.semantic_probs(cls[lo:lo + bu], masks[lo:lo + bu])
       valid_s = mix(valid)

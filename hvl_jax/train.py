@@ -89,6 +89,13 @@ def train_step(state: TrainState, batch, *, model, tx, config):
   return new_state, metrics
 
 
+def jit_train_step(config, model, tx, mesh, state_sharding, donate: bool = True):
+  """`train_step` jitted over the mesh: batch sharded on 'data', state as `state_sharding`."""
+  return jax.jit(functools.partial(train_step, model=model, tx=tx, config=config),
+                 in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
+                 out_shardings=(state_sharding, None), donate_argnums=0 if donate else ())
+
+
 def create_state(config, model, clip, tx_fn, image_size: int) -> TrainState:
   """Fresh state: pretrained CLIP weights, random heads (or config.init weights)."""
   rng = jax.random.PRNGKey(config.seed)
@@ -189,9 +196,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   print(f'Training {total} steps ({accum} micro-batches each) from step {start} on {jax.device_count()} '
         f'device(s); workdir {workdir}', flush=True)
 
-  step_fn = jax.jit(functools.partial(train_step, model=model, tx=tx, config=config),
-                    in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
-                    out_shardings=(state_sharding, None), donate_argnums=0)
+  step_fn = jit_train_step(config, model, tx, mesh, state_sharding)
   progress = ProgressLogger(workdir, total, config.data.labeled_batch + config.data.unlabeled_batch, lr_fn)
   evaluator = evaluate.Evaluator(config, evaluate.Predictor(config, model), sources['val'], names)
   best = read_best(workdir)

@@ -47,8 +47,7 @@ def batch_of(config, seed=0):
 
 def run_step(mesh, config, model, tx, state, batch, fsdp=False):
   state_sh = sharding.state_sharding(mesh, state, fsdp, min_size=1024)
-  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config),
-                 in_shardings=(state_sh, sharding.batch_sharding(mesh)), out_shardings=(state_sh, None))
+  step = train.jit_train_step(config, model, tx, mesh, state_sh, donate=False)
   return step(jax.device_put(state, state_sh), sharding.global_batch(mesh, batch))
 
 
@@ -78,8 +77,7 @@ def test_nan_batch_is_skipped_and_no_recompilation():
   it = iter(pipeline.train_dataset(config, sources))
   mesh = sharding.make_mesh()
   state_sh = sharding.replicated(mesh, state)
-  step = jax.jit(functools.partial(train.train_step, model=model, tx=tx, config=config),
-                 in_shardings=(state_sh, sharding.batch_sharding(mesh)), out_shardings=(state_sh, None))
+  step = train.jit_train_step(config, model, tx, mesh, state_sh, donate=False)
   as_float = lambda b: dict(b, image_l=np.asarray(clip_normalize(b['image_l'])))
   s = jax.device_put(state, state_sh)
   for _ in range(3):      # new data every step, same shapes: one compilation

@@ -207,11 +207,16 @@ def class_scores(cls_logits, mask_logits, mode: str):
   raise ValueError(f"inference.mode must be 'query_argmax' or 'mask2former', got {mode!r}")
 
 
-def predict_classes(cls_logits, mask_logits, out_hw: Tuple[int, int], mode: str):
-  """Class map (B, H, W) at the input size (mask logits upsampled bilinearly first)."""
+def upsampled_class_scores(cls_logits, mask_logits, out_hw: Tuple[int, int], mode: str):
+  """Class scores (B, H, W, K) at the input size (mask logits upsampled bilinearly first)."""
   b, _, _, q = mask_logits.shape
   up = jax.image.resize(mask_logits.astype(jnp.float32), (b, *out_hw, q), 'bilinear')
-  return class_scores(cls_logits, up, mode).argmax(-1).astype(jnp.int32)
+  return class_scores(cls_logits, up, mode)
+
+
+def predict_classes(cls_logits, mask_logits, out_hw: Tuple[int, int], mode: str):
+  """Class map (B, H, W) at the input size."""
+  return upsampled_class_scores(cls_logits, mask_logits, out_hw, mode).argmax(-1).astype(jnp.int32)
 
 
 # -- Construction ------------------------------------------------------------
