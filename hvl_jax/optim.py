@@ -1,6 +1,6 @@
 """Optimizer: AdamW with parameter groups, warm-up + poly schedule, clipping, NaN skipping."""
-import flax
 import jax
+import jax.numpy as jnp
 import optax
 
 # Leaves never weight-decayed besides biases and norms (all 1-D): embeddings and learned queries.
@@ -18,33 +18,85 @@ def learning_rate_schedule(config, total_steps: int) -> optax.Schedule:
   ], [warmup])
 
 
-def decay_mask(params):
-  def keep(path, leaf):
-    name = str(path[-1].key) if hasattr(path[-1], 'key') else str(path[-1])
-    return leaf.ndim >= 2 and name not in NO_DECAY_NAMES
-  return jax.tree_util.tree_map_with_path(keep, params)
-
-
 def param_groups(params):
-  """'backbone' (lr x backbone_lr_mult) or 'head' per leaf, by top-level module."""
-  return {k: jax.tree.map(lambda _: 'backbone' if k == 'backbone' else 'head', v) for k, v in params.items()}
+  """Per leaf: '<backbone|head>/<decay|no_decay>'.
+
+  The backbone trains at lr x backbone_lr_mult; weights of 2+ dims are decayed, biases, norms
+  and the NO_DECAY_NAMES leaves are not.
+  """
+  def group(path, leaf):
+    top = 'backbone' if path[0].key == 'backbone' else 'head'
+    name = str(path[-1].key) if hasattr(path[-1], 'key') else str(path[-1])
+    decay = leaf.ndim >= 2 and name not in NO_DECAY_NAMES
+    return f'{top}/{"decay" if decay else "no_decay"}'
+  return jax.tree_util.tree_map_with_path(group, params)
+
+
+class GroupVectors:
+  """Ravels a parameter-shaped tree into {group: 1-D vector} and back (leaf order kept)."""
+
+  def __init__(self, labels):
+    leaves, self.treedef = jax.tree.flatten(labels)
+    self.labels = leaves
+    self.groups = sorted(set(leaves))
+
+  def ravel(self, tree):
+    leaves = self.treedef.flatten_up_to(tree)
+    return {g: jnp.concatenate([x.reshape(-1) for x, l in zip(leaves, self.labels) if l == g])
+            for g in self.groups}
+
+  def unravel(self, vectors, like):
+    """`vectors` back to the structure, shapes and dtypes of `like`."""
+    like_leaves = self.treedef.flatten_up_to(like)
+    offsets = {g: 0 for g in self.groups}
+    out = []
+    for x, g in zip(like_leaves, self.labels):
+      out.append(vectors[g][offsets[g]:offsets[g] + x.size].reshape(x.shape).astype(x.dtype))
+      offsets[g] += x.size
+    return self.treedef.unflatten(out)
+
+
+def over_group_vectors(inner: optax.GradientTransformation, labels) -> optax.GradientTransformation:
+  """Runs `inner` on {group: vector} instead of the ~1000-leaf parameter tree.
+
+  Like `optax.flatten`, but one vector per parameter group so that `inner` can still treat
+  groups differently (`multi_transform` over the group names). Per-leaf optimizer updates
+  made the optimizer alone a third of the full step's compile time.
+  """
+  vectors = GroupVectors(labels)
+
+  def init(params):
+    return inner.init(vectors.ravel(params))
+
+  def update(updates, state, params=None):
+    flat_params = None if params is None else vectors.ravel(params)
+    new, state = inner.update(vectors.ravel(updates), state, flat_params)
+    return vectors.unravel(new, updates), state
+
+  return optax.GradientTransformation(init, update)
 
 
 def make_optimizer(config, params, total_steps: int) -> optax.GradientTransformation:
-  """The full transformation for the trainable `params` tree."""
+  """The full transformation for the trainable `params` tree (see `over_group_vectors`)."""
   o = config.optim
   schedule = learning_rate_schedule(config, total_steps)
-  adamw = lambda mult: optax.adamw(lambda s: schedule(s) * mult, o.b1, o.b2, weight_decay=o.weight_decay,
-                                   mask=decay_mask)
+
+  def adamw(group):
+    mult = o.backbone_lr_mult if group.startswith('backbone/') else 1.0
+    decay = o.weight_decay if group.endswith('/decay') else 0.0
+    return optax.adamw(lambda s: schedule(s) * mult, o.b1, o.b2, weight_decay=decay)
+
+  labels = param_groups(params)
+  groups = GroupVectors(labels).groups
   tx = optax.chain(
       optax.clip_by_global_norm(o.clip_norm),
-      optax.multi_transform({'backbone': adamw(o.backbone_lr_mult), 'head': adamw(1.0)}, param_groups(params)))
+      optax.multi_transform({g: adamw(g) for g in groups}, {g: g for g in groups}))
   # A non-finite gradient skips the update (counted in the state); the loop stops after
   # train.max_nonfinite in a row.
   tx = optax.apply_if_finite(tx, max_consecutive_errors=2 ** 30)
   if config.train.grad_accum > 1:
     tx = optax.MultiSteps(tx, every_k_schedule=config.train.grad_accum)
-  return tx
+  return over_group_vectors(tx, labels)
 
 
 def nonfinite_counts(opt_state):
