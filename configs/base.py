@@ -51,7 +51,7 @@ def get_config():
 
   # ---- Network (SPEC section 2).
   c.model = ml_collections.ConfigDict(dict(
-      backbone='clip',
+      backbone='clip',         # 'clip' (HF CLIP checkpoints) | 'eva02_clip_l14' (open_clip EVA02-CLIP)
       out_layers=(4, 8, 12),
       hidden_dim=256,
       queries='htqg',           # 'htqg' | 'random'
@@ -67,9 +67,11 @@ def get_config():
       remat_pixel_decoder=False,
       remat_decoder=False,
       attention_impl='auto',    # 'auto' | 'xla' | 'cudnn'
+      scan_layers=True,         # lax.scan over repeated layers (compiles each once); False unrolls
   ))
   c.model.clip = ml_collections.ConfigDict(dict(
       pretrained='openai/clip-vit-base-patch16',  # HF dir or hub name; '' = random init, sizes below
+      tokenizer='',             # EVA02: dir/hub name with CLIP's vocab.json + merges.txt
       vision_width=768, vision_layers=12, vision_heads=12, vision_mlp_dim=3072,
       patch_size=16, image_size=224,
       text_width=512, text_layers=12, text_heads=8, text_mlp_dim=2048,
@@ -119,8 +121,21 @@ DATASETS = {
 }
 
 
-def dataset_config(name: str, split: str):
-  """The base recipe for one (dataset, split) of the paper's Table 1."""
+# EVA02-CLIP-L/14 for both encoders (open_clip's EVA02-L-14, merged2b weights). open_clip
+# ships no vocabulary files; its BPE is OpenAI CLIP's, read from any HF CLIP checkpoint.
+EVA02_CLIP_L14 = dict(
+    pretrained='timm/eva02_large_patch14_clip_224.merged2b_s4b_b131k',
+    tokenizer='openai/clip-vit-base-patch16',
+    vision_width=1024, vision_layers=24, vision_heads=16, vision_mlp_dim=2730,
+    patch_size=14, image_size=224,
+    text_width=768, text_layers=12, text_heads=12, text_mlp_dim=3072,
+    vocab_size=49408, context_length=77, projection_dim=768)
+# Patch 14: the crop is the multiple of 14 nearest to the ViT-B/16 crop (37x37 and 57x57 tokens).
+EVA02_CROPS = {'voc': 518, 'coco': 518, 'ade': 518, 'cityscapes': 798}
+
+
+def dataset_config(name: str, split: str, backbone: str = 'clip'):
+  """The base recipe for one (dataset, split) of the paper's Table 1, with either backbone."""
   c = get_config()
   d = DATASETS[name]
   c.data.name = name
@@ -129,4 +144,13 @@ def dataset_config(name: str, split: str):
   c.data.background_classes = d['background_classes']
   c.data.crop_size = d['crop_size']
   c.train.epochs = d['epochs']
+  if backbone == 'eva02_clip_l14':
+    c.model.backbone = backbone
+    c.model.clip.update(EVA02_CLIP_L14)
+    c.model.out_layers = (8, 16, 24)   # thirds of the 24 blocks, as (4, 8, 12) of ViT-B's 12
+    c.data.crop_size = EVA02_CROPS[name]
+    # 8+8 over 2 devices in two micro-steps of 2+2 per device (24 GB cards; bf16, remat).
+    c.train.grad_accum = 2
+  elif backbone != 'clip':
+    raise ValueError(f'backbone={backbone!r}: expected clip or eva02_clip_l14')
   return c

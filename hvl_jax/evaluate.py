@@ -31,6 +31,7 @@ class Predictor:
   def __init__(self, config, model: hvl.HVL):
     self.config, self.model = config, model
     self.crop = config.data.crop_size
+    self.pad_multiple = 2 * model.cfg.clip.patch_size  # the coarsest pyramid level halves the token grid
     mode = config.inference.mode
 
     def scores(params, images):
@@ -44,7 +45,7 @@ class Predictor:
     """image (H, W, 3) uint8 -> class map (H, W) int32."""
     h, w = image.shape[:2]
     if self.config.inference.window == 'whole':
-      ph, pw = -h % 32, -w % 32     # pad to the coarsest stride
+      ph, pw = -h % self.pad_multiple, -w % self.pad_multiple
       padded = np.pad(image, ((0, ph), (0, pw), (0, 0)))
       return np.asarray(self.scores(params, padded[None])[0, :h, :w].argmax(-1), np.int32)
     crop = self.crop

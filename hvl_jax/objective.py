@@ -6,12 +6,14 @@
 One backbone pass covers labeled, weak, both strong and the class-masked
 labeled images; one decoder pass covers labeled, weak and strong images; the
 feature-perturbation view decodes the weak features again after channel dropout.
-Per-pixel unlabeled terms are computed at the mask-logit resolution (stride 4).
+Per-pixel unlabeled terms are computed at the mask-logit resolution (stride 4, or 3.5 for
+patch-14 backbones).
 """
 from typing import Dict, NamedTuple, Optional
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hvl_jax.losses import regularizers, segmentation, semi
 from hvl_jax.models import hvl
@@ -34,9 +36,14 @@ class Batch(NamedTuple):
   valid_u: jax.Array
 
 
-def downsample_nearest(x, factor: int):
-  """(B, H, W, ...) -> (B, H/f, W/f, ...) taking each cell's centre pixel."""
-  return x[:, factor // 2::factor, factor // 2::factor]
+def nearest_cells(x, size):
+  """(B, H, W, ...) -> (B, h, w, ...) taking the pixel under each cell's centre.
+
+  For an integer ratio f = H/h that is pixel f*i + f//2; non-integer ratios (patch-14
+  backbones put the mask logits at stride 3.5) pick floor((i + 1/2) * H/h).
+  """
+  rows, cols = ((np.arange(n) + 0.5) * big / n for n, big in zip(size, x.shape[1:3]))
+  return x[:, rows.astype(int)][:, :, cols.astype(int)]
 
 
 def cutmix_partner(x):
@@ -121,7 +128,7 @@ def compute_loss(model: hvl.HVL, params, batch: Batch, rng, config,
 
   if bu:
     cls, masks = preds[-1]
-    stride = batch.image_w.shape[1] // masks.shape[1]
+    cells = masks.shape[1:3]
     if teacher_params is not None:
       t_preds = apply(hvl.HVL.__call__, batch.image_w, rel_w, p=teacher_params)['predictions'][-1]
       probs_w = hvl.semantic_probs(*t_preds)
@@ -129,7 +136,7 @@ def compute_loss(model: hvl.HVL, params, batch: Batch, rng, config,
       probs_w = hvl.semantic_probs(cls[bl:bl + bu], masks[bl:bl + bu])
     probs_w = jax.lax.stop_gradient(probs_w)
     conf, pseudo = probs_w.max(-1), probs_w.argmax(-1).astype(jnp.int32)
-    valid = downsample_nearest(batch.valid_u, stride)
+    valid = nearest_cells(batch.valid_u, cells)
     sc = config.semi
 
     fp_taps = [channel_dropout(t[bl:bl + bu], config.model.feature_dropout, jax.random.fold_in(k_fp, i))
@@ -138,7 +145,7 @@ def compute_loss(model: hvl.HVL, params, batch: Batch, rng, config,
     terms['semi_fp'] = semi.pseudo_label_loss(hvl.semantic_probs(fp_cls, fp_masks), pseudo, conf, valid,
                                               sc.conf_threshold)
     for i, box in enumerate((batch.box1, batch.box2)):
-      box = downsample_nearest(box, stride)
+      box = nearest_cells(box, cells)
       mix = lambda x: jnp.where(box, cutmix_partner(x), x)
       lo = bl + bu * (i + 1)
       probs_s = hvl.semantic_probs(cls[lo:lo + bu], masks[lo:lo + bu])

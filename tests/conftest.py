@@ -14,6 +14,29 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 os.environ.setdefault('JAX_DEFAULT_PRNG_IMPL', 'rbg')
 
 
+def declare_torchvision_ops():
+  """Lets torchvision's Python modules import next to the CPU build of torch.
+
+  The registry's torchvision wheels are CUDA builds: their compiled operators cannot load
+  with the CPU torch the tests install, and the import then fails where it registers fake
+  kernels for `nms` and `qnms`. timm (the EVA02 reference) and transformers' torch CLIP
+  import torchvision's transforms only; declaring those two operator schemas lets the
+  import finish. The operators themselves are never called by the tests.
+  """
+  import importlib.util
+  if not (importlib.util.find_spec('torch') and importlib.util.find_spec('torchvision')):
+    return
+  import torch
+  lib = torch.library.Library('torchvision', 'FRAGMENT')
+  for op in ('nms', 'qnms'):
+    if not hasattr(torch.ops.torchvision, op):
+      lib.define(f'{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor')
+  declare_torchvision_ops.lib = lib  # the declarations live as long as the library object
+
+
+declare_torchvision_ops()
+
+
 def write_tiny_tokenizer(path):
   """A character-level CLIP BPE vocabulary (no merges); EOS gets the largest id."""
   chars = list(string.ascii_lowercase) + ['.', ',']

@@ -10,7 +10,7 @@ import pytest
 
 from hvl_jax.models import clip as clip_lib
 from hvl_jax.models.clip_weights import CheckpointError, load_clip, random_clip
-from hvl_jax.models import zero_shot
+from hvl_jax.models import position, zero_shot
 
 
 def _ids(rng, vocab, batch=3, length=16):
@@ -87,13 +87,13 @@ def test_prompt_embedding_path_equals_ids_path(hf_flax_checkpoint, rng):
 
 def test_position_embedding_resize():
   pos = jnp.asarray(np.random.RandomState(1).randn(1 + 16, 8), jnp.float32)
-  np.testing.assert_array_equal(clip_lib.resize_position_embedding(pos, (4, 4), (4, 4)), pos)
-  out = clip_lib.resize_position_embedding(pos, (4, 4), (6, 3))
+  np.testing.assert_array_equal(position.resize_position_embedding(pos, (4, 4), (4, 4)), pos)
+  out = position.resize_position_embedding(pos, (4, 4), (6, 3))
   assert out.shape == (1 + 18, 8)
   np.testing.assert_array_equal(out[0], pos[0])
   # A constant grid stays constant under bicubic interpolation (weights sum to 1).
   const = jnp.ones((17, 8))
-  np.testing.assert_allclose(clip_lib.resize_position_embedding(const, (4, 4), (8, 8)), 1, atol=1e-5)
+  np.testing.assert_allclose(position.resize_position_embedding(const, (4, 4), (8, 8)), 1, atol=1e-5)
 
 
 def test_vision_any_size_taps_and_dense(hf_flax_checkpoint, rng):

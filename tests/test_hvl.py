@@ -11,7 +11,7 @@ from tiny import CLASS_NAMES, tiny_config
 
 def build(config):
   model, clip = hvl.build_model(config, CLASS_NAMES)
-  return model, hvl.init_params(model, clip, jax.random.PRNGKey(0), 64)
+  return model, hvl.init_params(model, clip, jax.random.PRNGKey(0), config.data.crop_size)
 
 
 def make_batch(rng, bl=2, bu=2, size=64):
@@ -26,6 +26,7 @@ def make_batch(rng, bl=2, bu=2, size=64):
 
 
 def finite_loss_and_grads(config, batch):
+  """(terms, grads) of the jitted objective, all finite."""
   model, params = build(config)
   fn = jax.jit(jax.value_and_grad(lambda p: objective.compute_loss(model, p, batch, jax.random.PRNGKey(1), config),
                                   has_aux=True))
@@ -89,3 +90,32 @@ def test_class_scores_match_numpy(rng):
   np.testing.assert_allclose(hvl.class_scores(cls, masks, 'mask2former')[0], m2f, rtol=1e-5)
   probs = np.asarray(hvl.semantic_probs(cls, masks))
   np.testing.assert_allclose(probs.sum(-1), 1, rtol=1e-5)
+
+
+def test_eva02_backbone_at_patch_14(rng):
+  """EVA02 towers in the whole network: 56x56 crops are 4x4 tokens, mask logits at stride 3.5."""
+  config = tiny_config(**{'model.backbone': 'eva02_clip_l14', 'model.clip.patch_size': 14,
+                          'model.clip.image_size': 28, 'data.crop_size': 56})
+  terms, grads = finite_loss_and_grads(config, make_batch(rng, size=56))
+  assert 'semi_fp' in terms and float(terms['vl_mask']) > 0
+  assert np.abs(np.asarray(grads['backbone']['blocks']['0']['mlp']['fc1_g']['kernel'])).max() > 0
+  model, params = build(config)
+  assert params['backbone']['pos_embed'].shape == (1, 1 + 2 * 2, 32)
+  images = jnp.asarray(rng.randn(1, 56, 84, 3), jnp.float32)
+  cls, masks = jax.jit(lambda p, x: model.apply({'params': p}, x))(params, images)['predictions'][-1]
+  assert masks.shape == (1, 16, 24, 3 * 5 + 4)
+  with pytest.raises(ValueError, match='model.clip.image_size=64 is not divisible'):
+    hvl.build_model(tiny_config(**{'model.backbone': 'eva02_clip_l14', 'model.clip.patch_size': 14}),
+                    CLASS_NAMES)
+  with pytest.raises(ValueError, match='data.crop_size=64 is not divisible'):
+    hvl.build_model(tiny_config(**{'model.backbone': 'eva02_clip_l14', 'model.clip.patch_size': 14,
+                                   'model.clip.image_size': 28}), CLASS_NAMES)
+
+
+def test_nearest_cells(rng):
+  """Integer ratios take each cell's centre pixel; stride 3.5 takes the pixel under the centre."""
+  x = jnp.asarray(rng.randn(2, 64, 48, 3))
+  np.testing.assert_array_equal(objective.nearest_cells(x, (16, 12)), np.asarray(x)[:, 2::4, 2::4])
+  y = np.arange(56)[None, :, None] * 100 + np.arange(56)[None, None, :]
+  got = np.asarray(objective.nearest_cells(jnp.asarray(y), (16, 16)))
+  assert got[0, 0, 0] == 101 and got[0, 1, 0] == 501 and got[0, 15, 15] == 5454   # pixels 1, 5, 54

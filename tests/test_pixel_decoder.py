@@ -70,3 +70,35 @@ def test_sine_position_embedding_matches_formula():
   np.testing.assert_allclose(pos[0, :, 4], np.sin((np.arange(4) + 0.5) / 4 * 2 * np.pi), atol=1e-5)
   # Channel 3: cos with dim_t = 10000^(2 * 1 / 4).
   np.testing.assert_allclose(pos[:, 0, 3], np.cos((np.arange(3) + 0.5) / 3 * 2 * np.pi / 100.0), atol=1e-5)
+
+
+def test_scanned_layers_equal_unrolled(rng):
+  """The pixel decoder's and the DQTD's scanned layers give the unrolled values and gradients."""
+  from hvl_jax.models.decoder import DQTD
+  feats, q = features(rng, 2, 64, 64), jnp.asarray(rng.randn(2, 3, 4, DIM), jnp.float32)
+  pd = lambda scan: PixelDecoder(dim=DIM, mask_dim=DIM, layers=3, heads=4, points=2, ffn_dim=64, ptrm_heads=4,
+                                 remat=True, scan=scan)
+  dec = lambda scan: DQTD(num_classes=4, num_levels=3, num_instance=5, dim=DIM, mask_dim=DIM, heads=4,
+                          ffn_dim=64, layers=6, scan=scan)
+  pd_params = pd(False).init(jax.random.PRNGKey(0), feats, q)
+  px = pd(False).apply(pd_params, feats, q)
+  args = (px['queries'].reshape(2, -1, DIM), px['multi_scale'], px['mask_features'])
+  dec_params = dec(False).init(jax.random.PRNGKey(1), *args)
+
+  def loss(pd_params, dec_params, scan):
+    out = pd(scan).apply(pd_params, feats, q)
+    preds = dec(scan).apply(dec_params, out['queries'].reshape(2, -1, DIM), out['multi_scale'],
+                            out['mask_features'])
+    return sum(jnp.sum(c ** 2) + jnp.sum(jnp.tanh(m)) for c, m in preds), preds
+
+  (l0, p0), g0 = jax.value_and_grad(loss, (0, 1), has_aux=True)(pd_params, dec_params, False)
+  (l1, p1), g1 = jax.jit(jax.value_and_grad(loss, (0, 1), has_aux=True), static_argnums=2)(
+      pd_params, dec_params, True)
+  assert len(p1) == 7
+  np.testing.assert_allclose(float(l1), float(l0), rtol=1e-5)
+  for a, b in zip(jax.tree.leaves(p1), jax.tree.leaves(p0)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-4)
+  # Up to float32 summation-order noise of the largest gradients (~1e3 here).
+  scale = max(float(np.abs(np.asarray(g)).max()) for g in jax.tree.leaves(g0))
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-3, atol=1e-6 * scale)

@@ -18,6 +18,9 @@ import jax
 import jax.numpy as jnp
 
 from hvl_jax.models.attention import dot_product_attention
+from hvl_jax.models.eva02 import EVA02VisionEncoder
+from hvl_jax.models.layer_scan import run_layers
+from hvl_jax.models.position import vit_tokens
 
 # CLIP's image normalisation (RGB, images scaled to [0, 1] first).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -48,6 +51,7 @@ class CLIPConfig:
   # HF semantics: 2 (legacy configs) pools at argmax(ids), since EOS has the largest id;
   # otherwise at the first occurrence of this id.
   eos_token_id: int = 2
+  vision_type: str = 'vit'  # 'vit' (CLIP) | 'eva02' (EVA02-CLIP, `eva02.EVA02VisionEncoder`)
 
   @classmethod
   def from_hf(cls, cfg: dict) -> 'CLIPConfig':
@@ -72,14 +76,25 @@ class CLIPConfig:
         image_size=v.get('image_size', 224), eos_token_id=t.get('eos_token_id', 49407))  # HF's default
 
   @classmethod
-  def from_fields(cls, c: Any) -> 'CLIPConfig':
-    """From the `model.clip` ConfigDict of configs/base.py (random-init sizes)."""
+  def from_fields(cls, c: Any, backbone: str = 'clip') -> 'CLIPConfig':
+    """From the `model.clip` ConfigDict of configs/base.py (random-init sizes) and `model.backbone`."""
+    if backbone not in BACKBONES:
+      raise ValueError(f'model.backbone={backbone!r}: expected one of {", ".join(BACKBONES)}')
+    if c.image_size % c.patch_size:
+      raise ValueError(f'model.clip.image_size={c.image_size} is not divisible by model.clip.patch_size='
+                       f'{c.patch_size}')
+    eva = backbone == 'eva02_clip_l14'
     return cls(
-        text=TowerConfig(c.text_width, c.text_layers, c.text_heads, c.text_mlp_dim),
-        vision=TowerConfig(c.vision_width, c.vision_layers, c.vision_heads, c.vision_mlp_dim),
+        text=TowerConfig(c.text_width, c.text_layers, c.text_heads, c.text_mlp_dim,
+                         activation='gelu' if eva else 'quick_gelu'),
+        vision=TowerConfig(c.vision_width, c.vision_layers, c.vision_heads, c.vision_mlp_dim,
+                           layer_norm_eps=1e-6 if eva else 1e-5, activation='swiglu' if eva else 'quick_gelu'),
         projection_dim=c.projection_dim, vocab_size=c.vocab_size, context_length=c.context_length,
-        patch_size=c.patch_size, image_size=c.image_size)
+        patch_size=c.patch_size, image_size=c.image_size, vision_type='eva02' if eva else 'vit')
 
+
+# `model.backbone` values: OpenAI CLIP (HF checkpoints) and EVA02-CLIP (open_clip/timm checkpoints).
+BACKBONES = ('clip', 'eva02_clip_l14')
 
 ACTIVATIONS = {
     'quick_gelu': lambda x: x * jax.nn.sigmoid(1.702 * x),
@@ -155,23 +170,22 @@ class TowerModule(nn.Module):
   causal: bool = False
   remat: bool = False
   attention_impl: str = 'auto'
+  scan: bool = True  # apply the layers with lax.scan (`layer_scan`); False unrolls them
 
 
 class LayerCollection(TowerModule):
   """`layers/{0..N-1}` as in HF; returns every hidden state."""
 
+  def make_block(self, remat: bool = False, **kw):
+    return (nn.remat(EncoderLayer) if remat else EncoderLayer)(
+        self.cfg, self.dtype, self.causal, self.attention_impl, **kw)
+
   def setup(self):
-    block = nn.remat(EncoderLayer) if self.remat else EncoderLayer
-    self.blocks = [block(self.cfg, self.dtype, self.causal, self.attention_impl, name=str(i))
-                   for i in range(self.cfg.layers)]
+    self.blocks = [self.make_block(self.remat, name=str(i)) for i in range(self.cfg.layers)]
 
   def __call__(self, x, num_layers: Optional[int] = None):
     """x (B, T, D) -> list of hidden states: [input, after layer 1, ..., after layer n]."""
-    states = [x]
-    for block in self.blocks[:num_layers]:
-      x = block(x)
-      states.append(x)
-    return states
+    return run_layers(self, self.blocks[:num_layers], self.make_block(parent=None), x, self.remat, self.scan)
 
   def maskclip_value(self, x):
     return self.blocks[-1].maskclip_value(x)
@@ -181,7 +195,7 @@ class Encoder(TowerModule):
   """HF's `encoder` level of the parameter tree around the layer collection."""
 
   def setup(self):
-    self.layers = LayerCollection(self.cfg, self.dtype, self.causal, self.remat, self.attention_impl)
+    self.layers = LayerCollection(self.cfg, self.dtype, self.causal, self.remat, self.attention_impl, self.scan)
 
   def __call__(self, x, num_layers=None):
     return self.layers(x, num_layers)
@@ -211,10 +225,11 @@ class TextTransformer(nn.Module):
   dtype: Any = jnp.float32
   remat: bool = False
   attention_impl: str = 'auto'
+  scan: bool = True  # apply the layers with lax.scan (`layer_scan`); False unrolls them
 
   def setup(self):
     self.embeddings = TextEmbeddings(self.cfg, self.dtype)
-    self.encoder = Encoder(self.cfg.text, self.dtype, True, self.remat, self.attention_impl)
+    self.encoder = Encoder(self.cfg.text, self.dtype, True, self.remat, self.attention_impl, self.scan)
     self.final_layer_norm = nn.LayerNorm(self.cfg.text.layer_norm_eps, dtype=self.dtype)
 
   def __call__(self, input_ids=None, inputs_embeds=None, eos_index=None):
@@ -246,9 +261,10 @@ class CLIPTextEncoder(nn.Module):
   dtype: Any = jnp.float32
   remat: bool = False
   attention_impl: str = 'auto'
+  scan: bool = True  # apply the layers with lax.scan (`layer_scan`); False unrolls them
 
   def setup(self):
-    self.text_model = TextTransformer(self.cfg, self.dtype, self.remat, self.attention_impl)
+    self.text_model = TextTransformer(self.cfg, self.dtype, self.remat, self.attention_impl, self.scan)
     self.text_projection = nn.Dense(self.cfg.projection_dim, use_bias=False, dtype=self.dtype)
 
   def __call__(self, input_ids=None, inputs_embeds=None, eos_index=None):
@@ -258,24 +274,6 @@ class CLIPTextEncoder(nn.Module):
 
   def token_embeddings(self, input_ids):
     return self.text_model.token_embeddings(input_ids)
-
-
-def resize_position_embedding(pos: jax.Array, grid: Sequence[int], new_grid: Sequence[int]) -> jax.Array:
-  """Bicubic resize of patch position embeddings; the grid is kept exactly when unchanged.
-
-  Args:
-    pos: (1 + gh*gw, D) with the class position first.
-    grid: (gh, gw) of `pos`.
-    new_grid: (h, w) wanted.
-  Returns:
-    (1 + h*w, D).
-  """
-  if tuple(grid) == tuple(new_grid):
-    return pos
-  cls_pos, patch_pos = pos[:1], pos[1:].reshape(*grid, pos.shape[-1])
-  patch_pos = jax.image.resize(patch_pos.astype(jnp.float32), (*new_grid, pos.shape[-1]),
-                               method='bicubic', antialias=False).astype(pos.dtype)
-  return jnp.concatenate([cls_pos, patch_pos.reshape(-1, pos.shape[-1])], axis=0)
 
 
 class VisionEmbeddings(nn.Module):
@@ -293,16 +291,8 @@ class VisionEmbeddings(nn.Module):
 
   def __call__(self, images):
     """images (B, H, W, 3) normalised -> tokens (B, 1 + h*w, D) and the grid (h, w)."""
-    p = self.cfg.patch_size
-    b, hh, ww, _ = images.shape
-    if hh % p or ww % p:
-      raise ValueError(f'image size {hh}x{ww} is not divisible by the patch size {p}')
-    patches = self.patch_embedding(images.astype(self.dtype))
-    h, w = patches.shape[1:3]
-    patches = patches.reshape(b, h * w, -1)
-    cls = jnp.broadcast_to(self.class_embedding.astype(self.dtype), (b, 1, patches.shape[-1]))
-    pos = resize_position_embedding(self.position_embedding.embedding, self.grid, (h, w))
-    return jnp.concatenate([cls, patches], axis=1) + pos.astype(self.dtype)[None], (h, w)
+    return vit_tokens(images, self.patch_embedding, self.class_embedding, self.position_embedding.embedding,
+                      self.grid, self.cfg.patch_size, self.dtype)
 
 
 class VisionTransformer(nn.Module):
@@ -310,12 +300,13 @@ class VisionTransformer(nn.Module):
   dtype: Any = jnp.float32
   remat: bool = False
   attention_impl: str = 'auto'
+  scan: bool = True  # apply the layers with lax.scan (`layer_scan`); False unrolls them
 
   def setup(self):
     eps = self.cfg.vision.layer_norm_eps
     self.embeddings = VisionEmbeddings(self.cfg, self.dtype)
     self.pre_layrnorm = nn.LayerNorm(eps, dtype=self.dtype)  # sic: HF's name
-    self.encoder = Encoder(self.cfg.vision, self.dtype, False, self.remat, self.attention_impl)
+    self.encoder = Encoder(self.cfg.vision, self.dtype, False, self.remat, self.attention_impl, self.scan)
     self.post_layernorm = nn.LayerNorm(eps, dtype=self.dtype)
 
   def __call__(self, images):
@@ -337,9 +328,10 @@ class CLIPVisionEncoder(nn.Module):
   dtype: Any = jnp.float32
   remat: bool = False
   attention_impl: str = 'auto'
+  scan: bool = True  # apply the layers with lax.scan (`layer_scan`); False unrolls them
 
   def setup(self):
-    self.vision_model = VisionTransformer(self.cfg, self.dtype, self.remat, self.attention_impl)
+    self.vision_model = VisionTransformer(self.cfg, self.dtype, self.remat, self.attention_impl, self.scan)
     self.visual_projection = nn.Dense(self.cfg.projection_dim, use_bias=False, dtype=self.dtype)
 
   def __call__(self, images, out_layers: Sequence[int] = (), dense: bool = False):
@@ -359,16 +351,27 @@ class CLIPVisionEncoder(nn.Module):
     return self.visual_projection(vm.post_layernorm(v))
 
 
+def vision_encoder(cfg: CLIPConfig, dtype=jnp.float32, remat: bool = False, attention_impl: str = 'auto',
+                   scan: bool = True):
+  """The vision tower for `cfg.vision_type` (same call interface for both)."""
+  if cfg.vision_type == 'eva02':
+    return EVA02VisionEncoder(cfg, dtype, remat, attention_impl, scan)
+  if cfg.vision_type != 'vit':
+    raise ValueError(f"unknown vision_type={cfg.vision_type!r}: expected 'vit' or 'eva02'")
+  return CLIPVisionEncoder(cfg, dtype, remat, attention_impl, scan)
+
+
 class CLIPModel(nn.Module):
   """Both towers and CLIP's logit scale; param tree {text, vision, logit_scale}."""
   cfg: CLIPConfig
   dtype: Any = jnp.float32
   remat: bool = False
   attention_impl: str = 'auto'
+  scan: bool = True  # apply the layers with lax.scan (`layer_scan`); False unrolls them
 
   def setup(self):
-    self.text = CLIPTextEncoder(self.cfg, self.dtype, self.remat, self.attention_impl)
-    self.vision = CLIPVisionEncoder(self.cfg, self.dtype, self.remat, self.attention_impl)
+    self.text = CLIPTextEncoder(self.cfg, self.dtype, self.remat, self.attention_impl, self.scan)
+    self.vision = vision_encoder(self.cfg, self.dtype, self.remat, self.attention_impl, self.scan)
     self.logit_scale = self.param('logit_scale', nn.initializers.constant(2.6592), ())
 
   def __call__(self, input_ids, images):

@@ -105,10 +105,14 @@ class CLIP:
 
 
 def init_params(cfg: CLIPConfig, rng: jax.Array):
-  """Random CLIP parameters {'text', 'vision', 'logit_scale'}."""
-  ids = jnp.zeros((1, cfg.context_length), jnp.int32)
-  img = jnp.zeros((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
-  return jax.jit(CLIPModel(cfg).init)(rng, ids, img)["params"]
+  """Random CLIP parameters {'text', 'vision', 'logit_scale'}.
+
+  `lazy_init` computes the initialisers only, not the forward pass (compiling the forward of a
+  large tower just to initialise it took minutes on a GPU).
+  """
+  ids = jax.ShapeDtypeStruct((1, cfg.context_length), jnp.int32)
+  img = jax.ShapeDtypeStruct((1, cfg.image_size, cfg.image_size, 3), jnp.float32)
+  return CLIPModel(cfg).lazy_init(rng, ids, img)["params"]
 
 
 def random_clip(cfg: CLIPConfig, seed: int = 0, dtype=jnp.float32) -> CLIP:
@@ -145,16 +149,21 @@ def torch_to_flax_name(key: str, value: np.ndarray):
   raise CheckpointError(f'unexpected tensor {key!r} with shape {value.shape}')
 
 
-def read_safetensors(path: str):
-  """model.safetensors (PyTorch or Flax naming) -> flat {hf flax path tuple: array}."""
+def load_safetensors(path: str):
+  """Every tensor of a .safetensors file as float32-or-native numpy arrays {name: array}."""
   from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top
   try:
-    tensors = load_file(path)
+    return load_file(path)
   except (TypeError, ValueError):  # bf16 tensors: numpy cannot hold them, ml_dtypes via flax can
     from safetensors.flax import load_file as load_flax  # pylint: disable=g-import-not-at-top
-    tensors = {k: np.asarray(v.astype(jnp.float32)) for k, v in load_flax(path).items()}
+    return {k: np.asarray(v.astype(jnp.float32)) for k, v in load_flax(path).items()}
   except Exception as e:  # pylint: disable=broad-except
     raise CheckpointError(f'{path}: cannot read safetensors file ({e})') from e
+
+
+def read_safetensors(path: str):
+  """model.safetensors (PyTorch or Flax naming) -> flat {hf flax path tuple: array}."""
+  tensors = load_safetensors(path)
   flax_named = any(k.endswith(('.kernel', '.scale', '.embedding')) for k in tensors)
   flat = {}
   for key, value in tensors.items():
@@ -191,6 +200,12 @@ def regroup(flat_hf, expected, source: str):
       ours[('logit_scale',)] = value
     elif path[0] in prefix:
       ours[(prefix[path[0]],) + path] = value
+  return check_params(ours, expected, source)
+
+
+def check_params(ours, expected, source: str):
+  """Flat {path: array} -> the tree of `expected` (shapes) in float32; CheckpointError naming
+  `source` and the parameter on a missing tensor or a shape mismatch."""
   flat_expected = flax.traverse_util.flatten_dict(expected)
   out = {}
   for path, spec in flat_expected.items():
@@ -200,7 +215,7 @@ def regroup(flat_hf, expected, source: str):
     value = np.asarray(ours[path])
     if value.shape != spec.shape:
       raise CheckpointError(f'{source}: parameter {name} has shape {value.shape}, '
-                            f'the config.json asks for {spec.shape}')
+                            f'the model config asks for {spec.shape}')
     out[path] = jnp.asarray(value, jnp.float32)
   return flax.traverse_util.unflatten_dict(out)
 
@@ -253,11 +268,11 @@ def load_clip(name_or_path: str, dtype=jnp.float32, context_length: Optional[int
   if os.path.exists(os.path.join(path, 'vocab.json')):
     tokenizer = HFTokenizer(path, length)
   else:
-    tokenizer = _missing_tokenizer(path)
+    tokenizer = missing_tokenizer(path)
   return CLIP(cfg, params, tokenizer, dtype)
 
 
-def _missing_tokenizer(path):
+def missing_tokenizer(path):
   def tokenize(texts):
     raise CheckpointError(f'{path}: no tokenizer files (vocab.json, merges.txt) in the checkpoint')
   return tokenize

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from hvl_jax.models.attention import MultiHeadAttention
+from hvl_jax.models.layer_scan import scan_layers
 from hvl_jax.models.position import sine_position_embedding
 
 
@@ -67,6 +68,41 @@ def attention_mask(mask_logits, size: Tuple[int, int]):
   return jax.lax.stop_gradient(attend)[:, None]
 
 
+def decoder_step(layer, heads, tgt, masks, query_pos, memory, memory_pos, size, mask_features,
+                 initial_class, refine: bool):
+  """One masked-attention layer on one scale, then the predictions: (tgt, (cls, masks))."""
+  tgt = layer(tgt, query_pos, memory, memory_pos, attention_mask(masks, size))
+  n_class = initial_class.shape[1]
+  if not refine and n_class:
+    tgt = jnp.concatenate([initial_class, tgt[:, n_class:]], axis=1)
+  return tgt, heads(tgt, mask_features)
+
+
+class DecoderRound(nn.Module):
+  """One layer per scale ('layer_{l}') with the shared 'heads': the step of the scanned decoder."""
+  num_classes: int
+  dim: int
+  mask_dim: int
+  heads: int
+  ffn_dim: int
+  sizes: Tuple[Tuple[int, int], ...]
+  refine: bool
+  dtype: Any = jnp.float32
+  attention_impl: str = 'auto'
+
+  @nn.compact
+  def __call__(self, carry, query_pos, memories, memory_pos, mask_features, initial_class):
+    tgt, masks = carry
+    heads = PredictionHeads(self.num_classes, self.dim, self.mask_dim, self.dtype, name='heads')
+    outputs = []
+    for l, size in enumerate(self.sizes):
+      layer = DecoderLayer(self.dim, self.heads, self.ffn_dim, self.dtype, self.attention_impl, name=f'layer_{l}')
+      tgt, (cls, masks) = decoder_step(layer, heads, tgt, masks, query_pos, memories[l], memory_pos[l], size,
+                                       mask_features, initial_class, self.refine)
+      outputs.append((cls, masks))
+    return (tgt, masks), outputs
+
+
 class DQTD(nn.Module):
   """Dual-query masked-attention transformer decoder.
 
@@ -88,6 +124,7 @@ class DQTD(nn.Module):
   remat: bool = False
   dtype: Any = jnp.float32
   attention_impl: str = 'auto'
+  scan: bool = True  # run whole rounds over the scales as one scanned step (`layer_scan`)
 
   @nn.compact
   def __call__(self, class_queries: Optional[jax.Array], multi_scale: List[jax.Array], mask_features):
@@ -129,16 +166,25 @@ class DQTD(nn.Module):
                         .astype(self.dtype))
 
     heads = PredictionHeads(self.num_classes, self.dim, self.mask_dim, self.dtype, name='heads')
-    layer_cls = nn.remat(DecoderLayer) if self.remat else DecoderLayer
     cls, masks = heads(tgt, mask_features)
     predictions = [(cls, masks)]
-    for i in range(self.layers):
-      l = i % n_scales
-      attend = attention_mask(masks, sizes[l])
-      tgt = layer_cls(self.dim, self.heads, self.ffn_dim, self.dtype, self.attention_impl,
-                      name=f'layer_{i}')(tgt, query_pos, memories[l], memory_pos[l], attend)
-      if not self.query_refinement and n_class:
-        tgt = jnp.concatenate([initial_class, tgt[:, n_class:]], axis=1)
-      cls, masks = heads(tgt, mask_features)
-      predictions.append((cls, masks))
+    rounds, rest = divmod(self.layers, n_scales)
+    if self.is_initializing() or not self.scan or rounds < 2 or rest:
+      layer_cls = nn.remat(DecoderLayer) if self.remat else DecoderLayer
+      for i in range(self.layers):
+        l = i % n_scales
+        layer = layer_cls(self.dim, self.heads, self.ffn_dim, self.dtype, self.attention_impl, name=f'layer_{i}')
+        tgt, (cls, masks) = decoder_step(layer, heads, tgt, masks, query_pos, memories[l], memory_pos[l],
+                                         sizes[l], mask_features, initial_class, self.query_refinement)
+        predictions.append((cls, masks))
+      return predictions
+    p = self.variables['params']
+    per_round = [{'heads': p['heads'], **{f'layer_{l}': p[f'layer_{r * n_scales + l}'] for l in range(n_scales)}}
+                 for r in range(rounds)]
+    step = DecoderRound(self.num_classes, self.dim, self.mask_dim, self.heads, self.ffn_dim, tuple(sizes),
+                        self.query_refinement, self.dtype, self.attention_impl, parent=None)
+    _, outputs = scan_layers(step, per_round, (tgt, masks), self.remat, query_pos, memories, memory_pos,
+                             mask_features, initial_class)
+    for r in range(rounds):
+      predictions.extend((cls[r], masks[r]) for cls, masks in outputs)
     return predictions

@@ -17,6 +17,7 @@ import numpy as np
 
 from hvl_jax.models import clip as clip_lib
 from hvl_jax.models import clip_weights
+from hvl_jax.models import eva02_weights
 from hvl_jax.models import zero_shot
 from hvl_jax.models.decoder import DQTD
 from hvl_jax.models.pixel_decoder import PixelDecoder
@@ -60,6 +61,7 @@ class HVLConfig:
   remat_pixel_decoder: bool = False
   remat_decoder: bool = False
   attention_impl: str = 'auto'
+  scan_layers: bool = True
 
   @property
   def num_levels(self) -> int:
@@ -76,9 +78,10 @@ class HVL(nn.Module):
     if c.queries not in ('htqg', 'random'):
       raise ValueError(f"model.queries must be 'htqg' or 'random', got {c.queries!r}")
     dtype = jnp.dtype(c.dtype)
-    self.backbone = clip_lib.CLIPVisionEncoder(c.clip, dtype, c.remat_backbone, c.attention_impl)
-    self.reference_encoder = clip_lib.CLIPVisionEncoder(c.clip, dtype, False, c.attention_impl)
-    self.text_encoder = clip_lib.CLIPTextEncoder(c.clip, dtype, False, c.attention_impl)
+    scan = c.scan_layers
+    self.backbone = clip_lib.vision_encoder(c.clip, dtype, c.remat_backbone, c.attention_impl, scan)
+    self.reference_encoder = clip_lib.vision_encoder(c.clip, dtype, False, c.attention_impl, scan)
+    self.text_encoder = clip_lib.CLIPTextEncoder(c.clip, dtype, False, c.attention_impl, scan)
     self.logit_scale = self.param('logit_scale', nn.initializers.constant(np.log(100.0)), ())
     self.pyramid = SimpleFeaturePyramid(c.hidden_dim, c.clip.patch_size, dtype)
     if c.queries == 'htqg':
@@ -87,10 +90,10 @@ class HVL(nn.Module):
     self.pixel_decoder = PixelDecoder(
         c.hidden_dim, c.hidden_dim, c.pd_layers, c.pd_heads, c.pd_points, c.pd_ffn_dim,
         c.ptrm and c.queries == 'htqg', c.ptrm_heads, c.pd_query_chunk, c.remat_pixel_decoder,
-        dtype, c.attention_impl)
+        dtype, c.attention_impl, scan)
     self.decoder = DQTD(c.num_classes, c.num_levels, c.instance_queries, c.hidden_dim, c.hidden_dim,
                         c.dec_heads, c.dec_ffn_dim, c.dec_layers, c.query_refinement,
-                        c.remat_decoder, dtype, c.attention_impl)
+                        c.remat_decoder, dtype, c.attention_impl, scan)
 
   # -- Encoders --------------------------------------------------------------
 
@@ -227,6 +230,9 @@ def build_model(config, class_names: Sequence[str], clip: Optional[clip_weights.
     raise ValueError(f'data.num_classes={config.data.num_classes} but {len(class_names)} class names')
   if clip is None:
     clip = load_backbone_clip(config)
+  if config.data.crop_size % clip.config.patch_size:
+    raise ValueError(f'data.crop_size={config.data.crop_size} is not divisible by the backbone\'s patch '
+                     f'size {clip.config.patch_size}')
   m = config.model
   ids, eos = prompt_layout(clip.tokenizer, class_names, m.num_prompt_tokens, clip.config.context_length)
   templates = template_layout(clip.tokenizer, class_names)
@@ -244,22 +250,27 @@ def build_model(config, class_names: Sequence[str], clip: Optional[clip_weights.
       dec_layers=m.decoder.layers, dec_heads=m.decoder.heads, dec_ffn_dim=m.decoder.ffn_dim,
       relevance_mode=config.relevance.mode, dtype=m.dtype, remat_backbone=m.remat_backbone,
       remat_pixel_decoder=m.remat_pixel_decoder, remat_decoder=m.remat_decoder,
-      attention_impl=m.attention_impl)
+      attention_impl=m.attention_impl, scan_layers=m.scan_layers)
   return HVL(cfg), clip
 
 
 def load_backbone_clip(config) -> clip_weights.CLIP:
-  c = config.model.clip
-  if c.pretrained:
-    return clip_weights.load_clip(c.pretrained)
-  return clip_weights.random_clip(clip_lib.CLIPConfig.from_fields(c), seed=config.seed)
+  """The pretrained CLIP or EVA02-CLIP of `model.clip.pretrained`, else a random one of its sizes."""
+  c, backbone = config.model.clip, config.model.backbone
+  cfg = clip_lib.CLIPConfig.from_fields(c, backbone)   # also checks the backbone name
+  if not c.pretrained:
+    return clip_weights.random_clip(cfg, seed=config.seed)
+  if backbone == 'eva02_clip_l14':
+    return eva02_weights.load_eva02_clip(c.pretrained, c.tokenizer)
+  return clip_weights.load_clip(c.pretrained)
 
 
 def init_params(model: HVL, clip: clip_weights.CLIP, rng, image_size: int):
   """Random init of the heads; CLIP weights into backbone, reference encoder and text encoder."""
-  images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
-  relevance = jnp.ones((1, model.cfg.num_classes), jnp.float32)
-  params = jax.jit(model.init)(rng, images, relevance)['params']
+  images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+  relevance = jax.ShapeDtypeStruct((1, model.cfg.num_classes), jnp.float32)
+  # The initialisers only, not the forward pass (see clip_weights.init_params).
+  params = model.lazy_init(rng, images, relevance)['params']
   params = dict(params)
   params['backbone'] = clip.params['vision']
   # A copy, not the same buffers: the reference stays frozen while the backbone trains (and

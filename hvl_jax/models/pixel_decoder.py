@@ -6,7 +6,8 @@ level lets the textual queries of that level and its pixel features refine each
 other. An FPN step adds stride 4 and a 1x1 conv gives the mask features.
 Level order everywhere: index 0 = stride 32, 1 = stride 16, 2 = stride 8.
 """
-from typing import Any, Dict, Optional
+import functools
+from typing import Any, Dict, Optional, Tuple
 
 import flax.linen as nn
 import jax
@@ -15,6 +16,7 @@ import numpy as np
 
 from hvl_jax.models.attention import MultiHeadAttention
 from hvl_jax.models.deform_attn import MSDeformAttn, reference_points
+from hvl_jax.models.layer_scan import scan_layers
 from hvl_jax.models.position import sine_position_embedding
 from hvl_jax.models.pyramid import group_norm
 
@@ -65,6 +67,44 @@ class DeformEncoderLayer(nn.Module):
     return nn.LayerNorm(dtype=self.dtype, name='norm2')(src + ffn)
 
 
+def encoder_stage(encoder, ptrms, src, queries, pos, ref, shapes, splits):
+  """One encoder layer over all levels, then each level's PTRM block (if any).
+
+  src (B, S, D) all levels' tokens; queries: tuple of L (B, K, D) or None.
+  """
+  src = encoder(src, pos, ref, shapes)
+  if ptrms:
+    zs, queries = jnp.split(src, splits, axis=1), list(queries)
+    for l, ptrm in enumerate(ptrms):
+      zs[l], queries[l] = ptrm(zs[l], queries[l])
+    src, queries = jnp.concatenate(zs, axis=1), tuple(queries)
+  return src, queries
+
+
+class EncoderStage(nn.Module):
+  """`encoder_stage` as a module ('encoder', 'ptrm_{l}'): the step of the scanned encoder."""
+  dim: int
+  heads: int
+  points: int
+  ffn_dim: int
+  query_chunk: int
+  ptrm_heads: int
+  use_ptrm: bool
+  shapes: Tuple[Tuple[int, int], ...]
+  dtype: Any = jnp.float32
+  attention_impl: str = 'auto'
+
+  @nn.compact
+  def __call__(self, carry, pos, ref):
+    n = len(self.shapes)
+    encoder = DeformEncoderLayer(self.dim, self.heads, n, self.points, self.ffn_dim, self.query_chunk,
+                                 self.dtype, name='encoder')
+    ptrms = [PTRM(self.dim, self.ptrm_heads, self.dtype, self.attention_impl, name=f'ptrm_{l}')
+             for l in range(n)] if self.use_ptrm else []
+    splits = np.cumsum([h * w for h, w in self.shapes])[:-1]
+    return encoder_stage(encoder, ptrms, *carry, pos, ref, self.shapes, splits), None
+
+
 class PixelDecoder(nn.Module):
   """MSDeformAttn pixel decoder + PTRM.
 
@@ -86,6 +126,7 @@ class PixelDecoder(nn.Module):
   remat: bool = False
   dtype: Any = jnp.float32
   attention_impl: str = 'auto'
+  scan: bool = True  # run the encoder layers as one scanned step (`layer_scan`)
 
   @nn.compact
   def __call__(self, features: Dict[int, jax.Array], text_queries: Optional[jax.Array] = None):
@@ -117,17 +158,24 @@ class PixelDecoder(nn.Module):
     splits = np.cumsum([h * w for h, w in shapes])[:-1]
 
     use_ptrm = self.ptrm and text_queries is not None
-    queries = [text_queries[:, l] for l in range(n_levels)] if text_queries is not None else None
-    layer_cls = nn.remat(DeformEncoderLayer) if self.remat else DeformEncoderLayer
-    for i in range(self.layers):
-      src = layer_cls(self.dim, self.heads, n_levels, self.points, self.ffn_dim, self.query_chunk,
-                      self.dtype, name=f'encoder_{i}')(src, pos, ref, shapes)
-      if use_ptrm:
-        zs = jnp.split(src, splits, axis=1)
-        for l in range(n_levels):
-          zs[l], queries[l] = PTRM(self.dim, self.ptrm_heads, self.dtype, self.attention_impl,
-                                   name=f'ptrm_{i}_{l}')(zs[l], queries[l])
-        src = jnp.concatenate(zs, axis=1)
+    queries = tuple(text_queries[:, l] for l in range(n_levels)) if text_queries is not None else None
+    stage = functools.partial(EncoderStage, self.dim, self.heads, self.points, self.ffn_dim, self.query_chunk,
+                              self.ptrm_heads, use_ptrm, shapes, self.dtype, self.attention_impl)
+    if self.is_initializing() or not self.scan or self.layers < 2:
+      # spatial_shapes (argument 4, counting self) is static.
+      layer_cls = nn.remat(DeformEncoderLayer, static_argnums=(4,)) if self.remat else DeformEncoderLayer
+      for i in range(self.layers):
+        encoder = layer_cls(self.dim, self.heads, n_levels, self.points, self.ffn_dim, self.query_chunk,
+                            self.dtype, name=f'encoder_{i}')
+        ptrms = [PTRM(self.dim, self.ptrm_heads, self.dtype, self.attention_impl, name=f'ptrm_{i}_{l}')
+                 for l in range(n_levels)] if use_ptrm else []
+        src, queries = encoder_stage(encoder, ptrms, src, queries, pos, ref, shapes, splits)
+    else:
+      p = self.variables['params']
+      per_layer = [{'encoder': p[f'encoder_{i}'],
+                    **({f'ptrm_{l}': p[f'ptrm_{i}_{l}'] for l in range(n_levels)} if use_ptrm else {})}
+                   for i in range(self.layers)]
+      (src, queries), _ = scan_layers(stage(parent=None), per_layer, (src, queries), self.remat, pos, ref)
 
     multi_scale = [z.reshape(b, h, w, self.dim) for z, (h, w) in zip(jnp.split(src, splits, axis=1), shapes)]
     # FPN step to stride 4 from the finest encoder level (stride 8).

@@ -1,0 +1,13 @@
+r"""Cityscapes, 100 labeled images (split 1_30).
+
+EVA02-CLIP-L/14 for both encoders (the paper's headline configuration); paper mIoU
+(Table 1, HVL with EVA02-L, as we read the table): 79.6.
+
+  python -m hvl_jax.main --config configs/cityscapes_100_eva02l.py --workdir runs/cityscapes_100_eva02l \
+      --config.data.root=/data/cityscapes
+"""
+from configs import base
+
+
+def get_config():
+  return base.dataset_config('cityscapes', '1_30', backbone='eva02_clip_l14')
