@@ -43,7 +43,7 @@ def components(params):
 def main(argv):
   del argv
   config = _CONFIG.value
-  cfg = clip_lib.CLIPConfig.from_fields(config.model.clip)
+  cfg = clip_lib.CLIPConfig.from_fields(config.model.clip, config.model.backbone)
   abstract_clip = clip_weights.CLIP(cfg, None, clip_weights.HashTokenizer(cfg.vocab_size, cfg.context_length))
   model, _ = hvl.build_model(config, datasets.class_names(config), abstract_clip)
   size = config.data.crop_size

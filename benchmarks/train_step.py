@@ -2,10 +2,12 @@ r"""Benchmark the real train step on random inputs of the real shapes (no datase
 
   python -m benchmarks.train_step --config configs/voc_92.py [--steps 5] [--grad_accum 2]
   python -m benchmarks.train_step --config configs/demo.py --steps 3      # tiny, for CPU
+  python -m benchmarks.train_step --config configs/voc_92_eva02l.py --profile /tmp/prof
 
 Prints step time, images/s, FLOPs per step (XLA cost analysis of the lowered, not yet
-compiled, step: GPU compilation hides cuBLAS/cuDNN calls from the compiled module's
-analysis), achieved TFLOP/s, MFU against the device's bf16 dense peak, and peak memory.
+compiled, step with its layers unrolled: GPU compilation hides cuBLAS/cuDNN calls from the
+compiled module's analysis, and scanned layers count once), achieved TFLOP/s, MFU against
+the device's bf16 dense peak, and peak memory; with --profile, device time per component.
 A pretrained CLIP named in the config is replaced by a random one of the same sizes.
 """
 import time
@@ -17,12 +19,16 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_flags
 
+from benchmarks import profile_summary
 from benchmarks.common import device_name, gib
 from hvl_jax import optim, sharding, train
+from hvl_jax.models import hvl
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/voc_92.py', 'Config file.')
 _STEPS = flags.DEFINE_integer('steps', 5, 'Timed optimizer steps (after 2 warm-up steps).')
 _ACCUM = flags.DEFINE_integer('grad_accum', 0, 'Override train.grad_accum (0: keep the config).')
+_PROFILE = flags.DEFINE_string('profile', '', 'Trace 2 steps with jax.profiler into this directory and '
+                               'print the device time per network component.')
 
 # bf16 dense tensor-core peaks (FLOP/s).
 PEAK_FLOPS = {'H100': 989e12, 'H200': 989e12, 'A100': 312e12}
@@ -55,6 +61,20 @@ def random_batch(config, rng: np.random.Generator):
   return batch
 
 
+def unrolled_flops(config, clip, names, tx, mesh, state_sh, state, batch) -> float:
+  """FLOPs of one micro-step from XLA's cost analysis of the lowered step with every layer unrolled.
+
+  The analysis counts a scanned layer once, not once per iteration; unrolled, it counts every
+  layer, including the rematerialised forward passes.
+  """
+  unrolled = config.copy_and_resolve_references()
+  unrolled.model.scan_layers = False
+  model, _ = hvl.build_model(unrolled, names, clip)
+  step = train.jit_train_step(unrolled, model, tx, mesh, state_sh)
+  cost = step.lower(state, batch).cost_analysis() or {}
+  return float(cost.get('flops', float('nan')))
+
+
 def main(argv):
   del argv
   config = _CONFIG.value
@@ -63,8 +83,9 @@ def main(argv):
     if _ACCUM.value:
       config.train.grad_accum = _ACCUM.value
   accum = config.train.grad_accum
+  t0 = time.perf_counter()
   mesh = sharding.make_mesh()
-  model, clip, _ = train.build(config)
+  model, clip, names = train.build(config)
   tx_fn = lambda p: optim.make_optimizer(config, p, 1000)
   state = train.create_state(config, model, clip, tx_fn, config.data.crop_size)
   tx = tx_fn(state.params)
@@ -74,12 +95,10 @@ def main(argv):
   rng = np.random.default_rng(0)
   batch = sharding.global_batch(mesh, random_batch(config, rng))
 
+  print(f'model and state built in {time.perf_counter() - t0:.1f} s', flush=True)
   t = time.perf_counter()
   lowered = step_fn.lower(state, batch)
-  cost = lowered.cost_analysis() or {}
-  flops_micro = float(cost.get('flops', float('nan')))
-  print(f'traced and lowered in {time.perf_counter() - t:.1f} s; {flops_micro / 1e12:.3f} TFLOP per '
-        'micro-step; compiling...', flush=True)
+  print(f'traced and lowered in {time.perf_counter() - t:.1f} s; compiling...', flush=True)
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t
   mem = compiled.memory_analysis()
@@ -96,17 +115,24 @@ def main(argv):
   t = time.perf_counter()
   metrics = run(_STEPS.value)
   step_s = (time.perf_counter() - t) / _STEPS.value
+  stats = jax.local_devices()[0].memory_stats() or {}
+  peak_mem = stats.get('peak_bytes_in_use', -1)
+  print(f'compile {compile_s:.1f} s; step {step_s * 1e3:.1f} ms; peak device memory {gib(peak_mem)}', flush=True)
+  if _PROFILE.value:
+    with jax.profiler.trace(_PROFILE.value, create_perfetto_trace=True):
+      run(2)
+    print(profile_summary.summarize(_PROFILE.value, compiled.as_text(), steps=2), flush=True)
+  flops_micro = unrolled_flops(config, clip, names, tx, mesh, state_sh, state, batch)
   images = config.data.labeled_batch + config.data.unlabeled_batch
   flops = flops_micro * accum
   peak = peak_flops()
-  stats = jax.local_devices()[0].memory_stats() or {}
-  peak_mem = stats.get('peak_bytes_in_use', -1)
   planned = (mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
              - mem.alias_size_in_bytes) if mem is not None else -1
   print(f'device {device_name()}; config {config.data.name} {config.data.split} crop {config.data.crop_size}, '
         f'{config.data.labeled_batch}+{config.data.unlabeled_batch} images/step, grad_accum {accum} '
         f'({config.data.labeled_batch // accum}+{config.data.unlabeled_batch // accum} per micro-step over '
-        f'{jax.device_count()} device(s)), dtype {config.model.dtype}, remat backbone {config.model.remat_backbone}')
+        f'{jax.device_count()} device(s)), backbone {config.model.backbone}, dtype {config.model.dtype}, '
+        f'remat backbone {config.model.remat_backbone}')
   print(f'compile {compile_s:.1f} s; step {step_s * 1e3:.1f} ms; {images / step_s:.2f} images/s; '
         f'loss {float(metrics["total"]):.3f}')
   print(f'FLOPs/step {flops / 1e12:.2f} TFLOP ({flops / images / 1e9:.0f} GFLOP/image); achieved '
