@@ -24,7 +24,9 @@ def get_config():
   c.model.hidden_dim = 64
   c.model.instance_queries = 8
   c.model.dtype = 'float32'
-  c.model.remat_backbone = False
+  c.model.remat_backbone = False   # tiny model: no rematerialisation anywhere
+  c.model.remat_pixel_decoder = False
+  c.model.remat_decoder = False
   c.model.pixel_decoder.update(dict(layers=2, heads=4, ffn_dim=128))
   c.model.decoder.update(dict(layers=3, heads=4, ffn_dim=128))
   c.model.htqg.mlp_hidden = 64

@@ -79,7 +79,7 @@ def test_scanned_layers_equal_unrolled(rng):
   pd = lambda scan: PixelDecoder(dim=DIM, mask_dim=DIM, layers=3, heads=4, points=2, ffn_dim=64, ptrm_heads=4,
                                  remat=True, scan=scan)
   dec = lambda scan: DQTD(num_classes=4, num_levels=3, num_instance=5, dim=DIM, mask_dim=DIM, heads=4,
-                          ffn_dim=64, layers=6, scan=scan)
+                          ffn_dim=64, layers=6, remat=True, scan=scan)
   pd_params = pd(False).init(jax.random.PRNGKey(0), feats, q)
   px = pd(False).apply(pd_params, feats, q)
   args = (px['queries'].reshape(2, -1, DIM), px['multi_scale'], px['mask_features'])
