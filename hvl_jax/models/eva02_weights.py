@@ -191,7 +191,7 @@ def find_weights(name_or_path: str, names) -> str:
   if not os.path.isdir(name_or_path):
     if name_or_path.startswith(('/', '.')) or name_or_path.count('/') != 1:
       raise CheckpointError(f'{name_or_path}: no such checkpoint file or directory')
-    name_or_path = hub_snapshot(name_or_path, list(names))
+    name_or_path = hub_snapshot(name_or_path, list(names[:1]))   # the safetensors file only
   for n in names:
     if os.path.exists(os.path.join(name_or_path, n)):
       return os.path.join(name_or_path, n)
