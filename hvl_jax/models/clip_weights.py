@@ -220,23 +220,36 @@ def check_params(ours, expected, source: str):
   return flax.traverse_util.unflatten_dict(out)
 
 
-def resolve_checkpoint_dir(name_or_path: str) -> str:
-  """A local directory, or a hub name resolved through the HF cache / hub."""
+# What a HF CLIP checkpoint directory needs from the hub; the tokenizer files alone.
+HF_CLIP_FILES = ('config.json', '*.safetensors', 'flax_model.msgpack', 'vocab.json', 'merges.txt',
+                 'tokenizer*', 'special_tokens_map.json')
+TOKENIZER_FILES = ('vocab.json', 'merges.txt', 'tokenizer*', 'special_tokens_map.json')
+
+
+def resolve_checkpoint_dir(name_or_path: str, allow_patterns: Sequence[str] = HF_CLIP_FILES,
+                           what: str = 'checkpoint directory') -> str:
+  """A local directory, or a hub name resolved through the HF cache / hub (only `allow_patterns`).
+
+  `what` names the expected local path in the error for a missing one.
+  """
   if os.path.isdir(name_or_path):
     return name_or_path
   if os.path.exists(name_or_path):
     raise CheckpointError(f'{name_or_path}: expected a checkpoint directory, found a file')
   if name_or_path.startswith(('/', '.')) or name_or_path.count('/') != 1:
-    raise CheckpointError(f'{name_or_path}: no such checkpoint directory')
+    raise CheckpointError(f'{name_or_path}: no such {what}')
   from huggingface_hub import snapshot_download  # pylint: disable=g-import-not-at-top
-  patterns = ['config.json', '*.safetensors', 'flax_model.msgpack', 'vocab.json', 'merges.txt',
-              'tokenizer*', 'special_tokens_map.json']
   try:
-    return snapshot_download(name_or_path, allow_patterns=patterns)
+    return snapshot_download(name_or_path, allow_patterns=list(allow_patterns))
   except Exception as e:  # pylint: disable=broad-except
     raise CheckpointError(
         f'{name_or_path}: not a local directory and not available from the HF cache or hub ({e}). '
         'Download it on a machine with network access and pass the directory.') from e
+
+
+def expected_shapes(cfg: CLIPConfig):
+  """The parameter tree of a CLIP of these sizes, as shapes only."""
+  return jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
 
 
 def load_clip(name_or_path: str, dtype=jnp.float32, context_length: Optional[int] = None) -> CLIP:
@@ -262,8 +275,7 @@ def load_clip(name_or_path: str, dtype=jnp.float32, context_length: Optional[int
     raise CheckpointError(f'{path}: no weights file, expected one of {", ".join(WEIGHT_FILES)}')
   weights = os.path.join(path, present[0])
   flat = read_msgpack(weights) if weights.endswith('.msgpack') else read_safetensors(weights)
-  expected = jax.eval_shape(lambda: init_params(cfg, jax.random.PRNGKey(0)))
-  params = regroup(flat, expected, weights)
+  params = regroup(flat, expected_shapes(cfg), weights)
   length = context_length or cfg.context_length
   if os.path.exists(os.path.join(path, 'vocab.json')):
     tokenizer = HFTokenizer(path, length)

@@ -17,12 +17,11 @@ import json
 import os
 from typing import Dict, Optional
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 
 from hvl_jax.models import clip_weights
-from hvl_jax.models.clip import CLIPConfig, TowerConfig, vision_encoder
+from hvl_jax.models.clip import CLIPConfig, TowerConfig
 from hvl_jax.models.clip_weights import CheckpointError
 
 OPEN_CLIP_FILES = ('open_clip_model.safetensors', 'open_clip_pytorch_model.bin')
@@ -188,23 +187,13 @@ def find_weights(name_or_path: str, names) -> str:
   """A weights file: the path itself, the first of `names` inside a directory, or from the hub."""
   if os.path.isfile(name_or_path):
     return name_or_path
-  if not os.path.isdir(name_or_path):
-    if name_or_path.startswith(('/', '.')) or name_or_path.count('/') != 1:
-      raise CheckpointError(f'{name_or_path}: no such checkpoint file or directory')
-    name_or_path = hub_snapshot(name_or_path, list(names[:1]))   # the safetensors file only
+  directory = clip_weights.resolve_checkpoint_dir(   # from the hub: the first (safetensors) file only
+      name_or_path, (CONFIG_FILE,) + clip_weights.TOKENIZER_FILES + (names[0],),
+      what='checkpoint file or directory')
   for n in names:
-    if os.path.exists(os.path.join(name_or_path, n)):
-      return os.path.join(name_or_path, n)
-  raise CheckpointError(f'{name_or_path}: no weights file, expected one of {", ".join(names)}')
-
-
-def hub_snapshot(repo: str, weight_patterns) -> str:
-  from huggingface_hub import snapshot_download  # pylint: disable=g-import-not-at-top
-  try:
-    return snapshot_download(repo, allow_patterns=[CONFIG_FILE, 'vocab.json', 'merges.txt'] + weight_patterns)
-  except Exception as e:  # pylint: disable=broad-except
-    raise CheckpointError(f'{repo}: not a local path and not available from the HF cache or hub ({e}). '
-                          'Download it on a machine with network access and pass the directory.') from e
+    if os.path.exists(os.path.join(directory, n)):
+      return os.path.join(directory, n)
+  raise CheckpointError(f'{directory}: no weights file, expected one of {", ".join(names)}')
 
 
 def read_config(weights: str) -> CLIPConfig:
@@ -219,10 +208,6 @@ def read_config(weights: str) -> CLIPConfig:
   return config_from_open_clip(cfg.get('model_cfg', cfg), config_file)
 
 
-def expected_shapes(cfg: CLIPConfig):
-  return jax.eval_shape(lambda: clip_weights.init_params(cfg, jax.random.PRNGKey(0)))
-
-
 def load_tokenizer(weights: str, tokenizer: str, context_length: int):
   """CLIP BPE tokenizer from the weights' directory, else from `tokenizer` (dir or hub name)."""
   here = os.path.dirname(weights)
@@ -230,7 +215,8 @@ def load_tokenizer(weights: str, tokenizer: str, context_length: int):
     return clip_weights.HFTokenizer(here, context_length)
   if not tokenizer:
     return clip_weights.missing_tokenizer(here)
-  return clip_weights.HFTokenizer(clip_weights.resolve_checkpoint_dir(tokenizer), context_length)
+  return clip_weights.HFTokenizer(
+      clip_weights.resolve_checkpoint_dir(tokenizer, clip_weights.TOKENIZER_FILES), context_length)
 
 
 def load_eva02_clip(name_or_path: str, tokenizer: str = DEFAULT_TOKENIZER, dtype=jnp.float32,
@@ -247,7 +233,7 @@ def load_eva02_clip(name_or_path: str, tokenizer: str = DEFAULT_TOKENIZER, dtype
   weights = find_weights(name_or_path, OPEN_CLIP_FILES)
   cfg = read_config(weights)
   flat = open_clip_params(read_tensors(weights), weights)
-  params = clip_weights.check_params(flat, expected_shapes(cfg), weights)
+  params = clip_weights.check_params(flat, clip_weights.expected_shapes(cfg), weights)
   tok = load_tokenizer(weights, tokenizer, context_length or cfg.context_length)
   return clip_weights.CLIP(cfg, params, tok, dtype)
 
@@ -255,7 +241,7 @@ def load_eva02_clip(name_or_path: str, tokenizer: str = DEFAULT_TOKENIZER, dtype
 def load_eva02_vision(name_or_path: str, cfg: Optional[CLIPConfig] = None):
   """(CLIPConfig, vision params) from timm's EVA02-CLIP vision checkpoint (model.safetensors).
 
-  The vision tree is that of `clip.vision_encoder(cfg)`, i.e. `CLIP.params['vision']`.
+  The vision tree is `CLIP.params['vision']` (that of `clip.vision_encoder(cfg)`).
   """
   weights = find_weights(name_or_path, TIMM_FILES)
   cfg = cfg or read_config(weights)
@@ -267,8 +253,5 @@ def load_eva02_vision(name_or_path: str, cfg: Optional[CLIPConfig] = None):
       raise CheckpointError(f'{weights}: {e}') from None
     if mapped is not None:
       flat[mapped[0]] = mapped[1]
-  expected = jax.eval_shape(
-      lambda: vision_encoder(cfg).init(jax.random.PRNGKey(0),
-                                       jnp.zeros((1, cfg.image_size, cfg.image_size, 3))))['params']
-  return cfg, clip_weights.check_params(flat, expected, weights)
+  return cfg, clip_weights.check_params(flat, clip_weights.expected_shapes(cfg)['vision'], weights)
 

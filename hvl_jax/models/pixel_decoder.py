@@ -6,7 +6,6 @@ level lets the textual queries of that level and its pixel features refine each
 other. An FPN step adds stride 4 and a 1x1 conv gives the mask features.
 Level order everywhere: index 0 = stride 32, 1 = stride 16, 2 = stride 8.
 """
-import functools
 from typing import Any, Dict, Optional, Tuple
 
 import flax.linen as nn
@@ -159,8 +158,6 @@ class PixelDecoder(nn.Module):
 
     use_ptrm = self.ptrm and text_queries is not None
     queries = tuple(text_queries[:, l] for l in range(n_levels)) if text_queries is not None else None
-    stage = functools.partial(EncoderStage, self.dim, self.heads, self.points, self.ffn_dim, self.query_chunk,
-                              self.ptrm_heads, use_ptrm, shapes, self.dtype, self.attention_impl)
     if self.is_initializing() or not self.scan or self.layers < 2:
       # spatial_shapes (argument 4, counting self) is static.
       layer_cls = nn.remat(DeformEncoderLayer, static_argnums=(4,)) if self.remat else DeformEncoderLayer
@@ -175,7 +172,9 @@ class PixelDecoder(nn.Module):
       per_layer = [{'encoder': p[f'encoder_{i}'],
                     **({f'ptrm_{l}': p[f'ptrm_{i}_{l}'] for l in range(n_levels)} if use_ptrm else {})}
                    for i in range(self.layers)]
-      (src, queries), _ = scan_layers(stage(parent=None), per_layer, (src, queries), self.remat, pos, ref)
+      stage = EncoderStage(self.dim, self.heads, self.points, self.ffn_dim, self.query_chunk, self.ptrm_heads,
+                           use_ptrm, shapes, self.dtype, self.attention_impl, parent=None)
+      (src, queries), _ = scan_layers(stage, per_layer, (src, queries), self.remat, pos, ref)
 
     multi_scale = [z.reshape(b, h, w, self.dim) for z, (h, w) in zip(jnp.split(src, splits, axis=1), shapes)]
     # FPN step to stride 4 from the finest encoder level (stride 8).
