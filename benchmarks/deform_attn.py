@@ -15,36 +15,19 @@ import jax.numpy as jnp
 import numpy as np
 
 from benchmarks.common import compiled_memory_bytes, device_name, gib, time_fn
-from hvl_jax.models.deform_attn import ms_deform_attn
+from hvl_jax.models import deform_attn
 
 SHAPES = ((64, 64), (32, 32), (16, 16))
 
 
 def reference_ms_deform_attn(value, spatial_shapes, locs, attn):
-  """Plain gather of corner rows from the (B*N*S, D) value, then a weighted sum."""
+  """Plain gather of corner rows from the (B*S*N, D) value, then a weighted sum."""
   b, s, n, d = value.shape
   q = locs.shape[1]
-  shapes = np.asarray(spatial_shapes)
-  start = np.concatenate([[0], np.cumsum(shapes[:, 0] * shapes[:, 1])[:-1]])
-  size_wh = jnp.asarray(shapes[:, ::-1], jnp.float32)                       # (L, 2) as (W, H)
-  pix = locs * size_wh[:, None, :] - 0.5                                    # (B, Q, N, L, P, 2)
-  lo = jnp.floor(pix)
-  frac = pix - lo
-  lo = lo.astype(jnp.int32)
-  w_lim, h_lim = jnp.asarray(shapes[:, 1])[:, None], jnp.asarray(shapes[:, 0])[:, None]
-  idx, wts = [], []
-  for dy in (0, 1):
-    for dx in (0, 1):
-      cx, cy = lo[..., 0] + dx, lo[..., 1] + dy
-      wgt = (frac[..., 0] if dx else 1 - frac[..., 0]) * (frac[..., 1] if dy else 1 - frac[..., 1])
-      inside = (cx >= 0) & (cx < w_lim) & (cy >= 0) & (cy < h_lim)
-      idx.append(jnp.asarray(start)[:, None] + jnp.clip(cy, 0, h_lim - 1) * w_lim + jnp.clip(cx, 0, w_lim - 1))
-      wts.append(jnp.where(inside, wgt, 0.0))
-  idx = jnp.stack(idx, -1).reshape(b, q, n, -1)
-  wts = (jnp.stack(wts, -1) * attn[..., None]).reshape(b, q, n, -1)
-  rows = value.transpose(0, 2, 1, 3).reshape(b * n * s, d)
-  base = (jnp.arange(b)[:, None] * n + jnp.arange(n)[None, :]) * s
-  gathered = jnp.take(rows, idx + base[:, None, :, None], axis=0, mode='clip')    # (B, Q, N, K, D)
+  rows, weight, _, _ = deform_attn.bilinear_corners(spatial_shapes, locs)      # (B, Q, N, L, P, 4)
+  flat = deform_attn.head_rows(value.shape, rows).reshape(b, q, n, -1)
+  gathered = jnp.take(value.reshape(b * s * n, d), flat, axis=0)              # (B, Q, N, K, D)
+  wts = (weight * attn[..., None]).reshape(b, q, n, -1)
   out = (gathered.astype(jnp.float32) * wts[..., None]).sum(axis=3)
   return out.reshape(b, q, n * d).astype(value.dtype)
 
@@ -75,6 +58,14 @@ def report(label, name, m):
         f'  mem fwd {gib(m["mem_fwd"])}  fwd+bwd {gib(m["mem_fwd_bwd"])}', flush=True)
 
 
+IMPLEMENTATIONS = (
+    ('ms_deform_attn', deform_attn.ms_deform_attn),
+    # The library's forward with JAX's derivative, and with the hand-written backward.
+    ('autodiff backward', deform_attn._ms_deform_attn),         # pylint: disable=protected-access
+    ('custom backward', deform_attn._ms_deform_attn_vjp),       # pylint: disable=protected-access
+    ('plain gather', reference_ms_deform_attn))
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--batch', type=int, default=8)
@@ -83,14 +74,17 @@ def main():
   print(f'device {device_name()}; B={args.batch}, levels {SHAPES}, 8 heads x 32, 4 points, Q=S')
   for name in args.dtypes.split(','):
     value, locs, attn = make_inputs(args.batch, jnp.dtype(name))
-    ours = measure(ms_deform_attn, value, locs, attn)
-    report('ms_deform_attn', name, ours)
-    ref = measure(reference_ms_deform_attn, value, locs, attn)
-    report('plain gather', name, ref)
-    err = float(jnp.abs(ms_deform_attn(value, SHAPES, locs, attn).astype(jnp.float32)
+    results = {}
+    for label, impl in IMPLEMENTATIONS:
+      results[label] = measure(impl, value, locs, attn)
+      report(label, name, results[label])
+    ours = results['ms_deform_attn']
+    err = float(jnp.abs(deform_attn.ms_deform_attn(value, SHAPES, locs, attn).astype(jnp.float32)
                         - reference_ms_deform_attn(value, SHAPES, locs, attn).astype(jnp.float32)).max())
-    print(f'{name:9s} speed-up vs plain gather: fwd {ref["fwd"] / ours["fwd"]:.2f}x, '
-          f'fwd+bwd {ref["fwd_bwd"] / ours["fwd_bwd"]:.2f}x; max |diff| {err:.2e}', flush=True)
+    for label, ref in list(results.items())[1:]:
+      print(f'{name:9s} ms_deform_attn over {label}: fwd {ref["fwd"] / ours["fwd"]:.2f}x, '
+            f'fwd+bwd {ref["fwd_bwd"] / ours["fwd_bwd"]:.2f}x', flush=True)
+    print(f'{name:9s} max |ms_deform_attn - plain gather| {err:.2e}', flush=True)
 
 
 if __name__ == '__main__':

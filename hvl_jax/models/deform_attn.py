@@ -1,15 +1,24 @@
 """Multi-scale deformable attention (Deformable DETR) in pure JAX.
 
-Each level is sampled with `jax.scipy.ndimage.map_coordinates(order=1,
+Forward: each level is sampled with `jax.scipy.ndimage.map_coordinates(order=1,
 mode='constant')`, i.e. bilinear interpolation with zero padding, exactly
 `grid_sample(mode='bilinear', padding_mode='zeros', align_corners=False)` at
 2 * loc - 1 as in the reference PyTorch function of Deformable DETR, and the
 samples are weighted and summed over levels and points. XLA fuses these
 per-element gathers with the weighting; on an H200 this measured 4.4x (forward)
-and 2.2x (forward + backward) faster than gathering whole head-vector rows, with
-0.24 instead of 2.16 GiB in the forward (benchmarks/RESULTS.md). Sampling runs in float32:
-a bf16 backward scatter-add measured 7x slower than the float32 one.
+faster than gathering whole head-vector rows, with 0.24 instead of 2.16 GiB
+(benchmarks/RESULTS.md). Samples are read in value's dtype (bf16 halves the
+traffic) and weighted and summed in float32.
+
+Backward: for 16-bit values, JAX's derivative of `map_coordinates` scatter-adds
+in bf16 (one scalar scatter per corner and level), which measured 8.5x slower on
+an H200 than this module's `jax.custom_vjp`: one gather of the four corner rows
+(whole head vectors) for the location and weight gradients and one float32
+scatter-add of all corner contributions into the (B, S, N, D) value gradient.
+For float32 values JAX's derivative measured faster (2.37 vs 2.81 ms fwd+bwd at
+the encoder's sizes) and is used.
 """
+import functools
 import math
 from typing import Sequence, Tuple
 
@@ -37,13 +46,88 @@ def _ms_deform_attn(value, spatial_shapes, sampling_locations, attention_weights
   out = jnp.zeros((b, q, n, d), jnp.float32)
   start = 0
   for lv, (h, w) in enumerate(spatial_shapes):
-    level = value[:, start:start + h * w].astype(jnp.float32).reshape(b, h, w, n, d).transpose(0, 3, 4, 1, 2)
+    level = value[:, start:start + h * w].reshape(b, h, w, n, d).transpose(0, 3, 4, 1, 2)
     start += h * w
     # align_corners=False: normalised x maps to pixel coordinate x * W - 0.5.
     loc = sampling_locations[:, :, :, lv].astype(jnp.float32)                  # (B, Q, N, P, 2)
     sampled = jnp.moveaxis(_sample_level(level, loc[..., 1] * h - 0.5, loc[..., 0] * w - 0.5), 1, -1)
     out = out + (sampled * attention_weights[:, :, :, lv, :, None].astype(jnp.float32)).sum(axis=3)
   return out.reshape(b, q, n * d).astype(value.dtype)
+
+
+def bilinear_corners(spatial_shapes: SpatialShapes, sampling_locations):
+  """The four bilinear corners of every sample, as rows of the flattened levels.
+
+  Args:
+    spatial_shapes: static tuple of L (H_l, W_l).
+    sampling_locations: (..., L, P, 2) normalised (x, y).
+  Returns:
+    rows (..., L, P, 4) int32 indices into S = sum_l H_l * W_l (clipped into the level),
+    weight (..., L, P, 4) bilinear weights, 0 for corners outside the level (zero padding),
+    d_x, d_y (..., L, P, 4): derivatives of the weights with respect to the normalised x and y.
+  """
+  shapes = np.asarray(spatial_shapes, np.int32)
+  h, w = shapes[:, 0, None, None], shapes[:, 1, None, None]                 # (L, 1, 1)
+  start = np.concatenate([[0], np.cumsum(shapes[:, 0] * shapes[:, 1])[:-1]])[:, None, None]
+  loc = sampling_locations.astype(jnp.float32)
+  # align_corners=False: normalised x maps to pixel coordinate x * W - 0.5.
+  x, y = loc[..., 0] * w[..., 0] - 0.5, loc[..., 1] * h[..., 0] - 0.5       # (..., L, P)
+  x0, y0 = jnp.floor(x), jnp.floor(y)
+  fx, fy = (x - x0)[..., None], (y - y0)[..., None]
+  dx, dy = np.array([0, 1, 0, 1]), np.array([0, 0, 1, 1])                   # corner offsets
+  cx = x0.astype(jnp.int32)[..., None] + dx
+  cy = y0.astype(jnp.int32)[..., None] + dy
+  wx, wy = jnp.where(dx, fx, 1 - fx), jnp.where(dy, fy, 1 - fy)             # (..., L, P, 4)
+  inside = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
+  rows = start + jnp.clip(cy, 0, h - 1) * w + jnp.clip(cx, 0, w - 1)
+  weight = jnp.where(inside, wx * wy, 0.0)
+  d_x = jnp.where(inside, (2 * dx - 1) * wy * w, 0.0)
+  d_y = jnp.where(inside, (2 * dy - 1) * wx * h, 0.0)
+  return rows, weight, d_x, d_y
+
+
+def head_rows(value_shape, rows):
+  """Flat indices of the (b, row, head) vectors of a (B, S, N, D) value viewed as (B*S*N, D).
+
+  rows: (B, Q, N, ...) indices into S -> same shape, indices into B*S*N.
+  """
+  b, s, n, _ = value_shape
+  bi = np.arange(b).reshape((b,) + (1,) * (rows.ndim - 1))
+  ni = np.arange(n).reshape((1, 1, n) + (1,) * (rows.ndim - 3))
+  return (bi * s + rows) * n + ni
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def _ms_deform_attn_vjp(value, spatial_shapes, sampling_locations, attention_weights):
+  return _ms_deform_attn(value, spatial_shapes, sampling_locations, attention_weights)
+
+
+def _ms_deform_attn_fwd(value, spatial_shapes, sampling_locations, attention_weights):
+  out = _ms_deform_attn(value, spatial_shapes, sampling_locations, attention_weights)
+  return out, (value, sampling_locations, attention_weights)
+
+
+def _ms_deform_attn_bwd(spatial_shapes, residuals, grad_out):
+  """Gradients from one gather of corner rows and one float32 scatter-add (16-bit values)."""
+  value, locs, attn = residuals
+  b, s, n, d = value.shape
+  q = locs.shape[1]
+  rows, weight, d_x, d_y = bilinear_corners(spatial_shapes, locs)           # (B, Q, N, L, P, 4)
+  flat = head_rows(value.shape, rows)
+  g = grad_out.reshape(b, q, n, 1, 1, 1, d).astype(jnp.float32)
+  table = value.reshape(b * s * n, d)
+  # <grad_out, corner value> per corner: the gather fuses into this reduction.
+  dots = (table[flat].astype(jnp.float32) * g).sum(-1)                      # (B, Q, N, L, P, 4)
+  a = attn.astype(jnp.float32)[..., None]
+  grad_attn = (weight * dots).sum(-1)
+  grad_locs = jnp.stack([(a * d_x * dots).sum(-1), (a * d_y * dots).sum(-1)], -1)
+  grad_value = jnp.zeros((b * s * n, d), jnp.float32).at[flat.reshape(-1)].add(
+      ((a * weight)[..., None] * g).reshape(-1, d))
+  return (grad_value.reshape(value.shape).astype(value.dtype), grad_locs.astype(locs.dtype),
+          grad_attn.astype(attn.dtype))
+
+
+_ms_deform_attn_vjp.defvjp(_ms_deform_attn_fwd, _ms_deform_attn_bwd)
 
 
 def ms_deform_attn(value, spatial_shapes: SpatialShapes, sampling_locations, attention_weights,
@@ -63,9 +147,10 @@ def ms_deform_attn(value, spatial_shapes: SpatialShapes, sampling_locations, att
   if sum(h * w for h, w in spatial_shapes) != value.shape[1]:
     raise ValueError(f'value has S={value.shape[1]} rows but spatial_shapes {spatial_shapes} '
                      f'sum to {sum(h * w for h, w in spatial_shapes)}')
+  core = _ms_deform_attn_vjp if jnp.dtype(value.dtype).itemsize < 4 else _ms_deform_attn
   q = sampling_locations.shape[1]
   if not query_chunk or query_chunk >= q:
-    return _ms_deform_attn(value, spatial_shapes, sampling_locations, attention_weights)
+    return core(value, spatial_shapes, sampling_locations, attention_weights)
   chunks = -(-q // query_chunk)
   pad = chunks * query_chunk - q
 
@@ -73,7 +158,7 @@ def ms_deform_attn(value, spatial_shapes: SpatialShapes, sampling_locations, att
     x = jnp.pad(x, [(0, 0), (0, pad)] + [(0, 0)] * (x.ndim - 2))
     return jnp.moveaxis(x.reshape(x.shape[0], chunks, query_chunk, *x.shape[2:]), 1, 0)
 
-  out = jax.lax.map(lambda a: _ms_deform_attn(value, spatial_shapes, *a),
+  out = jax.lax.map(lambda a: core(value, spatial_shapes, *a),
                     (split(sampling_locations), split(attention_weights)))
   out = jnp.moveaxis(out, 0, 1).reshape(value.shape[0], chunks * query_chunk, -1)
   return out[:, :q]
