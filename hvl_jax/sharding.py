@@ -1,6 +1,8 @@
 """Device mesh and shardings: one 'data' axis; the batch is sharded over it, parameters are
 replicated, or (FSDP, `train.fsdp`) sharded along their largest divisible dimension so that
 XLA gathers them where they are used."""
+import contextlib
+
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
@@ -12,6 +14,18 @@ FSDP_MIN_SIZE = 2 ** 16
 def make_mesh() -> Mesh:
   """All devices of all processes on one 'data' axis."""
   return Mesh(np.asarray(jax.devices()), ('data',))
+
+
+def on_host_cpu():
+  """Context in which eager ops run on the host CPU (where there is one).
+
+  Parameter initialisers run op by op; an accelerator compiles a kernel for each (75 s for the
+  VOC state on an H200), the CPU runs them without. The caller places the result on devices.
+  """
+  try:
+    return jax.default_device(jax.local_devices(backend='cpu')[0])
+  except RuntimeError:     # JAX_PLATFORMS without cpu
+    return contextlib.nullcontext()
 
 
 def replicated(mesh: Mesh, tree):

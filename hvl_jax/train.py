@@ -97,14 +97,15 @@ def jit_train_step(config, model, tx, mesh, state_sharding, donate: bool = True)
 
 
 def create_state(config, model, clip, tx_fn, image_size: int) -> TrainState:
-  """Fresh state: pretrained CLIP weights, random heads (or config.init weights)."""
-  rng = jax.random.PRNGKey(config.seed)
-  params = hvl.init_params(model, clip, jax.random.fold_in(rng, 1), image_size)
-  trainable, frozen = split_params(params, config)
-  tx = tx_fn(trainable)
-  ema = jax.tree.map(jnp.copy, trainable) if config.semi.ema_decay > 0 else None
-  return TrainState(step=jnp.zeros((), jnp.int32), params=trainable, frozen=frozen,
-                    opt_state=tx.init(trainable), ema_params=ema, rng=jax.random.fold_in(rng, 2))
+  """Fresh state on the host CPU: pretrained CLIP weights, random heads (or config.init weights)."""
+  with sharding.on_host_cpu():
+    rng = jax.random.PRNGKey(config.seed)
+    params = hvl.init_params(model, clip, jax.random.fold_in(rng, 1), image_size)
+    trainable, frozen = split_params(params, config)
+    tx = tx_fn(trainable)
+    ema = jax.tree.map(jnp.copy, trainable) if config.semi.ema_decay > 0 else None
+    return TrainState(step=jnp.zeros((), jnp.int32), params=trainable, frozen=frozen,
+                      opt_state=tx.init(trainable), ema_params=ema, rng=jax.random.fold_in(rng, 2))
 
 
 def build(config):

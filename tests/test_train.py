@@ -209,3 +209,16 @@ def test_mistyped_config_field_is_rejected(tmp_path):
   out = subprocess.run([sys.executable, '-m', 'hvl_jax.main', '--config', 'configs/demo.py', '--workdir',
                         str(tmp_path), '--config.optim.lr=fast'], cwd=ROOT, capture_output=True, text=True)
   assert out.returncode != 0 and 'optim.lr' in out.stderr
+
+
+def test_host_initialisation_uses_xla_attention_on_gpu_machines(monkeypatch):
+  # Parameters are initialised under sharding.on_host_cpu(); even where the default backend is a
+  # GPU, ops run eagerly there must not pick the cuDNN kernel (it has no CPU lowering).
+  from hvl_jax.models import attention   # pylint: disable=import-outside-toplevel
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  monkeypatch.setattr(attention, '_cudnn_supports', lambda *_: True)
+  q = jnp.zeros((1, 64, 2, 64), jnp.bfloat16)
+  assert attention.select_implementation(q, q, None, False, 'auto') == 'cudnn'
+  with sharding.on_host_cpu():
+    assert attention.select_implementation(q, q, None, False, 'auto') == 'xla'
+    assert jnp.ones(2).devices() == {jax.local_devices(backend='cpu')[0]}

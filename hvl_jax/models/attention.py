@@ -51,11 +51,19 @@ def _cudnn_supports(q_shape, k_shape, dtype, is_causal) -> bool:
     return False
 
 
+def _target_platform() -> str:
+  """Platform eager ops run on: the `jax.default_device` context's (e.g. host initialisation), else the default."""
+  device = jax.config.jax_default_device
+  if device is None:
+    return jax.default_backend()
+  return device if isinstance(device, str) else device.platform
+
+
 def select_implementation(q, k, mask: Optional[jax.Array], is_causal: bool, requested: str) -> str:
   """Resolves 'auto' to 'cudnn' where the cuDNN kernel applies, else 'xla'."""
   if requested != 'auto':
     return requested
-  if (jax.default_backend() == 'gpu' and q.dtype in (jnp.bfloat16, jnp.float16) and mask is None
+  if (_target_platform() == 'gpu' and q.dtype in (jnp.bfloat16, jnp.float16) and mask is None
       and _cudnn_supports(q.shape, k.shape, q.dtype, is_causal)):
     return 'cudnn'
   return 'xla'

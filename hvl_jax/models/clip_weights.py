@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hvl_jax import sharding
 from hvl_jax.models.clip import CLIPConfig, CLIPModel
 
 WEIGHT_FILES = ('flax_model.msgpack', 'model.safetensors')
@@ -117,7 +118,9 @@ def init_params(cfg: CLIPConfig, rng: jax.Array):
 
 def random_clip(cfg: CLIPConfig, seed: int = 0, dtype=jnp.float32) -> CLIP:
   """A randomly initialised CLIP of any size with the hash tokenizer."""
-  return CLIP(cfg, init_params(cfg, jax.random.PRNGKey(seed)),
+  with sharding.on_host_cpu():
+    params = init_params(cfg, jax.random.PRNGKey(seed))
+  return CLIP(cfg, params,
               HashTokenizer(cfg.vocab_size, cfg.context_length), dtype)
 
 
