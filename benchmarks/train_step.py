@@ -2,12 +2,14 @@ r"""Benchmark the real train step on random inputs of the real shapes (no datase
 
   python -m benchmarks.train_step --config configs/voc_92.py [--steps 5] [--grad_accum 2]
   python -m benchmarks.train_step --config configs/demo.py --steps 3      # tiny, for CPU
-  python -m benchmarks.train_step --config configs/voc_92_eva02l.py --profile /tmp/prof
+  XLA_FLAGS=--xla_gpu_enable_command_buffer= \
+  python -m benchmarks.train_step --config configs/voc_92.py --grad_accum 2 --profile /tmp/prof
 
-Prints step time, images/s, FLOPs per step (XLA cost analysis of the lowered, not yet
-compiled, step with its layers unrolled: GPU compilation hides cuBLAS/cuDNN calls from the
-compiled module's analysis, and scanned layers count once), achieved TFLOP/s, MFU against
-the device's bf16 dense peak, and peak memory; with --profile, device time per component.
+Prints step time, images/s, FLOPs per step (XLA cost analysis of the step lowered for the
+host CPU, not compiled, with its layers unrolled: the GPU plugin has no cost analysis, a
+compiled GPU module hides cuBLAS/cuDNN calls, and scanned layers count once), achieved
+TFLOP/s, MFU against the device's bf16 dense peak, and peak memory; with --profile, device
+time per component (on a GPU without CUDA graphs, whose kernels carry no op names).
 A pretrained CLIP named in the config is replaced by a random one of the same sizes.
 """
 import time
