@@ -1,9 +1,13 @@
-"""The profile summary attributes traced device time to the network's components."""
+"""Benchmark helpers: the profile summary attributes device time to the network's components,
+and the train step's FLOP count covers at least the backbone passes."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from benchmarks import profile_summary
+from benchmarks import profile_summary, train_step
+from hvl_jax import optim, train
+from tiny import tiny_config
 
 
 class Net(nn.Module):
@@ -29,3 +33,18 @@ def test_profile_summary_by_component(tmp_path):
            and '%' in l}
   assert 'backbone E_I' in lines and 'DQTD' in lines, text
   assert '(backward' in lines['backbone E_I']
+
+
+def test_unrolled_flops_cover_the_backbone_passes():
+  # Lower bound, counted by hand: every image of the micro-batch goes at least once forward
+  # through the vision tower, 2 FLOPs per weight per token.
+  config = tiny_config()
+  model, clip, names = train.build(config)
+  tx_fn = lambda p: optim.make_optimizer(config, p, 10)
+  state = train.create_state(config, model, clip, tx_fn, config.data.crop_size)
+  batch = train_step.random_batch(config, np.random.default_rng(0))
+  flops = train_step.unrolled_flops(config, clip, names, tx_fn(state.params), state, batch)
+  tokens = (config.data.crop_size // config.model.clip.patch_size) ** 2 + 1
+  weights = sum(x.size for x in jax.tree.leaves(state.params['backbone']) if x.ndim == 2)
+  images = config.data.labeled_batch + config.data.unlabeled_batch
+  assert np.isfinite(flops) and flops > 2 * weights * tokens * images, (flops, weights, tokens)
