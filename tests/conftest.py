@@ -1,7 +1,10 @@
 """Shared fixtures: tiny random HF CLIP checkpoints written by the tests themselves."""
+import atexit
 import json
 import os
+import shutil
 import string
+import tempfile
 
 import numpy as np
 import pytest
@@ -12,6 +15,13 @@ os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # The RBG generator compiles parameter initialisation ~2x faster on CPU than threefry;
 # no test depends on particular random values.
 os.environ.setdefault('JAX_DEFAULT_PRNG_IMPL', 'rbg')
+# One persistent compilation cache for the session, shared by the xdist workers and the CLI
+# subprocesses (set here, in the controller, before they start): programs that several tests
+# compile, e.g. a resumed run's train step, are compiled once.
+if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
+  os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='hvl_jax_test_jit_cache_')
+  os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '1'
+  atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
 
 
 def declare_torchvision_ops():
