@@ -99,7 +99,7 @@ def main(argv):
   tx_fn = lambda p: optim.make_optimizer(config, p, 1000)
   state = train.create_state(config, model, clip, tx_fn, config.data.crop_size)
   tx = tx_fn(state.params)
-  state_sh = sharding.replicated(mesh, state)
+  state_sh = sharding.state_sharding(mesh, state, config.train.fsdp)   # as train.train_and_evaluate
   state = jax.device_put(state, state_sh)
   step_fn = train.jit_train_step(config, model, tx, mesh, state_sh)
   rng = np.random.default_rng(0)
