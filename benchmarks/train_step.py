@@ -8,8 +8,10 @@ r"""Benchmark the real train step on random inputs of the real shapes (no datase
 Prints step time, images/s, FLOPs per step (XLA cost analysis of the step lowered for the
 host CPU, not compiled, with its layers unrolled: the GPU plugin has no cost analysis, a
 compiled GPU module hides cuBLAS/cuDNN calls, and scanned layers count once), achieved
-TFLOP/s, MFU against the device's bf16 dense peak, and peak memory; with --profile, device
-time per component (on a GPU without CUDA graphs, whose kernels carry no op names).
+TFLOP/s, MFU and HFU against the device's bf16 dense peak, and peak memory; with --profile,
+device time per component (on a GPU without CUDA graphs, whose kernels carry no op names).
+MFU counts the model's FLOPs (the step lowered without rematerialisation); HFU the FLOPs
+executed, the forward passes that rematerialisation repeats included.
 A pretrained CLIP named in the config is replaced by a random one of the same sizes.
 """
 import time
@@ -63,16 +65,20 @@ def random_batch(config, rng: np.random.Generator):
   return batch
 
 
-def unrolled_flops(config, clip, names, tx, state, batch) -> float:
+def unrolled_flops(config, clip, names, tx, state, batch, recompute: bool = True) -> float:
   """FLOPs of one micro-step from XLA's cost analysis of the step lowered for the host CPU with
   every layer unrolled.
 
   The analysis counts a scanned layer once, not once per iteration; unrolled, it counts every
-  layer, including the rematerialised forward passes. It runs on a CPU lowering because the GPU
-  plugin offers no cost analysis (and would hide cuBLAS/cuDNN calls from a compiled one).
+  layer, and with `recompute` the forward passes that rematerialisation repeats (the FLOPs
+  executed); without it, the step is lowered with rematerialisation off (the model's FLOPs).
+  It runs on a CPU lowering because the GPU plugin offers no cost analysis (and would hide
+  cuBLAS/cuDNN calls from a compiled one).
   """
   unrolled = config.copy_and_resolve_references()
   unrolled.model.scan_layers = False
+  if not recompute:
+    unrolled.model.remat_backbone = unrolled.model.remat_pixel_decoder = unrolled.model.remat_decoder = False
   with sharding.on_host_cpu():   # also selects XLA attention, which a CPU lowering needs
     mesh = Mesh(np.asarray(jax.local_devices(backend='cpu')[:1]), ('data',))
     abstract = lambda tree, sh: jax.tree.map(
@@ -83,6 +89,11 @@ def unrolled_flops(config, clip, names, tx, state, batch) -> float:
     step = train.jit_train_step(unrolled, model, tx, mesh, state_sh)
     cost = step.lower(abstract(state, state_sh), abstract(batch, batch_sh)).cost_analysis() or {}
   return float(cost.get('flops', float('nan')))
+
+
+def remat_summary(m) -> str:
+  """'backbone nothing_saveable, pixel_decoder off, ...': each tower's rematerialisation."""
+  return ', '.join(f'{tower} {policy if m[f"remat_{tower}"] else "off"}' for tower, policy in m.remat_policy.items())
 
 
 def main(argv):
@@ -132,9 +143,9 @@ def main(argv):
     with jax.profiler.trace(_PROFILE.value, create_perfetto_trace=True):
       run(2)
     print(profile_summary.summarize(_PROFILE.value, compiled.as_text(), steps=2), flush=True)
-  flops_micro = unrolled_flops(config, clip, names, tx, state, batch)
+  flops = unrolled_flops(config, clip, names, tx, state, batch, recompute=False) * accum
+  executed = unrolled_flops(config, clip, names, tx, state, batch) * accum
   images = config.data.labeled_batch + config.data.unlabeled_batch
-  flops = flops_micro * accum
   peak = peak_flops()
   planned = (mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
              - mem.alias_size_in_bytes) if mem is not None else -1
@@ -142,11 +153,12 @@ def main(argv):
         f'{config.data.labeled_batch}+{config.data.unlabeled_batch} images/step, grad_accum {accum} '
         f'({config.data.labeled_batch // accum}+{config.data.unlabeled_batch // accum} per micro-step over '
         f'{jax.device_count()} device(s)), backbone {config.model.backbone}, dtype {config.model.dtype}, '
-        f'remat backbone {config.model.remat_backbone}')
+        f'remat {remat_summary(config.model)}')
   print(f'compile {compile_s:.1f} s; step {step_s * 1e3:.1f} ms; {images / step_s:.2f} images/s; '
         f'loss {float(metrics["total"]):.3f}')
-  print(f'FLOPs/step {flops / 1e12:.2f} TFLOP ({flops / images / 1e9:.0f} GFLOP/image); achieved '
-        f'{flops / step_s / 1e12:.1f} TFLOP/s; MFU {flops / step_s / peak:.1%} of {peak / 1e12:.0f} TFLOP/s')
+  print(f'FLOPs/step {flops / 1e12:.2f} TFLOP model ({flops / images / 1e9:.0f} GFLOP/image), '
+        f'{executed / 1e12:.2f} TFLOP executed (with recomputation); achieved {executed / step_s / 1e12:.1f} '
+        f'TFLOP/s; MFU {flops / step_s / peak:.1%}, HFU {executed / step_s / peak:.1%} of {peak / 1e12:.0f} TFLOP/s')
   print(f'peak device memory {gib(peak_mem)} (allocator); XLA-planned per micro-step {gib(planned)}')
   print(f'compilations of the step: {step_fn._cache_size()}')  # pylint: disable=protected-access
 

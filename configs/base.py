@@ -69,6 +69,12 @@ def get_config():
       attention_impl='auto',    # 'auto' | 'xla' | 'cudnn'
       scan_layers=True,         # lax.scan over repeated layers (compiles each once); False unrolls
   ))
+  # What the rematerialised layers of each tower keep for the backward pass
+  # (layer_scan.REMAT_POLICIES): 'nothing_saveable' recomputes a layer whole (least memory);
+  # 'dots_with_no_batch_dims_saveable' keeps its projection/MLP outputs (more memory, no
+  # recomputed matmuls).
+  c.model.remat_policy = ml_collections.ConfigDict(dict(
+      backbone='nothing_saveable', pixel_decoder='nothing_saveable', decoder='nothing_saveable'))
   c.model.clip = ml_collections.ConfigDict(dict(
       pretrained='openai/clip-vit-base-patch16',  # HF dir or hub name; '' = random init, sizes below
       tokenizer='',             # EVA02: dir/hub name with CLIP's vocab.json + merges.txt

@@ -1,5 +1,5 @@
 """Benchmark helpers: the profile summary attributes device time to the network's components,
-and the train step's FLOP count covers at least the backbone passes."""
+and the train step's FLOP count covers at least the backbone passes and the recomputation."""
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -35,16 +35,24 @@ def test_profile_summary_by_component(tmp_path):
   assert '(backward' in lines['backbone E_I']
 
 
-def test_unrolled_flops_cover_the_backbone_passes():
-  # Lower bound, counted by hand: every image of the micro-batch goes at least once forward
-  # through the vision tower, 2 FLOPs per weight per token.
-  config = tiny_config()
+def test_unrolled_flops_cover_the_backbone_passes_and_recomputation():
+  # Lower bounds, counted by hand at 2 FLOPs per weight per token: every image of the micro-batch
+  # goes at least once forward through the vision tower, and with the backbone rematerialised
+  # the labeled images' forward pass runs again in the backward pass.
+  config = tiny_config(**{'model.remat_backbone': True})
   model, clip, names = train.build(config)
   tx_fn = lambda p: optim.make_optimizer(config, p, 10)
   state = train.create_state(config, model, clip, tx_fn, config.data.crop_size)
   batch = train_step.random_batch(config, np.random.default_rng(0))
-  flops = train_step.unrolled_flops(config, clip, names, tx_fn(state.params), state, batch)
+  flops = lambda c, recompute=True: train_step.unrolled_flops(c, clip, names, tx_fn(state.params), state, batch,
+                                                             recompute)
+  model_flops, executed = flops(config, recompute=False), flops(config)
   tokens = (config.data.crop_size // config.model.clip.patch_size) ** 2 + 1
   weights = sum(x.size for x in jax.tree.leaves(state.params['backbone']) if x.ndim == 2)
   images = config.data.labeled_batch + config.data.unlabeled_batch
-  assert np.isfinite(flops) and flops > 2 * weights * tokens * images, (flops, weights, tokens)
+  assert np.isfinite(model_flops) and model_flops > 2 * weights * tokens * images, (model_flops, weights, tokens)
+  assert executed - model_flops > 2 * weights * tokens * config.data.labeled_batch, (executed, model_flops)
+  # Keeping the matmul outputs leaves only the cheaper element-wise work to recompute.
+  dots = config.copy_and_resolve_references()
+  dots.model.remat_policy.backbone = 'dots_with_no_batch_dims_saveable'
+  assert model_flops < flops(dots) < executed - 2 * weights * tokens * config.data.labeled_batch

@@ -129,11 +129,14 @@ def test_remat_and_bf16_options(hf_flax_checkpoint, rng):
   clip = load_clip(path)
   images = jnp.asarray(rng.randn(2, 32, 32, 3), jnp.float32)
   ref = clip.encode_image(images)
-  remat = clip_lib.CLIPModel(clip.config, remat=True)
   loss = lambda p, m: m.apply({'params': p}, images, method=clip_lib.CLIPModel.encode_image)['image_embeds'].sum()
   g_ref = jax.grad(loss)(clip.params, clip.module)
-  g_remat = jax.grad(loss)(clip.params, remat)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), g_ref, g_remat)
+  for remat in (True, 'dots_with_no_batch_dims_saveable', 'dots_saveable'):
+    for scan in (True, False):
+      g_remat = jax.grad(loss)(clip.params, clip_lib.CLIPModel(clip.config, remat=remat, scan=scan))
+      jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), g_ref, g_remat)
+  with pytest.raises(ValueError, match="unknown rematerialisation policy 'dots'"):
+    jax.grad(loss)(clip.params, clip_lib.CLIPModel(clip.config, remat='dots'))
   bf16 = clip_lib.CLIPModel(clip.config, dtype=jnp.bfloat16).apply(
       {'params': clip.params}, images, method=clip_lib.CLIPModel.encode_image)['image_embeds']
   assert bf16.dtype == jnp.bfloat16

@@ -112,6 +112,11 @@ def test_eva02_backbone_at_patch_14(rng):
                                    'model.clip.image_size': 28}), CLASS_NAMES)
 
 
+def test_bad_remat_policy_names_the_field():
+  with pytest.raises(ValueError, match="model.remat_policy.decoder must be one of .*got 'dots'"):
+    hvl.build_model(tiny_config(**{'model.remat_policy.decoder': 'dots'}), CLASS_NAMES)
+
+
 def test_nearest_cells(rng):
   """Integer ratios take each cell's centre pixel; stride 3.5 takes the pixel under the centre."""
   x = jnp.asarray(rng.randn(2, 64, 48, 3))

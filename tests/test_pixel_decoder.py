@@ -73,13 +73,16 @@ def test_sine_position_embedding_matches_formula():
 
 
 def test_scanned_layers_equal_unrolled(rng):
-  """The pixel decoder's and the DQTD's scanned layers give the unrolled values and gradients."""
+  """The pixel decoder's and the DQTD's scanned layers give the unrolled values and gradients
+  (scanned with a rematerialisation policy that keeps the matmul outputs, unrolled with full
+  rematerialisation)."""
   from hvl_jax.models.decoder import DQTD
   feats, q = features(rng, 2, 64, 64), jnp.asarray(rng.randn(2, 3, 4, DIM), jnp.float32)
+  remat = lambda scan: 'dots_with_no_batch_dims_saveable' if scan else True
   pd = lambda scan: PixelDecoder(dim=DIM, mask_dim=DIM, layers=3, heads=4, points=2, ffn_dim=64, ptrm_heads=4,
-                                 remat=True, scan=scan)
+                                 remat=remat(scan), scan=scan)
   dec = lambda scan: DQTD(num_classes=4, num_levels=3, num_instance=5, dim=DIM, mask_dim=DIM, heads=4,
-                          ffn_dim=64, layers=6, remat=True, scan=scan)
+                          ffn_dim=64, layers=6, remat=remat(scan), scan=scan)
   pd_params = pd(False).init(jax.random.PRNGKey(0), feats, q)
   px = pd(False).apply(pd_params, feats, q)
   args = (px['queries'].reshape(2, -1, DIM), px['multi_scale'], px['mask_features'])

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 
 from hvl_jax.models.attention import dot_product_attention
 from hvl_jax.models.eva02 import EVA02VisionEncoder
-from hvl_jax.models.layer_scan import run_layers
+from hvl_jax.models.layer_scan import Remat, remat_layer, run_layers
 from hvl_jax.models.position import vit_tokens
 
 # CLIP's image normalisation (RGB, images scaled to [0, 1] first).
@@ -168,7 +168,7 @@ class TowerModule(nn.Module):
   cfg: TowerConfig
   dtype: Any = jnp.float32
   causal: bool = False
-  remat: bool = False
+  remat: Remat = False
   attention_impl: str = 'auto'
   scan: bool = True  # apply the layers with lax.scan (`layer_scan`); False unrolls them
 
@@ -176,8 +176,8 @@ class TowerModule(nn.Module):
 class LayerCollection(TowerModule):
   """`layers/{0..N-1}` as in HF; returns every hidden state."""
 
-  def make_block(self, remat: bool = False, **kw):
-    return (nn.remat(EncoderLayer) if remat else EncoderLayer)(
+  def make_block(self, remat: Remat = False, **kw):
+    return remat_layer(EncoderLayer, remat)(
         self.cfg, self.dtype, self.causal, self.attention_impl, **kw)
 
   def setup(self):
@@ -223,7 +223,7 @@ class TextEmbeddings(nn.Module):
 class TextTransformer(nn.Module):
   cfg: CLIPConfig
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: Remat = False
   attention_impl: str = 'auto'
   scan: bool = True  # apply the layers with lax.scan (`layer_scan`); False unrolls them
 
@@ -259,7 +259,7 @@ class CLIPTextEncoder(nn.Module):
   """
   cfg: CLIPConfig
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: Remat = False
   attention_impl: str = 'auto'
   scan: bool = True  # apply the layers with lax.scan (`layer_scan`); False unrolls them
 
@@ -298,7 +298,7 @@ class VisionEmbeddings(nn.Module):
 class VisionTransformer(nn.Module):
   cfg: CLIPConfig
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: Remat = False
   attention_impl: str = 'auto'
   scan: bool = True  # apply the layers with lax.scan (`layer_scan`); False unrolls them
 
@@ -326,7 +326,7 @@ class CLIPVisionEncoder(nn.Module):
   """
   cfg: CLIPConfig
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: Remat = False
   attention_impl: str = 'auto'
   scan: bool = True  # apply the layers with lax.scan (`layer_scan`); False unrolls them
 
@@ -351,7 +351,7 @@ class CLIPVisionEncoder(nn.Module):
     return self.visual_projection(vm.post_layernorm(v))
 
 
-def vision_encoder(cfg: CLIPConfig, dtype=jnp.float32, remat: bool = False, attention_impl: str = 'auto',
+def vision_encoder(cfg: CLIPConfig, dtype=jnp.float32, remat: Remat = False, attention_impl: str = 'auto',
                    scan: bool = True):
   """The vision tower for `cfg.vision_type` (same call interface for both)."""
   if cfg.vision_type == 'eva02':
@@ -365,7 +365,7 @@ class CLIPModel(nn.Module):
   """Both towers and CLIP's logit scale; param tree {text, vision, logit_scale}."""
   cfg: CLIPConfig
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: Remat = False
   attention_impl: str = 'auto'
   scan: bool = True  # apply the layers with lax.scan (`layer_scan`); False unrolls them
 

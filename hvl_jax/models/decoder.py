@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from hvl_jax.models.attention import MultiHeadAttention
-from hvl_jax.models.layer_scan import scan_layers
+from hvl_jax.models.layer_scan import Remat, remat_layer, scan_layers
 from hvl_jax.models.position import sine_position_embedding
 
 
@@ -121,7 +121,7 @@ class DQTD(nn.Module):
   ffn_dim: int = 2048
   layers: int = 9
   query_refinement: bool = True
-  remat: bool = False
+  remat: Remat = False
   dtype: Any = jnp.float32
   attention_impl: str = 'auto'
   scan: bool = True  # run whole rounds over the scales as one scanned step (`layer_scan`)
@@ -170,7 +170,7 @@ class DQTD(nn.Module):
     predictions = [(cls, masks)]
     rounds, rest = divmod(self.layers, n_scales)
     if self.is_initializing() or not self.scan or rounds < 2 or rest:
-      layer_cls = nn.remat(DecoderLayer) if self.remat else DecoderLayer
+      layer_cls = remat_layer(DecoderLayer, self.remat)
       for i in range(self.layers):
         l = i % n_scales
         layer = layer_cls(self.dim, self.heads, self.ffn_dim, self.dtype, self.attention_impl, name=f'layer_{i}')

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from hvl_jax.models.attention import dot_product_attention
-from hvl_jax.models.layer_scan import run_layers
+from hvl_jax.models.layer_scan import Remat, remat_layer, run_layers
 from hvl_jax.models.position import vit_tokens
 
 ROPE_TEMPERATURE = 10000.0
@@ -123,12 +123,12 @@ class EVA02Blocks(nn.Module):
   layers: int
   eps: float
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: Remat = False
   attention_impl: str = 'auto'
   scan: bool = True
 
-  def make_block(self, remat: bool = False, **kw):
-    return (nn.remat(EVA02Block) if remat else EVA02Block)(
+  def make_block(self, remat: Remat = False, **kw):
+    return remat_layer(EVA02Block, remat)(
         self.width, self.heads, self.mlp_dim, self.eps, self.dtype, self.attention_impl, **kw)
 
   def setup(self):
@@ -164,7 +164,7 @@ class EVA02VisionEncoder(nn.Module):
   """
   cfg: Any  # clip.CLIPConfig with vision_type 'eva02'
   dtype: Any = jnp.float32
-  remat: bool = False
+  remat: Remat = False
   attention_impl: str = 'auto'
   scan: bool = True
 

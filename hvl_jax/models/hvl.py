@@ -20,6 +20,7 @@ from hvl_jax.models import clip_weights
 from hvl_jax.models import eva02_weights
 from hvl_jax.models import zero_shot
 from hvl_jax.models.decoder import DQTD
+from hvl_jax.models.layer_scan import REMAT_POLICIES, Remat
 from hvl_jax.models.pixel_decoder import PixelDecoder
 from hvl_jax.models.pyramid import SimpleFeaturePyramid
 from hvl_jax.models.queries import HTQG, prompt_layout, template_layout
@@ -57,9 +58,10 @@ class HVLConfig:
   dec_ffn_dim: int = 2048
   relevance_mode: str = 'dense'
   dtype: str = 'float32'
-  remat_backbone: bool = False
-  remat_pixel_decoder: bool = False
-  remat_decoder: bool = False
+  # False, or the rematerialisation policy of the tower (`layer_scan.checkpoint_policy`).
+  remat_backbone: Remat = False
+  remat_pixel_decoder: Remat = False
+  remat_decoder: Remat = False
   attention_impl: str = 'auto'
   scan_layers: bool = True
 
@@ -234,6 +236,9 @@ def build_model(config, class_names: Sequence[str], clip: Optional[clip_weights.
     raise ValueError(f'data.crop_size={config.data.crop_size} is not divisible by the backbone\'s patch '
                      f'size {clip.config.patch_size}')
   m = config.model
+  for tower, policy in m.remat_policy.items():
+    if policy not in REMAT_POLICIES:
+      raise ValueError(f'model.remat_policy.{tower} must be one of {REMAT_POLICIES}, got {policy!r}')
   ids, eos = prompt_layout(clip.tokenizer, class_names, m.num_prompt_tokens, clip.config.context_length)
   templates = template_layout(clip.tokenizer, class_names)
   as_tuple = lambda a: tuple(map(tuple, a.tolist()))
@@ -248,9 +253,11 @@ def build_model(config, class_names: Sequence[str], clip: Optional[clip_weights.
       pd_heads=m.pixel_decoder.heads, pd_points=m.pixel_decoder.points,
       pd_ffn_dim=m.pixel_decoder.ffn_dim, pd_query_chunk=m.pixel_decoder.query_chunk,
       dec_layers=m.decoder.layers, dec_heads=m.decoder.heads, dec_ffn_dim=m.decoder.ffn_dim,
-      relevance_mode=config.relevance.mode, dtype=m.dtype, remat_backbone=m.remat_backbone,
-      remat_pixel_decoder=m.remat_pixel_decoder, remat_decoder=m.remat_decoder,
-      attention_impl=m.attention_impl, scan_layers=m.scan_layers)
+      relevance_mode=config.relevance.mode, dtype=m.dtype,
+      remat_backbone=m.remat_backbone and m.remat_policy.backbone,
+      remat_pixel_decoder=m.remat_pixel_decoder and m.remat_policy.pixel_decoder,
+      remat_decoder=m.remat_decoder and m.remat_policy.decoder, attention_impl=m.attention_impl,
+      scan_layers=m.scan_layers)
   return HVL(cfg), clip
 
 

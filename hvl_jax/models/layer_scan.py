@@ -8,14 +8,37 @@ layouts the weight loaders produce (`layers/0`, `layers/1`, ...). Here the param
 stay per layer and are stacked at call time (one copy of the tower's weights, negligible
 next to the activations).
 """
-from typing import Sequence
+from typing import Optional, Sequence, Union
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+# `jax.checkpoint_policies` a rematerialised layer may use: what its backward pass keeps from the
+# forward pass instead of recomputing it. 'nothing_saveable' recomputes the whole layer (least
+# memory); the 'dots' policies keep matmul outputs (without batch dimensions: the projections and
+# MLPs; with them: also attention scores that XLA computes as batched matmuls).
+REMAT_POLICIES = ('nothing_saveable', 'dots_with_no_batch_dims_saveable', 'dots_saveable')
 
-def scan_layers(module: nn.Module, layer_params: Sequence[dict], carry, remat: bool, *args):
+Remat = Union[bool, str]   # a module's `remat` field: False, True (= 'nothing_saveable') or a policy name
+
+
+def checkpoint_policy(remat: Remat) -> Optional[object]:
+  """The `jax.checkpoint` policy for a `remat` field (None when remat is off)."""
+  if not remat:
+    return None
+  name = 'nothing_saveable' if remat is True else remat
+  if name not in REMAT_POLICIES:
+    raise ValueError(f'unknown rematerialisation policy {name!r}; expected one of {REMAT_POLICIES}')
+  return getattr(jax.checkpoint_policies, name)
+
+
+def remat_layer(layer_cls, remat: Remat, **kw):
+  """`layer_cls` wrapped in `nn.remat` with the policy of `remat` (unchanged when remat is off)."""
+  return nn.remat(layer_cls, policy=checkpoint_policy(remat), **kw) if remat else layer_cls
+
+
+def scan_layers(module: nn.Module, layer_params: Sequence[dict], carry, remat: Remat, *args):
   """Runs `module` once per entry of `layer_params`, feeding each carry to the next.
 
   Args:
@@ -23,7 +46,8 @@ def scan_layers(module: nn.Module, layer_params: Sequence[dict], carry, remat: b
       `module(carry, *args) -> (carry, output)`.
     layer_params: the steps' parameter trees, in order (identical structures).
     carry: the first step's input (any pytree, e.g. (B, T, D) tokens).
-    remat: rematerialise each step in the backward pass.
+    remat: rematerialise each step in the backward pass (True or a policy name, see
+      `checkpoint_policy`).
     *args: inputs shared by every step (e.g. rotary embeddings), not scanned.
   Returns:
     (final carry, every step's output stacked on a leading axis).
@@ -34,7 +58,7 @@ def scan_layers(module: nn.Module, layer_params: Sequence[dict], carry, remat: b
     return module.apply({'params': params}, c, *args)
 
   if remat:
-    body = jax.checkpoint(body, prevent_cse=False)
+    body = jax.checkpoint(body, prevent_cse=False, policy=checkpoint_policy(remat))
   return jax.lax.scan(body, carry, stacked)
 
 
@@ -48,14 +72,15 @@ class ScanStep(nn.Module):
 
 
 def run_layers(owner: nn.Module, blocks: Sequence[nn.Module], layer: nn.Module, x: jax.Array,
-               remat: bool, scan: bool, *args):
+               remat: Remat, scan: bool, *args):
   """Hidden states [x, after layer 1, ..., after layer n] of `blocks`, applied in order.
 
   Args:
     owner: the module holding the blocks; their parameters are `owner`'s children by name.
     blocks: the bound layers (setup-defined, named); used as they are while initialising.
     layer: the same layer unbound (`parent=None`), applied to each block's parameters.
-    x: (B, T, D) input; remat: rematerialise each layer; *args: shared by every layer.
+    x: (B, T, D) input; remat: rematerialise each layer (`checkpoint_policy`); *args: shared
+      by every layer.
     scan: False applies the bound blocks one after the other (unrolled).
   """
   if owner.is_initializing() or not scan or len(blocks) < 2:

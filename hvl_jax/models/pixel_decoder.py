@@ -15,7 +15,7 @@ import numpy as np
 
 from hvl_jax.models.attention import MultiHeadAttention
 from hvl_jax.models.deform_attn import MSDeformAttn, reference_points
-from hvl_jax.models.layer_scan import scan_layers
+from hvl_jax.models.layer_scan import Remat, remat_layer, scan_layers
 from hvl_jax.models.position import sine_position_embedding
 from hvl_jax.models.pyramid import group_norm
 
@@ -122,7 +122,7 @@ class PixelDecoder(nn.Module):
   ptrm: bool = True
   ptrm_heads: int = 8
   query_chunk: int = 0
-  remat: bool = False
+  remat: Remat = False
   dtype: Any = jnp.float32
   attention_impl: str = 'auto'
   scan: bool = True  # run the encoder layers as one scanned step (`layer_scan`)
@@ -160,7 +160,7 @@ class PixelDecoder(nn.Module):
     queries = tuple(text_queries[:, l] for l in range(n_levels)) if text_queries is not None else None
     if self.is_initializing() or not self.scan or self.layers < 2:
       # spatial_shapes (argument 4, counting self) is static.
-      layer_cls = nn.remat(DeformEncoderLayer, static_argnums=(4,)) if self.remat else DeformEncoderLayer
+      layer_cls = remat_layer(DeformEncoderLayer, self.remat, static_argnums=(4,))
       for i in range(self.layers):
         encoder = layer_cls(self.dim, self.heads, n_levels, self.points, self.ffn_dim, self.query_chunk,
                             self.dtype, name=f'encoder_{i}')
