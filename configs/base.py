@@ -66,7 +66,7 @@ def get_config():
       remat_backbone=True,
       remat_pixel_decoder=True,   # the decoders' activations dominate memory (see RESULTS.md)
       remat_decoder=True,
-      attention_impl='auto',    # 'auto' | 'xla' | 'cudnn'
+      attention_impl='auto',    # 'auto' (cuDNN on GPU where unmasked) | 'xla' | 'cudnn' (also masked)
       scan_layers=True,         # lax.scan over repeated layers (compiles each once); False unrolls
   ))
   # What the rematerialised layers of each tower keep for the backward pass

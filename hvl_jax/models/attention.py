@@ -1,10 +1,13 @@
 """Multi-head attention through `jax.nn.dot_product_attention`.
 
-On GPU with bf16/fp16 inputs and no explicit mask the cuDNN flash kernel is
-used (2x faster for ViT-B/16 at 512x512 on an H200, SPEC section 4); XLA's
-implementation everywhere else. cuDNN's training kernels need sequence lengths
-that are multiples of 64, so other lengths (ViT's 1 + h*w tokens) are padded
-and masked through `query_seq_lengths` / `key_value_seq_lengths`.
+On GPU with bf16/fp16 inputs and no explicit mask, 'auto' uses the cuDNN flash
+kernel (2x faster for ViT-B/16 at 512x512 on an H200, SPEC section 4); XLA's
+implementation everywhere else. 'cudnn' asks for cuDNN also where there is a mask
+(the DQTD's masked attention), which cuDNN takes as a bias (not yet timed against
+XLA's on a GPU, hence not chosen by 'auto'). cuDNN's training kernels need
+sequence lengths that are multiples of 64, so other lengths (ViT's 1 + h*w
+tokens) are padded and masked through `query_seq_lengths` /
+`key_value_seq_lengths`, and a mask is padded with them.
 """
 import functools
 from typing import Optional
@@ -20,16 +23,22 @@ def _round_up(n: int, m: int) -> int:
   return -(-n // m) * m
 
 
-def _cudnn_attention(q, k, v, is_causal):
-  """cuDNN flash attention, padding T and S to multiples of 64 (padding masked out)."""
+def _cudnn_attention(q, k, v, is_causal, mask=None):
+  """cuDNN flash attention, padding T and S to multiples of 64 (padding masked out).
+
+  mask: optional bool, broadcastable to (B, N, T, S); cuDNN takes it as a (B|1, N|1, T, S) bias.
+  """
   b, t = q.shape[:2]
   s = k.shape[1]
   tp, sp = _round_up(t, CUDNN_SEQ_MULTIPLE), _round_up(s, CUDNN_SEQ_MULTIPLE)
+  if mask is not None:
+    mask = jnp.asarray(mask).reshape((1,) * (4 - jnp.ndim(mask)) + jnp.shape(mask))
+    mask = jnp.pad(jnp.broadcast_to(mask, mask.shape[:2] + (t, s)), ((0, 0), (0, 0), (0, tp - t), (0, sp - s)))
   if (tp, sp) == (t, s):
-    return jax.nn.dot_product_attention(q, k, v, is_causal=is_causal, implementation='cudnn')
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal, implementation='cudnn')
   pad = lambda x, n: jnp.pad(x, ((0, 0), (0, n - x.shape[1]), (0, 0), (0, 0)))
   out = jax.nn.dot_product_attention(
-      pad(q, tp), pad(k, sp), pad(v, sp), is_causal=is_causal, implementation='cudnn',
+      pad(q, tp), pad(k, sp), pad(v, sp), mask=mask, is_causal=is_causal, implementation='cudnn',
       query_seq_lengths=jnp.full((b,), t, jnp.int32), key_value_seq_lengths=jnp.full((b,), s, jnp.int32))
   return out[:, :t]
 
@@ -85,7 +94,7 @@ def dot_product_attention(q, k, v, *, mask=None, is_causal=False, implementation
   """
   impl = select_implementation(q, k, mask, is_causal, implementation)
   if impl == 'cudnn':
-    return _cudnn_attention(q, k, v, is_causal)
+    return _cudnn_attention(q, k, v, is_causal, mask)
   return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal, implementation=impl)
 
 
