@@ -32,8 +32,8 @@ def _cudnn_attention(q, k, v, is_causal, mask=None):
   s = k.shape[1]
   tp, sp = _round_up(t, CUDNN_SEQ_MULTIPLE), _round_up(s, CUDNN_SEQ_MULTIPLE)
   if mask is not None:
-    mask = jnp.asarray(mask).reshape((1,) * (4 - jnp.ndim(mask)) + jnp.shape(mask))
-    mask = jnp.pad(jnp.broadcast_to(mask, mask.shape[:2] + (t, s)), ((0, 0), (0, 0), (0, tp - t), (0, sp - s)))
+    mask = jnp.broadcast_to(mask, jnp.broadcast_shapes(jnp.shape(mask), (1, 1, t, s)))
+    mask = jnp.pad(mask, ((0, 0), (0, 0), (0, tp - t), (0, sp - s)))
   if (tp, sp) == (t, s):
     return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal, implementation='cudnn')
   pad = lambda x, n: jnp.pad(x, ((0, 0), (0, n - x.shape[1]), (0, 0), (0, 0)))
