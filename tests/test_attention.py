@@ -1,10 +1,12 @@
-"""The attention wrapper's cuDNN path: padding to cuDNN's multiples of 64 keeps the mask."""
+"""The attention wrapper: padding to cuDNN's multiples of 64 keeps the mask; which implementation
+runs where; the model config's check of it."""
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hvl_jax.models import attention
+from hvl_jax.models import attention, hvl
+from tiny import CLASS_NAMES, tiny_config
 
 
 def numpy_attention(q, k, v, mask):
@@ -29,6 +31,7 @@ def test_cudnn_path_keeps_the_mask(monkeypatch, t, s, mask_shape):
     return real(*args, implementation='xla', **kwargs)
 
   monkeypatch.setattr(jax.nn, 'dot_product_attention', xla_for_cudnn)
+  monkeypatch.setattr(attention, '_target_platform', lambda: 'gpu')
   rng = np.random.default_rng(0)
   q = rng.standard_normal((2, t, 2, 8)).astype(np.float32)
   k, v = (rng.standard_normal((2, s, 2, 8)).astype(np.float32) for _ in range(2))
@@ -38,3 +41,15 @@ def test_cudnn_path_keeps_the_mask(monkeypatch, t, s, mask_shape):
                                         implementation='cudnn')
   full_mask = np.broadcast_to(mask.reshape((1,) * (4 - mask.ndim) + mask.shape), (2, 2, t, s))
   np.testing.assert_allclose(np.asarray(out), numpy_attention(q, k, v, full_mask), atol=1e-5)
+
+
+def test_cudnn_request_runs_xla_off_gpu_and_is_refused_without_one(monkeypatch):
+  q = jnp.zeros((1, 64, 2, 64), jnp.bfloat16)
+  # The state is initialised on the host CPU also where training runs on a GPU (sharding.on_host_cpu).
+  assert attention.select_implementation(q, q, None, False, 'cudnn') == 'xla'
+  monkeypatch.setattr(attention, '_target_platform', lambda: 'gpu')
+  assert attention.select_implementation(q, q, q[0, 0, 0] > 0, False, 'cudnn') == 'cudnn'
+  for impl, message in [('cudnn', "model.attention_impl='cudnn' needs a GPU"),
+                        ('flash', 'model.attention_impl must be one of')]:
+    with pytest.raises(ValueError, match=message):
+      hvl.build_model(tiny_config(**{'model.attention_impl': impl}), CLASS_NAMES)

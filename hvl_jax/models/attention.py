@@ -4,7 +4,8 @@ On GPU with bf16/fp16 inputs and no explicit mask, 'auto' uses the cuDNN flash
 kernel (2x faster for ViT-B/16 at 512x512 on an H200, SPEC section 4); XLA's
 implementation everywhere else. 'cudnn' asks for cuDNN also where there is a mask
 (the DQTD's masked attention), which cuDNN takes as a bias (not yet timed against
-XLA's on a GPU, hence not chosen by 'auto'). cuDNN's training kernels need
+XLA's on a GPU, hence not chosen by 'auto'); computations placed on another device (the
+train state's initialisation and the FLOP count run on the host CPU) use XLA's. cuDNN's training kernels need
 sequence lengths that are multiples of 64, so other lengths (ViT's 1 + h*w
 tokens) are padded and masked through `query_seq_lengths` /
 `key_value_seq_lengths`, and a mask is padded with them.
@@ -17,6 +18,7 @@ import jax
 import jax.numpy as jnp
 
 CUDNN_SEQ_MULTIPLE = 64
+IMPLEMENTATIONS = ('auto', 'xla', 'cudnn')
 
 
 def _round_up(n: int, m: int) -> int:
@@ -69,10 +71,13 @@ def _target_platform() -> str:
 
 
 def select_implementation(q, k, mask: Optional[jax.Array], is_causal: bool, requested: str) -> str:
-  """Resolves 'auto' to 'cudnn' where the cuDNN kernel applies, else 'xla'."""
+  """Resolves 'auto' to 'cudnn' where the cuDNN kernel applies, else 'xla'; 'cudnn' to 'xla' off GPU."""
+  on_gpu = _target_platform() == 'gpu'
+  if requested == 'cudnn':
+    return 'cudnn' if on_gpu else 'xla'
   if requested != 'auto':
     return requested
-  if (_target_platform() == 'gpu' and q.dtype in (jnp.bfloat16, jnp.float16) and mask is None
+  if (on_gpu and q.dtype in (jnp.bfloat16, jnp.float16) and mask is None
       and _cudnn_supports(q.shape, k.shape, q.dtype, is_causal)):
     return 'cudnn'
   return 'xla'

@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hvl_jax.models import attention
 from hvl_jax.models import clip as clip_lib
 from hvl_jax.models import clip_weights
 from hvl_jax.models import eva02_weights
@@ -239,6 +240,11 @@ def build_model(config, class_names: Sequence[str], clip: Optional[clip_weights.
   for tower, policy in m.remat_policy.items():
     if policy not in REMAT_POLICIES:
       raise ValueError(f'model.remat_policy.{tower} must be one of {REMAT_POLICIES}, got {policy!r}')
+  if m.attention_impl not in attention.IMPLEMENTATIONS:
+    raise ValueError(f'model.attention_impl must be one of {attention.IMPLEMENTATIONS}, got {m.attention_impl!r}')
+  if m.attention_impl == 'cudnn' and jax.default_backend() != 'gpu':
+    raise ValueError(f"model.attention_impl='cudnn' needs a GPU; JAX's default backend here is "
+                     f"{jax.default_backend()!r} (use 'auto', which picks cuDNN where it applies)")
   ids, eos = prompt_layout(clip.tokenizer, class_names, m.num_prompt_tokens, clip.config.context_length)
   templates = template_layout(clip.tokenizer, class_names)
   as_tuple = lambda a: tuple(map(tuple, a.tolist()))
