@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The device benchmarks, for a lent GPU: deformable attention, the full VOC train step (8+8 images
 # in two micro-steps of 4+4, i.e. the per-device load of the paper's 2-GPU setting), the
-# EVA02-CLIP-L step (micro-steps of 2+2), a profile of the VOC step per network component and the
-# VOC step with the backbone's rematerialised blocks keeping their matmul outputs (voc_dots: more
-# memory, fewer recomputed FLOPs) and with cuDNN for every attention, the DQTD's masked one included
-# (voc_cudnn); neither yet measured on a GPU.
+# EVA02-CLIP-L step (micro-steps of 2+2), a profile of the VOC step per network component, and
+# variants of the VOC step timed beside the default in one process (`benchmarks.step_variants`):
+# cuDNN for every attention, the DQTD's masked one included (cudnn); the backbone's
+# rematerialised blocks keeping their matmul outputs (dots); 8+8 images in one micro-step, as one
+# H100/H200 holds them (accum1).
 # Each stage runs inside what is left of BUDGET_S seconds (default 570). On an H200 deform, voc, eva
 # and profile took about 45, 200, 170 and 180 s; STAGES picks some (default: those four), to split
-# them over calls of a 10-minute window.
+# them over calls of a 10-minute window; variants (about 530 s: 100 s of compile a variant) needs a
+# call of its own.
 # Packages the device image lacks travel as wheels in .whl/ (see README, "Benchmarks").
-# Usage (repo root): OUT=/some/dir [STAGES="deform voc eva profile voc_dots voc_cudnn"] bash benchmarks/gpu_suite.sh
+# Usage (repo root): OUT=/some/dir [STAGES="deform voc eva profile variants"] bash benchmarks/gpu_suite.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/hvl_bench}
 STAGES=${STAGES:-deform voc eva profile}
@@ -39,10 +41,10 @@ stage() {
 }
 stage deform 90 python3 -m benchmarks.deform_attn --batch 8
 stage voc 250 python3 -m benchmarks.train_step --config configs/voc_92.py --steps 5 --grad_accum 2
-stage voc_dots 250 python3 -m benchmarks.train_step --config configs/voc_92.py --steps 5 --grad_accum 2 \
-  --config.model.remat_policy.backbone=dots_with_no_batch_dims_saveable
-stage voc_cudnn 250 python3 -m benchmarks.train_step --config configs/voc_92.py --steps 5 --grad_accum 2 \
-  --config.model.attention_impl=cudnn
+stage variants 560 python3 -m benchmarks.step_variants --config configs/voc_92.py --steps 5 --grad_accum 2 \
+  --variant cudnn:model.attention_impl=cudnn \
+  --variant dots:model.remat_policy.backbone=dots_with_no_batch_dims_saveable \
+  --variant accum1:train.grad_accum=1
 stage eva 250 python3 -m benchmarks.train_step --config configs/voc_92_eva02l.py --steps 3 --grad_accum 4
 # Kernels inside CUDA graphs (command buffers) carry no op names: the profile runs without them.
 XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=" \

@@ -20,80 +20,18 @@ from absl import app
 from absl import flags
 import jax
 import numpy as np
-from jax.sharding import Mesh
 from ml_collections import config_flags
 
 from benchmarks import profile_summary
 from benchmarks.common import device_name, gib
+from benchmarks.step_parts import peak_flops, random_batch, remat_summary, unrolled_flops
 from hvl_jax import optim, sharding, train
-from hvl_jax.models import hvl
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/voc_92.py', 'Config file.')
 _STEPS = flags.DEFINE_integer('steps', 5, 'Timed optimizer steps (after 2 warm-up steps).')
 _ACCUM = flags.DEFINE_integer('grad_accum', 0, 'Override train.grad_accum (0: keep the config).')
 _PROFILE = flags.DEFINE_string('profile', '', 'Trace 2 steps with jax.profiler into this directory and '
                                'print the device time per network component.')
-
-# bf16 dense tensor-core peaks (FLOP/s).
-PEAK_FLOPS = {'H100': 989e12, 'H200': 989e12, 'A100': 312e12}
-
-
-def peak_flops() -> float:
-  kind = getattr(jax.devices()[0], 'device_kind', '')
-  for name, peak in PEAK_FLOPS.items():
-    if name in kind:
-      return peak * jax.device_count()
-  return float('nan')
-
-
-def random_batch(config, rng: np.random.Generator):
-  """One micro-batch (global) of uint8 images and blob labels of the configured shapes."""
-  d, accum = config.data, config.train.grad_accum
-  s, bl, bu = d.crop_size, d.labeled_batch // accum, d.unlabeled_batch // accum
-  labels = np.zeros((bl, s, s), np.int32)
-  for i in range(bl):
-    for _ in range(3):
-      y, x, h, w = rng.integers(0, s // 2, 4)
-      labels[i, y:y + h + 8, x:x + w + 8] = rng.integers(1, d.num_classes)
-  batch = dict(image_l=rng.integers(0, 255, (bl, s, s, 3), np.uint8), label_l=labels)
-  if bu:
-    for k in ('image_w', 'image_s1', 'image_s2'):
-      batch[k] = rng.integers(0, 255, (bu, s, s, 3), np.uint8)
-    box = np.zeros((bu, s, s), bool)
-    box[:, s // 4:s // 2, s // 4:3 * s // 4] = True
-    batch.update(box1=box, box2=~box, valid_u=np.ones((bu, s, s), bool))
-  return batch
-
-
-def unrolled_flops(config, clip, names, tx, state, batch, recompute: bool = True) -> float:
-  """FLOPs of one micro-step from XLA's cost analysis of the step lowered for the host CPU with
-  every layer unrolled.
-
-  The analysis counts a scanned layer once, not once per iteration; unrolled, it counts every
-  layer, and with `recompute` the forward passes that rematerialisation repeats (the FLOPs
-  executed); without it, the step is lowered with rematerialisation off (the model's FLOPs).
-  It runs on a CPU lowering because the GPU plugin offers no cost analysis (and would hide
-  cuBLAS/cuDNN calls from a compiled one).
-  """
-  unrolled = config.copy_and_resolve_references()
-  unrolled.model.scan_layers = False
-  if not recompute:
-    unrolled.model.remat_backbone = unrolled.model.remat_pixel_decoder = unrolled.model.remat_decoder = False
-  with sharding.on_host_cpu():   # also selects XLA attention, which a CPU lowering needs
-    mesh = Mesh(np.asarray(jax.local_devices(backend='cpu')[:1]), ('data',))
-    abstract = lambda tree, sh: jax.tree.map(
-        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, sh)
-    state_sh = sharding.replicated(mesh, state)
-    batch_sh = jax.tree.map(lambda _: sharding.batch_sharding(mesh), batch)
-    model, _ = hvl.build_model(unrolled, names, clip)
-    step = train.jit_train_step(unrolled, model, tx, mesh, state_sh)
-    cost = step.lower(abstract(state, state_sh), abstract(batch, batch_sh)).cost_analysis() or {}
-  return float(cost.get('flops', float('nan')))
-
-
-def remat_summary(m) -> str:
-  """'backbone nothing_saveable, pixel_decoder off, ...': each tower's rematerialisation."""
-  return ', '.join(f'{tower} {policy if m[f"remat_{tower}"] else "off"}' for tower, policy in m.remat_policy.items())
 
 
 def main(argv):

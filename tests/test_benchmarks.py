@@ -1,11 +1,14 @@
 """Benchmark helpers: the profile summary attributes device time to the network's components,
 and the train step's FLOP count covers at least the backbone passes and the recomputation."""
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from benchmarks import profile_summary, train_step
+from benchmarks import profile_summary, step_parts
 from hvl_jax import optim, train
 from tiny import tiny_config
 
@@ -43,8 +46,8 @@ def test_unrolled_flops_cover_the_backbone_passes_and_recomputation():
   model, clip, names = train.build(config)
   tx_fn = lambda p: optim.make_optimizer(config, p, 10)
   state = train.create_state(config, model, clip, tx_fn, config.data.crop_size)
-  batch = train_step.random_batch(config, np.random.default_rng(0))
-  flops = lambda c, recompute=True: train_step.unrolled_flops(c, clip, names, tx_fn(state.params), state, batch,
+  batch = step_parts.random_batch(config, np.random.default_rng(0))
+  flops = lambda c, recompute=True: step_parts.unrolled_flops(c, clip, names, tx_fn(state.params), state, batch,
                                                              recompute)
   model_flops, executed = flops(config, recompute=False), flops(config)
   tokens = (config.data.crop_size // config.model.clip.patch_size) ** 2 + 1
@@ -56,3 +59,23 @@ def test_unrolled_flops_cover_the_backbone_passes_and_recomputation():
   dots = config.copy_and_resolve_references()
   dots.model.remat_policy.backbone = 'dots_with_no_batch_dims_saveable'
   assert model_flops < flops(dots) < executed - 2 * weights * tokens * config.data.labeled_batch
+
+
+def test_step_variants_override_typed_fields_and_name_bad_ones():
+  from benchmarks import step_variants   # defines the benchmark's flags: only this test needs them
+  config = tiny_config(**{'model.remat_decoder': True})
+  (base_name, base), (name, fast) = step_variants.variants(
+      config, ['fast:model.remat_decoder=false,train.grad_accum=2,model.attention_impl=cudnn,optim.lr=5e-4'])
+  assert (base_name, name) == ('base', 'fast')
+  assert fast.model.remat_decoder is False and fast.train.grad_accum == 2
+  assert fast.model.attention_impl == 'cudnn' and fast.optim.lr == 5e-4
+  assert base is config and config.model.remat_decoder is True and config.model.attention_impl == 'auto'
+  for spec, message in [('x:model.nope=1', "no field 'model.nope'"),
+                        ('x:model.remat_decoder=maybe', 'not true or false'),
+                        ('x:train.grad_accum=two', "'two' is not a int"),
+                        ('x:model.out_layers=1', 'which a variant cannot set'),
+                        ('x:model.remat_decoder', 'is not FIELD=VALUE'),
+                        ('model.remat_decoder=false', 'expected NAME:FIELD=VALUE'),
+                        ('base:model.remat_decoder=false', 'names must differ')]:
+    with pytest.raises(ValueError, match=re.escape(message)):
+      step_variants.variants(config, [spec])
