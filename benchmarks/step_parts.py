@@ -4,7 +4,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh
 
-from hvl_jax import sharding, train
+from hvl_jax import optim, sharding, train
 from hvl_jax.models import hvl
 
 
@@ -37,6 +37,28 @@ def random_batch(config, rng: np.random.Generator):
     box[:, s // 4:s // 2, s // 4:3 * s // 4] = True
     batch.update(box1=box, box2=~box, valid_u=np.ones((bu, s, s), bool))
   return batch
+
+
+def benchmark_config(config, grad_accum: int = 0):
+  """`config` with a random CLIP of the named sizes instead of the pretrained one (no download)
+  and `train.grad_accum` set (0: kept)."""
+  with config.unlocked():
+    config.model.clip.pretrained = ''
+    if grad_accum:
+      config.train.grad_accum = grad_accum
+  return config
+
+
+def optimizer(config, params):
+  """The config's optimizer; the schedule's length (1000 steps) does not change the step's cost."""
+  return optim.make_optimizer(config, params, 1000)
+
+
+def build_state(config):
+  """(model, clip, class names, fresh train state on the host CPU) for a benchmark config."""
+  model, clip, names = train.build(config)
+  state = train.create_state(config, model, clip, lambda p: optimizer(config, p), config.data.crop_size)
+  return model, clip, names, state
 
 
 def shaped(tree, shardings):

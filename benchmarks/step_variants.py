@@ -28,8 +28,9 @@ from ml_collections import config_flags
 
 from benchmarks import profile_summary
 from benchmarks.common import device_name, gib
-from benchmarks.step_parts import peak_flops, random_batch, remat_summary, shaped, unrolled_flops
-from hvl_jax import optim, sharding, train
+from benchmarks.step_parts import (benchmark_config, build_state, optimizer, peak_flops, random_batch, remat_summary,
+                                   shaped, unrolled_flops)
+from hvl_jax import sharding, train
 from hvl_jax.models import hvl
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/voc_92.py', 'Config file.')
@@ -94,7 +95,7 @@ class Variant:
   def __init__(self, name, config, clip, names, state, mesh, rng):
     self.name, self.config = name, config
     model, _ = hvl.build_model(config, names, clip)
-    self.tx = optim.make_optimizer(config, state.params, 1000)
+    self.tx = optimizer(config, state.params)
     self.abstract = state.replace(opt_state=jax.eval_shape(self.tx.init, state.params))
     self.state_sh = sharding.state_sharding(mesh, self.abstract, config.train.fsdp)
     self.batch = sharding.global_batch(mesh, random_batch(config, rng))
@@ -130,19 +131,13 @@ def planned_bytes(compiled) -> int:
 
 def main(argv):
   del argv
-  config = _CONFIG.value
-  with config.unlocked():
-    config.model.clip.pretrained = ''
-    if _ACCUM.value:
-      config.train.grad_accum = _ACCUM.value
+  config = benchmark_config(_CONFIG.value, _ACCUM.value)
   configs = variants(config, _VARIANTS.value)
   if _PROFILE.value and _PROFILE_VARIANT.value not in dict(configs):
     raise ValueError(f'--profile_variant {_PROFILE_VARIANT.value!r} is none of {[n for n, _ in configs]}')
   t0 = time.perf_counter()
   mesh = sharding.make_mesh()
-  model, clip, names = train.build(config)
-  state = train.create_state(config, model, clip, lambda p: optim.make_optimizer(config, p, 1000),
-                             config.data.crop_size)
+  _, clip, names, state = build_state(config)
   print(f'model and state built in {time.perf_counter() - t0:.1f} s', flush=True)
   rng = np.random.default_rng(0)
   images = config.data.labeled_batch + config.data.unlabeled_batch

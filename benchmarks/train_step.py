@@ -24,8 +24,9 @@ from ml_collections import config_flags
 
 from benchmarks import profile_summary
 from benchmarks.common import device_name, gib
-from benchmarks.step_parts import peak_flops, random_batch, remat_summary, unrolled_flops
-from hvl_jax import optim, sharding, train
+from benchmarks.step_parts import (benchmark_config, build_state, optimizer, peak_flops, random_batch, remat_summary,
+                                   unrolled_flops)
+from hvl_jax import sharding, train
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/voc_92.py', 'Config file.')
 _STEPS = flags.DEFINE_integer('steps', 5, 'Timed optimizer steps (after 2 warm-up steps).')
@@ -36,18 +37,12 @@ _PROFILE = flags.DEFINE_string('profile', '', 'Trace 2 steps with jax.profiler i
 
 def main(argv):
   del argv
-  config = _CONFIG.value
-  with config.unlocked():
-    config.model.clip.pretrained = ''
-    if _ACCUM.value:
-      config.train.grad_accum = _ACCUM.value
+  config = benchmark_config(_CONFIG.value, _ACCUM.value)
   accum = config.train.grad_accum
   t0 = time.perf_counter()
   mesh = sharding.make_mesh()
-  model, clip, names = train.build(config)
-  tx_fn = lambda p: optim.make_optimizer(config, p, 1000)
-  state = train.create_state(config, model, clip, tx_fn, config.data.crop_size)
-  tx = tx_fn(state.params)
+  model, clip, names, state = build_state(config)
+  tx = optimizer(config, state.params)
   state_sh = sharding.state_sharding(mesh, state, config.train.fsdp)   # as train.train_and_evaluate
   state = jax.device_put(state, state_sh)
   step_fn = train.jit_train_step(config, model, tx, mesh, state_sh)
