@@ -23,8 +23,13 @@ def time_fn(fn, *args, warmup: int = 2, iters: int = 10) -> float:
 
 
 def compiled_memory_bytes(fn, *args) -> int:
-  """Peak device memory XLA plans for one call: arguments + outputs + temporaries."""
-  m = jax.jit(fn).lower(*args).compile().memory_analysis()
+  """Peak device memory XLA plans for one call of `fn(*args)` (see `planned_bytes`)."""
+  return planned_bytes(jax.jit(fn).lower(*args).compile())
+
+
+def planned_bytes(compiled) -> int:
+  """Arguments + outputs + temporaries - aliased of a compiled function (-1 where not reported)."""
+  m = compiled.memory_analysis()
   if m is None:
     return -1
   return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes

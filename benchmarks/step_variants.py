@@ -27,7 +27,7 @@ import numpy as np
 from ml_collections import config_flags
 
 from benchmarks import profile_summary
-from benchmarks.common import device_name, gib
+from benchmarks.common import device_name, gib, planned_bytes
 from benchmarks.step_parts import (benchmark_config, build_state, optimizer, peak_flops, random_batch, remat_summary,
                                    shaped, unrolled_flops)
 from hvl_jax import sharding, train
@@ -120,13 +120,6 @@ class Variant:
         state, out = compiled(state, self.batch)
     jax.block_until_ready(out)
     return state, out, (time.perf_counter() - t) / steps
-
-
-def planned_bytes(compiled) -> int:
-  m = compiled.memory_analysis()
-  if m is None:
-    return -1
-  return int(m.temp_size_in_bytes + m.argument_size_in_bytes + m.output_size_in_bytes - m.alias_size_in_bytes)
 
 
 def main(argv):

@@ -23,7 +23,7 @@ import numpy as np
 from ml_collections import config_flags
 
 from benchmarks import profile_summary
-from benchmarks.common import device_name, gib
+from benchmarks.common import device_name, gib, planned_bytes
 from benchmarks.step_parts import (benchmark_config, build_state, optimizer, peak_flops, random_batch, remat_summary,
                                    unrolled_flops)
 from hvl_jax import sharding, train
@@ -55,7 +55,6 @@ def main(argv):
   print(f'traced and lowered in {time.perf_counter() - t:.1f} s; compiling...', flush=True)
   compiled = lowered.compile()
   compile_s = time.perf_counter() - t
-  mem = compiled.memory_analysis()
 
   def run(n):
     nonlocal state
@@ -80,8 +79,7 @@ def main(argv):
   executed = unrolled_flops(config, clip, names, tx, state, batch) * accum
   images = config.data.labeled_batch + config.data.unlabeled_batch
   peak = peak_flops()
-  planned = (mem.temp_size_in_bytes + mem.argument_size_in_bytes + mem.output_size_in_bytes
-             - mem.alias_size_in_bytes) if mem is not None else -1
+  planned = planned_bytes(compiled)
   print(f'device {device_name()}; config {config.data.name} {config.data.split} crop {config.data.crop_size}, '
         f'{config.data.labeled_batch}+{config.data.unlabeled_batch} images/step, grad_accum {accum} '
         f'({config.data.labeled_batch // accum}+{config.data.unlabeled_batch // accum} per micro-step over '
