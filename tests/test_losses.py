@@ -1,10 +1,14 @@
 """Losses and matching against numpy/scipy references."""
+import math
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.optimize
 
+from hvl_jax import sharding
 from hvl_jax.losses import matching, regularizers, segmentation, semi
 
 
@@ -96,6 +100,94 @@ def test_point_sample_is_grid_sample():
   out = np.asarray(segmentation.point_sample(jnp.asarray(maps), jnp.asarray(coords)))[0, :, 0]
   # pixel (0, 0) centre; halfway between columns 0 and 1 of row 1; the corner reads 1/4 of pixel (2, 3).
   np.testing.assert_allclose(out, [0.0, 4.5, 11 / 4], atol=1e-6)
+
+
+def np_point_sample(maps, coords):
+  """grid_sample (align_corners=False, zero padding) of maps (h, w) at coords (P, 2) in [0, 1]."""
+  h, w = maps.shape
+  x, y = coords[:, 0] * w - 0.5, coords[:, 1] * h - 0.5
+  x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
+  out = np.zeros(len(coords))
+  for dy in (0, 1):
+    for dx in (0, 1):
+      xi, yi = x0 + dx, y0 + dy
+      weight = (1 - np.abs(x - xi)) * (1 - np.abs(y - yi))
+      inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+      out += np.where(inside, weight * maps[np.clip(yi, 0, h - 1), np.clip(xi, 0, w - 1)], 0)
+  return out
+
+
+def budget_case(rng):
+  """Image 0 holds 3 classes (6 matched pairs at 2 levels), image 1 one class (2 pairs)."""
+  labels = np.zeros((2, 32, 32), np.int32)
+  labels[0, :, 10:20], labels[0, :, 20:] = 1, 2
+  labels[0, :3] = 255
+  target, has_mask = matching.fixed_matching(3, 2, segmentation.classes_present(jnp.asarray(labels), 3))
+  logits = jnp.asarray(rng.randn(2, 8, 8, 6), jnp.float32)
+  return logits, jnp.asarray(labels), target, has_mask
+
+
+def test_mask_losses_against_numpy(rng):
+  logits, labels, target, has_mask = budget_case(rng)
+  cfg = segmentation.CriterionConfig(num_classes=3, num_levels=2, num_points=64, max_masks=6)
+  # threefry: its draws are the same in a batch of rows and alone (the tests default to rbg).
+  key = jax.random.key(3, impl='threefry2x32')
+  bce, dice, dropped = segmentation.mask_losses(logits, labels, target, has_mask, cfg, key)
+  ref_bce = ref_dice = 0.0
+  for b, q in zip(*np.nonzero(np.asarray(has_mask))):
+    # The pair's points (importance sampling is the code under test's; the losses are not).
+    maps = logits[b, :, :, q]
+    coords = np.asarray(segmentation.uncertain_point_coords(
+        maps[None, ..., None], jax.random.fold_in(key, b * 6 + q)[None], 64, 3.0, 0.75))[0]
+    x = np_point_sample(np.asarray(maps), coords)
+    lab = np.asarray(labels[b])[np.minimum((coords[:, 1] * 32).astype(int), 31),
+                                np.minimum((coords[:, 0] * 32).astype(int), 31)]
+    t, wgt = (lab == int(target[b, q])).astype(float), (lab != 255).astype(float)
+    ref_bce += (np_bce(x, t) * wgt).sum() / max(wgt.sum(), 1)
+    p = 1 / (1 + np.exp(-x)) * wgt
+    ref_dice += 1 - (2 * (p * t).sum() + 1) / (p.sum() + (t * wgt).sum() + 1)
+  np.testing.assert_allclose(bce, ref_bce / 8, rtol=1e-4)
+  np.testing.assert_allclose(dice, ref_dice / 8, rtol=1e-4)
+  assert int(dropped) == 0
+
+
+def test_mask_budget_is_shared_by_a_groups_images(rng):
+  logits, labels, target, has_mask = budget_case(rng)
+  key = jax.random.PRNGKey(0)
+  run = lambda *args, **kw: segmentation.mask_losses(*(args or (logits, labels, target, has_mask)),
+                                                     segmentation.CriterionConfig(
+                                                         num_classes=3, num_levels=2, num_points=64, **kw), key)
+  full = run(max_masks=6)
+  # 4 per image on average: image 0's 6 pairs use what image 1 leaves, nothing is dropped.
+  for got in (run(max_masks=4), run(max_masks=6, budget_images=1)):
+    np.testing.assert_allclose(got[:2], full[:2], rtol=1e-6)
+    assert int(got[2]) == 0
+  # Each image on its own budget of 4: image 0 is 2 pairs over it.
+  assert int(run(max_masks=4, budget_images=1)[2]) == 2
+  assert int(run(max_masks=3)[2]) == 2
+  three = [jnp.concatenate([x, x[:1]]) for x in (logits, labels, target, has_mask)]
+  with pytest.raises(ValueError, match='budget_images=2 does not divide the 3 labeled images'):
+    run(*three, max_masks=4)
+
+
+def test_criterion_keeps_each_devices_images_local(rng):
+  """Sharded over 2 devices, the criterion moves no image data between them."""
+  mesh = sharding.make_mesh()
+  assert mesh.devices.size == 2, 'tests run with 2 simulated CPU devices (conftest)'
+  logits, labels, _, _ = budget_case(rng)
+  cls = jnp.asarray(rng.randn(2, 6, 4), jnp.float32)
+  cfg = segmentation.CriterionConfig(num_classes=3, num_levels=2, num_points=64, max_masks=4,
+                                     budget_images=1)
+  loss = lambda c, m, l: segmentation.set_criterion([(c, m)], l, cfg, jax.random.PRNGKey(0))['seg']
+  on_batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
+  args = [jax.device_put(x, on_batch) for x in (cls, logits, labels)]
+  hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(*args).compile().as_text()
+  moved = re.findall(r'= (\S+) (?:all-gather|all-reduce|all-to-all|collective-permute)\(.*?op_name="([^"]*)"',
+                     hlo)
+  size = lambda shape: math.prod(map(int, re.findall(r'\d+', shape.split('[')[1].split(']')[0])))
+  # Scalars (mask counts) and the importance sampling's top-k (XLA gathers a sharded top-k) may
+  # cross; labels, mask logits and their gradients may not.
+  assert moved and all(size(shape) <= 2 * 3 or op.endswith('top_k') for shape, op in moved), moved
 
 
 def test_ignore_pixels_have_zero_gradient(rng):
