@@ -5,13 +5,14 @@
 # variants of the VOC step timed beside the default in one process (`benchmarks.step_variants`):
 # cuDNN for every attention, the DQTD's masked one included (cudnn); the backbone's
 # rematerialised blocks keeping their matmul outputs (dots); 8+8 images in one micro-step, as one
-# H100/H200 holds them (accum1).
+# H100/H200 holds them (accum1); and the criterion of a VOC micro-step at the old and the new mask
+# budget (criterion).
 # Each stage runs inside what is left of BUDGET_S seconds (default 570). On an H200 deform, voc, eva
 # and profile took about 45, 200, 170 and 180 s; STAGES picks some (default: those four), to split
 # them over calls of a 10-minute window; variants (about 530 s: 100 s of compile a variant) needs a
-# call of its own.
+# call of its own; criterion (not yet run on a GPU) should take well under a minute.
 # Packages the device image lacks travel as wheels in .whl/ (see README, "Benchmarks").
-# Usage (repo root): OUT=/some/dir [STAGES="deform voc eva profile variants"] bash benchmarks/gpu_suite.sh
+# Usage (repo root): OUT=/some/dir [STAGES="deform voc eva profile variants criterion"] bash benchmarks/gpu_suite.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/hvl_bench}
 STAGES=${STAGES:-deform voc eva profile}
@@ -40,6 +41,7 @@ stage() {
   timeout "$s" "$@" 2>&1 | quiet | tee "$OUT/$name.txt"
 }
 stage deform 90 python3 -m benchmarks.deform_attn --batch 8
+stage criterion 90 python3 -m benchmarks.criterion --config configs/voc_92.py --batch 4 --max_masks 64,32
 stage voc 250 python3 -m benchmarks.train_step --config configs/voc_92.py --steps 5 --grad_accum 2
 stage variants 560 python3 -m benchmarks.step_variants --config configs/voc_92.py --steps 5 --grad_accum 2 \
   --variant cudnn:model.attention_impl=cudnn \

@@ -1,6 +1,10 @@
 """Benchmark helpers: the profile summary attributes device time to the network's components,
-and the train step's FLOP count covers at least the backbone passes and the recomputation."""
+the train step's FLOP count covers at least the backbone passes and the recomputation, and the
+criterion benchmark counts the mask pairs over its budgets."""
+import os
 import re
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -11,6 +15,8 @@ import pytest
 from benchmarks import profile_summary, step_parts
 from hvl_jax import optim, train
 from tiny import tiny_config
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 class Net(nn.Module):
@@ -79,3 +85,14 @@ def test_step_variants_override_typed_fields_and_name_bad_ones():
                         ('base:model.remat_decoder=false', 'names must differ')]:
     with pytest.raises(ValueError, match=re.escape(message)):
       step_variants.variants(config, [spec])
+
+
+def test_criterion_benchmark_counts_the_pairs_over_the_budget():
+  # Demo config: 5 classes, 3 levels, 8 instance queries, 4 labeled images in groups of 2.
+  # An image holding all 5 classes has 3 * 5 fixed + 5 Hungarian = 20 matched pairs.
+  out = subprocess.run([sys.executable, '-m', 'benchmarks.criterion', '--config', 'configs/demo.py',
+                        '--max_masks', '16,20', '--classes', '5', '--iters', '1'],
+                       capture_output=True, text=True, check=True, cwd=ROOT).stdout
+  dropped = [int(x) for x in re.findall(r'pairs dropped (\d+)', out)]
+  per_group = 2 * 20
+  assert dropped == [2 * max(per_group - 2 * m, 0) for m in (16, 20)] == [16, 0], out
