@@ -7,13 +7,13 @@ shortest-augmenting-path (Jonker-Volgenant style) Hungarian algorithm in
 import jax
 import jax.numpy as jnp
 
-# Cost given to absent targets: large enough that a real target always wins, small
-# enough to keep float32 potentials exact.
-ABSENT_COST = 1e6
 
+def _assign_rows(cost, num_rows=None):
+  """Hungarian for n <= m: returns (n,) column of each row. cost (n, m) float32.
 
-def _assign_rows(cost):
-  """Hungarian for n <= m: returns (n,) column of each row. cost (n, m) float32."""
+  num_rows: assign only the first num_rows rows (may be traced; the loop then runs that many
+  times, not n); the others get column -1.
+  """
   n, m = cost.shape
   big = jnp.asarray(jnp.finfo(jnp.float32).max / 4, jnp.float32)
   # 1-based arrays with a dummy column 0 (classic formulation with potentials u, v).
@@ -60,9 +60,11 @@ def _assign_rows(cost):
 
   init = (jnp.zeros((n + 1,), jnp.float32), jnp.zeros((m + 1,), jnp.float32),
           jnp.zeros((m + 1,), jnp.int32), jnp.zeros((m + 1,), jnp.int32))
-  _, _, p, _ = jax.lax.fori_loop(1, n + 1, add_row, init)
+  last = n if num_rows is None else jnp.minimum(num_rows, n)
+  _, (_, _, p, _) = jax.lax.while_loop(lambda c: c[0] <= last, lambda c: (c[0] + 1, add_row(*c)),
+                                       (jnp.int32(1), init))
   # p[j] = row assigned to column j (1-based, 0 = none) -> column of each row.
-  cols = jnp.zeros((n + 1,), jnp.int32).at[p[1:]].set(jnp.arange(m, dtype=jnp.int32))
+  cols = jnp.full((n + 1,), -1, jnp.int32).at[p[1:]].set(jnp.arange(m, dtype=jnp.int32))
   return cols[1:]
 
 
@@ -99,6 +101,13 @@ def fixed_matching(num_classes: int, num_levels: int, present):
 def hungarian_matching(cost, present):
   """Instance queries to present classes, one query per class at most.
 
+  Only the present classes are assigned (absent ones cost nothing, whatever K): rows are the
+  classes, present first, against the M queries and K dummy columns, which take the classes
+  left over when more are present than there are queries. A dummy costs 1 more than the
+  dearest entry, so every query that can be matched is (moving a class from a dummy to a free
+  query lowers the total), and the potentials keep the costs' scale (a fixed 1e6 for absent
+  classes cost float32 the precision to tell nearby costs apart).
+
   Args:
     cost: (B, M, K) matching cost of query m against class k.
     present: (B, K) bool.
@@ -106,16 +115,15 @@ def hungarian_matching(cost, present):
     target_class: (B, M) int32 matched class or K (no-object).
     has_mask: (B, M) bool.
   """
-  num_classes = cost.shape[-1]
-  # Absent classes cost the same for every query, so they never change which query
-  # a present class gets (when M >= number of present classes).
-  cost = jnp.where(present[:, None, :], cost, ABSENT_COST)
+  _, m, k = cost.shape
 
   def one(c, pres):
-    rows, cols = linear_sum_assignment(c)
-    target = jnp.full((c.shape[0],), num_classes, jnp.int32).at[rows].set(
-        jnp.where(pres[cols], cols, num_classes))
-    return target
+    order = jnp.argsort(~pres, stable=True)                 # present classes first
+    rows = jnp.concatenate([c.T[order], jnp.full((k, k), c.max() + 1.0)], axis=1)
+    count = pres.sum()
+    cols = _assign_rows(rows, count)                        # (K,), -1 past the present ones
+    query = jnp.where((jnp.arange(k) < count) & (cols >= 0) & (cols < m), cols, m)
+    return jnp.full((m,), k, jnp.int32).at[query].set(order.astype(jnp.int32), mode='drop')
 
-  target = jax.vmap(one)(jax.lax.stop_gradient(cost), present)
-  return target, target < num_classes
+  target = jax.vmap(one)(jax.lax.stop_gradient(cost).astype(jnp.float32), present)
+  return target, target < k
