@@ -172,6 +172,17 @@ class ProgressLogger:
       self.jsonl.close()
 
 
+def mask_budget_note(config, devices: int) -> Optional[str]:
+  """A note when loss.budget_images does not divide the labeled images per device and micro-step:
+  the criterion's mask-budget groups then span devices (correct, but their data crosses them)."""
+  per_device = config.data.labeled_batch // config.train.grad_accum // devices
+  group = config.loss.budget_images
+  if per_device < 1 or per_device % group == 0:
+    return None
+  return (f'Note: loss.budget_images={group} does not divide the {per_device} labeled image(s) per device '
+          'and micro-step, so mask-budget groups span devices; --config.loss.budget_images=1 keeps them local.')
+
+
 def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   """Trains (resuming from the workdir if possible), then evaluates; returns the final eval results."""
   mesh = sharding.make_mesh()
@@ -198,6 +209,9 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   print(f'Training {total} steps ({accum} micro-batches each) from step {start} on {jax.device_count()} '
         f'device(s); workdir {workdir}', flush=True)
 
+  note = mask_budget_note(config, mesh.devices.size)
+  if note:
+    print(note, flush=True)
   step_fn = jit_train_step(config, model, tx, mesh, state_sharding)
   progress = ProgressLogger(workdir, total, config.data.labeled_batch + config.data.unlabeled_batch, lr_fn)
   evaluator = evaluate.Evaluator(config, evaluate.Predictor(config, model), sources['val'], names)

@@ -222,3 +222,12 @@ def test_host_initialisation_uses_xla_attention_on_gpu_machines(monkeypatch):
   with sharding.on_host_cpu():
     assert attention.select_implementation(q, q, None, False, 'auto') == 'xla'
     assert jnp.ones(2).devices() == {jax.local_devices(backend='cpu')[0]}
+
+
+def test_mask_budget_note_when_groups_span_devices():
+  config = tiny_config()          # 4 labeled images per step, budget groups of 2
+  assert config.data.labeled_batch == 4 and config.loss.budget_images == 2
+  assert train.mask_budget_note(config, 1) is None and train.mask_budget_note(config, 2) is None
+  assert 'loss.budget_images=2 does not divide the 1 labeled image(s)' in train.mask_budget_note(config, 4)
+  config.train.grad_accum = 4     # one labeled image per micro-step
+  assert train.mask_budget_note(config, 1) is not None
