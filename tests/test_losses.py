@@ -176,7 +176,7 @@ def test_mask_losses_against_numpy(rng):
 
 def test_mask_budget_is_shared_by_a_groups_images(rng):
   logits, labels, target, has_mask = budget_case(rng)
-  key = jax.random.PRNGKey(0)
+  key = jax.random.key(0, impl='threefry2x32')
   run = lambda *args, **kw: segmentation.mask_losses(*(args or (logits, labels, target, has_mask)),
                                                      segmentation.CriterionConfig(
                                                          num_classes=3, num_levels=2, num_points=64, **kw), key)
@@ -205,12 +205,12 @@ def test_criterion_keeps_each_devices_images_local(rng):
   on_batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec('data'))
   args = [jax.device_put(x, on_batch) for x in (cls, logits, labels)]
   hlo = jax.jit(jax.grad(loss, argnums=(0, 1))).lower(*args).compile().as_text()
-  moved = re.findall(r'= (\S+) (?:all-gather|all-reduce|all-to-all|collective-permute)\(.*?op_name="([^"]*)"',
+  moved = re.findall(r'= (\S+) (?:all-gather|all-reduce|all-to-all|collective-permute)\((?:.*?op_name="([^"]*)")?',
                      hlo)
   size = lambda shape: math.prod(map(int, re.findall(r'\d+', shape.split('[')[1].split(']')[0])))
   # Scalars (mask counts) and the importance sampling's top-k (XLA gathers a sharded top-k) may
   # cross; labels, mask logits and their gradients may not.
-  assert moved and all(size(shape) <= 2 * 3 or op.endswith('top_k') for shape, op in moved), moved
+  assert all(size(shape) <= 2 * 3 or op.endswith('top_k') for shape, op in moved), moved
 
 
 def test_ignore_pixels_have_zero_gradient(rng):
