@@ -40,12 +40,12 @@ def label_maps(batch: int, size: int, num_classes: int, classes: int, ignore: in
   return labels
 
 
-def inputs(config, batch: int, classes: int, seed: int = 0):
+def inputs(config, crit: segmentation.CriterionConfig, batch: int, classes: int, seed: int = 0):
   """Class logits (S, B, Q, K+1), mask logits (S, B, h, w, Q) and labels (B, H, W) of one micro-step."""
   m, k = config.model, config.data.num_classes
   rng = np.random.default_rng(seed)
   stages = m.decoder.layers + 1
-  queries = (m.htqg.levels * k if m.queries == 'htqg' else 0) + m.instance_queries
+  queries = crit.num_levels * k + m.instance_queries
   cells = 4 * config.data.crop_size // m.clip.patch_size
   dtype = jnp.dtype(m.dtype)
   cls = jnp.asarray(rng.standard_normal((stages, batch, queries, k + 1)), dtype)
@@ -67,16 +67,15 @@ def main(argv):
   config = _CONFIG.value
   batch = _BATCH.value or config.data.labeled_batch // config.train.grad_accum
   budgets = [int(m) for m in _MAX_MASKS.value] or [config.loss.max_masks]
-  args = inputs(config, batch, _CLASSES.value)
+  crit = segmentation.CriterionConfig.from_config(config)
+  args = inputs(config, crit, batch, _CLASSES.value)
   print(f'{device_name()}: {batch} labeled images, {_CLASSES.value} classes each, mask logits '
         f'{args[1].shape} {args[1].dtype}, {config.loss.num_points} points, '
         f'{config.loss.budget_images} images per budget', flush=True)
   base = None
   for max_masks in budgets:
-    crit = segmentation.CriterionConfig.from_config(config)._replace(max_masks=max_masks)
-    compiled = criterion_grad(crit).lower(*args).compile()
+    compiled = criterion_grad(crit._replace(max_masks=max_masks)).lower(*args).compile()
     cost = compiled.cost_analysis() or {}
-    cost = cost[0] if isinstance(cost, list) else cost
     (_, terms), _ = compiled(*args)
     seconds = time_fn(compiled, *args, iters=_ITERS.value)
     base = base or seconds

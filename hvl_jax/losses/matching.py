@@ -122,7 +122,7 @@ def hungarian_matching(cost, present):
     rows = jnp.concatenate([c.T[order], jnp.full((k, k), c.max() + 1.0)], axis=1)
     count = pres.sum()
     cols = _assign_rows(rows, count)                        # (K,), -1 past the present ones
-    query = jnp.where((jnp.arange(k) < count) & (cols >= 0) & (cols < m), cols, m)
+    query = jnp.where((jnp.arange(k) < count) & (cols < m), cols, m)   # dummies and absent: none
     return jnp.full((m,), k, jnp.int32).at[query].set(order.astype(jnp.int32), mode='drop')
 
   target = jax.vmap(one)(jax.lax.stop_gradient(cost).astype(jnp.float32), present)
