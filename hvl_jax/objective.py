@@ -1,4 +1,4 @@
-"""The complete HVL objective for one step (SPEC section 3), every term returned for logging.
+"""The complete HVL objective for one step (the paper, section 3; docs/method.md), every term returned for logging.
 
   total = (L_seg + w_s (L_s1 + L_s2) + w_fp L_fp) / 2 + w_ent (H_s1 + H_s2) / 2
           + w_div L_div + w_prompt (L_topo + L_anchor) + w_vl (w_align L_align + w_mask L_mask)
@@ -47,7 +47,7 @@ def nearest_cells(x, size):
 
 
 def cutmix_partner(x):
-  """Each unlabeled image's CutMix partner: the batch rolled by one (semi.mix_source='roll')."""
+  """Each unlabeled image's CutMix partner: the batch rolled by one."""
   return jnp.roll(x, 1, axis=0)
 
 
@@ -84,9 +84,6 @@ def compute_loss(model: hvl.HVL, params, batch: Batch, rng, config,
                  teacher_params: Optional[dict] = None):
   """Returns (total loss, dict of every term)."""
   cfg = model.cfg
-  if config.semi.mix_source != 'roll':
-    raise ValueError(f"semi.mix_source={config.semi.mix_source!r}: only 'roll' (the unlabeled batch rolled "
-                     'by one) is implemented')
   crit = segmentation.CriterionConfig.from_config(config)
   bl, bu = batch.image_l.shape[0], batch.image_w.shape[0]
   k_crit, k_fp, k_vl, k_ema = jax.random.split(rng, 4)

@@ -10,7 +10,7 @@ with t, tc the normalised learned-prompt and fixed-template ("a photo of a {}.")
 import jax
 import jax.numpy as jnp
 
-from hvl_jax.models.zero_shot import l2_normalize
+from hvl_jax.ops.sampling import l2_normalize
 
 
 def diversity_loss(level_queries):

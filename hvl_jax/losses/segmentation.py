@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from hvl_jax.losses import matching
-from hvl_jax.models.deform_attn import ms_deform_attn
+from hvl_jax.ops.sampling import point_sample
 
 
 class CriterionConfig(NamedTuple):
@@ -31,27 +31,14 @@ class CriterionConfig(NamedTuple):
 
   @classmethod
   def from_config(cls, config):
-    levels = config.model.htqg.levels if config.model.queries == 'htqg' else 0
+    """From `loss` (weights, points, mask budget), `data` (classes) and `model` (query levels)."""
     l = config.loss
-    return cls(config.data.num_classes, levels, l.class_weight, l.mask_weight, l.dice_weight,
-               l.no_object_weight, l.num_points, l.oversample_ratio, l.importance_sample_ratio,
-               l.max_masks, l.budget_images, config.data.ignore_index)
-
-
-def point_sample(maps, coords):
-  """Bilinear samples (grid_sample, align_corners=False, zero padding).
-
-  Args:
-    maps: (N, h, w, C).
-    coords: (N, P, 2) normalised (x, y) in [0, 1].
-  Returns:
-    (N, P, C) in float32.
-  """
-  n, h, w, c = maps.shape
-  value = maps.reshape(n, h * w, 1, c)
-  locs = coords[:, :, None, None, None, :]
-  ones = jnp.ones(coords.shape[:2] + (1, 1, 1), jnp.float32)
-  return ms_deform_attn(value, ((h, w),), locs, ones).astype(jnp.float32)
+    return cls(num_classes=config.data.num_classes,
+               num_levels=config.model.htqg.levels if config.model.queries == 'htqg' else 0,
+               class_weight=l.class_weight, mask_weight=l.mask_weight, dice_weight=l.dice_weight,
+               no_object_weight=l.no_object_weight, num_points=l.num_points, oversample_ratio=l.oversample_ratio,
+               importance_sample_ratio=l.importance_sample_ratio, max_masks=l.max_masks,
+               budget_images=l.budget_images, ignore_index=config.data.ignore_index)
 
 
 def labels_at(labels, coords, image=None):

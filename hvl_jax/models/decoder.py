@@ -6,15 +6,42 @@ robin over strides 32, 16, 8), self-attention, FFN, all post-norm. Class and
 mask predictions after the input and after every layer; each prediction's
 mask (sigmoid < 0.5 blocked, detached) restricts the next cross-attention.
 """
+import dataclasses
 from typing import Any, List, Optional, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hvl_jax.models.attention import MultiHeadAttention
-from hvl_jax.models.layer_scan import Remat, remat_layer, scan_layers
-from hvl_jax.models.position import sine_position_embedding
+from hvl_jax.models.compute import ComputeConfig, remat_setting
+from hvl_jax.ops.attention import MultiHeadAttention
+from hvl_jax.ops.layer_scan import Remat, remat_layer, scan_layers
+from hvl_jax.ops.position import sine_position_embedding
+
+
+@dataclasses.dataclass(frozen=True)
+class DecoderConfig:
+  """Sizes of the DQTD (`model.decoder`) and its query switches.
+
+  layers, heads, ffn_dim: 9, 8, 2048; instance_queries: M (`model.instance_queries`, 0 disables
+  Q_vis); query_refinement: refine the class-level queries in every layer
+  (`model.query_refinement`); remat: False or the rematerialisation policy of each layer.
+  """
+  layers: int = 9
+  heads: int = 8
+  ffn_dim: int = 2048
+  instance_queries: int = 100
+  query_refinement: bool = True
+  remat: Remat = False
+
+  @classmethod
+  def from_config(cls, config) -> 'DecoderConfig':
+    m = config.model
+    d = m.decoder
+    if m.instance_queries < 0:
+      raise ValueError(f'model.instance_queries must be >= 0, got {m.instance_queries}')
+    return cls(layers=d.layers, heads=d.heads, ffn_dim=d.ffn_dim, instance_queries=m.instance_queries,
+               query_refinement=m.query_refinement, remat=remat_setting(m, 'decoder'))
 
 
 class DecoderLayer(nn.Module):
@@ -27,7 +54,8 @@ class DecoderLayer(nn.Module):
   @nn.compact
   def __call__(self, tgt, query_pos, memory, memory_pos, attend):
     """tgt, query_pos (B, Q, D); memory, memory_pos (B, S, D); attend (B, 1, Q, S) bool."""
-    mha = lambda name: MultiHeadAttention(self.dim, self.heads, self.dtype, self.attention_impl, name=name)
+    mha = lambda name: MultiHeadAttention(dim=self.dim, num_heads=self.heads, dtype=self.dtype,
+                                          implementation=self.attention_impl, name=name)
     ln = lambda name: nn.LayerNorm(dtype=self.dtype, name=name)
     tgt = ln('cross_norm')(tgt + mha('cross_attn')(tgt + query_pos, memory + memory_pos, memory, attend))
     q = tgt + query_pos
@@ -78,27 +106,34 @@ def decoder_step(layer, heads, tgt, masks, query_pos, memory, memory_pos, size, 
   return tgt, heads(tgt, mask_features)
 
 
+def decoder_layer(cls, dim: int, cfg: DecoderConfig, compute: ComputeConfig, name: str):
+  """A masked-attention layer (`cls`: DecoderLayer or its rematerialised version)."""
+  return cls(dim=dim, heads=cfg.heads, ffn_dim=cfg.ffn_dim, dtype=compute.jnp_dtype,
+             attention_impl=compute.attention_impl, name=name)
+
+
+def prediction_heads(num_classes: int, dim: int, mask_dim: int, compute: ComputeConfig):
+  return PredictionHeads(num_classes=num_classes, dim=dim, mask_dim=mask_dim, dtype=compute.jnp_dtype, name='heads')
+
+
 class DecoderRound(nn.Module):
   """One layer per scale ('layer_{l}') with the shared 'heads': the step of the scanned decoder."""
   num_classes: int
   dim: int
   mask_dim: int
-  heads: int
-  ffn_dim: int
   sizes: Tuple[Tuple[int, int], ...]
-  refine: bool
-  dtype: Any = jnp.float32
-  attention_impl: str = 'auto'
+  config: DecoderConfig
+  compute: ComputeConfig
 
   @nn.compact
   def __call__(self, carry, query_pos, memories, memory_pos, mask_features, initial_class):
     tgt, masks = carry
-    heads = PredictionHeads(self.num_classes, self.dim, self.mask_dim, self.dtype, name='heads')
+    heads = prediction_heads(self.num_classes, self.dim, self.mask_dim, self.compute)
     outputs = []
     for l, size in enumerate(self.sizes):
-      layer = DecoderLayer(self.dim, self.heads, self.ffn_dim, self.dtype, self.attention_impl, name=f'layer_{l}')
+      layer = decoder_layer(DecoderLayer, self.dim, self.config, self.compute, f'layer_{l}')
       tgt, (cls, masks) = decoder_step(layer, heads, tgt, masks, query_pos, memories[l], memory_pos[l], size,
-                                       mask_features, initial_class, self.refine)
+                                       mask_features, initial_class, self.config.query_refinement)
       outputs.append((cls, masks))
     return (tgt, masks), outputs
 
@@ -109,22 +144,16 @@ class DQTD(nn.Module):
   Attributes:
     num_classes: K.
     num_levels: L class-query levels (0 when there are no class-level queries).
-    num_instance: M instance queries (0 disables Q_vis).
-    query_refinement: False keeps the class-level queries at Q_aligned in every layer.
+    dim: query width D (256); mask_dim: mask-feature width (256).
+    config: sizes, instance queries M, query refinement, rematerialisation (`DecoderConfig`).
+    compute: dtype, attention kernel, scanned rounds (`ComputeConfig`).
   """
   num_classes: int
   num_levels: int = 3
-  num_instance: int = 100
   dim: int = 256
   mask_dim: int = 256
-  heads: int = 8
-  ffn_dim: int = 2048
-  layers: int = 9
-  query_refinement: bool = True
-  remat: Remat = False
-  dtype: Any = jnp.float32
-  attention_impl: str = 'auto'
-  scan: bool = True  # run whole rounds over the scales as one scanned step (`layer_scan`)
+  config: DecoderConfig = DecoderConfig()
+  compute: ComputeConfig = ComputeConfig()
 
   @nn.compact
   def __call__(self, class_queries: Optional[jax.Array], multi_scale: List[jax.Array], mask_features):
@@ -137,22 +166,23 @@ class DQTD(nn.Module):
     Returns:
       list of layers+1 (cls_logits (B, Q, K+1), mask_logits (B, H/4, W/4, Q)), Q = L*K + M.
     """
+    cfg, compute, dtype = self.config, self.compute, self.compute.jnp_dtype
     b = mask_features.shape[0]
     n_scales = len(multi_scale)
     tgt, pos = [], []
     if class_queries is not None:
       level_pos = self.param('class_query_pos', nn.initializers.normal(1.0), (self.num_levels, self.dim))
-      tgt.append(class_queries.astype(self.dtype))
+      tgt.append(class_queries.astype(dtype))
       pos.append(jnp.repeat(level_pos, self.num_classes, axis=0))
-    if self.num_instance:
-      feat = self.param('query_feat', nn.initializers.normal(1.0), (self.num_instance, self.dim))
-      embed = self.param('query_embed', nn.initializers.normal(1.0), (self.num_instance, self.dim))
-      tgt.append(jnp.broadcast_to(feat, (b,) + feat.shape).astype(self.dtype))
+    if cfg.instance_queries:
+      feat = self.param('query_feat', nn.initializers.normal(1.0), (cfg.instance_queries, self.dim))
+      embed = self.param('query_embed', nn.initializers.normal(1.0), (cfg.instance_queries, self.dim))
+      tgt.append(jnp.broadcast_to(feat, (b,) + feat.shape).astype(dtype))
       pos.append(embed)
     if not tgt:
       raise ValueError('the decoder needs class-level queries or instance queries (model.instance_queries > 0)')
     tgt = jnp.concatenate(tgt, axis=1)
-    query_pos = jnp.broadcast_to(jnp.concatenate(pos, 0)[None], tgt.shape).astype(self.dtype)
+    query_pos = jnp.broadcast_to(jnp.concatenate(pos, 0)[None], tgt.shape).astype(dtype)
     n_class = 0 if class_queries is None else class_queries.shape[1]
     initial_class = tgt[:, :n_class]
 
@@ -161,29 +191,29 @@ class DQTD(nn.Module):
     for l, x in enumerate(multi_scale):
       h, w = x.shape[1:3]
       sizes.append((h, w))
-      memories.append((x.reshape(b, h * w, self.dim) + level_embed[l]).astype(self.dtype))
+      memories.append((x.reshape(b, h * w, self.dim) + level_embed[l]).astype(dtype))
       memory_pos.append(jnp.asarray(sine_position_embedding(h, w, self.dim)).reshape(1, h * w, self.dim)
-                        .astype(self.dtype))
+                        .astype(dtype))
 
-    heads = PredictionHeads(self.num_classes, self.dim, self.mask_dim, self.dtype, name='heads')
+    heads = prediction_heads(self.num_classes, self.dim, self.mask_dim, compute)
     cls, masks = heads(tgt, mask_features)
     predictions = [(cls, masks)]
-    rounds, rest = divmod(self.layers, n_scales)
-    if self.is_initializing() or not self.scan or rounds < 2 or rest:
-      layer_cls = remat_layer(DecoderLayer, self.remat)
-      for i in range(self.layers):
+    rounds, rest = divmod(cfg.layers, n_scales)
+    if self.is_initializing() or not compute.scan or rounds < 2 or rest:
+      layer_cls = remat_layer(DecoderLayer, cfg.remat)
+      for i in range(cfg.layers):
         l = i % n_scales
-        layer = layer_cls(self.dim, self.heads, self.ffn_dim, self.dtype, self.attention_impl, name=f'layer_{i}')
+        layer = decoder_layer(layer_cls, self.dim, cfg, compute, f'layer_{i}')
         tgt, (cls, masks) = decoder_step(layer, heads, tgt, masks, query_pos, memories[l], memory_pos[l],
-                                         sizes[l], mask_features, initial_class, self.query_refinement)
+                                         sizes[l], mask_features, initial_class, cfg.query_refinement)
         predictions.append((cls, masks))
       return predictions
     p = self.variables['params']
     per_round = [{'heads': p['heads'], **{f'layer_{l}': p[f'layer_{r * n_scales + l}'] for l in range(n_scales)}}
                  for r in range(rounds)]
-    step = DecoderRound(self.num_classes, self.dim, self.mask_dim, self.heads, self.ffn_dim, tuple(sizes),
-                        self.query_refinement, self.dtype, self.attention_impl, parent=None)
-    _, outputs = scan_layers(step, per_round, (tgt, masks), self.remat, query_pos, memories, memory_pos,
+    step = DecoderRound(num_classes=self.num_classes, dim=self.dim, mask_dim=self.mask_dim, sizes=tuple(sizes),
+                        config=cfg, compute=compute, parent=None)
+    _, outputs = scan_layers(step, per_round, (tgt, masks), cfg.remat, query_pos, memories, memory_pos,
                              mask_features, initial_class)
     for r in range(rounds):
       predictions.extend((cls[r], masks[r]) for cls, masks in outputs)

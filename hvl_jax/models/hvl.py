@@ -8,23 +8,25 @@ the frozen text encoder E_T. `build_model` turns the ml_collections config into
 an `HVL` module and `init_params` loads pretrained CLIP weights into it.
 """
 import dataclasses
-from typing import Any, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hvl_jax.models import attention
-from hvl_jax.models import clip as clip_lib
-from hvl_jax.models import clip_weights
-from hvl_jax.models import eva02_weights
 from hvl_jax.models import zero_shot
-from hvl_jax.models.decoder import DQTD
-from hvl_jax.models.layer_scan import REMAT_POLICIES, Remat
-from hvl_jax.models.pixel_decoder import PixelDecoder
+from hvl_jax.models.backbones import clip as clip_lib
+from hvl_jax.models.backbones import clip_weights
+from hvl_jax.models.backbones import pretrained
+from hvl_jax.models.backbones import registry
+from hvl_jax.models.compute import ComputeConfig, remat_setting
+from hvl_jax.models.decoder import DQTD, DecoderConfig
+from hvl_jax.models.pixel_decoder import PixelDecoder, PixelDecoderConfig
 from hvl_jax.models.pyramid import SimpleFeaturePyramid
-from hvl_jax.models.queries import HTQG, prompt_layout, template_layout
+from hvl_jax.models.queries import HTQG, HTQGConfig, prompt_layout, template_layout
+from hvl_jax.ops.layer_scan import Remat
+from hvl_jax.ops.sampling import l2_normalize
 
 # Parameter subtrees that never train (excluded from the optimizer).
 FROZEN = ('text_encoder', 'reference_encoder', 'logit_scale')
@@ -32,7 +34,11 @@ FROZEN = ('text_encoder', 'reference_encoder', 'logit_scale')
 
 @dataclasses.dataclass(frozen=True)
 class HVLConfig:
-  """Static description of the network (hashable: tuples only)."""
+  """Static description of the network (hashable: tuples and frozen dataclasses only).
+
+  The token layouts come from the class names and the CLIP tokenizer (`build_model`); the nested
+  configs mirror the `model` ConfigDict (`model.htqg`, `model.pixel_decoder`, `model.decoder`).
+  """
   clip: clip_lib.CLIPConfig
   num_classes: int
   prompt_ids: Tuple[Tuple[int, ...], ...]
@@ -41,35 +47,19 @@ class HVLConfig:
   background_classes: Tuple[int, ...] = (0,)
   out_layers: Tuple[int, ...] = (4, 8, 12)
   hidden_dim: int = 256
-  queries: str = 'htqg'
-  levels: int = 3
-  num_prompt_tokens: int = 8
-  htqg_mlp_hidden: int = 256
-  ptrm: bool = True
-  ptrm_heads: int = 8
-  instance_queries: int = 100
-  query_refinement: bool = True
-  pd_layers: int = 6
-  pd_heads: int = 8
-  pd_points: int = 4
-  pd_ffn_dim: int = 1024
-  pd_query_chunk: int = 0
-  dec_layers: int = 9
-  dec_heads: int = 8
-  dec_ffn_dim: int = 2048
+  queries: str = 'htqg'          # 'htqg' | 'random' (Table 3's Mask2Former baseline)
   relevance_mode: str = 'dense'
-  dtype: str = 'float32'
-  # False, or the rematerialisation policy of the tower (`layer_scan.checkpoint_policy`).
+  # False, or the rematerialisation policy of the backbone's blocks (`layer_scan.checkpoint_policy`).
   remat_backbone: Remat = False
-  remat_pixel_decoder: Remat = False
-  remat_decoder: Remat = False
-  attention_impl: str = 'auto'
-  scan_layers: bool = True
+  htqg: HTQGConfig = HTQGConfig()
+  pixel_decoder: PixelDecoderConfig = PixelDecoderConfig()
+  decoder: DecoderConfig = DecoderConfig()
+  compute: ComputeConfig = ComputeConfig()
 
   @property
   def num_levels(self) -> int:
     """Class-query levels (0 for the random-query ablation)."""
-    return self.levels if self.queries == 'htqg' else 0
+    return self.htqg.levels if self.queries == 'htqg' else 0
 
 
 class HVL(nn.Module):
@@ -78,25 +68,22 @@ class HVL(nn.Module):
 
   def setup(self):
     c = self.cfg
-    if c.queries not in ('htqg', 'random'):
-      raise ValueError(f"model.queries must be 'htqg' or 'random', got {c.queries!r}")
-    dtype = jnp.dtype(c.dtype)
-    scan = c.scan_layers
-    self.backbone = clip_lib.vision_encoder(c.clip, dtype, c.remat_backbone, c.attention_impl, scan)
-    self.reference_encoder = clip_lib.vision_encoder(c.clip, dtype, False, c.attention_impl, scan)
-    self.text_encoder = clip_lib.CLIPTextEncoder(c.clip, dtype, False, c.attention_impl, scan)
+    compute = c.compute
+    dtype = compute.jnp_dtype
+    tower = lambda remat: dict(cfg=c.clip, dtype=dtype, remat=remat, attention_impl=compute.attention_impl,
+                               scan=compute.scan)
+    self.backbone = registry.vision_encoder(**tower(c.remat_backbone))
+    self.reference_encoder = registry.vision_encoder(**tower(False))
+    self.text_encoder = clip_lib.CLIPTextEncoder(**tower(False))
     self.logit_scale = self.param('logit_scale', nn.initializers.constant(np.log(100.0)), ())
-    self.pyramid = SimpleFeaturePyramid(c.hidden_dim, c.clip.patch_size, dtype)
+    self.pyramid = SimpleFeaturePyramid(dim=c.hidden_dim, patch_size=c.clip.patch_size, dtype=dtype)
     if c.queries == 'htqg':
-      self.htqg = HTQG(c.num_prompt_tokens, c.clip.text.width, c.clip.projection_dim, c.levels,
-                       c.hidden_dim, c.htqg_mlp_hidden, dtype)
-    self.pixel_decoder = PixelDecoder(
-        c.hidden_dim, c.hidden_dim, c.pd_layers, c.pd_heads, c.pd_points, c.pd_ffn_dim,
-        c.ptrm and c.queries == 'htqg', c.ptrm_heads, c.pd_query_chunk, c.remat_pixel_decoder,
-        dtype, c.attention_impl, scan)
-    self.decoder = DQTD(c.num_classes, c.num_levels, c.instance_queries, c.hidden_dim, c.hidden_dim,
-                        c.dec_heads, c.dec_ffn_dim, c.dec_layers, c.query_refinement,
-                        c.remat_decoder, dtype, c.attention_impl, scan)
+      self.htqg = HTQG(text_width=c.clip.text.width, embed_dim=c.clip.projection_dim, dim=c.hidden_dim,
+                       config=c.htqg, dtype=dtype)
+    self.pixel_decoder = PixelDecoder(dim=c.hidden_dim, mask_dim=c.hidden_dim, config=c.pixel_decoder,
+                                      compute=compute)
+    self.decoder = DQTD(num_classes=c.num_classes, num_levels=c.num_levels, dim=c.hidden_dim,
+                        mask_dim=c.hidden_dim, config=c.decoder, compute=compute)
 
   # -- Encoders --------------------------------------------------------------
 
@@ -118,7 +105,7 @@ class HVL(nn.Module):
     """
     c = self.cfg
     t_clip = self.text_encoder(jnp.asarray(c.template_ids, jnp.int32))['text_embeds']
-    out = dict(t_clip=jax.lax.stop_gradient(zero_shot.l2_normalize(t_clip.astype(jnp.float32))))
+    out = dict(t_clip=jax.lax.stop_gradient(l2_normalize(t_clip.astype(jnp.float32))))
     if c.queries == 'htqg':
       ids = jnp.asarray(c.prompt_ids, jnp.int32)
       embeds = self.htqg.insert_prompt(self.text_encoder.token_embeddings(ids))
@@ -172,9 +159,10 @@ class HVL(nn.Module):
       class_queries = px['queries'].reshape(b, -1, self.cfg.hidden_dim)  # level-major (l, k)
     return self.decoder(class_queries, px['multi_scale'], px['mask_features'])
 
-  def __call__(self, images, relevance=None):
-    """images (B, H, W, 3) -> dict(predictions, text); relevance None = zero-shot from E_I^0."""
-    text = self.text_queries()
+  def __call__(self, images, relevance=None, text=None):
+    """images (B, H, W, 3) -> dict(predictions, text); relevance None = zero-shot from E_I^0;
+    text: `text_queries()` computed once for many calls (they do not depend on the images)."""
+    text = self.text_queries() if text is None else text
     if relevance is None and self.cfg.queries == 'htqg':
       relevance = self.image_relevance(images, text['t_clip'])
     enc = self.encode(images)
@@ -232,50 +220,28 @@ def build_model(config, class_names: Sequence[str], clip: Optional[clip_weights.
   if len(class_names) != config.data.num_classes:
     raise ValueError(f'data.num_classes={config.data.num_classes} but {len(class_names)} class names')
   if clip is None:
-    clip = load_backbone_clip(config)
+    clip = pretrained.load(config)
   if config.data.crop_size % clip.config.patch_size:
     raise ValueError(f'data.crop_size={config.data.crop_size} is not divisible by the backbone\'s patch '
                      f'size {clip.config.patch_size}')
   m = config.model
-  for tower, policy in m.remat_policy.items():
-    if policy not in REMAT_POLICIES:
-      raise ValueError(f'model.remat_policy.{tower} must be one of {REMAT_POLICIES}, got {policy!r}')
-  if m.attention_impl not in attention.IMPLEMENTATIONS:
-    raise ValueError(f'model.attention_impl must be one of {attention.IMPLEMENTATIONS}, got {m.attention_impl!r}')
-  if m.attention_impl == 'cudnn' and jax.default_backend() != 'gpu':
-    raise ValueError(f"model.attention_impl='cudnn' needs a GPU; JAX's default backend here is "
-                     f"{jax.default_backend()!r} (use 'auto', which picks cuDNN where it applies)")
-  ids, eos = prompt_layout(clip.tokenizer, class_names, m.num_prompt_tokens, clip.config.context_length)
+  if m.queries not in ('htqg', 'random'):
+    raise ValueError(f"model.queries must be 'htqg' or 'random', got {m.queries!r}")
+  if config.relevance.mode not in zero_shot.RELEVANCE_MODES:
+    raise ValueError(f'relevance.mode must be one of {zero_shot.RELEVANCE_MODES}, got {config.relevance.mode!r}')
+  htqg = HTQGConfig.from_config(config)
+  ids, eos = prompt_layout(clip.tokenizer, class_names, htqg.prompt_tokens, clip.config.context_length)
   templates = template_layout(clip.tokenizer, class_names)
   as_tuple = lambda a: tuple(map(tuple, a.tolist()))
   cfg = HVLConfig(
       clip=clip.config, num_classes=config.data.num_classes, prompt_ids=as_tuple(ids),
       prompt_eos=tuple(eos.tolist()), template_ids=as_tuple(templates),
       background_classes=tuple(config.data.background_classes), out_layers=tuple(m.out_layers),
-      hidden_dim=m.hidden_dim, queries=m.queries, levels=m.htqg.levels,
-      num_prompt_tokens=m.num_prompt_tokens, htqg_mlp_hidden=m.htqg.mlp_hidden, ptrm=m.ptrm,
-      ptrm_heads=m.ptrm_heads, instance_queries=m.instance_queries,
-      query_refinement=m.query_refinement, pd_layers=m.pixel_decoder.layers,
-      pd_heads=m.pixel_decoder.heads, pd_points=m.pixel_decoder.points,
-      pd_ffn_dim=m.pixel_decoder.ffn_dim, pd_query_chunk=m.pixel_decoder.query_chunk,
-      dec_layers=m.decoder.layers, dec_heads=m.decoder.heads, dec_ffn_dim=m.decoder.ffn_dim,
-      relevance_mode=config.relevance.mode, dtype=m.dtype,
-      remat_backbone=m.remat_backbone and m.remat_policy.backbone,
-      remat_pixel_decoder=m.remat_pixel_decoder and m.remat_policy.pixel_decoder,
-      remat_decoder=m.remat_decoder and m.remat_policy.decoder, attention_impl=m.attention_impl,
-      scan_layers=m.scan_layers)
+      hidden_dim=m.hidden_dim, queries=m.queries, relevance_mode=config.relevance.mode,
+      remat_backbone=remat_setting(m, 'backbone'), htqg=htqg,
+      pixel_decoder=PixelDecoderConfig.from_config(config), decoder=DecoderConfig.from_config(config),
+      compute=ComputeConfig.from_config(m))
   return HVL(cfg), clip
-
-
-def load_backbone_clip(config) -> clip_weights.CLIP:
-  """The pretrained CLIP or EVA02-CLIP of `model.clip.pretrained`, else a random one of its sizes."""
-  c, backbone = config.model.clip, config.model.backbone
-  cfg = clip_lib.CLIPConfig.from_fields(c, backbone)   # also checks the backbone name
-  if not c.pretrained:
-    return clip_weights.random_clip(cfg, seed=config.seed)
-  if backbone == 'eva02_clip_l14':
-    return eva02_weights.load_eva02_clip(c.pretrained, c.tokenizer)
-  return clip_weights.load_clip(c.pretrained)
 
 
 def init_params(model: HVL, clip: clip_weights.CLIP, rng, image_size: int):

@@ -6,6 +6,7 @@ level lets the textual queries of that level and its pixel features refine each
 other. An FPN step adds stride 4 and a 1x1 conv gives the mask features.
 Level order everywhere: index 0 = stride 32, 1 = stride 16, 2 = stride 8.
 """
+import dataclasses
 from typing import Any, Dict, Optional, Tuple
 
 import flax.linen as nn
@@ -13,13 +14,40 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hvl_jax.models.attention import MultiHeadAttention
-from hvl_jax.models.deform_attn import MSDeformAttn, reference_points
-from hvl_jax.models.layer_scan import Remat, remat_layer, scan_layers
-from hvl_jax.models.position import sine_position_embedding
+from hvl_jax.models.compute import ComputeConfig, remat_setting
 from hvl_jax.models.pyramid import group_norm
+from hvl_jax.ops.attention import MultiHeadAttention
+from hvl_jax.ops.deform_attn import MSDeformAttn, reference_points
+from hvl_jax.ops.layer_scan import Remat, remat_layer, scan_layers
+from hvl_jax.ops.position import sine_position_embedding
 
 LEVEL_STRIDES = (32, 16, 8)
+
+
+@dataclasses.dataclass(frozen=True)
+class PixelDecoderConfig:
+  """Sizes of the pixel decoder (`model.pixel_decoder`) and its PTRM (`model.ptrm`).
+
+  layers, heads, points, ffn_dim: deformable encoder (6, 8, 4, 1024); query_chunk: queries per
+  deformable-attention chunk (0 = all at once); ptrm: interleave PTRM blocks; ptrm_heads: their
+  heads; remat: False or the rematerialisation policy of each encoder layer.
+  """
+  layers: int = 6
+  heads: int = 8
+  points: int = 4
+  ffn_dim: int = 1024
+  query_chunk: int = 0
+  ptrm: bool = True
+  ptrm_heads: int = 8
+  remat: Remat = False
+
+  @classmethod
+  def from_config(cls, config) -> 'PixelDecoderConfig':
+    m = config.model
+    pd = m.pixel_decoder
+    return cls(layers=pd.layers, heads=pd.heads, points=pd.points, ffn_dim=pd.ffn_dim, query_chunk=pd.query_chunk,
+               ptrm=m.ptrm and m.queries == 'htqg', ptrm_heads=pd.ptrm_heads,
+               remat=remat_setting(m, 'pixel_decoder'))
 
 
 class PTRM(nn.Module):
@@ -37,7 +65,8 @@ class PTRM(nn.Module):
   def __call__(self, z, q):
     """z (B, S_l, D) pixel features, q (B, K, D) textual queries -> refined (z, q)."""
     ln = lambda name: nn.LayerNorm(dtype=self.dtype, name=name)
-    mha = lambda name: MultiHeadAttention(self.dim, self.num_heads, self.dtype, self.attention_impl, name=name)
+    mha = lambda name: MultiHeadAttention(dim=self.dim, num_heads=self.num_heads, dtype=self.dtype,
+                                          implementation=self.attention_impl, name=name)
     centres = ln('centre_norm')(nn.Dense(self.dim, dtype=self.dtype, name='cluster_centres')(q))
     z = z + mha('text_to_pixel')(ln('pixel_norm')(z), centres, centres)
     pixels = ln('pixel_kv_norm')(z)
@@ -58,8 +87,9 @@ class DeformEncoderLayer(nn.Module):
   @nn.compact
   def __call__(self, src, pos, ref, spatial_shapes):
     """src, pos (B, S, D); ref (1, S, 2) -> (B, S, D)."""
-    attn = MSDeformAttn(self.dim, self.num_heads, self.num_levels, self.num_points,
-                        self.query_chunk, self.dtype, name='self_attn')
+    attn = MSDeformAttn(dim=self.dim, num_heads=self.num_heads, num_levels=self.num_levels,
+                        num_points=self.num_points, query_chunk=self.query_chunk, dtype=self.dtype,
+                        name='self_attn')
     src = nn.LayerNorm(dtype=self.dtype, name='norm1')(src + attn(src + pos, ref, src, spatial_shapes))
     ffn = nn.Dense(self.dim, dtype=self.dtype, name='linear2')(
         nn.relu(nn.Dense(self.ffn_dim, dtype=self.dtype, name='linear1')(src)))
@@ -80,26 +110,31 @@ def encoder_stage(encoder, ptrms, src, queries, pos, ref, shapes, splits):
   return src, queries
 
 
+def encoder_layer(cls, dim: int, num_levels: int, cfg: PixelDecoderConfig, compute: ComputeConfig, name: str):
+  """A deformable encoder layer (`cls`: DeformEncoderLayer or its rematerialised version)."""
+  return cls(dim=dim, num_heads=cfg.heads, num_levels=num_levels, num_points=cfg.points, ffn_dim=cfg.ffn_dim,
+             query_chunk=cfg.query_chunk, dtype=compute.jnp_dtype, name=name)
+
+
+def ptrm_blocks(dim: int, num_levels: int, cfg: PixelDecoderConfig, compute: ComputeConfig, prefix: str):
+  """One PTRM per level, named `<prefix><level>`."""
+  return [PTRM(dim=dim, num_heads=cfg.ptrm_heads, dtype=compute.jnp_dtype, attention_impl=compute.attention_impl,
+               name=f'{prefix}{l}') for l in range(num_levels)]
+
+
 class EncoderStage(nn.Module):
   """`encoder_stage` as a module ('encoder', 'ptrm_{l}'): the step of the scanned encoder."""
   dim: int
-  heads: int
-  points: int
-  ffn_dim: int
-  query_chunk: int
-  ptrm_heads: int
+  config: PixelDecoderConfig
+  compute: ComputeConfig
   use_ptrm: bool
   shapes: Tuple[Tuple[int, int], ...]
-  dtype: Any = jnp.float32
-  attention_impl: str = 'auto'
 
   @nn.compact
   def __call__(self, carry, pos, ref):
     n = len(self.shapes)
-    encoder = DeformEncoderLayer(self.dim, self.heads, n, self.points, self.ffn_dim, self.query_chunk,
-                                 self.dtype, name='encoder')
-    ptrms = [PTRM(self.dim, self.ptrm_heads, self.dtype, self.attention_impl, name=f'ptrm_{l}')
-             for l in range(n)] if self.use_ptrm else []
+    encoder = encoder_layer(DeformEncoderLayer, self.dim, n, self.config, self.compute, 'encoder')
+    ptrms = ptrm_blocks(self.dim, n, self.config, self.compute, 'ptrm_') if self.use_ptrm else []
     splits = np.cumsum([h * w for h, w in self.shapes])[:-1]
     return encoder_stage(encoder, ptrms, *carry, pos, ref, self.shapes, splits), None
 
@@ -110,22 +145,13 @@ class PixelDecoder(nn.Module):
   Attributes:
     dim: hidden width (256).
     mask_dim: width of the mask features (256).
-    layers, heads, points, ffn_dim: encoder sizes (6, 8, 4, 1024).
-    ptrm: interleave PTRM blocks (False: features and queries pass untouched by it).
+    config: sizes, PTRM switch and rematerialisation (`PixelDecoderConfig`).
+    compute: dtype, attention kernel, scanned layers (`ComputeConfig`).
   """
   dim: int = 256
   mask_dim: int = 256
-  layers: int = 6
-  heads: int = 8
-  points: int = 4
-  ffn_dim: int = 1024
-  ptrm: bool = True
-  ptrm_heads: int = 8
-  query_chunk: int = 0
-  remat: Remat = False
-  dtype: Any = jnp.float32
-  attention_impl: str = 'auto'
-  scan: bool = True  # run the encoder layers as one scanned step (`layer_scan`)
+  config: PixelDecoderConfig = PixelDecoderConfig()
+  compute: ComputeConfig = ComputeConfig()
 
   @nn.compact
   def __call__(self, features: Dict[int, jax.Array], text_queries: Optional[jax.Array] = None):
@@ -141,48 +167,46 @@ class PixelDecoder(nn.Module):
         mask_features: (B, H/4, W/4, mask_dim).
         queries: (B, L, K, D) refined queries (Q_aligned), or None.
     """
+    cfg, compute, dtype = self.config, self.compute, self.compute.jnp_dtype
     b = features[4].shape[0]
     n_levels = len(LEVEL_STRIDES)
     maps = []
     for l, stride in enumerate(LEVEL_STRIDES):
-      x = nn.Conv(self.dim, (1, 1), dtype=self.dtype, name=f'input_proj_{l}')(features[stride])
-      maps.append(group_norm(self.dim, self.dtype, f'input_norm_{l}')(x))
+      x = nn.Conv(self.dim, (1, 1), dtype=dtype, name=f'input_proj_{l}')(features[stride])
+      maps.append(group_norm(self.dim, dtype, f'input_norm_{l}')(x))
     shapes = tuple(m.shape[1:3] for m in maps)
     level_embed = self.param('level_embed', nn.initializers.normal(1.0), (n_levels, self.dim))
     pos = jnp.concatenate([
         jnp.asarray(sine_position_embedding(h, w, self.dim)).reshape(h * w, self.dim) + level_embed[l]
-        for l, (h, w) in enumerate(shapes)], axis=0)[None].astype(self.dtype)
+        for l, (h, w) in enumerate(shapes)], axis=0)[None].astype(dtype)
     ref = jnp.asarray(reference_points(shapes))[None]
     src = jnp.concatenate([m.reshape(b, -1, self.dim) for m in maps], axis=1)
     splits = np.cumsum([h * w for h, w in shapes])[:-1]
 
-    use_ptrm = self.ptrm and text_queries is not None
+    use_ptrm = cfg.ptrm and text_queries is not None
     queries = tuple(text_queries[:, l] for l in range(n_levels)) if text_queries is not None else None
-    if self.is_initializing() or not self.scan or self.layers < 2:
+    if self.is_initializing() or not compute.scan or cfg.layers < 2:
       # spatial_shapes (argument 4, counting self) is static.
-      layer_cls = remat_layer(DeformEncoderLayer, self.remat, static_argnums=(4,))
-      for i in range(self.layers):
-        encoder = layer_cls(self.dim, self.heads, n_levels, self.points, self.ffn_dim, self.query_chunk,
-                            self.dtype, name=f'encoder_{i}')
-        ptrms = [PTRM(self.dim, self.ptrm_heads, self.dtype, self.attention_impl, name=f'ptrm_{i}_{l}')
-                 for l in range(n_levels)] if use_ptrm else []
+      layer_cls = remat_layer(DeformEncoderLayer, cfg.remat, static_argnums=(4,))
+      for i in range(cfg.layers):
+        encoder = encoder_layer(layer_cls, self.dim, n_levels, cfg, compute, f'encoder_{i}')
+        ptrms = ptrm_blocks(self.dim, n_levels, cfg, compute, f'ptrm_{i}_') if use_ptrm else []
         src, queries = encoder_stage(encoder, ptrms, src, queries, pos, ref, shapes, splits)
     else:
       p = self.variables['params']
       per_layer = [{'encoder': p[f'encoder_{i}'],
                     **({f'ptrm_{l}': p[f'ptrm_{i}_{l}'] for l in range(n_levels)} if use_ptrm else {})}
-                   for i in range(self.layers)]
-      stage = EncoderStage(self.dim, self.heads, self.points, self.ffn_dim, self.query_chunk, self.ptrm_heads,
-                           use_ptrm, shapes, self.dtype, self.attention_impl, parent=None)
-      (src, queries), _ = scan_layers(stage, per_layer, (src, queries), self.remat, pos, ref)
+                   for i in range(cfg.layers)]
+      stage = EncoderStage(dim=self.dim, config=cfg, compute=compute, use_ptrm=use_ptrm, shapes=shapes, parent=None)
+      (src, queries), _ = scan_layers(stage, per_layer, (src, queries), cfg.remat, pos, ref)
 
     multi_scale = [z.reshape(b, h, w, self.dim) for z, (h, w) in zip(jnp.split(src, splits, axis=1), shapes)]
     # FPN step to stride 4 from the finest encoder level (stride 8).
-    lateral = group_norm(self.dim, self.dtype, 'lateral_norm')(
-        nn.Conv(self.dim, (1, 1), use_bias=False, dtype=self.dtype, name='lateral_conv')(features[4]))
+    lateral = group_norm(self.dim, dtype, 'lateral_norm')(
+        nn.Conv(self.dim, (1, 1), use_bias=False, dtype=dtype, name='lateral_conv')(features[4]))
     up = jax.image.resize(multi_scale[-1], lateral.shape[:3] + (self.dim,), 'bilinear').astype(lateral.dtype)
-    y = nn.Conv(self.dim, (3, 3), use_bias=False, dtype=self.dtype, name='output_conv')(lateral + up)
-    y = nn.relu(group_norm(self.dim, self.dtype, 'output_norm')(y))
-    mask_features = nn.Conv(self.mask_dim, (1, 1), dtype=self.dtype, name='mask_features')(y)
+    y = nn.Conv(self.dim, (3, 3), use_bias=False, dtype=dtype, name='output_conv')(lateral + up)
+    y = nn.relu(group_norm(self.dim, dtype, 'output_norm')(y))
+    mask_features = nn.Conv(self.mask_dim, (1, 1), dtype=dtype, name='mask_features')(y)
     out_queries = jnp.stack(queries, axis=1) if queries is not None else None
     return dict(multi_scale=multi_scale, mask_features=mask_features, queries=out_queries)

@@ -6,13 +6,31 @@ encoder (gradients reach the prompt through it); L level MLPs turn each class
 embedding t_k into hierarchical queries q_k^(l); Phi is the 2-layer prompt
 generator of L_anchor. Relevance gating (s_k * q_k^(l)) happens in hvl.py.
 """
+import dataclasses
 from typing import Any, Sequence, Tuple
 
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 
-from hvl_jax.models.zero_shot import DEFAULT_TEMPLATE, l2_normalize
+from hvl_jax.models.zero_shot import DEFAULT_TEMPLATE
+from hvl_jax.ops.sampling import l2_normalize
+
+
+@dataclasses.dataclass(frozen=True)
+class HTQGConfig:
+  """`model.htqg`: levels L (3, one per deformable-attention scale), level-MLP hidden width (256),
+  learnable prompt tokens n (8)."""
+  levels: int = 3
+  mlp_hidden: int = 256
+  prompt_tokens: int = 8
+
+  @classmethod
+  def from_config(cls, config) -> 'HTQGConfig':
+    h = config.model.htqg
+    if h.levels < 1 or h.prompt_tokens < 0:
+      raise ValueError(f'model.htqg: levels must be >= 1 and prompt_tokens >= 0, got {h.levels}, {h.prompt_tokens}')
+    return cls(levels=h.levels, mlp_hidden=h.mlp_hidden, prompt_tokens=h.prompt_tokens)
 
 
 def prompt_layout(tokenizer, class_names: Sequence[str], num_prompt_tokens: int,
@@ -56,33 +74,29 @@ class HTQG(nn.Module):
   """Prompt vectors, level MLPs and Phi.
 
   Attributes:
-    num_prompt_tokens: n learnable context vectors (8).
     text_width: width of the text token embeddings.
     embed_dim: CLIP joint embedding width E.
-    levels: L (3), one per deformable-attention scale (strides 32, 16, 8).
     dim: query width D (256).
-    mlp_hidden: level-MLP hidden width (256).
+    config: levels L, level-MLP width, prompt tokens n (`HTQGConfig`).
   """
-  num_prompt_tokens: int
   text_width: int
   embed_dim: int
-  levels: int = 3
   dim: int = 256
-  mlp_hidden: int = 256
+  config: HTQGConfig = HTQGConfig()
   dtype: Any = jnp.float32
 
   def setup(self):
-    self.prompt = self.param('prompt', nn.initializers.normal(0.02),
-                             (self.num_prompt_tokens, self.text_width))
-    self.level_mlps = [MLP(self.mlp_hidden, self.dim, self.dtype, name=f'level_mlp_{l}')
-                       for l in range(self.levels)]
-    self.phi = MLP(self.embed_dim, self.embed_dim, self.dtype, name='phi')
+    cfg = self.config
+    self.prompt = self.param('prompt', nn.initializers.normal(0.02), (cfg.prompt_tokens, self.text_width))
+    self.level_mlps = [MLP(hidden=cfg.mlp_hidden, out=self.dim, dtype=self.dtype, name=f'level_mlp_{l}')
+                       for l in range(cfg.levels)]
+    self.phi = MLP(hidden=self.embed_dim, out=self.embed_dim, dtype=self.dtype, name='phi')
 
   def insert_prompt(self, token_embeds):
     """(K, T, W) token embeddings of `prompt_layout` ids -> prompt vectors at positions 1..n."""
     k = token_embeds.shape[0]
     prompt = jnp.broadcast_to(self.prompt.astype(token_embeds.dtype), (k,) + self.prompt.shape)
-    return token_embeds.at[:, 1:1 + self.num_prompt_tokens].set(prompt)
+    return token_embeds.at[:, 1:1 + self.config.prompt_tokens].set(prompt)
 
   def __call__(self, t):
     """t (K, E) learned-prompt text embeddings -> dict(level_queries (L, K, D), t_hat, phi (K, E))."""

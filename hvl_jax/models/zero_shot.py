@@ -11,11 +11,12 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
+from hvl_jax.ops.sampling import l2_normalize
+
 DEFAULT_TEMPLATE = 'a photo of a {}.'
 
-
-def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-6) -> jax.Array:
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), eps)
+# relevance.mode: 'dense' (max over pixels), 'global' (image embedding), 'all' (no gating, s_k = 1).
+RELEVANCE_MODES = ('dense', 'global', 'all')
 
 
 def class_text_embeddings(clip, class_names: Sequence[str], template: str = DEFAULT_TEMPLATE):

@@ -1,7 +1,7 @@
 """Multi-head attention through `jax.nn.dot_product_attention`.
 
 On GPU with bf16/fp16 inputs and no explicit mask, 'auto' uses the cuDNN flash
-kernel (2x faster for ViT-B/16 at 512x512 on an H200, SPEC section 4); XLA's
+kernel (2x faster for ViT-B/16 at 512x512 on an H200); XLA's
 implementation everywhere else. 'cudnn' asks for cuDNN also where there is a mask
 (the DQTD's masked attention), which cuDNN takes as a bias (not yet timed against
 XLA's on a GPU, hence not chosen by 'auto'); computations placed on another device (the

@@ -8,7 +8,7 @@ renaming layers. Differences from HF, all opt-in:
     position-embedding resize) and returns dense taps and MaskCLIP features;
   * per-block rematerialisation and a compute dtype;
   * attention through `jax.nn.dot_product_attention` (cuDNN on GPU).
-Weight import lives in `hvl_jax.models.clip_weights`.
+Weight import lives in `hvl_jax.models.backbones.clip_weights`.
 """
 import dataclasses
 from typing import Any, Optional, Sequence
@@ -17,10 +17,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hvl_jax.models.attention import dot_product_attention
-from hvl_jax.models.eva02 import EVA02VisionEncoder
-from hvl_jax.models.layer_scan import Remat, remat_layer, run_layers
-from hvl_jax.models.position import vit_tokens
+from hvl_jax.ops.attention import dot_product_attention
+from hvl_jax.ops.layer_scan import Remat, remat_layer, run_layers
+from hvl_jax.ops.position import vit_tokens
 
 # CLIP's image normalisation (RGB, images scaled to [0, 1] first).
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -51,7 +50,7 @@ class CLIPConfig:
   # HF semantics: 2 (legacy configs) pools at argmax(ids), since EOS has the largest id;
   # otherwise at the first occurrence of this id.
   eos_token_id: int = 2
-  vision_type: str = 'vit'  # 'vit' (CLIP) | 'eva02' (EVA02-CLIP, `eva02.EVA02VisionEncoder`)
+  vision_type: str = 'vit'  # 'vit' (CLIP) | 'eva02' (EVA02-CLIP): `registry.vision_encoder` picks the tower
 
   @classmethod
   def from_hf(cls, cfg: dict) -> 'CLIPConfig':
@@ -75,26 +74,6 @@ class CLIPConfig:
         context_length=t.get('max_position_embeddings', 77), patch_size=v.get('patch_size', 32),
         image_size=v.get('image_size', 224), eos_token_id=t.get('eos_token_id', 49407))  # HF's default
 
-  @classmethod
-  def from_fields(cls, c: Any, backbone: str = 'clip') -> 'CLIPConfig':
-    """From the `model.clip` ConfigDict of configs/base.py (random-init sizes) and `model.backbone`."""
-    if backbone not in BACKBONES:
-      raise ValueError(f'model.backbone={backbone!r}: expected one of {", ".join(BACKBONES)}')
-    if c.image_size % c.patch_size:
-      raise ValueError(f'model.clip.image_size={c.image_size} is not divisible by model.clip.patch_size='
-                       f'{c.patch_size}')
-    eva = backbone == 'eva02_clip_l14'
-    return cls(
-        text=TowerConfig(c.text_width, c.text_layers, c.text_heads, c.text_mlp_dim,
-                         activation='gelu' if eva else 'quick_gelu'),
-        vision=TowerConfig(c.vision_width, c.vision_layers, c.vision_heads, c.vision_mlp_dim,
-                           layer_norm_eps=1e-6 if eva else 1e-5, activation='swiglu' if eva else 'quick_gelu'),
-        projection_dim=c.projection_dim, vocab_size=c.vocab_size, context_length=c.context_length,
-        patch_size=c.patch_size, image_size=c.image_size, vision_type='eva02' if eva else 'vit')
-
-
-# `model.backbone` values: OpenAI CLIP (HF checkpoints) and EVA02-CLIP (open_clip/timm checkpoints).
-BACKBONES = ('clip', 'eva02_clip_l14')
 
 ACTIVATIONS = {
     'quick_gelu': lambda x: x * jax.nn.sigmoid(1.702 * x),
@@ -349,39 +328,6 @@ class CLIPVisionEncoder(nn.Module):
     vm = self.vision_model
     v = vm.encoder.maskclip_value(penultimate[:, 1:])
     return self.visual_projection(vm.post_layernorm(v))
-
-
-def vision_encoder(cfg: CLIPConfig, dtype=jnp.float32, remat: Remat = False, attention_impl: str = 'auto',
-                   scan: bool = True):
-  """The vision tower for `cfg.vision_type` (same call interface for both)."""
-  if cfg.vision_type == 'eva02':
-    return EVA02VisionEncoder(cfg, dtype, remat, attention_impl, scan)
-  if cfg.vision_type != 'vit':
-    raise ValueError(f"unknown vision_type={cfg.vision_type!r}: expected 'vit' or 'eva02'")
-  return CLIPVisionEncoder(cfg, dtype, remat, attention_impl, scan)
-
-
-class CLIPModel(nn.Module):
-  """Both towers and CLIP's logit scale; param tree {text, vision, logit_scale}."""
-  cfg: CLIPConfig
-  dtype: Any = jnp.float32
-  remat: Remat = False
-  attention_impl: str = 'auto'
-  scan: bool = True  # apply the layers with lax.scan (`layer_scan`); False unrolls them
-
-  def setup(self):
-    self.text = CLIPTextEncoder(self.cfg, self.dtype, self.remat, self.attention_impl, self.scan)
-    self.vision = vision_encoder(self.cfg, self.dtype, self.remat, self.attention_impl, self.scan)
-    self.logit_scale = self.param('logit_scale', nn.initializers.constant(2.6592), ())
-
-  def __call__(self, input_ids, images):
-    return self.text(input_ids)['text_embeds'], self.vision(images)['image_embeds']
-
-  def encode_text(self, input_ids=None, inputs_embeds=None, eos_index=None):
-    return self.text(input_ids, inputs_embeds, eos_index)
-
-  def encode_image(self, images, out_layers=(), dense=False):
-    return self.vision(images, out_layers, dense)
 
 
 def normalize_images(images_uint8: jax.Array) -> jax.Array:

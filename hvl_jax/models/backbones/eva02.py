@@ -10,7 +10,7 @@ EVA02 differs from CLIP's ViT in four places, all reproduced here:
 Any input size divisible by the patch size works: the absolute embedding is resized bicubically
 and the rotary grid is rescaled onto the pre-training grid (EVA's fine-tuning scheme).
 The text tower of EVA02-CLIP is OpenAI CLIP's (with exact GELU): `clip.CLIPTextEncoder`.
-Weight import: `hvl_jax.models.eva02_weights`.
+Weight import: `hvl_jax.models.backbones.eva02_weights`.
 """
 import functools
 from typing import Any, Sequence, Tuple
@@ -20,9 +20,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hvl_jax.models.attention import dot_product_attention
-from hvl_jax.models.layer_scan import Remat, remat_layer, run_layers
-from hvl_jax.models.position import vit_tokens
+from hvl_jax.ops.attention import dot_product_attention
+from hvl_jax.ops.layer_scan import Remat, remat_layer, run_layers
+from hvl_jax.ops.position import vit_tokens
 
 ROPE_TEMPERATURE = 10000.0
 

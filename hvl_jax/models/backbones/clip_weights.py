@@ -18,7 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from hvl_jax import sharding
-from hvl_jax.models.clip import CLIPConfig, CLIPModel
+from hvl_jax.models.backbones.clip import CLIPConfig
+from hvl_jax.models.backbones.registry import CLIPModel
 
 WEIGHT_FILES = ('flax_model.msgpack', 'model.safetensors')
 
