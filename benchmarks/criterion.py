@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 from ml_collections import config_flags
 
-from benchmarks.common import device_name, gib, planned_bytes, time_fn
+from benchmarks.harness import device_name, gib, planned_bytes, time_fn
 from hvl_jax.losses import segmentation
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/voc_92.py', 'Config file.')

@@ -12,10 +12,9 @@ import argparse
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from benchmarks.common import compiled_memory_bytes, device_name, gib, time_fn
-from hvl_jax.models import deform_attn
+from benchmarks.harness import compiled_memory_bytes, device_name, gib, time_fn
+from hvl_jax.ops import deform_attn
 
 SHAPES = ((64, 64), (32, 32), (16, 16))
 

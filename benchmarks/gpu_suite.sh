@@ -2,7 +2,7 @@
 # The device benchmarks, for a lent GPU: deformable attention, the full VOC train step (8+8 images
 # in two micro-steps of 4+4, i.e. the per-device load of the paper's 2-GPU setting), the
 # EVA02-CLIP-L step (micro-steps of 2+2), a profile of the VOC step per network component, and
-# variants of the VOC step timed beside the default in one process (`benchmarks.step_variants`):
+# variants of the VOC step timed beside the default in one process (`benchmarks.train_step --variant`):
 # cuDNN for every attention, the DQTD's masked one included (cudnn); the backbone's
 # rematerialised blocks keeping their matmul outputs (dots); 8+8 images in one micro-step, as one
 # H100/H200 holds them (accum1); and the criterion of a VOC micro-step at the old and the new mask
@@ -43,11 +43,11 @@ stage() {
 stage deform 90 python3 -m benchmarks.deform_attn --batch 8
 stage criterion 90 python3 -m benchmarks.criterion --config configs/voc_92.py --batch 4 --max_masks 64,32
 stage voc 250 python3 -m benchmarks.train_step --config configs/voc_92.py --steps 5 --grad_accum 2
-stage variants 560 python3 -m benchmarks.step_variants --config configs/voc_92.py --steps 5 --grad_accum 2 \
+stage variants 560 python3 -m benchmarks.train_step --config configs/voc_92.py --steps 5 --grad_accum 2 \
   --variant cudnn:model.attention_impl=cudnn \
   --variant dots:model.remat_policy.backbone=dots_with_no_batch_dims_saveable \
   --variant accum1:train.grad_accum=1
-stage eva 250 python3 -m benchmarks.train_step --config configs/voc_92_eva02l.py --steps 3 --grad_accum 4
+stage eva 250 python3 -m benchmarks.train_step --config configs/voc_92.py:eva02l --steps 3 --grad_accum 4
 # Kernels inside CUDA graphs (command buffers) carry no op names: the profile runs without them.
 XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=" \
   stage profile 250 python3 -m benchmarks.train_step --config configs/voc_92.py --steps 3 --grad_accum 2 \

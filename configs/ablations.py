@@ -3,7 +3,7 @@ r"""Ablation presets of the paper's Tables 3 (components) and 4 (regularizers) o
   python -m hvl_jax.main --config configs/ablations.py:no_ptrm,92 --workdir runs/abl_no_ptrm_92 \
       --config.data.root=/data/VOC2012
 
-The argument is `variant[,split]` (split 92 or 1464; default 92). Variants:
+The argument is `variant[,labels]` (labeled VOC images, a row of Table 1; default 92). Variants:
   Table 3: random_queries (Mask2Former baseline: random object queries, Hungarian matching),
            htqg_only (textual queries, no PTRM, no Q_vis, no refinement), no_ptrm, no_instance,
            no_refinement, full.
@@ -30,8 +30,4 @@ def get_config(arg: str = 'full'):
   variant, _, split = arg.partition(',')
   if variant not in VARIANTS:
     raise ValueError(f'unknown ablation {variant!r}; valid: {sorted(VARIANTS)}')
-  c = base.dataset_config('voc', split or '92')
-  for key, value in VARIANTS[variant].items():
-    section, field = key.split('.')
-    c[section][field] = value
-  return c
+  return base.with_overrides(base.dataset_config('voc', int(split or 92)), VARIANTS[variant])

@@ -1,11 +1,18 @@
-r"""Base configuration: every field of SPEC sections 2-5 with its default.
+r"""Base configuration: every field with its default (the paper's recipe, section 4.1).
 
-Dataset/split files (e.g. configs/voc_92.py) start from this and override only
+Dataset/split files (e.g. configs/voc_92.py) start from `dataset_config` and override only
 what differs. Any field can be overridden on the command line:
 
   python -m hvl_jax.main --config configs/voc_92.py --workdir runs/voc_92 \
       --config.optim.lr=2e-4 --config.model.ptrm=False
+
+and in code with dotted names: `with_overrides(config, {'optim.lr': 2e-4})`.
 """
+import ast
+import functools
+import os
+from typing import Any, Mapping
+
 import ml_collections
 
 
@@ -14,7 +21,7 @@ def get_config():
   c = ml_collections.ConfigDict()
   c.seed = 0
 
-  # ---- Data (SPEC section 5).
+  # ---- Data.
   c.data = ml_collections.ConfigDict(dict(
       name='voc',              # voc | coco | ade | cityscapes | synthetic | tfds
       class_names=(),           # override of the class names (required for tfds)
@@ -49,15 +56,13 @@ def get_config():
       name='', data_dir='', labeled_split='train[:92]', unlabeled_split='train[92:]',
       val_split='validation', image_key='image', label_key='segmentation_mask'))
 
-  # ---- Network (SPEC section 2).
+  # ---- Network.
   c.model = ml_collections.ConfigDict(dict(
       backbone='clip',         # 'clip' (HF CLIP checkpoints) | 'eva02_clip_l14' (open_clip EVA02-CLIP)
       out_layers=(4, 8, 12),
       hidden_dim=256,
       queries='htqg',           # 'htqg' | 'random'
-      num_prompt_tokens=8,
       ptrm=True,
-      ptrm_heads=8,
       instance_queries=100,     # M; 0 disables Q_vis
       query_refinement=True,    # False: class-level queries are not updated by the DQTD
       freeze_backbone=False,
@@ -84,16 +89,17 @@ def get_config():
       vocab_size=49408, context_length=77, projection_dim=512,
   ))
   c.model.pixel_decoder = ml_collections.ConfigDict(dict(
-      layers=6, heads=8, points=4, ffn_dim=1024, dropout=0.0, query_chunk=0))
+      layers=6, heads=8, points=4, ffn_dim=1024, query_chunk=0, ptrm_heads=8))
   c.model.decoder = ml_collections.ConfigDict(dict(layers=9, heads=8, ffn_dim=2048))
-  c.model.htqg = ml_collections.ConfigDict(dict(levels=3, mlp_hidden=256))
+  c.model.htqg = ml_collections.ConfigDict(dict(levels=3, mlp_hidden=256, prompt_tokens=8))
   c.relevance = ml_collections.ConfigDict(dict(mode='dense'))   # 'dense' | 'global' | 'all' (no gating)
   c.inference = ml_collections.ConfigDict(dict(
       mode='query_argmax',      # 'query_argmax' | 'mask2former'
       window='sliding',         # 'sliding' | 'whole'
-      stride_fraction=2 / 3))
+      stride_fraction=2 / 3,
+      window_batch=8))          # windows per device call (rounded up to a multiple of the local devices)
 
-  # ---- Objective (SPEC section 3).
+  # ---- Objective.
   c.loss = ml_collections.ConfigDict(dict(
       class_weight=2.0, mask_weight=5.0, dice_weight=5.0, no_object_weight=0.1,
       num_points=12544, oversample_ratio=3.0, importance_sample_ratio=0.75,
@@ -102,9 +108,9 @@ def get_config():
       div=0.1, prompt=1.0, vl=0.1, mask=1.0, align=1.0, tau=0.07))
   c.semi = ml_collections.ConfigDict(dict(
       conf_threshold=0.95, strong_weight=0.25, fp_weight=0.5, entropy_weight=0.1,
-      ema_decay=0.0, mix_source='roll'))
+      ema_decay=0.0))
 
-  # ---- Recipe (SPEC section 4).
+  # ---- Recipe.
   c.optim = ml_collections.ConfigDict(dict(
       lr=1e-4, weight_decay=0.01, backbone_lr_mult=0.1, clip_norm=0.01,
       warmup_steps=1500, poly_power=0.9, b1=0.9, b2=0.999))
@@ -118,7 +124,7 @@ def get_config():
   return c
 
 
-# Per-dataset differences from the VOC recipe (SPEC sections 4-5).
+# Per-dataset differences from the VOC recipe.
 # max_masks: an image with c classes has (levels + 1) * c matched (query, mask) pairs; each
 # group of loss.budget_images images shares max_masks per image (segmentation.mask_losses),
 # and pairs over the budget are counted in the `seg_masks_dropped` metric. VOC images hold a
@@ -146,19 +152,54 @@ EVA02_CLIP_L14 = dict(
 EVA02_CROPS = {'voc': 518, 'coco': 518, 'ade': 518, 'cityscapes': 798}
 
 
-def dataset_config(name: str, split: str, backbone: str = 'clip'):
-  """The base recipe for one (dataset, split) of the paper's Table 1, with either backbone."""
+# Table 1 of the paper: (dataset, labeled images) -> (split folder, mIoU with CLIP ViT-B/16,
+# mIoU with EVA02-CLIP-L/14). configs/<dataset>_<labels>.py train one row.
+PAPER_MIOU = {
+    ('voc', 92): ('92', 87.1, 89.4),
+    ('voc', 183): ('183', 88.2, 90.1),
+    ('voc', 366): ('366', 88.6, 90.9),
+    ('voc', 732): ('732', 89.2, 91.5),
+    ('voc', 1464): ('1464', 89.9, 91.8),
+    ('coco', 232): ('1_512', 54.5, 59.4),
+    ('coco', 463): ('1_256', 56.7, 61.3),
+    ('coco', 925): ('1_128', 57.5, 63.7),
+    ('coco', 1849): ('1_64', 59.1, 65.1),
+    ('coco', 3697): ('1_32', 59.9, 67.4),
+    ('ade', 158): ('1_128', 34.0, 41.6),
+    ('ade', 316): ('1_64', 38.8, 43.5),
+    ('ade', 632): ('1_32', 39.8, 48.2),
+    ('ade', 1263): ('1_16', 41.6, 49.8),
+    ('ade', 2526): ('1_8', 39.4, 52.6),
+    ('cityscapes', 100): ('1_30', 78.0, 79.6),
+    ('cityscapes', 186): ('1_16', 80.6, 84.9),
+    ('cityscapes', 372): ('1_8', 81.9, 85.0),
+    ('cityscapes', 744): ('1_4', 82.4, 85.0),
+    ('cityscapes', 1488): ('1_2', 82.6, 85.0),
+}
+
+# The `get_config` argument of a dataset config (`configs/voc_92.py:eva02l`) -> model.backbone.
+BACKBONE_ARGS = {'clip': 'clip', 'eva02l': 'eva02_clip_l14'}
+
+
+def dataset_config(name: str, labels: int, backbone: str = 'clip'):
+  """The recipe for one row of Table 1: `name` (voc, coco, ade, cityscapes) with `labels`
+  labeled images, with the CLIP ViT-B/16 ('clip') or EVA02-CLIP-L/14 ('eva02l') backbone."""
+  if (name, labels) not in PAPER_MIOU:
+    raise ValueError(f'no split of {name} with {labels} labeled images; Table 1 has '
+                     f'{sorted(n for d, n in PAPER_MIOU if d == name)}')
+  if backbone not in BACKBONE_ARGS:
+    raise ValueError(f'config argument {backbone!r}: expected one of {sorted(BACKBONE_ARGS)}')
   c = get_config()
   d = DATASETS[name]
   c.data.name = name
-  c.data.split = split
+  c.data.split = PAPER_MIOU[name, labels][0]
   c.data.num_classes = d['num_classes']
   c.data.background_classes = d['background_classes']
   c.data.crop_size = d['crop_size']
   c.train.epochs = d['epochs']
   c.loss.max_masks = d['max_masks']
-  if backbone == 'eva02_clip_l14':
-    c.model.backbone = backbone
+  if BACKBONE_ARGS[backbone] == 'eva02_clip_l14':
+    c.model.backbone = 'eva02_clip_l14'
     c.model.clip.update(EVA02_CLIP_L14)
     c.model.out_layers = (8, 16, 24)   # thirds of the 24 blocks, as (4, 8, 12) of ViT-B's 12
     c.data.crop_size = EVA02_CROPS[name]
@@ -166,6 +207,39 @@ def dataset_config(name: str, split: str, backbone: str = 'clip'):
     # sharded over the devices (24 GB cards; XLA's plan is 23.6 GiB per device without FSDP).
     c.train.grad_accum = 2
     c.train.fsdp = True
-  elif backbone != 'clip':
-    raise ValueError(f'backbone={backbone!r}: expected clip or eva02_clip_l14')
   return c
+
+
+def table_1_config(path: str):
+  """`get_config(backbone='clip')` of the config file `path`, named `<dataset>_<labels>.py`."""
+  name, labels = os.path.basename(path)[:-len('.py')].rsplit('_', 1)
+  return functools.partial(dataset_config, name, int(labels))
+
+
+def parse_value(text: str) -> Any:
+  """A command-line value: true/false, a Python literal (number, tuple, ...), else the string."""
+  if text.lower() in ('true', 'false'):
+    return text.lower() == 'true'
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def with_overrides(config, overrides: Mapping[str, Any]):
+  """`config` updated in place from {'dotted.field': value} (ml_collections'
+  `update_from_flattened_dict`); an unknown field or a value of another type raises a ValueError
+  that names the field."""
+  for field, value in overrides.items():
+    was_locked = config.is_locked
+    config.lock()     # a misspelt field must not be added silently
+    try:
+      config.update_from_flattened_dict({field: value})
+    except (KeyError, AttributeError) as e:
+      raise ValueError(f'config has no field {field!r}') from e
+    except TypeError as e:
+      raise ValueError(f'{field}: {value!r} does not fit the field ({e})') from e
+    finally:
+      if not was_locked:
+        config.unlock()
+  return config

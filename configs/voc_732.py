@@ -1,12 +1,8 @@
 r"""Pascal VOC 2012 + SBD, 732 labeled images (split 732).
+Table 1: 89.2 mIoU with CLIP ViT-B/16, 91.5 with EVA02-CLIP-L/14 (`:eva02l`).
 
-Paper mIoU (Table 1, HVL with CLIP ViT-B/16, as we read the table): 89.2.
-
-  python -m hvl_jax.main --config configs/voc_732.py --workdir runs/voc_732 \
-      --config.data.root=/data/VOC2012
+  python -m hvl_jax.main --config configs/voc_732.py[:eva02l] --workdir runs/voc_732 --config.data.root=/data/VOC2012
 """
 from configs import base
 
-
-def get_config():
-  return base.dataset_config('voc', '732')
+get_config = base.table_1_config(__file__)

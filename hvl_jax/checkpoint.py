@@ -1,5 +1,9 @@
 """Orbax checkpoints of the train state plus the grain iterator state.
 
+A checkpoint is numbered by the optimizer step it holds (`TrainState.step`) and carries a
+small `meta` item saying so; a checkpoint without it numbers micro-steps, which differ from
+optimizer steps under gradient accumulation and is refused there.
+
 Saves are atomic (Orbax writes a temporary directory and renames it when
 complete), so a killed save never replaces the latest good checkpoint. On
 restore, a newest checkpoint that cannot be read is reported and the previous
@@ -17,6 +21,9 @@ class CheckpointError(RuntimeError):
   pass
 
 
+META = {'step': 'optimizer'}
+
+
 class Checkpointer:
   """Checkpoint manager for `directory` keeping the `keep` newest steps."""
 
@@ -27,24 +34,31 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=async_save),
         item_handlers={'state': ocp.StandardCheckpointHandler(),
-                       'data': grain.checkpoint.CheckpointHandler()})
+                       'data': grain.checkpoint.CheckpointHandler(),
+                       'meta': ocp.JsonCheckpointHandler()})
 
   def steps(self):
     return sorted(self.manager.all_steps())
 
   def save(self, step: int, state, data_iterator=None, force: bool = False) -> bool:
-    items = {'state': ocp.args.StandardSave(state)}
+    items = {'state': ocp.args.StandardSave(state), 'meta': ocp.args.JsonSave(META)}
     if data_iterator is not None:
       items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
     return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
 
-  def restore(self, abstract_state, data_iterator=None, step: Optional[int] = None) -> Tuple[Any, int]:
+  def restore(self, abstract_state, data_iterator=None, step: Optional[int] = None,
+              grad_accum: int = 1) -> Tuple[Any, int]:
     """Restores `step` (default: newest readable). Returns (state, step); raises if none is readable."""
     candidates = [step] if step is not None else self.steps()[::-1]
     if not candidates:
       raise CheckpointError(f'{self.directory}: no checkpoint found')
     errors = []
     for s in candidates:
+      if grad_accum > 1 and not os.path.isdir(os.path.join(self.directory, str(s), 'meta')):
+        raise CheckpointError(
+            f'{self.directory}/{s}: an old-format checkpoint numbered by micro-steps; with '
+            f'train.grad_accum={grad_accum} its optimizer step would be {s // grad_accum}. It cannot be '
+            'resumed as it is: start a new workdir (or evaluate it with --config.train.grad_accum=1)')
       items = {'state': ocp.args.StandardRestore(abstract_state)}
       if data_iterator is not None:
         items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)

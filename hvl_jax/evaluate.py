@@ -1,99 +1,85 @@
-"""Evaluation: sliding-window or whole-image inference, confusion matrix, mIoU.
+"""Evaluation: a predictor's class maps on a source -> confusion matrix -> mIoU.
 
 Writes `<workdir>/eval_<tag>.json` (key `miou`, a fraction, plus per-class IoU)
 and a readable per-class table `<workdir>/eval_<tag>.txt`.
 """
 import json
 import os
-import sys
+import time
 from typing import Optional, Sequence
 
 import jax
-import jax.numpy as jnp
+from jax.experimental import multihost_utils
 import numpy as np
 
+from hvl_jax import inference
 from hvl_jax import metrics
-from hvl_jax.models import clip as clip_lib
-from hvl_jax.models import hvl
+from hvl_jax import state as state_lib
+from hvl_jax.data import datasets
 
 
-def window_starts(length: int, crop: int, stride: int):
-  """Window offsets covering [0, length) with the last window flush with the end."""
-  if length <= crop:
-    return [0]
-  starts = list(range(0, length - crop, stride)) + [length - crop]
-  return sorted(set(starts))
+def process_share(n: int):
+  """The indices of the n images that this process evaluates (every process_count-th)."""
+  return range(jax.process_index(), n, jax.process_count())
 
 
-class Predictor:
-  """Jitted per-window class scores plus host-side sliding-window assembly."""
+def summed_over_processes(confusion: np.ndarray) -> np.ndarray:
+  """The confusion matrices of every process, summed (identity with one process)."""
+  if jax.process_count() == 1:
+    return confusion
+  return np.asarray(multihost_utils.process_allgather(confusion)).sum(0)
 
-  def __init__(self, config, model: hvl.HVL):
-    self.config, self.model = config, model
-    self.crop = config.data.crop_size
-    self.pad_multiple = 2 * model.cfg.clip.patch_size  # the coarsest pyramid level halves the token grid
-    mode = config.inference.mode
 
-    def scores(params, images):
-      out = model.apply({'params': params}, clip_lib.normalize_images(images))
-      cls, masks = out['predictions'][-1]
-      return hvl.upsampled_class_scores(cls, masks, images.shape[1:3], mode)
+class Progress:
+  """A console line for process 0: images done, images/s, ETA."""
 
-    self.scores = jax.jit(scores)
+  def __init__(self, total: int, every_s: float = 10.0):
+    self.total, self.every_s = total, every_s
+    self.t0 = self.last = time.time()
 
-  def predict(self, params, image: np.ndarray) -> np.ndarray:
-    """image (H, W, 3) uint8 -> class map (H, W) int32."""
-    h, w = image.shape[:2]
-    if self.config.inference.window == 'whole':
-      ph, pw = -h % self.pad_multiple, -w % self.pad_multiple
-      padded = np.pad(image, ((0, ph), (0, pw), (0, 0)))
-      return np.asarray(self.scores(params, padded[None])[0, :h, :w].argmax(-1), np.int32)
-    crop = self.crop
-    padded = np.pad(image, ((0, max(0, crop - h)), (0, max(0, crop - w)), (0, 0)))
-    ph, pw = padded.shape[:2]
-    stride = max(1, int(crop * self.config.inference.stride_fraction))
-    acc = np.zeros((ph, pw, self.config.data.num_classes), np.float32)
-    count = np.zeros((ph, pw, 1), np.float32)
-    for y in window_starts(ph, crop, stride):
-      for x in window_starts(pw, crop, stride):
-        acc[y:y + crop, x:x + crop] += np.asarray(self.scores(params, padded[None, y:y + crop, x:x + crop])[0])
-        count[y:y + crop, x:x + crop] += 1
-    return (acc / count)[:h, :w].argmax(-1).astype(np.int32)
+  def update(self, done: int):
+    now = time.time()
+    if jax.process_index() != 0 or (now - self.last < self.every_s and done != self.total):
+      return
+    self.last = now
+    rate = done / max(now - self.t0, 1e-9)
+    eta = time.strftime('%H:%M:%S', time.gmtime((self.total - done) / max(rate, 1e-9)))
+    print(f'eval {done}/{self.total} images, {rate:.2f} images/s, ETA {eta}', flush=True)
 
 
 class Evaluator:
-  """mIoU of a parameter set on a source; `predictor.predict(params, image) -> (H, W)` classes.
+  """mIoU of a parameter set on a source, with a predictor (`inference.Predictor` or any object
+  with `prepare(params)` and `predict(prepared, image) -> (H, W)` classes).
 
-  After `run`, `samples` holds (image, prediction, label) of the first `num_samples` images
-  (for TensorBoard).
+  Each process evaluates its share of the images (`process_share`); the confusion matrices are
+  summed over the processes. After `run`, `samples` holds (image, prediction, label) of the first
+  `num_samples` images of process 0 (for TensorBoard).
   """
 
   def __init__(self, config, predictor, source, class_names: Sequence[str], num_samples: int = 4):
     self.config, self.predictor, self.source, self.names = config, predictor, source, list(class_names)
     self.num_samples, self.samples = num_samples, []
-    k = config.data.num_classes
-    self.confusion = jax.jit(lambda p, l: metrics.confusion_matrix(p, l, k, config.data.ignore_index))
 
   def run(self, params, workdir: Optional[str], tag: str = 'eval'):
     k = self.config.data.num_classes
-    conf = jnp.zeros((k, k), jnp.int32)
+    conf = np.zeros((k, k), np.int64)
     n = len(self.source)
     self.samples = []
-    for i in range(n):
+    prepared = self.predictor.prepare(params)
+    share = process_share(n)
+    progress = Progress(len(share))
+    for done, i in enumerate(share, 1):
       record = self.source[i]
-      pred = self.predictor.predict(params, record['image'])
-      if i < self.num_samples:
+      pred = self.predictor.predict(prepared, record['image'])
+      if len(self.samples) < self.num_samples:
         self.samples.append((record['image'], pred, record['label']))
-      conf = conf + self.confusion(pred, record['label'])
-      if jax.process_index() == 0 and (i + 1 == n or (i + 1) % max(1, n // 20) == 0):
-        done = int(30 * (i + 1) / n)
-        sys.stdout.write(f'\reval [{"#" * done}{"." * (30 - done)}] {i + 1}/{n}')
-        sys.stdout.flush()
-    print(flush=True)
-    miou, per_class = metrics.mean_iou(np.asarray(conf))
+      conf += metrics.confusion_matrix(pred, record['label'], k, self.config.data.ignore_index)
+      progress.update(done)
+    conf = summed_over_processes(conf)
+    miou, per_class = metrics.mean_iou(conf)
     results = dict(miou=miou, per_class_iou={n_: (None if np.isnan(v) else float(v))
                                              for n_, v in zip(self.names, per_class)},
-                   num_images=n, tag=tag)
+                   num_images=n, tag=tag, seconds=round(time.time() - progress.t0, 2))
     table = format_table(self.names, per_class, miou)
     print(table, flush=True)
     if workdir and jax.process_index() == 0:
@@ -111,23 +97,9 @@ def format_table(names, per_class, miou) -> str:
   return '\n'.join(lines)
 
 
-def restore_params(config, workdir: str, checkpoint: Optional[str]):
-  """(model, params, class names) from `checkpoint` or the newest checkpoint of the workdir."""
-  from hvl_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
-  from hvl_jax import optim, train  # pylint: disable=g-import-not-at-top
-  model, clip, names = train.build(config)
-  directory, step = checkpoint or os.path.join(workdir, 'checkpoints'), None
-  if os.path.isdir(os.path.join(directory, 'state')):     # a single step directory: .../checkpoints/300
-    directory, step = os.path.dirname(os.path.abspath(directory)), int(os.path.basename(directory))
-  tx_fn = lambda p: optim.make_optimizer(config, p, 1)
-  abstract = jax.eval_shape(lambda: train.create_state(config, model, clip, tx_fn, config.data.crop_size))
-  state, step = ckpt_lib.Checkpointer(directory, async_save=False).restore(abstract, step=step)
-  print(f'Restored {directory} step {step}', flush=True)
-  return model, train.full_params(state), names
-
-
 def evaluate_checkpoint(config, workdir: str, checkpoint: Optional[str] = None):
-  from hvl_jax.data import datasets  # pylint: disable=g-import-not-at-top
-  model, params, names = restore_params(config, workdir, checkpoint)
+  """Evaluates `checkpoint` (default: the newest in <workdir>/checkpoints) on the val split."""
+  model, clip, names = state_lib.build(config)
+  params = state_lib.restore_params(config, model, clip, checkpoint or os.path.join(workdir, 'checkpoints'))
   source = datasets.make_sources(config)['val']
-  return Evaluator(config, Predictor(config, model), source, names).run(params, workdir, tag='eval')
+  return Evaluator(config, inference.Predictor.from_config(config, model), source, names).run(params, workdir, tag='eval')

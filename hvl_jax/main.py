@@ -5,14 +5,28 @@ r"""Entry point: train, evaluate or predict from a config file.
   python -m hvl_jax.main --config configs/voc_92.py --workdir runs/voc_92 --mode predict \
       --input images/ --output preds/
 Any config field can be overridden: --config.optim.lr=2e-4.
+
+A user's mistake (bad data, config value, missing weights or checkpoint) ends with one line
+naming the file or field; HVL_TRACEBACK=1 shows the traceback instead. A run stopped by SIGTERM
+writes a checkpoint and exits with status 75 (`preemption.EXIT_CODE`); the same command resumes.
 """
 import os
+import re
+import sys
 
 from absl import app
 from absl import flags
 from absl import logging
 import jax
 from ml_collections import config_flags
+
+from hvl_jax import checkpoint
+from hvl_jax import evaluate
+from hvl_jax import predict
+from hvl_jax import preemption
+from hvl_jax import train
+from hvl_jax.data import datasets
+from hvl_jax.models.backbones import clip_weights
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
@@ -22,10 +36,16 @@ _INPUT = flags.DEFINE_string('input', None, 'predict: an image or a directory of
 _OUTPUT = flags.DEFINE_string('output', None, 'predict: where index PNGs and overlays go.')
 flags.mark_flags_as_required(['config', 'workdir'])
 
+# Raised for input a user can fix; their messages name the file or config field.
+USER_ERRORS = (datasets.DataError, clip_weights.CheckpointError, checkpoint.CheckpointError, ValueError,
+               FileNotFoundError, FloatingPointError)
+
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {argv[1:]}')
+  if _MODE.value == 'predict' and not (_INPUT.value and _OUTPUT.value):
+    raise app.UsageError('--mode predict needs --input and --output')
   # Multi-host (launch/): explicit coordinator, or auto-detection (SLURM and other clusters).
   if os.environ.get('HVL_COORDINATOR'):
     jax.distributed.initialize(os.environ['HVL_COORDINATOR'], int(os.environ['HVL_NUM_PROCESSES']),
@@ -44,17 +64,52 @@ def main(argv):
       f.write(config.to_json_best_effort(indent=2))
 
   if _MODE.value == 'train':
-    from hvl_jax import train  # pylint: disable=g-import-not-at-top
     train.train_and_evaluate(config, workdir)
   elif _MODE.value == 'eval':
-    from hvl_jax import evaluate  # pylint: disable=g-import-not-at-top
     evaluate.evaluate_checkpoint(config, workdir, _CHECKPOINT.value)
   else:
-    if not _INPUT.value or not _OUTPUT.value:
-      raise app.UsageError('--mode predict needs --input and --output')
-    from hvl_jax import predict  # pylint: disable=g-import-not-at-top
     predict.predict_files(config, workdir, _INPUT.value, _OUTPUT.value, _CHECKPOINT.value)
 
 
+def config_path(argv) -> str:
+  """The file of the --config argument (without its ':arg')."""
+  for i, a in enumerate(argv):
+    if a.startswith('--config='):
+      return a.split('=', 1)[1].split(':')[0]
+    if a == '--config' and i + 1 < len(argv):
+      return argv[i + 1].split(':')[0]
+  return ''
+
+
+def parse_flags(argv):
+  """absl's flag parsing; a bad config file or override ends with one line naming it."""
+  path = config_path(argv)
+  if path and not os.path.isfile(path):
+    sys.exit(f'error: --config {path}: no such config file')
+  try:
+    return flags.FLAGS(argv)
+  except (flags.Error, AttributeError, KeyError) as e:
+    if os.environ.get('HVL_TRACEBACK'):
+      raise
+    if isinstance(e, (AttributeError, KeyError)):    # an override naming no field
+      hint = re.search(r'Did you mean "?(\w+)"? instead of "?(\w+)"?', str(e))
+      sys.exit(f'error: the config has no field {hint.group(2)!r} (did you mean {hint.group(1)!r}?)' if hint
+               else f'error: the config has no field {e}')
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    sys.exit(f'error: {lines[0]} {lines[-1]}' if len(lines) > 1 else f'error: {lines[0]}')
+
+
+def run(argv):
+  try:
+    main(argv)
+  except preemption.Preempted as e:
+    print(e, flush=True)
+    sys.exit(preemption.EXIT_CODE)
+  except USER_ERRORS as e:
+    if os.environ.get('HVL_TRACEBACK'):
+      raise
+    sys.exit(f'error: {e}')
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(run, flags_parser=parse_flags)

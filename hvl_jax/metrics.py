@@ -1,20 +1,20 @@
-"""Segmentation metrics: confusion matrix (on device) and mean IoU."""
+"""Segmentation metrics: confusion matrix and mean IoU (on the host: class maps of every size
+come back from the predictor, and a device version would compile once per image size)."""
 from typing import Tuple
 
-import jax.numpy as jnp
 import numpy as np
 
 
-def confusion_matrix(pred, label, num_classes: int, ignore_index: int = 255):
-  """(K, K) int32 counts, rows = ground truth, columns = prediction; ignore pixels dropped.
+def confusion_matrix(pred, label, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+  """(K, K) int64 counts, rows = ground truth, columns = prediction; ignore pixels dropped.
 
   pred, label: integer arrays of the same shape.
   """
-  label = label.astype(jnp.int32)
+  label = np.asarray(label).astype(np.int64).ravel()
+  pred = np.asarray(pred).astype(np.int64).ravel()
   valid = (label != ignore_index) & (label >= 0) & (label < num_classes)
-  idx = jnp.where(valid, label * num_classes + pred.astype(jnp.int32), num_classes * num_classes)
-  counts = jnp.bincount(idx.ravel(), length=num_classes * num_classes + 1)[:-1]
-  return counts.reshape(num_classes, num_classes).astype(jnp.int32)
+  counts = np.bincount(label[valid] * num_classes + pred[valid], minlength=num_classes * num_classes)
+  return counts.reshape(num_classes, num_classes)
 
 
 def mean_iou(confusion) -> Tuple[float, np.ndarray]:

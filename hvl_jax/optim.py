@@ -97,6 +97,13 @@ def make_optimizer(config, params, total_steps: int) -> optax.GradientTransforma
   return over_group_vectors(tx, vectors)
 
 
+def micro_step(opt_state) -> jax.Array:
+  """Index of the next micro-step within the optimizer step (0 without gradient accumulation)."""
+  if isinstance(opt_state, optax.MultiStepsState):
+    return opt_state.mini_step
+  return jnp.zeros((), jnp.int32)
+
+
 def nonfinite_counts(opt_state):
   """(consecutive, total) skipped updates from the apply_if_finite state inside `opt_state`."""
   state = opt_state.inner_opt_state if isinstance(opt_state, optax.MultiStepsState) else opt_state

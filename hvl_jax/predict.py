@@ -2,27 +2,12 @@
 import os
 from typing import Optional
 
-import numpy as np
-from PIL import Image
-
-from hvl_jax import evaluate
+from hvl_jax import inference
+from hvl_jax import state as state_lib
+from hvl_jax import visualize
 from hvl_jax.data import datasets
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
-
-
-def palette(num_colours: int = 256) -> np.ndarray:
-  """The Pascal VOC colour map (bit-interleaved), (num_colours, 3) uint8."""
-  pal = np.zeros((num_colours, 3), np.uint8)
-  for i in range(num_colours):
-    c, r, g, b = i, 0, 0, 0
-    for j in range(8):
-      r |= ((c >> 0) & 1) << (7 - j)
-      g |= ((c >> 1) & 1) << (7 - j)
-      b |= ((c >> 2) & 1) << (7 - j)
-      c >>= 3
-    pal[i] = (r, g, b)
-  return pal
 
 
 def list_inputs(path: str):
@@ -36,24 +21,17 @@ def list_inputs(path: str):
   return [path]
 
 
-def save_prediction(pred: np.ndarray, image: np.ndarray, out_dir: str, name: str, alpha: float = 0.5):
-  """Writes <name>.png (palette index PNG) and <name>_overlay.jpg."""
-  pal = palette()
-  index = Image.fromarray(pred.astype(np.uint8), mode='P')
-  index.putpalette(pal.ravel().tolist())
-  index.save(os.path.join(out_dir, f'{name}.png'))
-  overlay = (image * (1 - alpha) + pal[pred] * alpha).astype(np.uint8)
-  Image.fromarray(overlay).save(os.path.join(out_dir, f'{name}_overlay.jpg'), quality=90)
-
-
 def predict_files(config, workdir: str, input_path: str, output_dir: str, checkpoint: Optional[str] = None):
+  """Writes <output_dir>/<name>.png and <name>_overlay.jpg for each input image; returns the count."""
   files = list_inputs(input_path)
-  model, params, _ = evaluate.restore_params(config, workdir, checkpoint)
-  predictor = evaluate.Predictor(config, model)
+  model, clip, _ = state_lib.build(config)
+  params = state_lib.restore_params(config, model, clip, checkpoint or os.path.join(workdir, 'checkpoints'))
+  predictor = inference.Predictor.from_config(config, model)
+  prepared = predictor.prepare(params)
   os.makedirs(output_dir, exist_ok=True)
   for i, path in enumerate(files, 1):
     image = datasets.load_image(path)
-    pred = predictor.predict(params, image)
-    save_prediction(pred, image, output_dir, os.path.splitext(os.path.basename(path))[0])
+    visualize.save_prediction(predictor.predict(prepared, image), image, output_dir,
+                              os.path.splitext(os.path.basename(path))[0])
     print(f'[{i}/{len(files)}] {path} -> {output_dir}', flush=True)
   return len(files)

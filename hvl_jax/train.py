@@ -12,46 +12,22 @@ import time
 from typing import Any, Dict, Optional
 
 from absl import logging
-import flax
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from tensorboardX import SummaryWriter
 
 from hvl_jax import checkpoint as ckpt_lib
 from hvl_jax import evaluate
+from hvl_jax import inference
 from hvl_jax import objective
 from hvl_jax import optim
-from hvl_jax import predict
+from hvl_jax import preemption
 from hvl_jax import sharding
+from hvl_jax import state as state_lib
+from hvl_jax import visualize
 from hvl_jax.data import datasets, pipeline
-from hvl_jax.models import clip as clip_lib
-from hvl_jax.models import hvl
-
-
-@flax.struct.dataclass
-class TrainState:
-  """Everything a checkpoint holds besides the data iterator.
-
-  params: trainable parameters; frozen: text/reference encoders, logit scale (and the
-  backbone when model.freeze_backbone); ema_params: teacher (or None); rng: base key.
-  """
-  step: jax.Array
-  params: Any
-  frozen: Any
-  opt_state: Any
-  ema_params: Any
-  rng: jax.Array
-
-
-def frozen_keys(config):
-  return hvl.FROZEN + (('backbone',) if config.model.freeze_backbone else ())
-
-
-def split_params(params, config):
-  keys = frozen_keys(config)
-  return ({k: v for k, v in params.items() if k not in keys}, {k: v for k, v in params.items() if k in keys})
+from hvl_jax.models.backbones import clip as clip_lib
 
 
 def normalize_batch(batch: Dict[str, jax.Array]) -> objective.Batch:
@@ -64,9 +40,14 @@ def normalize_batch(batch: Dict[str, jax.Array]) -> objective.Batch:
                          get('box2', 'label_l').astype(bool), get('valid_u', 'label_l').astype(bool))
 
 
-def train_step(state: TrainState, batch, *, model, tx, config):
-  """One micro-step: loss, gradients w.r.t. the trainable params, optimizer update, EMA."""
-  rng = jax.random.fold_in(state.rng, state.step)
+def train_step(state: state_lib.TrainState, batch, *, model, tx, config):
+  """One micro-step: loss, gradients w.r.t. the trainable params, optimizer update, EMA.
+
+  With train.grad_accum = k the optimizer applies the mean gradient every k-th micro-step;
+  `state.step` (optimizer steps) advances then, and so does the EMA teacher.
+  """
+  accum = config.train.grad_accum
+  rng = jax.random.fold_in(state.rng, state.step * accum + optim.micro_step(state.opt_state))
   inputs = normalize_batch(batch)
   teacher = None
   if config.semi.ema_decay > 0:
@@ -78,14 +59,16 @@ def train_step(state: TrainState, batch, *, model, tx, config):
   (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
+  stepped = optim.micro_step(opt_state) == 0     # this micro-step completed an optimizer step
   ema = state.ema_params
   if config.semi.ema_decay > 0:
     d = config.semi.ema_decay
-    ema = jax.tree.map(lambda e, p: d * e + (1 - d) * p, ema, params)
+    ema = jax.tree.map(lambda e, p: jnp.where(stepped, d * e + (1 - d) * p, e), ema, params)
   consecutive, total = optim.nonfinite_counts(opt_state)
   metrics = dict(terms, grad_norm=optax.global_norm(grads), nonfinite_consecutive=consecutive,
                  nonfinite_total=total)
-  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema)
+  new_state = state.replace(step=state.step + stepped.astype(state.step.dtype), params=params,
+                            opt_state=opt_state, ema_params=ema)
   return new_state, metrics
 
 
@@ -94,25 +77,6 @@ def jit_train_step(config, model, tx, mesh, state_sharding, donate: bool = True)
   return jax.jit(functools.partial(train_step, model=model, tx=tx, config=config),
                  in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
                  out_shardings=(state_sharding, None), donate_argnums=0 if donate else ())
-
-
-def create_state(config, model, clip, tx_fn, image_size: int) -> TrainState:
-  """Fresh state on the host CPU: pretrained CLIP weights, random heads (or config.init weights)."""
-  with sharding.on_host_cpu():
-    rng = jax.random.PRNGKey(config.seed)
-    params = hvl.init_params(model, clip, jax.random.fold_in(rng, 1), image_size)
-    trainable, frozen = split_params(params, config)
-    tx = tx_fn(trainable)
-    ema = jax.tree.map(jnp.copy, trainable) if config.semi.ema_decay > 0 else None
-    return TrainState(step=jnp.zeros((), jnp.int32), params=trainable, frozen=frozen,
-                      opt_state=tx.init(trainable), ema_params=ema, rng=jax.random.fold_in(rng, 2))
-
-
-def build(config):
-  """Model, CLIP, class names and data sources for a config."""
-  names = datasets.class_names(config)
-  model, clip = hvl.build_model(config, names)
-  return model, clip, names
 
 
 class ProgressLogger:
@@ -155,10 +119,8 @@ class ProgressLogger:
     """Image | prediction | ground truth strips (palette colours) for a few eval images."""
     if not self.main or not samples:
       return
-    pal = predict.palette()
     for i, (image, pred, label) in enumerate(samples):
-      strip = np.concatenate([image, pal[pred], pal[label]], axis=1)
-      self.writer.add_image(f'{tag}/{i}', strip, step, dataformats='HWC')
+      self.writer.add_image(f'{tag}/{i}', visualize.strip(image, pred, label), step, dataformats='HWC')
 
   def scalars(self, prefix: str, values: Dict[str, float], step: int):
     if self.main:
@@ -186,7 +148,7 @@ def mask_budget_note(config, devices: int) -> Optional[str]:
 def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   """Trains (resuming from the workdir if possible), then evaluates; returns the final eval results."""
   mesh = sharding.make_mesh()
-  model, clip, names = build(config)
+  model, clip, names = state_lib.build(config)
   sources = datasets.make_sources(config)
   total = pipeline.total_steps(config, sources)
   accum = config.train.grad_accum
@@ -194,7 +156,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   tx_fn = lambda params: optim.make_optimizer(config, params, total)
   image_size = config.data.crop_size
 
-  abstract = jax.eval_shape(lambda: create_state(config, model, clip, tx_fn, image_size))
+  abstract = state_lib.abstract_state(config, model, clip, tx_fn)
   tx = tx_fn(abstract.params)
   state_sharding = sharding.state_sharding(mesh, abstract, config.train.fsdp)
   data = pipeline.train_dataset(config, sources, workdir)
@@ -202,10 +164,11 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
 
   checkpoints = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), config.train.keep_checkpoints)
   state = restore_or_init(config, checkpoints, abstract, data_iter,
-                          lambda: create_state(config, model, clip, tx_fn, image_size))
+                          lambda: state_lib.create_state(config, model, clip, tx_fn, image_size))
   state = jax.device_put(state, state_sharding)
-  start = int(state.step) // accum
-  logging.info('Parameters:\n%s', parameter_overview(state.params))
+  start = int(state.step)
+  logging.info('Parameters:\n%s', '\n'.join(f'  {k:34s} {n:>13,d}' for k, n in
+                                              state_lib.parameter_counts(state_lib.full_params(state)).items()))
   print(f'Training {total} steps ({accum} micro-batches each) from step {start} on {jax.device_count()} '
         f'device(s); workdir {workdir}', flush=True)
 
@@ -214,26 +177,37 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     print(note, flush=True)
   step_fn = jit_train_step(config, model, tx, mesh, state_sharding)
   progress = ProgressLogger(workdir, total, config.data.labeled_batch + config.data.unlabeled_batch, lr_fn)
-  evaluator = evaluate.Evaluator(config, evaluate.Predictor(config, model), sources['val'], names)
+  evaluator = evaluate.Evaluator(config, inference.Predictor.from_config(config, model), sources['val'], names)
   best = read_best(workdir)
   metrics = None
-  for step in range(start + 1, total + 1):
-    for _ in range(accum):
-      batch = sharding.global_batch(mesh, next(data_iter))
-      state, metrics = step_fn(state, batch)
-    if step % config.train.log_every == 0 or step == total:
-      metrics = jax.device_get(metrics)
-      progress.log(step, metrics)
-      if metrics['nonfinite_consecutive'] >= config.train.max_nonfinite:
-        raise FloatingPointError(f'{int(metrics["nonfinite_consecutive"])} non-finite losses in a row at '
-                                 f'step {step}: stopping (train.max_nonfinite={config.train.max_nonfinite})')
-    if step % config.train.ckpt_every == 0 and step != total:
-      checkpoints.save(int(state.step), state, data_iter)
-    if config.train.eval_every and step % config.train.eval_every == 0 and step != total:
-      best = periodic_eval(evaluator, state, step, workdir, best, progress)
-  checkpoints.save(int(state.step), state, data_iter, force=True)
+  watcher = preemption.Watcher()
+  try:
+    for step in range(start + 1, total + 1):
+      for _ in range(accum):
+        batch = sharding.global_batch(mesh, next(data_iter))
+        state, metrics = step_fn(state, batch)
+      if step % config.train.log_every == 0 or step == total:
+        metrics = jax.device_get(metrics)
+        progress.log(step, metrics)
+        if metrics['nonfinite_consecutive'] >= config.train.max_nonfinite:
+          raise FloatingPointError(f'{int(metrics["nonfinite_consecutive"])} non-finite losses in a row at '
+                                   f'step {step}: stopping (train.max_nonfinite={config.train.max_nonfinite})')
+      preempted = step != total and watcher.reached(step)
+      if (step % config.train.ckpt_every == 0 and step != total) or preempted:
+        checkpoints.save(step, state, data_iter, force=preempted)
+      if preempted:
+        checkpoints.wait()
+        checkpoints.close()
+        progress.close()
+        raise preemption.Preempted(step, checkpoints.directory)
+      if config.train.eval_every and step % config.train.eval_every == 0 and step != total:
+        best = periodic_eval(evaluator, state, step, workdir, best, progress)
+  finally:
+    watcher.close()
+  if start < total:       # a finished run started again only evaluates
+    checkpoints.save(total, state, data_iter, force=True)
   checkpoints.wait()
-  results = evaluator.run(full_params(state), workdir, tag='final')
+  results = evaluator.run(state_lib.full_params(state), workdir, tag='final')
   progress.scalars('eval', {'miou': results['miou']}, total)
   progress.predictions('eval_predictions', evaluator.samples, total)
   progress.close()
@@ -241,27 +215,22 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   return results
 
 
-def full_params(state: TrainState):
-  """The parameters evaluation uses: the EMA teacher when there is one."""
-  params = state.ema_params if state.ema_params is not None else state.params
-  return {**params, **state.frozen}
-
-
 def restore_or_init(config, checkpoints, abstract, data_iter, init_fn):
   """workdir checkpoint -> config.resume -> config.init (weights only) -> scratch."""
+  accum = config.train.grad_accum
   if checkpoints.steps():
-    state, step = checkpoints.restore(abstract, data_iter)
+    state, step = checkpoints.restore(abstract, data_iter, grad_accum=accum)
     print(f'Resumed from {checkpoints.directory} at step {step}', flush=True)
     return state
   if config.resume:
     source = ckpt_lib.Checkpointer(config.resume, async_save=False)
-    state, step = source.restore(abstract, data_iter)
+    state, step = source.restore(abstract, data_iter, grad_accum=accum)
     print(f'Resumed from config.resume={config.resume} at step {step}', flush=True)
     return state
   state = init_fn()
   if config.init:
     source = ckpt_lib.Checkpointer(config.init, async_save=False)
-    loaded, step = source.restore(abstract)
+    loaded, step = source.restore(abstract, grad_accum=accum)
     state = state.replace(params=loaded.params, frozen=loaded.frozen,
                           ema_params=loaded.params if state.ema_params is not None else None)
     print(f'Initialised weights from config.init={config.init} (step {step})', flush=True)
@@ -278,21 +247,15 @@ def read_best(workdir):
 
 def periodic_eval(evaluator, state, step, workdir, best, progress):
   """Evaluates; keeps the best checkpoint in workdir/best."""
-  results = evaluator.run(full_params(state), workdir, tag=f'step_{step}')
+  results = evaluator.run(state_lib.full_params(state), workdir, tag=f'step_{step}')
   progress.scalars('eval', {'miou': results['miou']}, step)
   progress.predictions('eval_predictions', evaluator.samples, step)
   if results['miou'] > best['miou']:
     best = {'miou': results['miou'], 'step': step}
     keeper = ckpt_lib.Checkpointer(os.path.join(workdir, 'best'), keep=1, async_save=False)
-    keeper.save(int(state.step), state, force=True)
+    keeper.save(step, state, force=True)
     keeper.close()
     if jax.process_index() == 0:
       with open(os.path.join(workdir, 'best.json'), 'w') as f:
         json.dump(best, f)
   return best
-
-
-def parameter_overview(params) -> str:
-  """Parameter count per top-level component."""
-  rows = [(k, sum(int(np.prod(x.shape)) for x in jax.tree.leaves(v))) for k, v in params.items()]
-  return '\n'.join(f'  {k:20s} {n:>12,d}' for k, n in rows)

@@ -1,6 +1,6 @@
 r"""Validates a prepared dataset against a split and prints a summary.
 
-  python -m hvl_jax.data.check --config configs/voc_92.py --config.data.root=/data/VOC2012 [--max 0]
+  python -m tools.check_data --config configs/voc_92.py --config.data.root=/data/VOC2012 [--max 0]
 
 Reads every listed image and label (or the first --max of each list), reports every bad file
 (missing, unreadable, label size or values wrong, RGB-coloured label) and the most common

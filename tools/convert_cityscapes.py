@@ -1,6 +1,6 @@
 r"""Cityscapes `*_gtFine_labelIds.png` -> `*_gtFine_labelTrainIds.png` (19 classes, 255 ignore).
 
-  python -m hvl_jax.data.convert_cityscapes --root /data/cityscapes
+  python -m tools.convert_cityscapes --root /data/cityscapes
 """
 import argparse
 import glob

@@ -1,6 +1,6 @@
 r"""COCO instance annotations -> 81-class index PNG masks (0 background, 1..80 contiguous thing ids).
 
-  python -m hvl_jax.data.convert_coco --root /data/coco [--splits train2017,val2017]
+  python -m tools.convert_coco --root /data/coco [--splits train2017,val2017]
 
 Reads `<root>/annotations/instances_<split>.json`, writes `<root>/masks/<image id>.png` (the
 layout of the shipped split lists). Category ids (1..90 with gaps) map to 1..80 in sorted order;

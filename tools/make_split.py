@@ -1,6 +1,6 @@
 r"""Draws a labeled/unlabeled split of a given size from a full training list.
 
-  python -m hvl_jax.data.make_split --list hvl_jax/data/splits/pascal/train_aug.txt --labeled 92 \
+  python -m tools.make_split --list hvl_jax/data/splits/pascal/train_aug.txt --labeled 92 \
       --seed 0 --out my_splits/pascal/92 [--root /data/VOC2012 --num_classes 21]
 
 With --root, labels are read and the draw is class-balanced where possible: the rarest classes

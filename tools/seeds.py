@@ -2,10 +2,10 @@ r"""Runs one config with several seeds and reports the median and spread of the 
 
 Results vary by several tenths of mIoU between runs, so compare medians.
 
-  python -m hvl_jax.seeds --config configs/voc_92.py --workdir runs/voc_92_seeds --seeds 0,1,2 \
+  python -m tools.seeds --config configs/voc_92.py --workdir runs/voc_92_seeds --seeds 0,1,2 \
       --config.data.root=/data/VOC2012                      # sequentially, in this process
-  python -m hvl_jax.seeds ... --print_commands              # one command per seed, for separate jobs
-  python -m hvl_jax.seeds ... --collect                     # only summarise finished runs
+  python -m tools.seeds ... --print_commands              # one command per seed, for separate jobs
+  python -m tools.seeds ... --collect                     # only summarise finished runs
 
 Each seed trains in `<workdir>/seed_<s>` (resuming if interrupted); the summary goes to
 `<workdir>/seeds_summary.json`.
@@ -19,6 +19,8 @@ from absl import app
 from absl import flags
 import numpy as np
 from ml_collections import config_flags
+
+from hvl_jax import train
 
 FLAGS = flags.FLAGS
 
@@ -71,7 +73,6 @@ def main(argv):
       print(' '.join(shlex.quote(c) for c in cmd))
     return
   if not FLAGS.collect:
-    from hvl_jax import train  # pylint: disable=g-import-not-at-top
     for s in seeds:
       if s in collect(workdir, [s]):
         print(f'seed {s}: already finished', flush=True)

@@ -11,7 +11,6 @@ from typing import Dict, Optional
 
 import grain
 import jax
-import numpy as np
 
 from hvl_jax.data import datasets, rare_class, transforms
 

@@ -1,4 +1,4 @@
-"""Rare-class sampling of the labeled set (DAFormer-style, SPEC section 4).
+"""Rare-class sampling of the labeled set (DAFormer-style; the paper, section 4.1).
 
 f_c = fraction of labeled pixels of class c; p(c) ∝ exp((1 - f_c) / T); then a
 uniformly drawn labeled image that holds c. Statistics are computed once and

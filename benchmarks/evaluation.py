@@ -1,0 +1,71 @@
+r"""Evaluation throughput: images/s of the evaluator, side by side in one process.
+
+  python -m benchmarks.evaluation --config configs/demo.py [--images 32]
+  python -m benchmarks.evaluation --config configs/demo.py --config.inference.window=sliding \
+      --config.data.synthetic_size=160
+
+Two predictors over the same parameters and images:
+  per_window  the network called on one window at a time, its text queries recomputed in every call;
+  batched     text queries once per evaluation (`Predictor.prepare`), windows in batches of
+              inference.window_batch sharded over the local devices (the library's predictor).
+Prints images/s of each (after one warm-up image, which compiles) and their ratio; the class maps
+must agree. A pretrained CLIP named in the config is replaced by a random one of the same sizes.
+"""
+import time
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+from ml_collections import config_flags
+
+from benchmarks.harness import benchmark_config, device_name
+from hvl_jax import evaluate, inference
+from hvl_jax import state as state_lib
+from hvl_jax.data import datasets
+from hvl_jax.models import hvl
+from hvl_jax.models.backbones import clip as clip_lib
+
+_CONFIG = config_flags.DEFINE_config_file('config', 'configs/demo.py', 'Config file.')
+_IMAGES = flags.DEFINE_integer('images', 32, 'Validation images timed per predictor.')
+
+
+def per_window_predictor(config, model):
+  """One window per call, the whole network (text encoder included) in every call."""
+
+  def scores(params, images):
+    cls, masks = model.apply({'params': params}, clip_lib.normalize_images(images))['predictions'][-1]
+    return hvl.upsampled_class_scores(cls, masks, images.shape[1:3], config.inference.mode)
+
+  crop = config.data.crop_size
+  return inference.Predictor(jax.jit(scores), num_classes=config.data.num_classes, crop=crop,
+                             stride=int(crop * config.inference.stride_fraction), window=config.inference.window,
+                             pad_multiple=2 * model.cfg.clip.patch_size)
+
+
+def images_per_second(predictor, params, images):
+  prepared = predictor.prepare(params)
+  predictor.predict(prepared, images[0])           # compiles
+  t = time.perf_counter()
+  maps = [predictor.predict(prepared, image) for image in images]
+  return len(images) / (time.perf_counter() - t), maps
+
+
+def main(argv):
+  del argv
+  config = benchmark_config(_CONFIG.value)
+  model, clip, _ = state_lib.build(config)
+  params = hvl.init_params(model, clip, jax.random.PRNGKey(config.seed), config.data.crop_size)
+  source = datasets.make_sources(config)['val']
+  images = [source[i]['image'] for i in evaluate.process_share(min(_IMAGES.value, len(source)))]
+  old_rate, old_maps = images_per_second(per_window_predictor(config, model), params, images)
+  new_rate, new_maps = images_per_second(inference.Predictor.from_config(config, model), params, images)
+  agree = all(np.array_equal(a, b) for a, b in zip(old_maps, new_maps))
+  print(f'device {device_name()}; config {config.data.name} crop {config.data.crop_size}, window '
+        f'{config.inference.window}, images {images[0].shape[0]}x{images[0].shape[1]}, {len(images)} images')
+  print(f'per_window {old_rate:.2f} images/s; batched {new_rate:.2f} images/s; ratio {new_rate / old_rate:.2f}x; '
+        f'class maps {"identical" if agree else "DIFFER"}')
+
+
+if __name__ == '__main__':
+  app.run(main)

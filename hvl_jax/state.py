@@ -1,0 +1,108 @@
+"""The train state: what a checkpoint holds besides the data iterator.
+
+`build` turns a config into (model, CLIP, class names); `create_state` draws a fresh state on
+the host CPU; `restore_params` reads the parameters that evaluation and prediction use from a
+checkpoint. `TrainState.step` counts optimizer steps (a step of `train.grad_accum`
+micro-steps), as do the checkpoint numbers, logs and eval files.
+"""
+import os
+from typing import Any, Dict, Optional, Sequence, Tuple
+
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from hvl_jax import checkpoint as ckpt_lib
+from hvl_jax import optim
+from hvl_jax import sharding
+from hvl_jax.data import datasets
+from hvl_jax.models import hvl
+
+
+@flax.struct.dataclass
+class TrainState:
+  """step: optimizer steps taken; params: trainable parameters; frozen: text/reference encoders,
+  logit scale (and the backbone when model.freeze_backbone); opt_state: optimizer state (with
+  the micro-step index inside a step when train.grad_accum > 1); ema_params: teacher (or None);
+  rng: base key."""
+  step: jax.Array
+  params: Any
+  frozen: Any
+  opt_state: Any
+  ema_params: Any
+  rng: jax.Array
+
+
+def frozen_keys(config) -> Tuple[str, ...]:
+  return hvl.FROZEN + (('backbone',) if config.model.freeze_backbone else ())
+
+
+def split_params(params, config):
+  """(trainable, frozen) top-level subtrees of the full parameter dict."""
+  keys = frozen_keys(config)
+  return ({k: v for k, v in params.items() if k not in keys}, {k: v for k, v in params.items() if k in keys})
+
+
+def build(config, class_names: Optional[Sequence[str]] = None):
+  """(model, CLIP, class names) for a config; the names default to the dataset's."""
+  names = tuple(class_names) if class_names is not None else datasets.class_names(config)
+  model, clip = hvl.build_model(config, names)
+  return model, clip, names
+
+
+def create_state(config, model, clip, tx_fn, image_size: int) -> TrainState:
+  """Fresh state on the host CPU: pretrained CLIP weights, random heads."""
+  with sharding.on_host_cpu():
+    rng = jax.random.PRNGKey(config.seed)
+    params = hvl.init_params(model, clip, jax.random.fold_in(rng, 1), image_size)
+    trainable, frozen = split_params(params, config)
+    tx = tx_fn(trainable)
+    ema = jax.tree.map(jnp.copy, trainable) if config.semi.ema_decay > 0 else None
+    return TrainState(step=jnp.zeros((), jnp.int32), params=trainable, frozen=frozen,
+                      opt_state=tx.init(trainable), ema_params=ema, rng=jax.random.fold_in(rng, 2))
+
+
+def abstract_state(config, model, clip, tx_fn) -> TrainState:
+  """Shapes and dtypes of `create_state` (nothing is allocated)."""
+  return jax.eval_shape(lambda: create_state(config, model, clip, tx_fn, config.data.crop_size))
+
+
+def full_params(state: TrainState):
+  """The parameters evaluation uses: the EMA teacher when there is one."""
+  params = state.ema_params if state.ema_params is not None else state.params
+  return {**params, **state.frozen}
+
+
+def restore_params(config, model, clip, checkpoint: str):
+  """Evaluation parameters from `checkpoint`: a checkpoint directory (its newest readable step)
+  or one step directory (`.../checkpoints/300`)."""
+  directory, step = checkpoint, None
+  if os.path.isdir(os.path.join(directory, 'state')):
+    directory, step = os.path.dirname(os.path.abspath(directory)), int(os.path.basename(directory))
+  if not os.path.isdir(directory):
+    raise ckpt_lib.CheckpointError(f'{checkpoint}: no such checkpoint directory (pass --checkpoint or train first)')
+  tx_fn = lambda p: optim.make_optimizer(config, p, 1)
+  abstract = abstract_state(config, model, clip, tx_fn)
+  state, step = ckpt_lib.Checkpointer(directory, async_save=False).restore(
+      abstract, step=step, grad_accum=config.train.grad_accum)
+  print(f'Restored {directory} step {step}', flush=True)
+  return full_params(state)
+
+
+def parameter_counts(params) -> Dict[str, int]:
+  """{component: parameter count} of a full parameter (or shape) tree: backbone, pyramid, text
+  encoder, prompt, HTQG, pixel decoder, PTRM, DQTD, reference encoder."""
+  count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+  pd, htqg = params['pixel_decoder'], params.get('htqg', {})
+  return {
+      'backbone E_I': count(params['backbone']),
+      'simple feature pyramid': count(params['pyramid']),
+      'text encoder E_T (frozen)': count(params['text_encoder']),
+      'prompt (learnable tokens)': count(htqg.get('prompt', {})),
+      'HTQG (level MLPs + Phi)': count({k: v for k, v in htqg.items() if k != 'prompt'}),
+      'pixel decoder (MSDeformAttn)': count({k: v for k, v in pd.items() if not k.startswith('ptrm_')}),
+      'PTRM': count({k: v for k, v in pd.items() if k.startswith('ptrm_')}),
+      'DQTD (transformer decoder)': count(params['decoder']),
+      'reference encoder E_I^0 (frozen)': count(params['reference_encoder']),
+  }
