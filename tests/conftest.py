@@ -9,7 +9,7 @@ import tempfile
 import numpy as np
 import pytest
 
-# Tests run on 2 simulated CPU devices (SPEC section 6); must be set before jax is imported.
+# Tests run on 2 simulated CPU devices; must be set before jax is imported.
 os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # The RBG generator compiles parameter initialisation ~2x faster on CPU than threefry;

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hvl_jax.models import attention, hvl
+from hvl_jax.models import hvl
+from hvl_jax.ops import attention
 from tiny import CLASS_NAMES, tiny_config
 
 

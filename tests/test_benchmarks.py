@@ -12,8 +12,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from benchmarks import profile_summary, step_parts
-from hvl_jax import optim, train
+from benchmarks import harness, profile_summary
+from hvl_jax import optim
+from hvl_jax import state as state_lib
 from tiny import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -49,11 +50,11 @@ def test_unrolled_flops_cover_the_backbone_passes_and_recomputation():
   # goes at least once forward through the vision tower, and with the backbone rematerialised
   # the labeled images' forward pass runs again in the backward pass.
   config = tiny_config(**{'model.remat_backbone': True})
-  model, clip, names = train.build(config)
+  model, clip, names = state_lib.build(config)
   tx_fn = lambda p: optim.make_optimizer(config, p, 10)
-  state = train.create_state(config, model, clip, tx_fn, config.data.crop_size)
-  batch = step_parts.random_batch(config, np.random.default_rng(0))
-  flops = lambda c, recompute=True: step_parts.unrolled_flops(c, clip, names, tx_fn(state.params), state, batch,
+  state = state_lib.create_state(config, model, clip, tx_fn, config.data.crop_size)
+  batch = harness.random_batch(config, np.random.default_rng(0))
+  flops = lambda c, recompute=True: harness.unrolled_flops(c, clip, names, tx_fn(state.params), state, batch,
                                                              recompute)
   model_flops, executed = flops(config, recompute=False), flops(config)
   tokens = (config.data.crop_size // config.model.clip.patch_size) ** 2 + 1
@@ -68,23 +69,23 @@ def test_unrolled_flops_cover_the_backbone_passes_and_recomputation():
 
 
 def test_step_variants_override_typed_fields_and_name_bad_ones():
-  from benchmarks import step_variants   # defines the benchmark's flags: only this test needs them
+  from benchmarks import train_step   # defines the benchmark's flags: only this test needs them
   config = tiny_config(**{'model.remat_decoder': True})
-  (base_name, base), (name, fast) = step_variants.variants(
+  (base_name, base), (name, fast) = train_step.variants(
       config, ['fast:model.remat_decoder=false,train.grad_accum=2,model.attention_impl=cudnn,optim.lr=5e-4'])
   assert (base_name, name) == ('base', 'fast')
   assert fast.model.remat_decoder is False and fast.train.grad_accum == 2
   assert fast.model.attention_impl == 'cudnn' and fast.optim.lr == 5e-4
   assert base is config and config.model.remat_decoder is True and config.model.attention_impl == 'auto'
   for spec, message in [('x:model.nope=1', "no field 'model.nope'"),
-                        ('x:model.remat_decoder=maybe', 'not true or false'),
-                        ('x:train.grad_accum=two', "'two' is not a int"),
-                        ('x:model.out_layers=1', 'which a variant cannot set'),
+                        ('x:model.remat_decoder=maybe', "model.remat_decoder: 'maybe' does not fit"),
+                        ('x:train.grad_accum=two', "train.grad_accum: 'two' does not fit"),
+                        ('x:model.out_layers=1', 'model.out_layers: 1 does not fit'),
                         ('x:model.remat_decoder', 'is not FIELD=VALUE'),
                         ('model.remat_decoder=false', 'expected NAME:FIELD=VALUE'),
                         ('base:model.remat_decoder=false', 'names must differ')]:
     with pytest.raises(ValueError, match=re.escape(message)):
-      step_variants.variants(config, [spec])
+      train_step.variants(config, [spec])
 
 
 def test_criterion_benchmark_counts_the_pairs_over_the_budget():

@@ -8,9 +8,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hvl_jax.models import clip as clip_lib
-from hvl_jax.models.clip_weights import CheckpointError, load_clip, random_clip
-from hvl_jax.models import position, zero_shot
+from hvl_jax.models.backbones import clip as clip_lib
+from hvl_jax.models.backbones import registry
+from hvl_jax.models.backbones.clip_weights import CheckpointError, load_clip, random_clip
+from hvl_jax.models import zero_shot
+from hvl_jax.ops import position
 
 
 def _ids(rng, vocab, batch=3, length=16):
@@ -31,8 +33,8 @@ def test_msgpack_parity_with_flax_clip(hf_flax_checkpoint, rng):
                              hf.get_image_features(images.transpose(0, 3, 1, 2)), atol=1e-5)
   # Intermediate hidden states too.
   hf_out = hf(input_ids=ids, pixel_values=images.transpose(0, 3, 1, 2), output_hidden_states=True)
-  ours_v = clip.module.apply({'params': clip.params}, images, method=clip_lib.CLIPModel.encode_image)
-  ours_t = clip.module.apply({'params': clip.params}, ids, method=clip_lib.CLIPModel.encode_text)
+  ours_v = clip.module.apply({'params': clip.params}, images, method=registry.CLIPModel.encode_image)
+  ours_t = clip.module.apply({'params': clip.params}, ids, method=registry.CLIPModel.encode_text)
   for a, b in zip(ours_v['hidden_states'], hf_out.vision_model_output.hidden_states):
     np.testing.assert_allclose(a, b, atol=1e-5)
   for a, b in zip(ours_t['hidden_states'], hf_out.text_model_output.hidden_states):
@@ -80,8 +82,8 @@ def test_prompt_embedding_path_equals_ids_path(hf_flax_checkpoint, rng):
   p = {'params': clip.params}
   emb = m.apply(p, ids, method=lambda mod, i: mod.text.token_embeddings(i))
   eos = m.apply(p, ids, method=lambda mod, i: mod.text.text_model.eos_position(i))
-  by_ids = m.apply(p, ids, method=clip_lib.CLIPModel.encode_text)['text_embeds']
-  by_emb = m.apply(p, None, emb, eos, method=clip_lib.CLIPModel.encode_text)['text_embeds']
+  by_ids = m.apply(p, ids, method=registry.CLIPModel.encode_text)['text_embeds']
+  by_emb = m.apply(p, None, emb, eos, method=registry.CLIPModel.encode_text)['text_embeds']
   np.testing.assert_allclose(by_emb, by_ids, atol=1e-6)
 
 
@@ -101,7 +103,7 @@ def test_vision_any_size_taps_and_dense(hf_flax_checkpoint, rng):
   clip = load_clip(path)
   images = rng.randn(2, 48, 24, 3).astype(np.float32)
   out = clip.module.apply({'params': clip.params}, images, (1, 3), True,
-                          method=clip_lib.CLIPModel.encode_image)
+                          method=registry.CLIPModel.encode_image)
   assert out['taps'][1].shape == (2, 6, 3, 32)
   np.testing.assert_array_equal(out['taps'][3], out['hidden_states'][3][:, 1:].reshape(2, 6, 3, 32))
   assert out['dense'].shape == (2, 6, 3, 24)
@@ -129,16 +131,16 @@ def test_remat_and_bf16_options(hf_flax_checkpoint, rng):
   clip = load_clip(path)
   images = jnp.asarray(rng.randn(2, 32, 32, 3), jnp.float32)
   ref = clip.encode_image(images)
-  loss = lambda p, m: m.apply({'params': p}, images, method=clip_lib.CLIPModel.encode_image)['image_embeds'].sum()
+  loss = lambda p, m: m.apply({'params': p}, images, method=registry.CLIPModel.encode_image)['image_embeds'].sum()
   g_ref = jax.grad(loss)(clip.params, clip.module)
   for remat in (True, 'dots_with_no_batch_dims_saveable', 'dots_saveable'):
     for scan in (True, False):
-      g_remat = jax.grad(loss)(clip.params, clip_lib.CLIPModel(clip.config, remat=remat, scan=scan))
+      g_remat = jax.grad(loss)(clip.params, registry.CLIPModel(clip.config, remat=remat, scan=scan))
       jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), g_ref, g_remat)
   with pytest.raises(ValueError, match="unknown rematerialisation policy 'dots'"):
-    jax.grad(loss)(clip.params, clip_lib.CLIPModel(clip.config, remat='dots'))
-  bf16 = clip_lib.CLIPModel(clip.config, dtype=jnp.bfloat16).apply(
-      {'params': clip.params}, images, method=clip_lib.CLIPModel.encode_image)['image_embeds']
+    jax.grad(loss)(clip.params, registry.CLIPModel(clip.config, remat='dots'))
+  bf16 = registry.CLIPModel(clip.config, dtype=jnp.bfloat16).apply(
+      {'params': clip.params}, images, method=registry.CLIPModel.encode_image)['image_embeds']
   assert bf16.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(bf16, np.float32), ref, atol=0.1, rtol=0.1)
 

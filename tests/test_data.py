@@ -224,7 +224,7 @@ def test_pipeline_shapes_determinism_and_state_restore(tmp_path):
 
 
 def test_check_reports_scaled_masks_and_bad_files(tmp_path):
-  from hvl_jax.data import check
+  from tools import check_data as check
   root, splits = tmp_path / 'voc', tmp_path / 'splits'
   voc_fixture(root, splits)
   c = voc_config(root, splits)
@@ -242,7 +242,7 @@ def test_check_reports_scaled_masks_and_bad_files(tmp_path):
 
 
 def test_make_split_is_balanced_deterministic_and_disjoint(tmp_path):
-  from hvl_jax.data import make_split
+  from tools import make_split
   entries = [(f'img{i}.jpg', f'lab{i}.png') for i in range(40)]
   classes = [{0, 1} for _ in range(40)]
   classes[7] = {0, 5}     # the only image of class 5
@@ -261,7 +261,7 @@ def test_make_split_is_balanced_deterministic_and_disjoint(tmp_path):
 
 
 def test_cityscapes_converter(tmp_path):
-  from hvl_jax.data import convert_cityscapes
+  from tools import convert_cityscapes
   path = tmp_path / 'gtFine' / 'train' / 'aachen' / 'a_gtFine_labelIds.png'
   os.makedirs(path.parent)
   Image.fromarray(np.asarray([[7, 8, 0, 33], [26, 4, 24, 255]], np.uint8)).save(path)
@@ -272,7 +272,7 @@ def test_cityscapes_converter(tmp_path):
 
 def test_coco_converter_on_handmade_json(tmp_path):
   import json
-  from hvl_jax.data import convert_coco
+  from tools import convert_coco
   os.makedirs(tmp_path / 'annotations')
   square = lambda x, y, s: [[x, y, x + s, y, x + s, y + s, x, y + s]]
   data = dict(

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hvl_jax.models.deform_attn import MSDeformAttn, ms_deform_attn, reference_points
+from hvl_jax.ops.deform_attn import MSDeformAttn, ms_deform_attn, reference_points
 
 SHAPES = ((5, 7), (3, 2), (1, 4))   # non-square levels, a 1-pixel-high one
 
@@ -124,7 +124,7 @@ def test_reference_points_are_pixel_centres():
 def test_custom_backward_matches_autodiff(rng):
   # The hand-written backward (used for 16-bit values) against JAX's derivative of the
   # forward, in float32 and with query chunks; for bf16 values the gradient has value's dtype.
-  from hvl_jax.models import deform_attn   # pylint: disable=import-outside-toplevel
+  from hvl_jax.ops import deform_attn   # pylint: disable=import-outside-toplevel
   value, locs, attn = (jnp.float32(x) for x in make_inputs(rng, q=9, p=4))
   cot = jnp.float32(rng.randn(2, 9, 6))
   loss = lambda fn: (lambda v, l, a: (fn(v, SHAPES, l, a).astype(jnp.float32) * cot).sum())

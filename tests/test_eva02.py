@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from conftest import write_tiny_tokenizer
-from hvl_jax.models import eva02
-from hvl_jax.models.clip_weights import CheckpointError
-from hvl_jax.models.eva02_weights import load_eva02_clip, load_eva02_vision
+from hvl_jax.models.backbones import eva02
+from hvl_jax.models.backbones.clip_weights import CheckpointError
+from hvl_jax.models.backbones.eva02_weights import load_eva02_clip, load_eva02_vision
 
 torch = pytest.importorskip('torch')
 open_clip = pytest.importorskip('open_clip')

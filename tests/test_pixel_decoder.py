@@ -1,14 +1,20 @@
 """Pixel decoder + PTRM: shapes, jit, bf16, PTRM effect and identity when off."""
-import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hvl_jax.models.pixel_decoder import PixelDecoder
-from hvl_jax.models.position import sine_position_embedding
+from hvl_jax.models.compute import ComputeConfig
+from hvl_jax.models.decoder import DQTD, DecoderConfig
+from hvl_jax.models.pixel_decoder import PixelDecoder, PixelDecoderConfig
+from hvl_jax.ops.position import sine_position_embedding
 
 DIM = 32
+
+
+def pixel_decoder(layers, compute=ComputeConfig(), **kw):
+  config = PixelDecoderConfig(layers=layers, heads=4, points=2, ffn_dim=64, ptrm_heads=4, **kw)
+  return PixelDecoder(dim=DIM, mask_dim=DIM, config=config, compute=compute)
 
 
 def features(rng, b, h, w, c=DIM):
@@ -18,7 +24,7 @@ def features(rng, b, h, w, c=DIM):
 @pytest.mark.parametrize('hw,k', [((64, 64), 5), ((96, 64), 21)])
 def test_shapes_under_jit(rng, hw, k):
   h, w = hw
-  m = PixelDecoder(dim=DIM, mask_dim=DIM, layers=2, heads=4, points=2, ffn_dim=64, ptrm_heads=4)
+  m = pixel_decoder(2)
   feats, q = features(rng, 2, h, w), jnp.asarray(rng.randn(2, 3, k, DIM), jnp.float32)
   params = jax.jit(m.init)(jax.random.PRNGKey(0), feats, q)
   out = jax.jit(m.apply)(params, feats, q)
@@ -29,8 +35,7 @@ def test_shapes_under_jit(rng, hw, k):
 
 
 def test_bf16(rng):
-  m = PixelDecoder(dim=DIM, mask_dim=DIM, layers=1, heads=4, points=2, ffn_dim=64, ptrm_heads=4,
-                   dtype=jnp.bfloat16)
+  m = pixel_decoder(1, ComputeConfig(dtype='bfloat16'))
   feats, q = features(rng, 1, 64, 64), jnp.asarray(rng.randn(1, 3, 4, DIM), jnp.float32)
   params = jax.jit(m.init)(jax.random.PRNGKey(0), feats, q)
   assert all(p.dtype == jnp.float32 for p in jax.tree.leaves(params))
@@ -40,15 +45,14 @@ def test_bf16(rng):
 
 
 def test_ptrm_refines_both_and_is_identity_when_off(rng):
-  kw = dict(dim=DIM, mask_dim=DIM, layers=2, heads=4, points=2, ffn_dim=64, ptrm_heads=4)
   feats, q = features(rng, 2, 64, 64), jnp.asarray(rng.randn(2, 3, 5, DIM), jnp.float32)
-  with_ptrm = PixelDecoder(**kw, ptrm=True)
+  with_ptrm = pixel_decoder(2, ptrm=True)
   params = jax.jit(with_ptrm.init)(jax.random.PRNGKey(0), feats, q)['params']
   shared = {k: v for k, v in params.items() if not k.startswith('ptrm_')}
   assert len(shared) < len(params)
   on = with_ptrm.apply({'params': params}, feats, q)
-  off = PixelDecoder(**kw, ptrm=False).apply({'params': shared}, feats, q)
-  no_text = PixelDecoder(**kw, ptrm=False).apply({'params': shared}, feats, None)
+  off = pixel_decoder(2, ptrm=False).apply({'params': shared}, feats, q)
+  no_text = pixel_decoder(2, ptrm=False).apply({'params': shared}, feats, None)
   # Off: queries untouched and pixel features equal to a decoder without text.
   np.testing.assert_array_equal(off['queries'], q)
   for a, b in zip(off['multi_scale'], no_text['multi_scale']):
@@ -76,13 +80,11 @@ def test_scanned_layers_equal_unrolled(rng):
   """The pixel decoder's and the DQTD's scanned layers give the unrolled values and gradients
   (scanned with a rematerialisation policy that keeps the matmul outputs, unrolled with full
   rematerialisation)."""
-  from hvl_jax.models.decoder import DQTD
   feats, q = features(rng, 2, 64, 64), jnp.asarray(rng.randn(2, 3, 4, DIM), jnp.float32)
   remat = lambda scan: 'dots_with_no_batch_dims_saveable' if scan else True
-  pd = lambda scan: PixelDecoder(dim=DIM, mask_dim=DIM, layers=3, heads=4, points=2, ffn_dim=64, ptrm_heads=4,
-                                 remat=remat(scan), scan=scan)
-  dec = lambda scan: DQTD(num_classes=4, num_levels=3, num_instance=5, dim=DIM, mask_dim=DIM, heads=4,
-                          ffn_dim=64, layers=6, remat=remat(scan), scan=scan)
+  pd = lambda scan: pixel_decoder(3, ComputeConfig(scan=scan), remat=remat(scan))
+  dec = lambda scan: DQTD(num_classes=4, num_levels=3, dim=DIM, mask_dim=DIM, compute=ComputeConfig(scan=scan),
+                          config=DecoderConfig(instance_queries=5, heads=4, ffn_dim=64, layers=6, remat=remat(scan)))
   pd_params = pd(False).init(jax.random.PRNGKey(0), feats, q)
   px = pd(False).apply(pd_params, feats, q)
   args = (px['queries'].reshape(2, -1, DIM), px['multi_scale'], px['mask_features'])

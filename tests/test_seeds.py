@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 
-from hvl_jax import seeds
+from tools import seeds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -24,12 +24,12 @@ def test_collect_and_summarize(tmp_path):
   np.testing.assert_allclose(summary['median'], np.median(arr))
   np.testing.assert_allclose(summary['std'], arr.std(ddof=1))
   assert (summary['min'], summary['max']) == (0.69, 0.74)
-  out = subprocess.run([sys.executable, '-m', 'hvl_jax.seeds', '--config', 'configs/demo.py', '--workdir',
+  out = subprocess.run([sys.executable, '-m', 'tools.seeds', '--config', 'configs/demo.py', '--workdir',
                         str(tmp_path), '--seeds', '0,1,2,3', '--collect'], cwd=ROOT, capture_output=True, text=True)
   assert out.returncode == 0, out.stderr
   assert 'median 71.00' in out.stdout and 'not finished: seeds [2]' in out.stdout
   assert json.load(open(tmp_path / 'seeds_summary.json'))['median'] == 0.71
-  cmds = subprocess.run([sys.executable, '-m', 'hvl_jax.seeds', '--config', 'configs/demo.py', '--workdir',
+  cmds = subprocess.run([sys.executable, '-m', 'tools.seeds', '--config', 'configs/demo.py', '--workdir',
                          str(tmp_path), '--seeds', '5', '--print_commands', '--config.optim.lr=0.01'],
                         cwd=ROOT, capture_output=True, text=True).stdout
   assert '--config.seed=5' in cmds and '--config.optim.lr=0.01' in cmds and 'seed_5' in cmds

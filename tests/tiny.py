@@ -1,5 +1,12 @@
-"""The tiny configuration shared by the tests: random tiny CLIP, 64x64 input, 5 classes."""
-from configs import demo
+"""The tiny configuration shared by the tests (random tiny CLIP, 64x64 input, 5 classes), its
+model and parameters, and random objective batches."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs import base, demo
+from hvl_jax import objective
+from hvl_jax.models import hvl
 
 CLASS_NAMES = ('background', 'disk', 'square', 'triangle', 'stripes')
 
@@ -13,15 +20,36 @@ def tiny_config(**overrides):
   c.model.hidden_dim = 32
   c.model.htqg.mlp_hidden = 32
   c.model.instance_queries = 4
-  c.model.pixel_decoder.update(dict(layers=1, heads=2, points=2, ffn_dim=64))
-  c.model.ptrm_heads = 2
+  c.model.pixel_decoder.update(dict(layers=1, heads=2, points=2, ffn_dim=64, ptrm_heads=2))
   c.model.decoder.update(dict(layers=2, heads=2, ffn_dim=64))
   c.loss.num_points = 128
   c.loss.max_masks = 12
-  for key, value in overrides.items():
-    node = c
-    *path, leaf = key.split('.')
-    for p in path:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return base.with_overrides(c, overrides)
+
+
+def build(config):
+  model, clip = hvl.build_model(config, CLASS_NAMES)
+  return model, hvl.init_params(model, clip, jax.random.PRNGKey(0), config.data.crop_size)
+
+
+def make_batch(rng, bl=2, bu=2, size=64):
+  labels = np.zeros((bl, size, size), np.int32)
+  labels[:, 8:40, 10:50] = rng.randint(1, 5, (bl, 1, 1))
+  labels[0, -4:] = 255
+  box = np.zeros((bu, size, size), bool)
+  box[:, 5:30, 20:60] = True
+  img = lambda b: jnp.asarray(rng.randn(b, size, size, 3), jnp.float32)
+  return objective.Batch(img(bl), jnp.asarray(labels), img(bu), img(bu), img(bu), jnp.asarray(box),
+                         jnp.asarray(~box), jnp.ones((bu, size, size), bool))
+
+
+def finite_loss_and_grads(config, batch):
+  """(terms, grads) of the jitted objective, all finite."""
+  model, params = build(config)
+  fn = jax.jit(jax.value_and_grad(lambda p: objective.compute_loss(model, p, batch, jax.random.PRNGKey(1), config),
+                                  has_aux=True))
+  (loss, terms), grads = fn(params)
+  assert np.isfinite(float(loss))
+  assert all(np.isfinite(np.asarray(v)).all() for v in terms.values())
+  assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+  return terms, grads

@@ -1,4 +1,5 @@
-"""Tiny config for the command-line tests (kill -9 and resume): supervised, 4-image eval."""
+"""Tiny config for the command-line tests (kill -9 and resume, eval, predict): supervised, two
+micro-steps of 2 labeled images per optimizer step, 4-image eval."""
 import os
 import sys
 
@@ -11,6 +12,7 @@ def get_config():
   c.data.unlabeled_batch = 0
   c.data.synthetic_val = 4
   c.loss.vl = 0.0
+  c.train.grad_accum = 2
   c.train.ckpt_every = 2
   c.train.log_every = 2
   return c

@@ -1,0 +1,44 @@
+"""Train state and checkpoints: old micro-step checkpoints refused under gradient accumulation,
+evaluation parameters restored, a missing directory named. Optimizer-step numbering of a real
+run is checked by tests/test_cli.py and tests/test_train.py (kill and resume)."""
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from hvl_jax import checkpoint as ckpt_lib
+from hvl_jax import optim
+from hvl_jax import state as state_lib
+from tiny import tiny_config
+
+
+def test_old_micro_step_checkpoints_are_refused_under_accumulation(tmp_path):
+  config = tiny_config(**{'train.grad_accum': 2})
+  model, clip, _ = state_lib.build(config)
+  tx_fn = lambda p: optim.make_optimizer(config, p, 10)
+  state = state_lib.create_state(config, model, clip, tx_fn, config.data.crop_size)
+  directory = tmp_path / 'checkpoints'
+  saver = ckpt_lib.Checkpointer(str(directory), async_save=False)
+  saver.save(3, state.replace(step=state.step + 3))
+  saver.close()
+  abstract = jax.eval_shape(lambda: state)
+  restored, number = ckpt_lib.Checkpointer(str(directory), async_save=False).restore(abstract, grad_accum=2)
+  assert number == 3 and int(restored.step) == 3
+  params = state_lib.restore_params(config, model, clip, str(directory / '3'))
+  np.testing.assert_array_equal(np.asarray(jax.tree.leaves(params['decoder'])[0]),
+                                np.asarray(jax.tree.leaves(state.params['decoder'])[0]))
+
+  # A checkpoint without the step marker numbers micro-steps: refused under accumulation.
+  shutil.rmtree(directory / '3' / 'meta')
+  with pytest.raises(ckpt_lib.CheckpointError, match='old-format checkpoint numbered by micro-steps'):
+    ckpt_lib.Checkpointer(str(directory), async_save=False).restore(abstract, grad_accum=2)
+  _, number = ckpt_lib.Checkpointer(str(directory), async_save=False).restore(abstract, grad_accum=1)
+  assert number == 3
+
+
+def test_restore_params_names_a_missing_directory(tmp_path):
+  config = tiny_config()
+  model, clip, _ = state_lib.build(config)
+  with pytest.raises(ckpt_lib.CheckpointError, match='no such checkpoint directory'):
+    state_lib.restore_params(config, model, clip, str(tmp_path / 'nothing'))

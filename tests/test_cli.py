@@ -1,0 +1,134 @@
+"""The command line as a user runs it (`python -m hvl_jax.main`, tiny config, two micro-steps per
+optimizer step): train; a run stopped by SIGTERM (checkpoint, exit 75), resumed, killed with
+SIGKILL, resumed again ends with the parameters of the uninterrupted run; a corrupt newest
+checkpoint falls back to the previous one; `--mode eval` reproduces training's final mIoU;
+`--mode predict` writes palette PNGs and overlays; a corrupt input image is named in one line."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+from hvl_jax import checkpoint as ckpt_lib
+from hvl_jax import optim
+from hvl_jax import state as state_lib
+from hvl_jax.data import synthetic
+from tiny import CLASS_NAMES
+import tiny_cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 6
+
+
+def start(workdir, *args, mode='train', merged=False):
+  """The command in a subprocess; `merged` sends its stderr to its stdout (read line by line)."""
+  cmd = [sys.executable, '-m', 'hvl_jax.main', '--config', 'tests/tiny_cli.py', '--workdir', str(workdir),
+         f'--config.train.steps={STEPS}', '--mode', mode] + list(args)
+  return subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT if merged else subprocess.PIPE, text=True)
+
+
+def run(workdir, *args, mode='train'):
+  process = start(workdir, *args, mode=mode)
+  out, err = process.communicate(timeout=900)
+  return process.returncode, out, err
+
+
+def wait_for(path, process, deadline_s=900):
+  deadline = time.time() + deadline_s
+  while time.time() < deadline and process.poll() is None and not path.exists():
+    time.sleep(0.05)
+
+
+def final_state(checkpoints):
+  config = tiny_cli.get_config()
+  model, clip, _ = state_lib.build(config)
+  tx_fn = lambda p: optim.make_optimizer(config, p, 10)
+  abstract = state_lib.abstract_state(config, model, clip, tx_fn)
+  return ckpt_lib.Checkpointer(str(checkpoints), async_save=False).restore(abstract), abstract
+
+
+@pytest.mark.slow
+def test_train_preempt_kill_resume_eval_predict(tmp_path):
+  full = tmp_path / 'full'
+  rc, out, err = run(full)
+  assert rc == 0, out + err
+  assert f'[{STEPS}/{STEPS}]' in out and 'mIoU' in out
+  final_miou = json.loads((full / 'eval_final.json').read_text())['miou']
+
+  # SIGTERM as soon as the first step is logged: the run finishes its step and checkpoints it.
+  interrupted = tmp_path / 'interrupted'
+  checkpoints = interrupted / 'checkpoints'
+  preempted = start(interrupted, '--config.train.log_every=1', merged=True)
+  lines = []
+  for line in preempted.stdout:
+    lines.append(line)
+    if line.startswith('[1/'):
+      preempted.send_signal(signal.SIGTERM)
+      break
+  out1 = ''.join(lines) + preempted.stdout.read()
+  preempted.wait(timeout=900)
+  assert preempted.returncode == 75, out1
+  assert 'preempted (SIGTERM) after step' in out1 and 'mIoU' not in out1
+  stopped = [int(n) for n in os.listdir(checkpoints)]
+  assert len(stopped) == 1 and 1 <= stopped[0] < STEPS, stopped
+
+  # Resumed, then killed with SIGKILL once checkpoint 4 is written (unless the run is past it).
+  resumed = start(interrupted, merged=True)
+  if stopped[0] < 4:
+    wait_for(checkpoints / '4', resumed)
+    resumed.send_signal(signal.SIGKILL)
+  out2, _ = resumed.communicate(timeout=900)
+  assert f'from step {stopped[0]}' in out2, out2
+  assert (checkpoints / '4').exists()
+  rc, out3, err = run(interrupted)
+  assert rc == 0, out3 + err
+
+  # Checkpoints are numbered by optimizer step and the interrupted run ends where the full one does.
+  (a, sa), abstract = final_state(full / 'checkpoints')
+  (b, sb), _ = final_state(checkpoints)
+  assert sa == sb == STEPS and int(a.step) == int(b.step) == STEPS
+  assert int(optim.micro_step(a.opt_state)) == 0
+  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a.params, b.params)
+
+  # A corrupt newest checkpoint falls back to the previous one with a warning.
+  for root, _, files in os.walk(checkpoints / str(STEPS) / 'state'):
+    for f in files:
+      with open(os.path.join(root, f), 'wb') as fh:
+        fh.write(b'corrupt')
+  _, step = ckpt_lib.Checkpointer(str(checkpoints), async_save=False).restore(abstract)
+  assert step == 4
+
+  # Evaluation of the full run's last checkpoint reproduces its final evaluation.
+  rc, out, err = run(full, '--checkpoint', str(full / 'checkpoints' / str(STEPS)), mode='eval')
+  assert rc == 0, out + err
+  evaluated = json.loads((full / 'eval_eval.json').read_text())
+  assert evaluated['miou'] == pytest.approx(final_miou, abs=1e-6) and evaluated['num_images'] == 4
+  assert 'mIoU' in (full / 'eval_eval.txt').read_text()
+
+  images = tmp_path / 'images'
+  images.mkdir()
+  for i in range(2):
+    image, _ = synthetic.make_scene(seed=7, index=i, size=40 + 8 * i, num_classes=len(CLASS_NAMES))
+    Image.fromarray(image).save(images / f'scene_{i}.png')
+  preds = tmp_path / 'preds'
+  rc, out, err = run(full, '--input', str(images), '--output', str(preds), mode='predict')
+  assert rc == 0, out + err
+  assert sorted(os.listdir(preds)) == ['scene_0.png', 'scene_0_overlay.jpg', 'scene_1.png', 'scene_1_overlay.jpg']
+  index = Image.open(preds / 'scene_1.png')
+  assert index.mode == 'P' and index.size == (48, 48)
+  assert np.asarray(index).max() < len(CLASS_NAMES)
+  assert Image.open(preds / 'scene_1_overlay.jpg').size == (48, 48)
+
+  bad = tmp_path / 'bad'
+  bad.mkdir()
+  (bad / 'broken.png').write_bytes(b'not a png')
+  rc, out, err = run(full, '--input', str(bad), '--output', str(preds), mode='predict')
+  last = err.strip().splitlines()[-1]
+  assert rc != 0 and last.startswith('error: ') and 'broken.png' in last and 'Traceback' not in err, err

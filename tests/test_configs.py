@@ -1,0 +1,120 @@
+"""Configs: every dataset config (both backbones), ablation, demo and benchmark variant builds a
+model; dotted overrides name a bad field; the command line rejects mistakes in one line."""
+import glob
+import importlib
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks import train_step
+from configs import ablations, base
+from hvl_jax.data import datasets
+from hvl_jax.models import hvl
+from hvl_jax.models.backbones import clip_weights, registry
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATASET_CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, 'configs', '*_[0-9]*.py')))
+# The variants benchmarks/gpu_suite.sh times.
+GPU_SUITE_VARIANTS = ['cudnn:model.attention_impl=xla', 'dots:model.remat_policy.backbone=dots_with_no_batch_dims_saveable',
+                      'accum1:train.grad_accum=1']
+
+
+def build(config):
+  """The HVL module of a config, with a CLIP of its sizes that holds no weights (nothing loaded)."""
+  cfg = registry.clip_config(config.model.clip, config.model.backbone)
+  clip = clip_weights.CLIP(cfg, None, clip_weights.HashTokenizer(cfg.vocab_size, cfg.context_length))
+  model, _ = hvl.build_model(config, datasets.class_names(config), clip)
+  return model
+
+
+def test_every_table_1_row_has_a_config():
+  assert len(DATASET_CONFIGS) == len(base.PAPER_MIOU) == 20
+  for (name, labels) in base.PAPER_MIOU:
+    assert f'{name}_{labels}' in DATASET_CONFIGS
+
+
+@pytest.mark.parametrize('name', DATASET_CONFIGS)
+@pytest.mark.parametrize('backbone', ['clip', 'eva02l'])
+def test_dataset_configs_build(name, backbone):
+  config = importlib.import_module(f'configs.{name}').get_config(backbone)
+  model = build(config)
+  dataset, labels = name.rsplit('_', 1)
+  assert config.data.name == dataset and config.data.split == base.PAPER_MIOU[dataset, int(labels)][0]
+  assert model.cfg.num_classes == base.DATASETS[dataset]['num_classes']
+  assert model.cfg.clip.vision_type == ('eva02' if backbone == 'eva02l' else 'vit')
+  assert config.data.crop_size % model.cfg.clip.patch_size == 0
+  # The shipped split lists exist for every config.
+  assert os.path.isdir(os.path.join(datasets.splits_dir(config), datasets.spec(dataset).folder,
+                                    config.data.split))
+
+
+@pytest.mark.parametrize('variant', sorted(ablations.VARIANTS))
+def test_ablations_build(variant):
+  config = ablations.get_config(f'{variant},1464')
+  model = build(config)
+  assert config.data.split == '1464'
+  for field, value in ablations.VARIANTS[variant].items():
+    section, key = field.split('.')
+    assert config[section][key] == value
+  assert model.cfg.pixel_decoder.ptrm == (config.model.ptrm and config.model.queries == 'htqg')
+  assert model.cfg.decoder.instance_queries == config.model.instance_queries
+
+
+@pytest.mark.parametrize('name', ['demo', 'demo_supervised'])
+def test_demo_configs_build(name):
+  config = importlib.import_module(f'configs.{name}').get_config()
+  assert build(config).cfg.num_classes == config.data.num_classes
+
+
+def test_benchmark_variants_build():
+  config = base.dataset_config('voc', 92)
+  for name, c in train_step.variants(config, GPU_SUITE_VARIANTS):
+    assert build(c).cfg is not None, name
+
+
+def test_overrides_name_the_field():
+  config = base.get_config()
+  base.with_overrides(config, {'optim.lr': 2e-4, 'model.ptrm': False, 'model.out_layers': (1, 2, 3)})
+  assert config.optim.lr == 2e-4 and config.model.ptrm is False and config.model.out_layers == (1, 2, 3)
+  with pytest.raises(ValueError, match="no field 'optim.lrr'"):
+    base.with_overrides(config, {'optim.lrr': 1.0})
+  with pytest.raises(ValueError, match="optim.lr: 'fast' does not fit"):
+    base.with_overrides(config, {'optim.lr': 'fast'})
+  assert not config.is_locked
+  assert [base.parse_value(t) for t in ('true', 'False', '3', '2e-4', '(1, 2)', 'dense')] == [
+      True, False, 3, 2e-4, (1, 2), 'dense']
+
+
+def test_bad_values_are_refused_where_the_config_is_read():
+  for field, value, message in [('model.queries', 'fancy', 'model.queries'),
+                                ('relevance.mode', 'local', 'relevance.mode'),
+                                ('model.remat_policy.decoder', 'some', 'model.remat_policy.decoder'),
+                                ('model.attention_impl', 'flash', 'model.attention_impl'),
+                                ('model.dtype', 'float8', 'model.dtype'),
+                                ('model.instance_queries', -1, 'model.instance_queries')]:
+    with pytest.raises(ValueError, match=message):
+      build(base.with_overrides(base.dataset_config('voc', 92), {field: value}))
+  with pytest.raises(ValueError, match='no split of voc with 93'):
+    base.dataset_config('voc', 93)
+  with pytest.raises(ValueError, match="config argument 'eva'"):
+    base.dataset_config('voc', 92, 'eva')
+
+
+@pytest.mark.parametrize('args,message', [
+    (['--config', 'configs/demo.py', '--config.optim.lrr=1'], "error: the config has no field 'lrr' (did you mean 'lr'?)"),
+    (['--config', 'configs/demo.py', '--config.optim.lr=fast'], 'error: flag --config.optim.lr=fast'),
+    (['--config', 'configs/nothere.py'], 'error: --config configs/nothere.py: no such config file'),
+    (['--config', 'configs/ablations.py:nope'], "unknown ablation 'nope'"),
+    (['--config', 'configs/voc_92.py', '--config.model.clip.pretrained=/no/clip'], 'error: /no/clip: no such'),
+    (['--config', 'configs/demo.py', '--config.data.name=voc', '--config.data.num_classes=21',
+      '--config.data.root=/no/voc'],
+     "error: data.root='/no/voc': dataset root directory not found"),
+])
+def test_command_line_mistakes_end_in_one_line(tmp_path, args, message):
+  out = subprocess.run([sys.executable, '-m', 'hvl_jax.main', '--workdir', str(tmp_path)] + args, cwd=ROOT,
+                       capture_output=True, text=True)
+  assert out.returncode != 0
+  last = out.stderr.strip().splitlines()[-1]
+  assert message in last and 'Traceback' not in out.stderr, out.stderr

@@ -1,0 +1,88 @@
+"""The package's import graph, function-local imports included: no cycle; evaluation and
+prediction import no trainer; losses import no model; function-local imports only for optional
+dependencies."""
+import ast
+import os
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+PACKAGES = ('hvl_jax', 'tools', 'benchmarks', 'configs')
+# Optional dependencies imported where they are needed (the import stays cheap without them).
+LOCAL_IMPORTS_ALLOWED = {'torch', 'tensorflow_datasets'}
+
+
+def modules():
+  """{dotted module name: path} of the repository's Python modules."""
+  found = {}
+  for package in PACKAGES:
+    for directory, _, files in os.walk(os.path.join(ROOT, package)):
+      for f in files:
+        if f.endswith('.py'):
+          rel = os.path.relpath(os.path.join(directory, f), ROOT)[:-3].replace(os.sep, '.')
+          found[rel[:-len('.__init__')] if rel.endswith('.__init__') else rel] = os.path.join(directory, f)
+  return found
+
+
+def imports(path, known):
+  """[(imported module, is function-local)] of one file, resolved to modules of the repository."""
+  tree = ast.parse(open(path).read())
+  local = {id(n) for f in ast.walk(tree) if isinstance(f, (ast.FunctionDef, ast.AsyncFunctionDef))
+           for n in ast.walk(f) if isinstance(n, (ast.Import, ast.ImportFrom))}
+  out = []
+  for node in ast.walk(tree):
+    if isinstance(node, ast.Import):
+      names = [a.name for a in node.names]
+    elif isinstance(node, ast.ImportFrom) and node.module:
+      names = [f'{node.module}.{a.name}' for a in node.names] + [node.module]
+    else:
+      continue
+    for name in names:
+      if name in known or name.split('.')[0] in LOCAL_IMPORTS_ALLOWED:
+        out.append((name, id(node) in local))
+  return out
+
+
+def graph():
+  known = modules()
+  return {m: {n for n, _ in imports(p, known) if n in known and n != m} for m, p in known.items()}, known
+
+
+def reachable(g, start):
+  seen, todo = set(), [start]
+  while todo:
+    for n in g[todo.pop()] - seen:
+      seen.add(n)
+      todo.append(n)
+  return seen
+
+
+def test_no_import_cycle():
+  g, _ = graph()
+  cycles = sorted(m for m in g if m in reachable(g, m))
+  assert not cycles, f'modules on an import cycle: {cycles}'
+
+
+@pytest.mark.parametrize('module', ['hvl_jax.evaluate', 'hvl_jax.predict', 'hvl_jax.inference', 'hvl_jax.state'])
+def test_evaluation_and_prediction_import_no_trainer(module):
+  g, _ = graph()
+  assert 'hvl_jax.train' not in reachable(g, module)
+
+
+def test_losses_import_no_model():
+  g, _ = graph()
+  for m in ('hvl_jax.losses.segmentation', 'hvl_jax.losses.regularizers', 'hvl_jax.losses.matching',
+            'hvl_jax.losses.semi'):
+    assert not {n for n in reachable(g, m) if n.startswith('hvl_jax.models')}, m
+
+
+def test_clip_imports_no_eva02():
+  g, _ = graph()
+  assert not {n for n in reachable(g, 'hvl_jax.models.backbones.clip') if 'eva02' in n}
+
+
+def test_function_local_imports_only_for_optional_dependencies():
+  known = modules()
+  offenders = [(m, n) for m, p in known.items() if m.startswith('hvl_jax') or m.startswith('tools')
+               for n, is_local in imports(p, known) if is_local and n.split('.')[0] not in LOCAL_IMPORTS_ALLOWED]
+  assert not offenders, offenders
