@@ -45,6 +45,7 @@ def test_profile_summary_by_component(tmp_path):
   assert '(backward' in lines['backbone E_I']
 
 
+@pytest.mark.slow
 def test_unrolled_flops_cover_the_backbone_passes_and_recomputation():
   # Lower bounds, counted by hand at 2 FLOPs per weight per token: every image of the micro-batch
   # goes at least once forward through the vision tower, and with the backbone rematerialised
@@ -88,6 +89,7 @@ def test_step_variants_override_typed_fields_and_name_bad_ones():
       train_step.variants(config, [spec])
 
 
+@pytest.mark.slow
 def test_criterion_benchmark_counts_the_pairs_over_the_budget():
   # Demo config: 5 classes, 3 levels, 8 instance queries, 4 labeled images in groups of 2.
   # An image holding all 5 classes has 3 * 5 fixed + 5 Hungarian = 20 matched pairs.

@@ -13,6 +13,7 @@ from hvl_jax import state as state_lib
 from tiny import tiny_config
 
 
+@pytest.mark.slow
 def test_old_micro_step_checkpoints_are_refused_under_accumulation(tmp_path):
   config = tiny_config(**{'train.grad_accum': 2})
   model, clip, _ = state_lib.build(config)

@@ -126,6 +126,7 @@ def test_vision_any_size_taps_and_dense(hf_flax_checkpoint, rng):
     clip.encode_image(np.zeros((1, 30, 32, 3), np.float32))
 
 
+@pytest.mark.slow
 def test_remat_and_bf16_options(hf_flax_checkpoint, rng):
   path, _ = hf_flax_checkpoint
   clip = load_clip(path)

@@ -107,6 +107,7 @@ def test_mask_losses_against_numpy(rng):
   assert int(dropped) == 0
 
 
+@pytest.mark.slow
 def test_mask_budget_is_shared_by_a_groups_images(rng):
   logits, labels, target, has_mask = budget_case(rng)
   key = jax.random.key(0, impl='threefry2x32')
@@ -146,6 +147,7 @@ def test_criterion_keeps_each_devices_images_local(rng):
   assert all(size(shape) <= 2 * 3 or op.endswith('top_k') for shape, op in moved), moved
 
 
+@pytest.mark.slow
 def test_ignore_pixels_have_zero_gradient(rng):
   cfg = segmentation.CriterionConfig(num_classes=3, num_levels=1, num_points=256, max_masks=6)
   labels = rng.randint(0, 3, (2, 64, 64))

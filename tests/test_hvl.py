@@ -1,14 +1,17 @@
 """The whole network on a tiny config: predictions, semantic inference against numpy, the EVA02
-backbone at patch 14, config errors."""
+backbone at patch 14, config errors, text sequences cut after the longest prompt."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hvl_jax.models import hvl
+from hvl_jax.models import hvl, queries
 from tiny import CLASS_NAMES, build, finite_loss_and_grads, make_batch, tiny_config
 
 
+@pytest.mark.slow
 def test_predictions_shapes_and_inference(rng):
   config = tiny_config()
   model, params = build(config)
@@ -42,6 +45,7 @@ def test_class_scores_match_numpy(rng):
   np.testing.assert_allclose(probs.sum(-1), 1, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_eva02_backbone_at_patch_14(rng):
   """EVA02 towers in the whole network: 56x56 crops are 4x4 tokens, mask logits at stride 3.5."""
   config = tiny_config(**{'model.backbone': 'eva02_clip_l14', 'model.clip.patch_size': 14,
@@ -65,3 +69,22 @@ def test_eva02_backbone_at_patch_14(rng):
 def test_bad_remat_policy_names_the_field():
   with pytest.raises(ValueError, match="model.remat_policy.decoder must be one of .*got 'dots'"):
     hvl.build_model(tiny_config(**{'model.remat_policy.decoder': 'dots'}), CLASS_NAMES)
+
+
+def test_text_encoder_runs_over_the_longest_prompt_only():
+  # Cutting the token sequences after the longest one's EOS (rounded up to 8) changes no text
+  # embedding: the text encoder is causal.
+  config = tiny_config()
+  model, clip = hvl.build_model(config, CLASS_NAMES)
+  params = hvl.init_params(model, clip, jax.random.PRNGKey(0), config.data.crop_size)
+  ids, _ = queries.prompt_layout(clip.tokenizer, CLASS_NAMES, config.model.htqg.prompt_tokens,
+                                 clip.config.context_length)
+  templates = queries.template_layout(clip.tokenizer, CLASS_NAMES)
+  as_tuple = lambda a: tuple(map(tuple, a.tolist()))
+  full = hvl.HVL(dataclasses.replace(model.cfg, prompt_ids=as_tuple(ids), template_ids=as_tuple(templates)))
+  assert len(model.cfg.prompt_ids[0]) % 8 == 0 and len(model.cfg.prompt_ids[0]) < ids.shape[1] == 24
+  assert len(model.cfg.template_ids[0]) < templates.shape[1]
+  cut = model.apply({'params': params}, method=hvl.HVL.text_queries)
+  whole = full.apply({'params': params}, method=hvl.HVL.text_queries)
+  for key in ('t_clip', 'level_queries', 't_hat', 'phi'):
+    np.testing.assert_allclose(np.asarray(cut[key]), np.asarray(whole[key]), rtol=1e-5, atol=1e-6)

@@ -81,6 +81,7 @@ def test_whole_image_pads_to_the_multiple_and_crops_back():
     inference.Predictor(scores, num_classes=K, crop=24, stride=16, window='tiles')
 
 
+@pytest.mark.slow
 def test_windows_sharded_over_two_devices_give_the_one_device_maps():
   assert jax.local_device_count() == 2, 'tests run with 2 simulated CPU devices (conftest)'
   config = tiny_config(**{'inference.window': 'sliding', 'inference.window_batch': 3})

@@ -8,6 +8,7 @@ from hvl_jax import objective
 from tiny import finite_loss_and_grads, make_batch, tiny_config
 
 
+@pytest.mark.slow
 def test_full_semi_supervised_objective(rng):
   terms, grads = finite_loss_and_grads(tiny_config(), make_batch(rng))
   for key in ('seg_seg', 'semi_s1', 'semi_s2', 'semi_fp', 'entropy_s1', 'div', 'topo', 'anchor',
@@ -21,6 +22,7 @@ def test_full_semi_supervised_objective(rng):
 
 # The two ends of Table 3: random object queries (no HTQG, no PTRM), and textual queries with each
 # other component switched off (no PTRM, no instance queries, no query refinement) at once.
+@pytest.mark.slow
 @pytest.mark.parametrize('overrides', [
     {'model.queries': 'random', 'model.ptrm': False},
     {'model.ptrm': False, 'model.instance_queries': 0, 'model.query_refinement': False},

@@ -34,6 +34,7 @@ def test_shapes_under_jit(rng, hw, k):
   assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(out))
 
 
+@pytest.mark.slow
 def test_bf16(rng):
   m = pixel_decoder(1, ComputeConfig(dtype='bfloat16'))
   feats, q = features(rng, 1, 64, 64), jnp.asarray(rng.randn(1, 3, 4, DIM), jnp.float32)
@@ -44,6 +45,7 @@ def test_bf16(rng):
   assert np.isfinite(np.asarray(out['mask_features'], np.float32)).all()
 
 
+@pytest.mark.slow
 def test_ptrm_refines_both_and_is_identity_when_off(rng):
   feats, q = features(rng, 2, 64, 64), jnp.asarray(rng.randn(2, 3, 5, DIM), jnp.float32)
   with_ptrm = pixel_decoder(2, ptrm=True)
@@ -76,6 +78,7 @@ def test_sine_position_embedding_matches_formula():
   np.testing.assert_allclose(pos[:, 0, 3], np.cos((np.arange(3) + 0.5) / 3 * 2 * np.pi / 100.0), atol=1e-5)
 
 
+@pytest.mark.slow
 def test_scanned_layers_equal_unrolled(rng):
   """The pixel decoder's and the DQTD's scanned layers give the unrolled values and gradients
   (scanned with a rematerialisation policy that keeps the matmul outputs, unrolled with full

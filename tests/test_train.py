@@ -7,6 +7,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax.sharding import Mesh
 
 from hvl_jax import optim, sharding, train
@@ -52,6 +53,7 @@ def run_step(mesh, config, model, tx, state, batch, fsdp=False):
   return step(jax.device_put(state, state_sh), sharding.global_batch(mesh, batch))
 
 
+@pytest.mark.slow
 def test_two_devices_match_one_device():
   assert jax.device_count() == 2, 'tests run with 2 simulated CPU devices (conftest)'
   config, model, tx, state = setup(repr(supervised_config().to_dict()))
@@ -72,6 +74,7 @@ def test_two_devices_match_one_device():
                s1.params, s3.params)
 
 
+@pytest.mark.slow
 def test_nan_batch_is_skipped_and_no_recompilation():
   config, model, tx, state = setup(repr(supervised_config().to_dict()))
   sources = datasets.make_sources(config)

@@ -24,7 +24,7 @@ from hvl_jax.models.compute import ComputeConfig, remat_setting
 from hvl_jax.models.decoder import DQTD, DecoderConfig
 from hvl_jax.models.pixel_decoder import PixelDecoder, PixelDecoderConfig
 from hvl_jax.models.pyramid import SimpleFeaturePyramid
-from hvl_jax.models.queries import HTQG, HTQGConfig, prompt_layout, template_layout
+from hvl_jax.models.queries import HTQG, HTQGConfig, prompt_layout, template_layout, trim_to_longest
 from hvl_jax.ops.layer_scan import Remat
 from hvl_jax.ops.sampling import l2_normalize
 
@@ -231,7 +231,12 @@ def build_model(config, class_names: Sequence[str], clip: Optional[clip_weights.
     raise ValueError(f'relevance.mode must be one of {zero_shot.RELEVANCE_MODES}, got {config.relevance.mode!r}')
   htqg = HTQGConfig.from_config(config)
   ids, eos = prompt_layout(clip.tokenizer, class_names, htqg.prompt_tokens, clip.config.context_length)
+  ids = trim_to_longest(ids, eos)
   templates = template_layout(clip.tokenizer, class_names)
+  # The fixed templates are pooled where the text encoder pools ids (`TextTransformer.eos_position`).
+  pooled = (templates.argmax(-1) if clip.config.eos_token_id == 2 else
+            (templates == clip.config.eos_token_id).argmax(-1))
+  templates = trim_to_longest(templates, pooled)
   as_tuple = lambda a: tuple(map(tuple, a.tolist()))
   cfg = HVLConfig(
       clip=clip.config, num_classes=config.data.num_classes, prompt_ids=as_tuple(ids),
