@@ -108,7 +108,10 @@ def get_config():
       div=0.1, prompt=1.0, vl=0.1, mask=1.0, align=1.0, tau=0.07))
   c.semi = ml_collections.ConfigDict(dict(
       conf_threshold=0.95, strong_weight=0.25, fp_weight=0.5, entropy_weight=0.1,
-      ema_decay=0.0))
+      ema_decay=0.0,
+      # The weak view's decoder pass forward only, apart from the trained rows (same loss and
+      # gradients, less work); False decodes it with them, as one batch.
+      weak_view_forward_only=True))
 
   # ---- Recipe.
   c.optim = ml_collections.ConfigDict(dict(

@@ -107,17 +107,25 @@ def compute_loss(model: hvl.HVL, params, batch: Batch, rng, config,
     rel_w = apply(hvl.HVL.image_relevance, batch.image_w, text['t_clip'])
     rel_s = [jnp.where(box.any((1, 2))[:, None], jnp.maximum(rel_w, cutmix_partner(rel_w)), rel_w)
              for box in (batch.box1, batch.box2)]
-    relevance = jnp.concatenate([rel_l, rel_w] + rel_s)
+    rel_s = jnp.concatenate(rel_s)
   else:
-    strong = []
-    relevance = rel_l
+    strong, rel_s = [], rel_l[:0]
   # E_I^0 on the unmasked labeled images: the L_mask reference.
   reference = apply(hvl.HVL.reference_features, batch.image_l) if use_vl else None
   images = jnp.concatenate([batch.image_l] + ([batch.image_w] if bu else []) + strong + masked_images)
 
   enc = apply(hvl.HVL.encode, images, dense=use_vl)
   n_dec = bl + 3 * bu
-  preds = apply(hvl.HVL.decode, [t[:n_dec] for t in enc['taps']], relevance, text)
+  forward_only = config.semi.weak_view_forward_only
+  # Decoded rows: labeled, (weak,) strong 1, strong 2. The weak view only gives detached
+  # pseudo-labels, so by default its decoder pass runs apart, forward only (no backward, nothing
+  # rematerialised for it); its backbone features keep their gradient through the
+  # feature-perturbation view.
+  weak_rows = slice(bl, bl + bu)
+  rows = lambda t: (jnp.concatenate([t[:bl], t[bl + bu:n_dec]]) if forward_only else t[:n_dec])
+  relevance = jnp.concatenate([rel_l] + ([] if forward_only or not bu else [rel_w]) + [rel_s])
+  preds = apply(hvl.HVL.decode, [rows(t) for t in enc['taps']], relevance, text)
+  strong_offset = bl if forward_only else bl + bu    # first strong row in `preds`
 
   seg = segmentation.set_criterion([(c[:bl], m[:bl]) for c, m in preds], batch.label_l, crit, k_crit)
   terms.update({f'seg_{k}': v for k, v in seg.items()})
@@ -129,14 +137,17 @@ def compute_loss(model: hvl.HVL, params, batch: Batch, rng, config,
     if teacher_params is not None:
       t_preds = apply(hvl.HVL.__call__, batch.image_w, rel_w, p=teacher_params)['predictions'][-1]
       probs_w = hvl.semantic_probs(*t_preds)
+    elif forward_only:
+      weak_taps = [jax.lax.stop_gradient(t[weak_rows]) for t in enc['taps']]
+      probs_w = hvl.semantic_probs(*apply(hvl.HVL.decode, weak_taps, rel_w, jax.lax.stop_gradient(text))[-1])
     else:
-      probs_w = hvl.semantic_probs(cls[bl:bl + bu], masks[bl:bl + bu])
+      probs_w = hvl.semantic_probs(cls[weak_rows], masks[weak_rows])
     probs_w = jax.lax.stop_gradient(probs_w)
     conf, pseudo = probs_w.max(-1), probs_w.argmax(-1).astype(jnp.int32)
     valid = nearest_cells(batch.valid_u, cells)
     sc = config.semi
 
-    fp_taps = [channel_dropout(t[bl:bl + bu], config.model.feature_dropout, jax.random.fold_in(k_fp, i))
+    fp_taps = [channel_dropout(t[weak_rows], config.model.feature_dropout, jax.random.fold_in(k_fp, i))
                for i, t in enumerate(enc['taps'])]
     fp_cls, fp_masks = apply(hvl.HVL.decode, fp_taps, rel_w, text)[-1]
     terms['semi_fp'] = semi.pseudo_label_loss(hvl.semantic_probs(fp_cls, fp_masks), pseudo, conf, valid,
@@ -144,7 +155,7 @@ def compute_loss(model: hvl.HVL, params, batch: Batch, rng, config,
     for i, box in enumerate((batch.box1, batch.box2)):
       box = nearest_cells(box, cells)
       mix = lambda x: jnp.where(box, cutmix_partner(x), x)
-      lo = bl + bu * (i + 1)
+      lo = strong_offset + bu * i
       probs_s = hvl.semantic_probs(cls[lo:lo + bu], masks[lo:lo + bu])
       valid_s = mix(valid)
       terms[f'semi_s{i + 1}'] = semi.pseudo_label_loss(probs_s, mix(pseudo), mix(conf), valid_s,

@@ -1,5 +1,6 @@
 """The per-step objective on a tiny config: every term finite with its gradient, every ablation
 variant trains (jit fwd+bwd)."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -10,14 +11,28 @@ from tiny import finite_loss_and_grads, make_batch, tiny_config
 
 @pytest.mark.slow
 def test_full_semi_supervised_objective(rng):
-  terms, grads = finite_loss_and_grads(tiny_config(), make_batch(rng))
+  """Every term finite with its gradient; the weak view decoded apart and forward only gives the
+  loss terms and gradients of decoding it with the trained rows."""
+  batch = make_batch(rng)
+  # Every pixel's pseudo-label counts, so the strong views' losses depend on the weak view.
+  terms, grads = finite_loss_and_grads(tiny_config(**{'semi.conf_threshold': 0.0}), batch)
   for key in ('seg_seg', 'semi_s1', 'semi_s2', 'semi_fp', 'entropy_s1', 'div', 'topo', 'anchor',
               'vl_mask', 'vl_align', 'total'):
     assert key in terms
   assert float(terms['vl_mask']) > 0 and float(terms['vl_align']) > 0
+  assert float(terms['semi_s1']) > 0 and float(terms['pseudo_confident_fraction']) == 1.0
   # Gradients reach the prompt through the frozen text encoder, and the heads.
   assert np.abs(np.asarray(grads['htqg']['prompt'])).max() > 0
   assert np.abs(np.asarray(grads['decoder']['heads']['class_embed']['kernel'])).max() > 0
+
+  together_terms, together_grads = finite_loss_and_grads(
+      tiny_config(**{'semi.conf_threshold': 0.0, 'semi.weak_view_forward_only': False}), batch)
+  assert sorted(terms) == sorted(together_terms)
+  for key, value in terms.items():
+    np.testing.assert_allclose(float(value), float(together_terms[key]), rtol=1e-5, atol=1e-6, err_msg=key)
+  scale = max(float(np.abs(np.asarray(g)).max()) for g in jax.tree.leaves(together_grads))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6 * scale),
+               grads, together_grads)
 
 
 # The two ends of Table 3: random object queries (no HTQG, no PTRM), and textual queries with each
