@@ -10,6 +10,7 @@ devices), and the host averages the class scores where windows overlap.
 from typing import Any, Callable, List, Optional
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -24,6 +25,15 @@ def window_starts(length: int, crop: int, stride: int) -> List[int]:
     return [0]
   starts = list(range(0, length - crop, stride)) + [length - crop]
   return sorted(set(starts))
+
+
+def process_local(tree):
+  """Arrays of a tree as this process's own copies: evaluation runs per process, on its share
+  of the images, so parameters sharded or replicated over every process's devices are gathered."""
+  if jax.process_count() == 1:
+    return tree
+  return jax.tree.map(lambda x: x if getattr(x, 'is_fully_addressable', True) else
+                      multihost_utils.process_allgather(x, tiled=True), tree)
 
 
 def network_scores(model: hvl.HVL, mode: str, mesh: Optional[Mesh] = None):
@@ -42,12 +52,17 @@ def network_scores(model: hvl.HVL, mode: str, mesh: Optional[Mesh] = None):
     cls, masks = out['predictions'][-1]
     return hvl.upsampled_class_scores(cls, masks, images.shape[1:3], mode)
 
-  prepare_fn = jax.jit(text_queries)
+  text_fn = jax.jit(text_queries)
+
+  def prepare(params):
+    params = process_local(params)
+    return params, text_fn(params)
+
   if mesh is None:
-    return (lambda params: (params, prepare_fn(params))), jax.jit(scores)
+    return prepare, jax.jit(scores)
   replicated = NamedSharding(mesh, PartitionSpec())
   scores_fn = jax.jit(scores, in_shardings=(replicated, sharding.batch_sharding(mesh)), out_shardings=replicated)
-  return (lambda params: jax.device_put((params, prepare_fn(params)), replicated)), scores_fn
+  return (lambda params: jax.device_put(prepare(params), replicated)), scores_fn
 
 
 class Predictor:
