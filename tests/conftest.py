@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 
 # Tests run on 2 simulated CPU devices; must be set before jax is imported.
-os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2')
+# The suite compiles many small programs and runs each a few times: XLA's CPU backend without its
+# expensive LLVM passes compiles them faster.
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0 '
+                      '--xla_llvm_disable_expensive_passes=true')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # The RBG generator compiles parameter initialisation ~2x faster on CPU than threefry;
 # no test depends on particular random values.
