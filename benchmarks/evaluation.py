@@ -24,7 +24,6 @@ from hvl_jax import evaluate, inference
 from hvl_jax import state as state_lib
 from hvl_jax.data import datasets
 from hvl_jax.models import hvl
-from hvl_jax.models.backbones import clip as clip_lib
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/demo.py', 'Config file.')
 _IMAGES = flags.DEFINE_integer('images', 32, 'Validation images timed per predictor.')
@@ -32,13 +31,10 @@ _IMAGES = flags.DEFINE_integer('images', 32, 'Validation images timed per predic
 
 def per_window_predictor(config, model):
   """One window per call, the whole network (text encoder included) in every call."""
-
-  def scores(params, images):
-    cls, masks = model.apply({'params': params}, clip_lib.normalize_images(images))['predictions'][-1]
-    return hvl.upsampled_class_scores(cls, masks, images.shape[1:3], config.inference.mode)
-
+  prepare, scores = inference.network_scores(model, config.inference.mode)
   crop = config.data.crop_size
-  return inference.Predictor(jax.jit(scores), num_classes=config.data.num_classes, crop=crop,
+  return inference.Predictor(jax.jit(lambda params, images: scores(prepare(params), images)),
+                             num_classes=config.data.num_classes, crop=crop,
                              stride=int(crop * config.inference.stride_fraction), window=config.inference.window,
                              pad_multiple=2 * model.cfg.clip.patch_size)
 

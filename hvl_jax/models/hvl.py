@@ -233,10 +233,7 @@ def build_model(config, class_names: Sequence[str], clip: Optional[clip_weights.
   ids, eos = prompt_layout(clip.tokenizer, class_names, htqg.prompt_tokens, clip.config.context_length)
   ids = trim_to_longest(ids, eos)
   templates = template_layout(clip.tokenizer, class_names)
-  # The fixed templates are pooled where the text encoder pools ids (`TextTransformer.eos_position`).
-  pooled = (templates.argmax(-1) if clip.config.eos_token_id == 2 else
-            (templates == clip.config.eos_token_id).argmax(-1))
-  templates = trim_to_longest(templates, pooled)
+  templates = trim_to_longest(templates, clip_lib.eos_positions(templates, clip.config.eos_token_id))
   as_tuple = lambda a: tuple(map(tuple, a.tolist()))
   cfg = HVLConfig(
       clip=clip.config, num_classes=config.data.num_classes, prompt_ids=as_tuple(ids),

@@ -16,6 +16,7 @@ from typing import Any, Optional, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from hvl_jax.ops.attention import dot_product_attention
 from hvl_jax.ops.layer_scan import Remat, remat_layer, run_layers
@@ -221,9 +222,7 @@ class TextTransformer(nn.Module):
 
   def eos_position(self, input_ids):
     """(B, T) ids -> (B,) index of the pooled EOS token, as HF decides it."""
-    if self.cfg.eos_token_id == 2:
-      return jnp.argmax(input_ids, axis=-1)
-    return jnp.argmax(input_ids == self.cfg.eos_token_id, axis=-1)
+    return eos_positions(input_ids, self.cfg.eos_token_id, jnp)
 
   def token_embeddings(self, input_ids):
     """(B, T) ids -> (B, T, D) token embeddings (no position embedding)."""
@@ -328,6 +327,15 @@ class CLIPVisionEncoder(nn.Module):
     vm = self.vision_model
     v = vm.encoder.maskclip_value(penultimate[:, 1:])
     return self.visual_projection(vm.post_layernorm(v))
+
+
+def eos_positions(input_ids, eos_token_id: int, xp=np):
+  """(B, T) ids -> (B,) index of the pooled EOS token, as HF decides it: legacy configs
+  (eos_token_id 2) pool at the largest id, others at the first `eos_token_id`. `xp`: numpy or
+  jax.numpy."""
+  if eos_token_id == 2:
+    return xp.argmax(input_ids, axis=-1)
+  return xp.argmax(input_ids == eos_token_id, axis=-1)
 
 
 def normalize_images(images_uint8: jax.Array) -> jax.Array:
