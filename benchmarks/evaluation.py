@@ -1,8 +1,9 @@
 r"""Evaluation throughput: images/s of the evaluator, side by side in one process.
 
   python -m benchmarks.evaluation --config configs/demo.py [--images 32]
-  python -m benchmarks.evaluation --config configs/demo.py --config.inference.window=sliding \
-      --config.data.synthetic_size=160
+  python -m benchmarks.evaluation --config configs/demo.py \
+      --config.inference.protocol=zegclip_sliding_window --config.inference.short_side=0 \
+      --config.inference.stride=42 --config.data.synthetic_size=160
 
 Two predictors over the same parameters and images:
   per_window  the network called on one window at a time, its text queries recomputed in every call;
@@ -32,18 +33,18 @@ _IMAGES = flags.DEFINE_integer('images', 32, 'Validation images timed per predic
 def per_window_predictor(config, model):
   """One window per call, the whole network (text encoder included) in every call."""
   prepare, scores = inference.network_scores(model, config.inference.mode)
-  crop = config.data.crop_size
-  return inference.Predictor(jax.jit(lambda params, images: scores(prepare(params), images)),
-                             num_classes=config.data.num_classes, crop=crop,
-                             stride=int(crop * config.inference.stride_fraction), window=config.inference.window,
-                             pad_multiple=2 * model.cfg.clip.patch_size)
+  batched = inference.Predictor.from_config(config, model)
+  return inference.Predictor(jax.jit(lambda params, images, valid: scores(prepare(params), images, valid)),
+                             num_classes=batched.num_classes, crop=batched.crop, stride=batched.stride,
+                             protocol=batched.protocol, short_side=batched.short_side,
+                             pad_multiple=batched.pad_multiple)
 
 
 def images_per_second(predictor, params, images):
   prepared = predictor.prepare(params)
   predictor.predict(prepared, images[0])           # compiles
   t = time.perf_counter()
-  maps = [predictor.predict(prepared, image) for image in images]
+  maps = [predictor.predict(prepared, image).classes for image in images]
   return len(images) / (time.perf_counter() - t), maps
 
 
@@ -57,8 +58,8 @@ def main(argv):
   old_rate, old_maps = images_per_second(per_window_predictor(config, model), params, images)
   new_rate, new_maps = images_per_second(inference.Predictor.from_config(config, model), params, images)
   agree = all(np.array_equal(a, b) for a, b in zip(old_maps, new_maps))
-  print(f'device {device_name()}; config {config.data.name} crop {config.data.crop_size}, window '
-        f'{config.inference.window}, images {images[0].shape[0]}x{images[0].shape[1]}, {len(images)} images')
+  print(f'device {device_name()}; config {config.data.name} crop {config.data.crop_size}, protocol '
+        f'{config.inference.protocol}, images {images[0].shape[0]}x{images[0].shape[1]}, {len(images)} images')
   print(f'per_window {old_rate:.2f} images/s; batched {new_rate:.2f} images/s; ratio {new_rate / old_rate:.2f}x; '
         f'class maps {"identical" if agree else "DIFFER"}')
 

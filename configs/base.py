@@ -32,6 +32,9 @@ def get_config():
       ignore_index=255,
       background_classes=(0,),  # classes whose relevance s_k is always 1
       crop_size=512,
+      # Training rescale (SemiVL): mmseg's keep-ratio Resize(img_scale, ratio_range=scale_range)
+      # where img_scale is set (VOC, ADE20K), else the native size times a ratio in scale_range.
+      img_scale=(2048, 512),
       scale_range=(0.5, 2.0),
       labeled_batch=8,          # global, per step
       unlabeled_batch=8,        # global, per step
@@ -39,6 +42,10 @@ def get_config():
       prefetch=2,
       rare_class_sampling=True,
       rcs_temperature=0.01,
+      # DAFormer: an image is drawn for class c if it holds more than rcs_min_pixels of it; its
+      # crop is re-drawn (up to 10 times) until it keeps rcs_min_pixels * rcs_min_crop_ratio.
+      rcs_min_pixels=3000,
+      rcs_min_crop_ratio=0.5,
       color_jitter=(0.5, 0.5, 0.5, 0.25),
       color_jitter_p=0.8,
       grayscale_p=0.2,
@@ -92,11 +99,17 @@ def get_config():
       layers=6, heads=8, points=4, ffn_dim=1024, query_chunk=0, ptrm_heads=8))
   c.model.decoder = ml_collections.ConfigDict(dict(layers=9, heads=8, ffn_dim=2048))
   c.model.htqg = ml_collections.ConfigDict(dict(levels=3, mlp_hidden=256, prompt_tokens=8))
-  c.relevance = ml_collections.ConfigDict(dict(mode='dense'))   # 'dense' | 'global' | 'all' (no gating)
+  c.relevance = ml_collections.ConfigDict(dict(
+      mode='dense',             # s_k: 'dense' (max over pixels) | 'global' (image embedding) | 'all' (no gating)
+      gating='hard',            # 'hard': queries of classes with s_k < threshold filtered out | 'soft': s_k * q
+      threshold=0.5))
   c.inference = ml_collections.ConfigDict(dict(
       mode='query_argmax',      # 'query_argmax' | 'mask2former'
-      window='sliding',         # 'sliding' | 'whole'
-      stride_fraction=2 / 3,
+      # Evaluation geometry (SemiVL; hvl_jax/inference.py): 'zegclip_sliding_window' (VOC, ADE20K:
+      # short side resized to short_side; COCO: short_side=0) | 'sliding_window' (Cityscapes) | 'whole'.
+      protocol='zegclip_sliding_window',
+      short_side=512,           # 0 = native size
+      stride=426,               # window step in pixels; 0 = 2/3 of the crop
       window_batch=8))          # windows per device call (rounded up to a multiple of the local devices)
 
   # ---- Objective.
@@ -105,7 +118,10 @@ def get_config():
       num_points=12544, oversample_ratio=3.0, importance_sample_ratio=0.75,
       max_masks=64,             # matched (query, mask) pairs given a mask loss, per image
       budget_images=2,          # images sharing their budgets; a divisor of the labeled per device
-      div=0.1, prompt=1.0, vl=0.1, mask=1.0, align=1.0, tau=0.07))
+      div=0.1, prompt=1.0, vl=0.1, mask=1.0, align=1.0, tau=0.07,
+      # L_div, L_topo, L_anchor: 'mean' over classes and pairs (no term grows with K) | 'sum' (the
+      # paper's formulas as written; docs/method.md has the gradient shares of both)
+      regularizer_reduction='mean'))
   c.semi = ml_collections.ConfigDict(dict(
       conf_threshold=0.95, strong_weight=0.25, fp_weight=0.5, entropy_weight=0.1,
       ema_decay=0.0,
@@ -132,13 +148,19 @@ def get_config():
 # group of loss.budget_images images shares max_masks per image (segmentation.mask_losses),
 # and pairs over the budget are counted in the `seg_masks_dropped` metric. VOC images hold a
 # few classes (32 allows 8 per image on average); all 19 Cityscapes classes fit in 76.
+# Geometry as SemiVL configures it (its experiments.py): img_scale=(2048, 512) for VOC and ADE20K,
+# None (a ratio of the native size) for COCO and Cityscapes; evaluation with zegclip windows at
+# stride 426 (after a short-side resize to 512 for VOC and ADE20K), UniMatch's sliding window
+# for Cityscapes.
+_RESIZED = dict(img_scale=(2048, 512), protocol='zegclip_sliding_window', short_side=512, stride=426)
 DATASETS = {
-    'voc': dict(num_classes=21, background_classes=(0,), crop_size=512, epochs=80, max_masks=32),
-    'coco': dict(num_classes=81, background_classes=(0,), crop_size=512, epochs=10, max_masks=64),
-    'ade': dict(num_classes=150, background_classes=(), crop_size=512, epochs=40, max_masks=64),
-    # 801 in the paper (ResNet); 800 is the nearest size divisible by the ViT patch and stride 32.
-    'cityscapes': dict(num_classes=19, background_classes=(), crop_size=800, epochs=240,
-                       max_masks=76),
+    'voc': dict(num_classes=21, background_classes=(0,), crop_size=512, epochs=80, max_masks=32, **_RESIZED),
+    'coco': dict(num_classes=81, background_classes=(0,), crop_size=512, epochs=10, max_masks=64,
+                 img_scale=(), protocol='zegclip_sliding_window', short_side=0, stride=426),
+    'ade': dict(num_classes=150, background_classes=(), crop_size=512, epochs=40, max_masks=64, **_RESIZED),
+    # 801 in SemiVL; 800 is the nearest size divisible by the ViT patch and stride 32.
+    'cityscapes': dict(num_classes=19, background_classes=(), crop_size=800, epochs=240, max_masks=76,
+                       img_scale=(), protocol='sliding_window', short_side=0, stride=0),
 }
 
 
@@ -201,6 +223,8 @@ def dataset_config(name: str, labels: int, backbone: str = 'clip'):
   c.data.crop_size = d['crop_size']
   c.train.epochs = d['epochs']
   c.loss.max_masks = d['max_masks']
+  c.data.img_scale = d['img_scale']
+  c.inference.update(dict(protocol=d['protocol'], short_side=d['short_side'], stride=d['stride']))
   if BACKBONE_ARGS[backbone] == 'eva02_clip_l14':
     c.model.backbone = 'eva02_clip_l14'
     c.model.clip.update(EVA02_CLIP_L14)

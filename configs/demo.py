@@ -39,5 +39,7 @@ def get_config():
   c.train.steps = 500
   c.train.log_every = 20
   c.train.ckpt_every = 250
-  c.inference.window = 'whole'
+  c.data.img_scale = ()            # 64-pixel scenes: a ratio of the native size
+  c.data.rcs_min_pixels = 20
+  c.inference.protocol = 'whole'
   return c

@@ -1,7 +1,10 @@
 """Evaluation: a predictor's class maps on a source -> confusion matrix -> mIoU.
 
-Writes `<workdir>/eval_<tag>.json` (key `miou`, a fraction, plus per-class IoU)
-and a readable per-class table `<workdir>/eval_<tag>.txt`.
+Writes `<workdir>/eval_<tag>.json` (key `miou`, a fraction, plus per-class IoU, the inference
+geometry under `inference`, and, where the network gates its class queries, the image-level
+presence precision and recall of the gating against the labels: `relevance_precision`,
+`relevance_recall`, background classes left out) and a readable per-class table
+`<workdir>/eval_<tag>.txt`.
 """
 import json
 import os
@@ -23,11 +26,27 @@ def process_share(n: int):
   return range(jax.process_index(), n, jax.process_count())
 
 
-def summed_over_processes(confusion: np.ndarray) -> np.ndarray:
-  """The confusion matrices of every process, summed (identity with one process)."""
+def summed_over_processes(counts: np.ndarray) -> np.ndarray:
+  """An array of counts (a confusion matrix) of every process, summed (identity with one process)."""
   if jax.process_count() == 1:
-    return confusion
-  return np.asarray(multihost_utils.process_allgather(confusion)).sum(0)
+    return counts
+  return np.asarray(multihost_utils.process_allgather(counts)).sum(0)
+
+
+def presence_counts(present: np.ndarray, label: np.ndarray, num_classes: int, ignore: int, skip) -> np.ndarray:
+  """(true positives, false positives, false negatives) of the predicted presence `present` (K,)
+  against the classes in `label`, classes in `skip` (the background, always kept) left out."""
+  truth = np.zeros(num_classes, bool)
+  held = np.unique(label[label != ignore])
+  truth[held[held < num_classes]] = True
+  scored = np.ones(num_classes, bool)
+  scored[list(skip)] = False
+  p, t = present & scored, truth & scored
+  return np.asarray([(p & t).sum(), (p & ~t).sum(), (~p & t).sum()], np.int64)
+
+
+def ratio(a, b):
+  return float(a / b) if b else None
 
 
 class Progress:
@@ -49,7 +68,7 @@ class Progress:
 
 class Evaluator:
   """mIoU of a parameter set on a source, with a predictor (`inference.Predictor` or any object
-  with `prepare(params)` and `predict(prepared, image) -> (H, W)` classes).
+  with `prepare(params)`, `describe()` and `predict(prepared, image) -> inference.Prediction`).
 
   Each process evaluates its share of the images (`process_share`); the confusion matrices are
   summed over the processes. After `run`, `samples` holds (image, prediction, label) of the first
@@ -62,25 +81,38 @@ class Evaluator:
 
   def run(self, params, workdir: Optional[str], tag: str = 'eval'):
     k = self.config.data.num_classes
+    d = self.config.data
     conf = np.zeros((k, k), np.int64)
+    presence = np.zeros(3, np.int64)       # gating's TP, FP, FN over images and classes
     n = len(self.source)
     self.samples = []
     prepared = self.predictor.prepare(params)
     share = process_share(n)
     progress = Progress(len(share))
+    gated = False
     for done, i in enumerate(share, 1):
       record = self.source[i]
       pred = self.predictor.predict(prepared, record['image'])
       if len(self.samples) < self.num_samples:
-        self.samples.append((record['image'], pred, record['label']))
-      conf += metrics.confusion_matrix(pred, record['label'], k, self.config.data.ignore_index)
+        self.samples.append((record['image'], pred.classes, record['label']))
+      conf += metrics.confusion_matrix(pred.classes, record['label'], k, d.ignore_index)
+      if pred.present is not None:
+        gated = True
+        presence += presence_counts(pred.present, record['label'], k, d.ignore_index, d.background_classes)
       progress.update(done)
     conf = summed_over_processes(conf)
+    tp, fp, fn = summed_over_processes(presence)
     miou, per_class = metrics.mean_iou(conf)
     results = dict(miou=miou, per_class_iou={n_: (None if np.isnan(v) else float(v))
                                              for n_, v in zip(self.names, per_class)},
-                   num_images=n, tag=tag, seconds=round(time.time() - progress.t0, 2))
+                   num_images=n, tag=tag, seconds=round(time.time() - progress.t0, 2),
+                   inference=self.predictor.describe())
+    if gated:
+      results.update(relevance_precision=ratio(tp, tp + fp), relevance_recall=ratio(tp, tp + fn))
     table = format_table(self.names, per_class, miou)
+    if gated:
+      table += '\n' + ' '.join(f'{key} {"n/a" if results[key] is None else f"{results[key]:.3f}"}'
+                                for key in ('relevance_precision', 'relevance_recall'))
     print(table, flush=True)
     if workdir and jax.process_index() == 0:
       with open(os.path.join(workdir, f'eval_{tag}.json'), 'w') as f:

@@ -1,30 +1,86 @@
-"""Whole-image and sliding-window inference: image -> class map.
+"""Inference geometry (SemiVL's protocols) and the predictor: image -> class map.
+
+`inference.protocol`:
+  'zegclip_sliding_window'  SemiVL's evaluation of VOC, ADE20K and COCO: the image resized so
+      that its short side is `inference.short_side` (mmseg's `min_size`; 0 keeps the native size,
+      as for COCO), windows of the crop at `inference.stride` (`window_boxes`, smaller than the
+      crop where the image is), scores averaged where windows overlap, resized bilinearly
+      (corners aligned) to the label's size, argmax.
+  'sliding_window'  UniMatch's evaluation of Cityscapes: windows from 0 every `stride` pixels,
+      cut at the image's edge (`sliding_window_boxes`), scores averaged.
+  'whole'  the whole image padded to the network's multiple (small images, the demo).
 
 `Predictor.predict(prepared, image)` is what evaluation and prediction call, with
 `prepared = predictor.prepare(params)` computed once per parameter set (for the network: the
 text queries, which do not depend on the image). `Predictor.from_config` wraps the network; any
-`scores(prepared, images (N, h, w, 3) uint8) -> (N, h, w, K)` function works, e.g. a stand-in in
-tests. The windows of an image run in batches of `batch` on the device (sharded over the local
-devices), and the host averages the class scores where windows overlap.
+`scores(prepared, images (N, h, w, 3) uint8, valid (N, h, w) bool) -> (scores (N, h, w, K),
+present (N, K) bool or None)` function works, e.g. a stand-in in tests. Windows of one shape run
+in batches of `batch` on the device (sharded over the local devices); each is padded (bottom,
+right) only to the network's multiple, and `valid` marks the image's own pixels.
 """
-from typing import Any, Callable, List, Optional
+from typing import Any, Callable, List, NamedTuple, Optional, Tuple
 
+import cv2
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
 from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from hvl_jax import sharding
+from hvl_jax.data import transforms
 from hvl_jax.models import hvl
+from hvl_jax.models import zero_shot
 from hvl_jax.models.backbones import clip as clip_lib
 
+PROTOCOLS = ('zegclip_sliding_window', 'sliding_window', 'whole')
+Box = Tuple[int, int, int, int]     # (y1, y2, x1, x2)
 
-def window_starts(length: int, crop: int, stride: int) -> List[int]:
-  """Window offsets covering [0, length) with the last window flush with the end."""
-  if length <= crop:
-    return [0]
-  starts = list(range(0, length - crop, stride)) + [length - crop]
-  return sorted(set(starts))
+
+def window_boxes(height: int, width: int, crop: int, stride: int) -> List[Box]:
+  """SemiVL's `zegclip_sliding_window` (mmseg's slide inference) windows.
+
+  Per axis max(n - crop + stride - 1, 0) // stride + 1 windows at multiples of the stride, the
+  last moved back to end flush with the edge; a window is smaller than the crop where the image is.
+  """
+  def starts(n):
+    count = max(n - crop + stride - 1, 0) // stride + 1
+    ends = [min(i * stride + crop, n) for i in range(count)]
+    return [(max(e - crop, 0), e) for e in ends]
+
+  return [(y1, y2, x1, x2) for y1, y2 in starts(height) for x1, x2 in starts(width)]
+
+
+def sliding_window_boxes(height: int, width: int, crop: int, stride: int) -> List[Box]:
+  """UniMatch's `sliding_window` windows: starts 0, stride, ... below the edge, each cut at it."""
+  span = lambda n: [(a, min(n, a + crop)) for a in range(0, n, stride)]
+  return [(y1, y2, x1, x2) for y1, y2 in span(height) for x1, x2 in span(width)]
+
+
+def resize_align_corners(x: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
+  """Bilinear resize of (h, w, C) to size (H, W) with corners aligned (PyTorch's
+  `interpolate(mode='bilinear', align_corners=True)`), as two interpolation matrices."""
+  def weights(n_in, n_out):
+    src = np.arange(n_out) * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+    lo = np.minimum(np.floor(src).astype(int), n_in - 1)
+    hi = np.minimum(lo + 1, n_in - 1)
+    m = np.zeros((n_out, n_in), np.float64)
+    np.add.at(m, (np.arange(n_out), lo), 1 - (src - lo))
+    np.add.at(m, (np.arange(n_out), hi), src - lo)
+    return m.astype(np.float32)
+
+  (h, w, c), (out_h, out_w) = x.shape, size
+  rows, cols = weights(h, out_h), weights(w, out_w)
+  y = (rows @ x.astype(np.float32).reshape(h, w * c)).reshape(out_h, w, c)
+  return (y.transpose(0, 2, 1) @ cols.T).transpose(0, 2, 1)       # (H, W, C), BLAS matmuls
+
+
+class Prediction(NamedTuple):
+  """classes (H, W) int32 at the image's size; present (K,) bool, the classes the gating kept in
+  any window (None without gating)."""
+  classes: np.ndarray
+  present: Optional[np.ndarray]
 
 
 def process_local(tree):
@@ -39,18 +95,19 @@ def process_local(tree):
 def network_scores(model: hvl.HVL, mode: str, mesh: Optional[Mesh] = None):
   """(prepare, scores) of the network.
 
-  prepare(params) -> (params, text queries); scores(prepared, images (N, h, w, 3) uint8) ->
-  class scores (N, h, w, K) of the last DQTD layer, the batch sharded over `mesh` when given.
+  prepare(params) -> (params, text queries); scores(prepared, images (N, h, w, 3) uint8, valid
+  (N, h, w) bool) -> (class scores (N, h, w, K) of the last DQTD layer, present (N, K) or None),
+  the batch sharded over `mesh` when given.
   """
 
   def text_queries(params):
     return model.apply({'params': params}, method=hvl.HVL.text_queries)
 
-  def scores(prepared, images):
+  def scores(prepared, images, valid):
     params, text = prepared
-    out = model.apply({'params': params}, clip_lib.normalize_images(images), text=text)
+    out = model.apply({'params': params}, clip_lib.normalize_images(images), text=text, valid=valid)
     cls, masks = out['predictions'][-1]
-    return hvl.upsampled_class_scores(cls, masks, images.shape[1:3], mode)
+    return hvl.upsampled_class_scores(cls, masks, images.shape[1:3], mode), out['present']
 
   text_fn = jax.jit(text_queries)
 
@@ -61,68 +118,147 @@ def network_scores(model: hvl.HVL, mode: str, mesh: Optional[Mesh] = None):
   if mesh is None:
     return prepare, jax.jit(scores)
   replicated = NamedSharding(mesh, PartitionSpec())
-  scores_fn = jax.jit(scores, in_shardings=(replicated, sharding.batch_sharding(mesh)), out_shardings=replicated)
+  batch = sharding.batch_sharding(mesh)
+  scores_fn = jax.jit(scores, in_shardings=(replicated, batch, batch), out_shardings=replicated)
+  return (lambda params: jax.device_put(prepare(params), replicated)), scores_fn
+
+
+def geometry(config) -> dict:
+  """The Predictor's geometry from the config: classes, crop (data.crop_size), and inference's
+  protocol, short_side and stride (0 = 2/3 of the crop)."""
+  inf, crop = config.inference, config.data.crop_size
+  return dict(num_classes=config.data.num_classes, crop=crop, stride=inf.stride or int(crop * 2 / 3),
+              protocol=inf.protocol, short_side=inf.short_side)
+
+
+def zero_shot_scores(model: hvl.HVL, mesh: Optional[Mesh] = None):
+  """(prepare, scores) of the frozen CLIP alone, the zero-shot baseline: per-pixel softmax over
+  the classes of the reference encoder's dense (MaskCLIP) features against the fixed-template
+  text embeddings t^CLIP, upsampled bilinearly to the window. Same interface as `network_scores`."""
+
+  def prepare_fn(params):
+    return params, model.apply({'params': params}, method=hvl.HVL.text_queries)['t_clip']
+
+  def scores(prepared, images, valid):
+    del valid
+    params, t_clip = prepared
+
+    def probs(module):
+      dense = module.reference_features(clip_lib.normalize_images(images))['dense'].astype(jnp.float32)
+      return zero_shot.pixel_class_probs(dense, t_clip, jnp.exp(module.logit_scale))
+
+    p = nn.apply(probs, model)({'params': params})
+    return jax.image.resize(p, (p.shape[0],) + images.shape[1:3] + (p.shape[-1],), 'bilinear'), None
+
+  text_fn = jax.jit(prepare_fn)
+  prepare = lambda params: text_fn(process_local(params))
+  if mesh is None:
+    return prepare, jax.jit(scores)
+  replicated = NamedSharding(mesh, PartitionSpec())
+  batch = sharding.batch_sharding(mesh)
+  scores_fn = jax.jit(scores, in_shardings=(replicated, batch, batch), out_shardings=replicated)
   return (lambda params: jax.device_put(prepare(params), replicated)), scores_fn
 
 
 class Predictor:
-  """Class maps from a scores function, over sliding windows or the whole (padded) image.
+  """Class maps from a scores function under one of the PROTOCOLS (see the module docstring).
 
   Attributes:
-    scores: (prepared, images (N, h, w, 3) uint8) -> (N, h, w, K) class scores.
+    scores: (prepared, images (N, h, w, 3) uint8, valid (N, h, w) bool) -> (scores (N, h, w, K),
+      present (N, K) bool or None).
     num_classes: K.
-    crop, stride: window size and step (sliding).
-    window: 'sliding' or 'whole' (the image padded to a multiple of `pad_multiple`).
+    crop, stride: window size and step.
+    protocol: one of PROTOCOLS.
+    short_side: 'zegclip_sliding_window' resizes the image's short side to this first (0 = not).
+    pad_multiple: windows (and whole images) are padded to a multiple of this.
     batch: windows per call of `scores` (the last batch is padded, so shapes stay static).
     prepare: params -> what `scores` takes (default: the params themselves).
   """
 
-  def __init__(self, scores: Callable, *, num_classes: int, crop: int, stride: int, window: str = 'sliding',
-               pad_multiple: int = 1, batch: int = 1, prepare: Optional[Callable] = None):
-    if window not in ('sliding', 'whole'):
-      raise ValueError(f"inference.window must be 'sliding' or 'whole', got {window!r}")
+  def __init__(self, scores: Callable, *, num_classes: int, crop: int, stride: int,
+               protocol: str = 'zegclip_sliding_window', short_side: int = 0, pad_multiple: int = 1,
+               batch: int = 1, prepare: Optional[Callable] = None):
+    if protocol not in PROTOCOLS:
+      raise ValueError(f'inference.protocol must be one of {PROTOCOLS}, got {protocol!r}')
     if batch < 1:
       raise ValueError(f'inference.window_batch must be >= 1, got {batch}')
-    self.scores, self.num_classes, self.crop, self.stride = scores, num_classes, crop, max(1, stride)
-    self.window, self.pad_multiple, self.batch = window, pad_multiple, batch
+    if stride < 1 and protocol != 'whole':
+      raise ValueError(f'inference.stride must be >= 1 pixel, got {stride}')
+    self.scores, self.num_classes, self.crop, self.stride = scores, num_classes, crop, stride
+    self.protocol, self.short_side, self.pad_multiple, self.batch = protocol, short_side, pad_multiple, batch
     self.prepare = prepare or (lambda params: params)
 
   @classmethod
-  def from_config(cls, config, model: hvl.HVL) -> 'Predictor':
-    """The network's predictor: windows of data.crop_size at inference.stride_fraction of it, in
-    batches of inference.window_batch (rounded up to a multiple of the local devices, over which
-    each batch is sharded)."""
-    crop, window = config.data.crop_size, config.inference.window
+  def from_config(cls, config, model: hvl.HVL, zero_shot_baseline: bool = False) -> 'Predictor':
+    """The network's predictor under `geometry(config)` (or, with `zero_shot_baseline`, its frozen
+    CLIP's, `zero_shot_scores`), windows in batches of inference.window_batch (rounded up to a
+    multiple of the local devices, over which each batch is sharded)."""
     devices = jax.local_devices()
     batch = -(-config.inference.window_batch // len(devices)) * len(devices)
+    windowed = config.inference.protocol != 'whole'
     # Whole images come one at a time: nothing to shard.
-    mesh = Mesh(np.asarray(devices), ('data',)) if window == 'sliding' and len(devices) > 1 else None
-    prepare, scores = network_scores(model, config.inference.mode, mesh)
-    return cls(scores, num_classes=config.data.num_classes, crop=crop,
-               stride=int(crop * config.inference.stride_fraction), window=window,
-               # the coarsest pyramid level halves the token grid
-               pad_multiple=2 * model.cfg.clip.patch_size, batch=batch if window == 'sliding' else 1,
-               prepare=prepare)
+    mesh = Mesh(np.asarray(devices), ('data',)) if windowed and len(devices) > 1 else None
+    prepare, scores = (zero_shot_scores(model, mesh) if zero_shot_baseline
+                       else network_scores(model, config.inference.mode, mesh))
+    # the coarsest pyramid level halves the token grid
+    return cls(scores, **geometry(config), pad_multiple=2 * model.cfg.clip.patch_size,
+               batch=batch if windowed else 1, prepare=prepare)
 
-  def predict(self, prepared: Any, image: np.ndarray) -> np.ndarray:
-    """image (H, W, 3) uint8 -> class map (H, W) int32; `prepared` from `prepare(params)`."""
+  def describe(self) -> dict:
+    """The geometry, as the eval json records it."""
+    return dict(protocol=self.protocol, crop=self.crop, stride=self.stride, short_side=self.short_side)
+
+  def boxes(self, height: int, width: int) -> List[Box]:
+    if self.protocol == 'whole':
+      return [(0, height, 0, width)]
+    if self.protocol == 'sliding_window':
+      return sliding_window_boxes(height, width, self.crop, self.stride)
+    return window_boxes(height, width, self.crop, self.stride)
+
+  def window_scores(self, prepared: Any, image: np.ndarray, boxes: List[Box]):
+    """Scores (h, w, K) of each box and the union of their present classes; windows of one padded
+    shape go through `scores` together, in batches of `batch`."""
+    m = self.pad_multiple
+    shape_of = lambda b: (-(-(b[1] - b[0]) // m) * m, -(-(b[3] - b[2]) // m) * m)
+    out, present = [None] * len(boxes), None
+    for shape in sorted({shape_of(b) for b in boxes}):
+      group = [i for i, b in enumerate(boxes) if shape_of(b) == shape]
+      windows = np.zeros((len(group),) + shape + (3,), np.uint8)
+      valid = np.zeros((len(group),) + shape, bool)
+      for j, i in enumerate(group):
+        y1, y2, x1, x2 = boxes[i]
+        windows[j, :y2 - y1, :x2 - x1] = image[y1:y2, x1:x2]
+        valid[j, :y2 - y1, :x2 - x1] = True
+      rest = -len(group) % self.batch       # static batch shapes: repeat the last window
+      windows = np.concatenate([windows, np.repeat(windows[-1:], rest, axis=0)])
+      valid = np.concatenate([valid, np.repeat(valid[-1:], rest, axis=0)])
+      for lo in range(0, len(windows), self.batch):
+        s, p = self.scores(prepared, windows[lo:lo + self.batch], valid[lo:lo + self.batch])
+        s = np.asarray(s)
+        for j in range(lo, min(lo + self.batch, len(group))):
+          y1, y2, x1, x2 = boxes[group[j]]
+          out[group[j]] = s[j - lo, :y2 - y1, :x2 - x1]
+        if p is not None:
+          p = np.asarray(p)[:min(self.batch, len(group) - lo)].any(0)
+          present = p if present is None else present | p
+    return out, present
+
+  def predict(self, prepared: Any, image: np.ndarray) -> Prediction:
+    """image (H, W, 3) uint8 -> Prediction (class map (H, W) int32); `prepared` from `prepare(params)`."""
     h, w = image.shape[:2]
-    if self.window == 'whole':
-      ph, pw = -h % self.pad_multiple, -w % self.pad_multiple
-      padded = np.pad(image, ((0, ph), (0, pw), (0, 0)))
-      return np.asarray(self.scores(prepared, padded[None])[0, :h, :w].argmax(-1), np.int32)
-    crop = self.crop
-    padded = np.pad(image, ((0, max(0, crop - h)), (0, max(0, crop - w)), (0, 0)))
-    ph, pw = padded.shape[:2]
-    boxes = [(y, x) for y in window_starts(ph, crop, self.stride) for x in window_starts(pw, crop, self.stride)]
-    windows = np.stack([padded[y:y + crop, x:x + crop] for y, x in boxes])
-    rest = -len(boxes) % self.batch
-    windows = np.concatenate([windows, np.repeat(windows[-1:], rest, axis=0)])   # static batch shapes
-    scores = np.concatenate([np.asarray(self.scores(prepared, windows[i:i + self.batch]))
-                             for i in range(0, len(windows), self.batch)])
-    acc = np.zeros((ph, pw, self.num_classes), np.float32)
-    count = np.zeros((ph, pw, 1), np.float32)
-    for (y, x), s in zip(boxes, scores):
-      acc[y:y + crop, x:x + crop] += s
-      count[y:y + crop, x:x + crop] += 1
-    return (acc / count)[:h, :w].argmax(-1).astype(np.int32)
+    resized = self.protocol == 'zegclip_sliding_window' and self.short_side > 0
+    if resized:
+      rh, rw = transforms.short_side_size(h, w, self.short_side)
+      image = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_LINEAR)
+    ih, iw = image.shape[:2]
+    boxes = self.boxes(ih, iw)
+    scores, present = self.window_scores(prepared, image, boxes)
+    acc = np.zeros((ih, iw, self.num_classes), np.float32)
+    count = np.zeros((ih, iw, 1), np.float32)
+    for (y1, y2, x1, x2), s in zip(boxes, scores):
+      acc[y1:y2, x1:x2] += s
+      count[y1:y2, x1:x2] += 1
+    mean = acc / count
+    if resized:
+      mean = resize_align_corners(mean, (h, w))
+    return Prediction(mean.argmax(-1).astype(np.int32), present)

@@ -17,6 +17,7 @@ import numpy as np
 
 from hvl_jax.losses import regularizers, segmentation, semi
 from hvl_jax.models import hvl
+from hvl_jax.ops.sampling import patch_majority
 
 
 class Batch(NamedTuple):
@@ -59,10 +60,26 @@ def channel_dropout(x, rate: float, rng):
 
 def class_region(labels, classes, patch: int):
   """Pixels of `classes` (B,) in labels (B, H, W) at patch resolution: (B, H/p, W/p) bool (>= half)."""
-  b, h, w = labels.shape
-  hit = (labels == classes[:, None, None]).astype(jnp.float32)
-  frac = hit.reshape(b, h // patch, patch, w // patch, patch).mean((2, 4))
-  return frac >= 0.5
+  return patch_majority(labels == classes[:, None, None], patch)
+
+
+# Pixels of ignore that L_vl hides with the class: those within this many steps (8-connected)
+# of it through ignore pixels, i.e. the class's own boundary band (VOC's is about 5 pixels wide,
+# up to 10 after the 2x rescale), not the rest of the image's ignore.
+IGNORE_BAND_STEPS = 12
+
+
+def hidden_region(labels, classes, ignore_index: int):
+  """What L_vl masks in labels (B, H, W): the pixels of `classes` (B,) and the ignore band around
+  them (ignore pixels reached from the class in IGNORE_BAND_STEPS steps), (B, H, W) bool."""
+  hide = labels == classes[:, None, None]
+  band = labels == ignore_index
+
+  def grow(_, region):
+    near = jax.lax.reduce_window(region, False, jax.lax.bitwise_or, (1, 3, 3), (1, 1, 1), 'SAME')
+    return region | (near & band)
+
+  return jax.lax.fori_loop(0, IGNORE_BAND_STEPS, grow, hide)
 
 
 def random_present_class(labels, num_classes, rng):
@@ -83,6 +100,16 @@ def labeled_relevance(model: hvl.HVL, labels, num_classes):
 def compute_loss(model: hvl.HVL, params, batch: Batch, rng, config,
                  teacher_params: Optional[dict] = None):
   """Returns (total loss, dict of every term)."""
+  parts, terms = weighted_terms(model, params, batch, rng, config, teacher_params)
+  total = sum(parts.values())
+  terms['total'] = total
+  return total, terms
+
+
+def weighted_terms(model: hvl.HVL, params, batch: Batch, rng, config,
+                   teacher_params: Optional[dict] = None):
+  """(parts, terms): the weighted summands of the total loss by name (their sum is the total;
+  benchmarks/grad_shares.py differentiates each) and every unweighted term for logging."""
   cfg = model.cfg
   crit = segmentation.CriterionConfig.from_config(config)
   bl, bu = batch.image_l.shape[0], batch.image_w.shape[0]
@@ -98,13 +125,13 @@ def compute_loss(model: hvl.HVL, params, batch: Batch, rng, config,
   masked_images = []
   if use_vl:
     vl_class = random_present_class(batch.label_l, cfg.num_classes, k_vl)
-    hide = (batch.label_l == vl_class[:, None, None])[..., None]
+    hide = hidden_region(batch.label_l, vl_class, config.data.ignore_index)[..., None]
     masked_images = [jnp.where(hide, 0.0, batch.image_l)]
 
   if bu:
     strong = [jnp.where(box[..., None], cutmix_partner(img), img)
               for box, img in ((batch.box1, batch.image_s1), (batch.box2, batch.image_s2))]
-    rel_w = apply(hvl.HVL.image_relevance, batch.image_w, text['t_clip'])
+    rel_w = apply(hvl.HVL.image_relevance, batch.image_w, text['t_clip'], batch.valid_u)
     rel_s = [jnp.where(box.any((1, 2))[:, None], jnp.maximum(rel_w, cutmix_partner(rel_w)), rel_w)
              for box in (batch.box1, batch.box2)]
     rel_s = jnp.concatenate(rel_s)
@@ -129,7 +156,7 @@ def compute_loss(model: hvl.HVL, params, batch: Batch, rng, config,
 
   seg = segmentation.set_criterion([(c[:bl], m[:bl]) for c, m in preds], batch.label_l, crit, k_crit)
   terms.update({f'seg_{k}': v for k, v in seg.items()})
-  total_sup = seg['seg']
+  parts = {'seg': seg['seg']}
 
   if bu:
     cls, masks = preds[-1]
@@ -163,23 +190,24 @@ def compute_loss(model: hvl.HVL, params, batch: Batch, rng, config,
       terms[f'entropy_s{i + 1}'] = semi.entropy_loss(probs_s, valid_s)
     terms['pseudo_confident_fraction'] = jax.lax.stop_gradient(
         ((conf >= sc.conf_threshold) & valid).sum() / jnp.maximum(valid.sum(), 1))
-    unsup = (sc.strong_weight * (terms['semi_s1'] + terms['semi_s2']) + sc.fp_weight * terms['semi_fp'])
-    total = (total_sup + unsup) / 2 + sc.entropy_weight * (terms['entropy_s1'] + terms['entropy_s2']) / 2
-  else:
-    total = total_sup
+    # (L_seg + w_s (L_s1 + L_s2) + w_fp L_fp) / 2 + w_ent (H_s1 + H_s2) / 2
+    parts = {'seg': seg['seg'] / 2,
+             'semi_strong': sc.strong_weight * (terms['semi_s1'] + terms['semi_s2']) / 2,
+             'semi_fp': sc.fp_weight * terms['semi_fp'] / 2,
+             'entropy': sc.entropy_weight * (terms['entropy_s1'] + terms['entropy_s2']) / 2}
 
   lc = config.loss
   if cfg.queries == 'htqg':
-    terms['div'] = regularizers.diversity_loss(text['level_queries'])
-    terms['topo'] = regularizers.topology_loss(text['t_hat'], text['t_clip'])
-    terms['anchor'] = regularizers.anchor_loss(text['phi'], text['t_clip'])
-    total = total + lc.div * terms['div'] + lc.prompt * (terms['topo'] + terms['anchor'])
+    reduction = lc.regularizer_reduction
+    terms['div'] = regularizers.diversity_loss(text['level_queries'], reduction)
+    terms['topo'] = regularizers.topology_loss(text['t_hat'], text['t_clip'], reduction)
+    terms['anchor'] = regularizers.anchor_loss(text['phi'], text['t_clip'], reduction)
+    parts.update(div=lc.div * terms['div'], topo=lc.prompt * terms['topo'], anchor=lc.prompt * terms['anchor'])
   if use_vl:
     x_mask = enc['dense'][n_dec:]
     region = class_region(batch.label_l, vl_class, batch.image_l.shape[1] // x_mask.shape[1])
     classes = jnp.broadcast_to(vl_class[:, None, None], region.shape)
     terms['vl_mask'] = regularizers.mask_consistency_loss(x_mask, reference['dense'], region)
     terms['vl_align'] = regularizers.align_loss(x_mask, text['t_clip'], classes, region, lc.tau)
-    total = total + lc.vl * (lc.align * terms['vl_align'] + lc.mask * terms['vl_mask'])
-  terms['total'] = total
-  return total, terms
+    parts.update(vl_align=lc.vl * lc.align * terms['vl_align'], vl_mask=lc.vl * lc.mask * terms['vl_mask'])
+  return parts, terms

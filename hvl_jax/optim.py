@@ -4,8 +4,10 @@ import jax.numpy as jnp
 import optax
 
 # Leaves never weight-decayed besides biases and norms (all 1-D): embeddings and learned queries.
-NO_DECAY_NAMES = ('embedding', 'class_embedding', 'prompt', 'query_feat', 'query_embed', 'level_embed',
-                  'class_query_pos')
+# Embeddings and tokens are not decayed (CLIP's and EVA02's position embeddings and class tokens
+# among them), whatever their rank.
+NO_DECAY_NAMES = ('embedding', 'class_embedding', 'pos_embed', 'cls_token', 'prompt', 'query_feat', 'query_embed',
+                  'level_embed', 'class_query_pos')
 
 
 def learning_rate_schedule(config, total_steps: int) -> optax.Schedule:

@@ -31,7 +31,7 @@ def predict_files(config, workdir: str, input_path: str, output_dir: str, checkp
   os.makedirs(output_dir, exist_ok=True)
   for i, path in enumerate(files, 1):
     image = datasets.load_image(path)
-    visualize.save_prediction(predictor.predict(prepared, image), image, output_dir,
+    visualize.save_prediction(predictor.predict(prepared, image).classes, image, output_dir,
                               os.path.splitext(os.path.basename(path))[0])
     print(f'[{i}/{len(files)}] {path} -> {output_dir}', flush=True)
   return len(files)

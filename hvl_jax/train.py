@@ -106,7 +106,7 @@ class ProgressLogger:
     eta = (self.total - step) / rate if rate == rate and rate > 0 else float('nan')
     shown = ' '.join(f'{k}={v:.4g}' for k, v in sorted(metrics.items())
                      if k.startswith(('total', 'seg_seg', 'seg_masks', 'semi_', 'div', 'topo', 'anchor',
-                                       'vl_')))
+                                       'vl_', 'pseudo_confident_fraction')))
     eta_s = time.strftime('%H:%M:%S', time.gmtime(eta)) if eta == eta else '--:--:--'
     print(f'[{step}/{self.total}] {shown} lr={metrics["lr"]:.3g} img/s={rate * self.images:.1f} '
           f'ETA {eta_s}', flush=True)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from hvl_jax.models.backbones import clip as clip_lib
+from hvl_jax.models.backbones import clip_weights
 from hvl_jax.models.backbones import registry
 from hvl_jax.models.backbones.clip_weights import CheckpointError, load_clip, random_clip
 from hvl_jax.models import zero_shot
@@ -54,6 +55,26 @@ def test_safetensors_parity_with_torch_clip(hf_torch_checkpoint, rng):
   np.testing.assert_allclose(clip.encode_text(ids), ref_t, atol=1e-5)
   np.testing.assert_allclose(clip.encode_image(images), ref_i, atol=1e-5)
   np.testing.assert_allclose(clip.logit_scale, hf.logit_scale.exp().item(), rtol=1e-6)
+
+
+def test_saved_checkpoint_loads_in_torch_clip(hf_torch_checkpoint, tmp_path, rng):
+  """save_clip writes what transformers' CLIPModel and load_clip read back, unchanged."""
+  import torch
+  from transformers import CLIPModel
+  path, _ = hf_torch_checkpoint
+  clip = load_clip(path)
+  clip_weights.save_clip(clip.config, clip.params, str(tmp_path / 'saved'))
+  hf = CLIPModel.from_pretrained(str(tmp_path / 'saved')).eval()
+  again = load_clip(str(tmp_path / 'saved'))
+  ids = _ids(rng, clip.config.vocab_size)
+  images = rng.randn(2, 32, 32, 3).astype(np.float32)
+  with torch.no_grad():
+    ref_t = hf.get_text_features(input_ids=torch.tensor(ids)).numpy()
+    ref_i = hf.get_image_features(pixel_values=torch.tensor(images.transpose(0, 3, 1, 2))).numpy()
+  for c in (clip, again):
+    np.testing.assert_allclose(c.encode_text(ids), ref_t, atol=1e-5)
+    np.testing.assert_allclose(c.encode_image(images), ref_i, atol=1e-5)
+  jax.tree.map(np.testing.assert_array_equal, clip.params, again.params)
 
 
 def test_flax_named_safetensors(hf_flax_checkpoint, tmp_path, rng):
@@ -173,6 +194,11 @@ def test_zero_shot_matches_numpy(hf_flax_checkpoint, rng):
   per_pixel = zero_shot.pixel_class_probs(dense, text, 100.0)
   np.testing.assert_allclose(rel, np.asarray(per_pixel).reshape(2, 12, 3).max(1), atol=1e-6)
   np.testing.assert_allclose(np.asarray(per_pixel).sum(-1), 1, atol=1e-5)
+  # The dense max over the valid cells only (padding is not part of the image).
+  valid = np.zeros((2, 3, 4), bool)
+  valid[:, :2, :3] = True
+  rel_valid = zero_shot.class_relevance(dense, img, text, 100.0, 'dense', valid)
+  np.testing.assert_allclose(rel_valid, np.asarray(per_pixel)[:, :2, :3].reshape(2, 6, 3).max(1), atol=1e-6)
 
 
 def test_bad_checkpoints(hf_flax_checkpoint, tmp_path):

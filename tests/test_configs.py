@@ -74,6 +74,17 @@ def test_benchmark_variants_build():
     assert build(c).cfg is not None, name
 
 
+def test_semivl_geometry_per_dataset():
+  geometry = {name: (c.data.img_scale, c.inference.protocol, c.inference.short_side, c.inference.stride,
+                     c.data.crop_size)
+              for name in ('voc', 'ade', 'coco', 'cityscapes')
+              for c in [base.dataset_config(name, min(n for d, n in base.PAPER_MIOU if d == name))]}
+  assert geometry == {'voc': ((2048, 512), 'zegclip_sliding_window', 512, 426, 512),
+                      'ade': ((2048, 512), 'zegclip_sliding_window', 512, 426, 512),
+                      'coco': ((), 'zegclip_sliding_window', 0, 426, 512),
+                      'cityscapes': ((), 'sliding_window', 0, 0, 800)}
+
+
 def test_overrides_name_the_field():
   config = base.get_config()
   base.with_overrides(config, {'optim.lr': 2e-4, 'model.ptrm': False, 'model.out_layers': (1, 2, 3)})
@@ -90,6 +101,7 @@ def test_overrides_name_the_field():
 def test_bad_values_are_refused_where_the_config_is_read():
   for field, value, message in [('model.queries', 'fancy', 'model.queries'),
                                 ('relevance.mode', 'local', 'relevance.mode'),
+                                ('relevance.gating', 'medium', 'relevance.gating'),
                                 ('model.remat_policy.decoder', 'some', 'model.remat_policy.decoder'),
                                 ('model.attention_impl', 'flash', 'model.attention_impl'),
                                 ('model.dtype', 'float8', 'model.dtype'),

@@ -148,6 +148,21 @@ def test_synthetic_is_deterministic():
   assert labels.max() < 5 and (labels > 0).any()
 
 
+def test_synthetic_captions_name_the_visible_objects():
+  for i in range(40):
+    image, label, text = synthetic.make_captioned_scene(0, i, 64, len(synthetic.CLASS_NAMES))
+    _, _, objects = synthetic._scene(0, i, 64, len(synthetic.CLASS_NAMES))  # pylint: disable=protected-access
+    np.testing.assert_array_equal(image, synthetic.make_scene(0, i, 64, len(synthetic.CLASS_NAMES))[0])
+    visible = {o.kind for o in objects if o.pixels >= synthetic.MIN_VISIBLE_PIXELS}
+    assert visible <= set(np.unique(label).tolist())
+    for k in range(1, len(synthetic.CLASS_NAMES)):
+      named = f'{synthetic.COLOUR_NAMES[k]} {synthetic.CLASS_NAMES[k]}' in text
+      assert named == (k in visible), (text, k)
+    assert text.startswith('a photo of ') and set(text.rstrip('.').replace(',', '').split()) <= set(synthetic.WORDS)
+  assert synthetic.SyntheticSource('val', 2, 64, 5)[1]['caption'] == synthetic.make_captioned_scene(
+      0, synthetic.SPLIT_OFFSETS['val'] + 1, 64, 5)[2]
+
+
 def test_transforms(rng):
   image = rng.randint(0, 255, (30, 40, 3)).astype(np.uint8)
   label = rng.randint(0, 5, (30, 40)).astype(np.uint8)
@@ -156,7 +171,7 @@ def test_transforms(rng):
   assert img.shape == (64, 64, 3) and lab.shape == (64, 64)
   assert (lab == 255).any()            # 15x20 image in a 64 crop: padded with ignore
   assert (img[lab == 255] == 0).all()
-  big, _ = transforms.resize_by_ratio(image, label, 2.0)
+  big, _ = transforms.resize(image, label, (60, 80))
   assert big.shape == (60, 80, 3)
   box = transforms.cutmix_box(64, np.random.default_rng(1), p=1.0)
   assert box.any() and not transforms.cutmix_box(64, np.random.default_rng(1), p=0.0).any()
@@ -167,6 +182,36 @@ def test_transforms(rng):
   assert strong.shape == image.shape and strong.dtype == np.uint8
   gray = transforms.color_jitter(image, np.random.default_rng(0), 0, 0, 0, 0)
   np.testing.assert_allclose(gray.astype(int), image.astype(int), atol=2)   # identity jitter
+
+
+def mmcv_rescale_size(old_size, scale):
+  """mmcv.rescale_size((w, h), scale tuple) -> (w, h), transcribed."""
+  w, h = old_size
+  max_long_edge, max_short_edge = max(scale), min(scale)
+  scale_factor = min(max_long_edge / max(h, w), max_short_edge / min(h, w))
+  return int(w * float(scale_factor) + 0.5), int(h * float(scale_factor) + 0.5)
+
+
+def test_rescale_size_matches_mmcv_on_random_sizes():
+  rng = np.random.RandomState(0)
+  for _ in range(2000):
+    h, w = rng.randint(1, 3000, 2)
+    ratio = rng.uniform(0.5, 2.0)
+    # mmseg's random_sample_ratio: the scale times the ratio, truncated.
+    scale = (int(2048 * ratio), int(512 * ratio))
+    assert transforms.rescale_size(h, w, (2048, 512), ratio) == mmcv_rescale_size((w, h), scale)[::-1]
+    # mmseg's min_size rule at evaluation, then mmcv's rescale.
+    new_h, new_w = (512 * h / w, 512) if h > w else (512, 512 * w / h)
+    assert transforms.short_side_size(h, w, 512) == mmcv_rescale_size((w, h), (new_h, new_w))[::-1]
+  assert transforms.short_side_size(375, 500, 512) == (512, 683)
+  assert transforms.rescale_size(375, 500, (2048, 512), 1.0) == (512, 683)
+
+
+def test_unimatch_rescale_draws_the_long_side():
+  rng = np.random.default_rng(0)
+  sizes = {transforms.random_rescale_size(30, 40, rng, (0.5, 2.0)) for _ in range(500)}
+  # long side 20..80 (randint includes both ends), short side int(30 * long / 40 + 0.5)
+  assert sizes == {(int(30 * l / 40 + 0.5), l) for l in range(20, 81)}
 
 
 def test_rare_class_sampling_frequencies():
@@ -181,17 +226,62 @@ def test_rare_class_sampling_frequencies():
       return dict(label=self.labels[i].astype(np.uint8))
 
   stats = rare_class.class_statistics(Source(), 3)
-  assert stats['pixel_counts'] == [1, 10, 1] and stats['images'] == [[2], [0, 1, 2], [1]]
+  assert stats['pixel_counts'] == [1, 10, 1]
+  assert stats['images'] == [[[2, 1]], [[0, 4], [1, 3], [2, 3]], [[1, 1]]]
   t = 0.5
   sampler = rare_class.RareClassSampler(stats, t)
   f = np.array([1, 10, 1]) / 12
   p = np.exp((1 - f) / t) / np.exp((1 - f) / t).sum()
   np.testing.assert_allclose(sampler.probs, p)
   g = np.random.default_rng(0)
-  draws = np.bincount([sampler(g) for _ in range(20000)], minlength=3) / 20000
+  draws = [sampler(g) for _ in range(20000)]
+  freq = np.bincount([i for i, _ in draws], minlength=3) / 20000
   expected = np.array([p[1] / 3, p[1] / 3 + p[2], p[1] / 3 + p[0]])
   # 20000 draws: the standard error is below 0.004; 5 sigma.
-  np.testing.assert_allclose(draws, expected, atol=0.02)
+  np.testing.assert_allclose(freq, expected, atol=0.02)
+  assert all(stats['images'][c] and i in [j for j, _ in stats['images'][c]] for i, c in draws[:100])
+  # DAFormer's min_pixels: only images with more than 3 pixels of class 1 are drawn for it.
+  strict = rare_class.RareClassSampler(stats, t, min_pixels=3)
+  assert {i for i, c in (strict(g) for _ in range(2000)) if c == 1} == {0}
+
+
+def test_rare_class_crop_is_redrawn_until_the_class_survives():
+  # An 80x80 image whose class 3 is one 8x8 square in a corner; crops of 64 after a rescale
+  # of 0.5-2x (the crop keeps the square in about 40% of the draws without the rule).
+  image = np.full((80, 80, 3), 90, np.uint8)
+  label = np.zeros((80, 80), np.uint8)
+  label[5:13, 67:75] = 3
+  cfg = tiny_config().data
+  cfg.rcs_min_pixels, cfg.rcs_min_crop_ratio = 20, 0.5
+
+  def survived(rare_class_id, draws=1000):
+    g = np.random.default_rng(0)
+    kept = [(transforms.labeled_train(dict(image=image, label=label, rare_class=rare_class_id), g, cfg)
+             ['label_l'] == 3).sum() > 10 for _ in range(draws)]
+    return np.mean(kept)
+
+  with_rule, without = survived(3), survived(-1)
+  assert with_rule >= 0.99, with_rule
+  assert without < 0.6, without
+
+
+def test_class_statistics_cache_follows_the_label_content(tmp_path):
+  root, splits = tmp_path / 'voc', tmp_path / 'splits'
+  voc_fixture(root, splits)
+  config = voc_config(root, splits)
+  source = datasets.make_sources(config)['labeled']
+  key = rare_class.cache_key(source, 'voc/92', 21)
+  folder = str(tmp_path / 'cache')
+  stats = rare_class.cached_statistics(source, 21, key, [folder])
+  assert os.listdir(folder) == [f'class_stats_{key[:16]}.json'] and stats['pixel_counts'][1] == 300
+  # A changed label map under the same path: a new key, statistics computed anew.
+  label = np.zeros((40, 50), np.uint8)
+  label[:, :] = 7
+  write_label(f'{root}/SegmentationClass/lab_0000.png', label)
+  new_key = rare_class.cache_key(source, 'voc/92', 21)
+  assert new_key != key and new_key != rare_class.cache_key(source, 'voc/183', 21)
+  fresh = rare_class.cached_statistics(source, 21, new_key, [folder])
+  assert fresh['pixel_counts'][1] == 0 and fresh['pixel_counts'][7] == 2000
 
 
 def test_pipeline_shapes_determinism_and_state_restore(tmp_path):
@@ -216,7 +306,7 @@ def test_pipeline_shapes_determinism_and_state_restore(tmp_path):
   fresh = next(iter(pipeline.train_dataset(c, sources, str(tmp_path))))
   for k in first:
     np.testing.assert_array_equal(first[k], fresh[k])
-  assert os.path.exists(tmp_path / f'class_stats_synthetic_{c.seed}_{c.data.synthetic_labeled}.json')
+  assert [n for n in os.listdir(tmp_path) if n.startswith('class_stats_')]
   assert pipeline.total_steps(c, sources) == c.train.steps
   c.train.steps = -1
   c.train.epochs = 2

@@ -1,11 +1,17 @@
-"""Evaluation: confusion matrix and mIoU against numpy; the evaluator on known predictions."""
+"""Evaluation: confusion matrix and mIoU against numpy; the evaluator on known predictions; a
+VOC-layout fixture read and evaluated as `--mode eval` does (configs/voc_92.py's geometry), with a
+stand-in network, against a transcription of SemiVL's evaluation (tests/test_inference.py)."""
+import json
 import os
 
 import jax.numpy as jnp
 import numpy as np
+from PIL import Image
 
-from hvl_jax import evaluate, metrics
+from configs import base
+from hvl_jax import evaluate, inference, metrics
 from hvl_jax.data import datasets
+from test_inference import K, semivl_zegclip, stand_in
 from tiny import tiny_config
 
 
@@ -42,14 +48,19 @@ def test_evaluator_on_known_predictions(tmp_path, rng):
       return dict(image=np.zeros((64, 64, 3), np.uint8), label=labels[i], name=str(i))
 
   preds = [np.where(rng.rand(64, 64) < 0.7, l, rng.randint(0, 5, (64, 64))) for l in labels]
+  presence = [np.eye(5, dtype=bool)[[0, 1, 2]].any(0)] * 4     # background, disk, square
+
   class KnownPredictor:
-    calls = iter(preds)
+    calls = iter(zip(preds, presence))
 
     def prepare(self, params):
       return params
 
+    def describe(self):
+      return {'protocol': 'known'}
+
     def predict(self, prepared, image):
-      return next(self.calls)
+      return inference.Prediction(*next(self.calls))
 
   ev = evaluate.Evaluator(config, KnownPredictor(), FixedSource(), [f'c{i}' for i in range(5)])
   results = ev.run(None, str(tmp_path), tag='known')
@@ -62,3 +73,55 @@ def test_evaluator_on_known_predictions(tmp_path, rng):
   expected = np.mean([i / u for i, u in zip(inter, union) if u > 0])
   np.testing.assert_allclose(results['miou'], expected, rtol=1e-6)
   assert os.path.exists(tmp_path / 'eval_known.json') and os.path.exists(tmp_path / 'eval_known.txt')
+  # Presence against the labels, background (class 0) left out.
+  tp = fp = fn = 0
+  for l, p in zip(labels, presence):
+    truth = np.isin(np.arange(5), l)
+    tp += (p & truth)[1:].sum()
+    fp += (p & ~truth)[1:].sum()
+    fn += (~p & truth)[1:].sum()
+  assert results['relevance_precision'] == tp / (tp + fp) and results['relevance_recall'] == tp / (tp + fn)
+  assert results['inference'] == {'protocol': 'known'}
+
+
+def test_voc_fixture_evaluated_as_semivl(tmp_path):
+  root, splits = tmp_path / 'voc', tmp_path / 'splits'
+  rng = np.random.RandomState(0)
+  lines = []
+  for i, (h, w) in enumerate(((375, 500), (500, 333), (281, 500))):
+    os.makedirs(root / 'JPEGImages', exist_ok=True)
+    os.makedirs(root / 'SegmentationClass', exist_ok=True)
+    Image.fromarray(rng.randint(0, 256, (h, w, 3)).astype(np.uint8)).save(root / f'JPEGImages/v{i}.jpg')
+    label = np.zeros((h, w), np.uint8)
+    label[h // 4:h // 2, w // 5:w // 2] = rng.randint(1, K)
+    label[h // 4 - 3:h // 4, w // 5:w // 2] = 255           # a VOC boundary band
+    label[2 * h // 3:, :w // 3] = rng.randint(1, K)
+    Image.fromarray(label).save(root / f'SegmentationClass/v{i}.png')
+    lines.append(f'JPEGImages/v{i}.jpg SegmentationClass/v{i}.png')
+  os.makedirs(splits / 'pascal', exist_ok=True)
+  (splits / 'pascal/val.txt').write_text('\n'.join(lines) + '\n')
+  config = base.dataset_config('voc', 92)
+  config.data.update(dict(root=str(root), splits_dir=str(splits)))
+  geometry = inference.geometry(config)
+  assert geometry == dict(num_classes=21, crop=512, stride=426, protocol='zegclip_sliding_window', short_side=512)
+  geometry['num_classes'] = K       # the stand-in scores K classes
+  predictor = inference.Predictor(stand_in, **geometry, batch=2)
+  config.data.num_classes = K
+  val = datasets.FileSource(str(root), datasets.read_split_list(str(splits / 'pascal/val.txt'), True), 21)
+  results = evaluate.Evaluator(config, predictor, val, [f'c{k}' for k in range(K)]).run(None, str(tmp_path))
+  # SemiVL: PIL reads, the transcribed prediction, intersectionAndUnion summed over images.
+  inter, union = np.zeros(K), np.zeros(K)
+  for line in lines:
+    image_rel, label_rel = line.split()
+    image = np.array(Image.open(root / image_rel).convert('RGB'))
+    mask = np.array(Image.open(root / label_rel))
+    pred = semivl_zegclip(image, mask.shape, 512, 426, resize=True)
+    keep = mask != 255
+    for k in range(K):
+      inter[k] += ((pred == k) & (mask == k) & keep).sum()
+      union[k] += (((pred == k) | (mask == k)) & keep).sum()
+  seen = union > 0
+  np.testing.assert_allclose(results['miou'], (inter[seen] / union[seen]).mean(), atol=1e-4)
+  written = json.loads((tmp_path / 'eval_eval.json').read_text())
+  assert written['inference'] == dict(protocol='zegclip_sliding_window', crop=512, stride=426, short_side=512)
+  assert 'relevance_precision' not in written        # the stand-in does no gating

@@ -1,5 +1,6 @@
 """The whole network on a tiny config: predictions, semantic inference against numpy, the EVA02
-backbone at patch 14, config errors, text sequences cut after the longest prompt."""
+backbone at patch 14, config errors, text sequences cut after the longest prompt, hard and soft
+relevance gating."""
 import dataclasses
 
 import jax
@@ -7,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from hvl_jax import optim
 from hvl_jax.models import hvl, queries
 from tiny import CLASS_NAMES, build, finite_loss_and_grads, make_batch, tiny_config
 
@@ -55,6 +57,9 @@ def test_eva02_backbone_at_patch_14(rng):
   assert np.abs(np.asarray(grads['backbone']['blocks']['0']['mlp']['fc1_g']['kernel'])).max() > 0
   model, params = build(config)
   assert params['backbone']['pos_embed'].shape == (1, 1 + 2 * 2, 32)
+  groups = optim.param_groups(params)
+  assert groups['backbone']['pos_embed'] == groups['backbone']['cls_token'] == 'backbone/no_decay'
+  assert groups['backbone']['blocks']['0']['mlp']['fc1_g']['kernel'] == 'backbone/decay'
   images = jnp.asarray(rng.randn(1, 56, 84, 3), jnp.float32)
   cls, masks = jax.jit(lambda p, x: model.apply({'params': p}, x))(params, images)['predictions'][-1]
   assert masks.shape == (1, 16, 24, 3 * 5 + 4)
@@ -88,3 +93,42 @@ def test_text_encoder_runs_over_the_longest_prompt_only():
   whole = full.apply({'params': params}, method=hvl.HVL.text_queries)
   for key in ('t_clip', 'level_queries', 't_hat', 'phi'):
     np.testing.assert_allclose(np.asarray(cut[key]), np.asarray(whole[key]), rtol=1e-5, atol=1e-6)
+
+
+def decode_fn(model):
+  return jax.jit(lambda p, taps, rel, text: model.apply({'params': p}, taps, rel, text, method=hvl.HVL.decode))
+
+
+@pytest.mark.parametrize('gating', ['hard', 'soft'])
+def test_relevance_gating(gating, rng):
+  config = tiny_config(**{'relevance.gating': gating, 'relevance.mode': 'dense'})
+  model, params = build(config)
+  images = jnp.asarray(rng.randn(2, 64, 64, 3), jnp.float32)
+  taps = model.apply({'params': params}, images, method=hvl.HVL.encode)['taps']
+  text = model.apply({'params': params}, method=hvl.HVL.text_queries)
+  relevance = jnp.asarray([[1.0, 0.9, 0.1, 0.6, 0.0], [1.0, 0.0, 0.7, 0.2, 0.3]])
+  decode = decode_fn(model)
+  base = decode(params, taps, relevance, text)
+  # Another text query for class 2 (judged absent in image 0 only, s = 0.1).
+  other = dict(text, level_queries=text['level_queries'].at[:, 2].add(jnp.asarray(rng.randn(3, 32), jnp.float32)))
+  moved = decode(params, taps, relevance, other)
+  k, levels = 5, 3
+  class_2 = np.asarray([l * k + 2 for l in range(levels)])
+  for (c0, m0), (c1, m1) in zip(base, moved):
+    if gating == 'hard':
+      # Image 0: the filtered query changes nothing, anywhere; it predicts no-object, no mask.
+      np.testing.assert_array_equal(c0[0], c1[0])
+      np.testing.assert_array_equal(m0[0], m1[0])
+      assert (np.asarray(jax.nn.softmax(c0[0, class_2]))[:, -1] > 0.999).all()
+      assert (np.asarray(m0[0, ..., class_2]) <= -1e3).all()
+    # Image 1 keeps class 2 (s = 0.7): its outputs move with the query, under both gatings.
+    assert not np.allclose(c0[1], c1[1])
+  if gating == 'soft':
+    # Soft: the query is scaled by s = 0.1, not removed: image 0's outputs move too.
+    assert not np.allclose(base[-1][0][0], moved[-1][0][0])
+  present = np.asarray(model.apply({'params': params}, relevance, method=hvl.HVL.present_classes))
+  np.testing.assert_array_equal(present, [[1, 1, 0, 1, 0], [1, 0, 1, 0, 0]])
+  # No class above the threshold: the most relevant one is kept.
+  lone = np.asarray(model.apply({'params': params}, jnp.asarray([[0.2, 0.3, 0.1, 0.0, 0.0]]),
+                                method=hvl.HVL.present_classes))
+  np.testing.assert_array_equal(lone, [[0, 1, 0, 0, 0]])

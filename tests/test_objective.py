@@ -1,11 +1,15 @@
 """The per-step objective on a tiny config: every term finite with its gradient, every ablation
-variant trains (jit fwd+bwd)."""
+variant trains (jit fwd+bwd), 150 classes with a name listed twice, L_vl's hidden region."""
+import json
+import os
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from hvl_jax import objective
+from hvl_jax.data import datasets
 from tiny import finite_loss_and_grads, make_batch, tiny_config
 
 
@@ -54,3 +58,25 @@ def test_nearest_cells(rng):
   y = np.arange(56)[None, :, None] * 100 + np.arange(56)[None, None, :]
   got = np.asarray(objective.nearest_cells(jnp.asarray(y), (16, 16)))
   assert got[0, 0, 0] == 101 and got[0, 1, 0] == 501 and got[0, 15, 15] == 5454   # pixels 1, 5, 54
+
+
+@pytest.mark.slow
+def test_150_classes_with_duplicate_names_give_finite_gradients(rng):
+  with open(os.path.join(datasets.SHIPPED_SPLITS, 'classes.json')) as f:
+    names = tuple(json.load(f)['ade'])
+  names = names[:148] + (names[3], names[3])      # one name three times
+  config = tiny_config(**{'data.num_classes': 150, 'data.background_classes': (), 'relevance.mode': 'dense',
+                          'loss.max_masks': 32})
+  terms, _ = finite_loss_and_grads(config, make_batch(rng), names)
+  assert float(terms['anchor']) != 0
+
+
+def test_vl_hides_the_ignore_band_around_the_class():
+  labels = np.zeros((1, 40, 40), np.int32)
+  labels[0, 10:20, 10:20] = 255          # the band around class 3
+  labels[0, 12:18, 12:18] = 3
+  labels[0, 30:35, 30:35] = 255          # another object's band, apart from class 3
+  hidden = np.asarray(objective.hidden_region(jnp.asarray(labels), jnp.asarray([3]), 255))[0]
+  expected = np.zeros((40, 40), bool)
+  expected[10:20, 10:20] = True
+  np.testing.assert_array_equal(hidden, expected)

@@ -28,16 +28,20 @@ def test_regularizers_against_paper_formulas(rng):
       for m in range(3):
         if l != m:
           ref_div += (q[l, k] @ q[m, k] / np.linalg.norm(q[l, k]) / np.linalg.norm(q[m, k])) ** 2
-  np.testing.assert_allclose(regularizers.diversity_loss(jnp.asarray(q)), ref_div / 4, rtol=1e-5)
+  np.testing.assert_allclose(regularizers.diversity_loss(jnp.asarray(q), 'sum'), ref_div / 4, rtol=1e-5)
+  np.testing.assert_allclose(regularizers.diversity_loss(jnp.asarray(q)), ref_div / 4 / 6, rtol=1e-5)
 
   norm = lambda a: a / np.linalg.norm(a, axis=-1, keepdims=True)
   t, tc, phi = norm(rng.randn(4, 6)), norm(rng.randn(4, 6)), rng.randn(4, 6)
   topo = sum((t[i] @ t[j] - tc[i] @ tc[j]) ** 2 for i in range(4) for j in range(4))
-  np.testing.assert_allclose(regularizers.topology_loss(t, tc), topo, rtol=1e-5)
-  anchor = sum(np.linalg.norm(phi[k] - tc[k])
-               - sum(np.log(1 + np.linalg.norm(phi[k] - phi[j])) for j in range(4) if j != k)
-               for k in range(4))
-  np.testing.assert_allclose(regularizers.anchor_loss(jnp.asarray(phi), jnp.asarray(tc)), anchor, rtol=1e-5)
+  np.testing.assert_allclose(regularizers.topology_loss(t, tc, 'sum'), topo, rtol=1e-5)
+  np.testing.assert_allclose(regularizers.topology_loss(t, tc), topo / 16, rtol=1e-5)
+  pull = [np.linalg.norm(phi[k] - tc[k]) for k in range(4)]
+  push = [sum(np.log(1 + np.linalg.norm(phi[k] - phi[j])) for j in range(4) if j != k) for k in range(4)]
+  anchor = sum(p - q for p, q in zip(pull, push))
+  np.testing.assert_allclose(regularizers.anchor_loss(jnp.asarray(phi), jnp.asarray(tc), 'sum'), anchor, rtol=1e-5)
+  np.testing.assert_allclose(regularizers.anchor_loss(jnp.asarray(phi), jnp.asarray(tc)),
+                             np.mean([p - q / 3 for p, q in zip(pull, push)]), rtol=1e-5)
   assert np.isfinite(np.asarray(jax.grad(lambda p: regularizers.anchor_loss(p, jnp.asarray(tc)))(jnp.asarray(phi)))).all()
 
   xm, xr = rng.randn(2, 3, 3, 6), rng.randn(2, 3, 3, 6)
@@ -51,3 +55,16 @@ def test_regularizers_against_paper_formulas(rng):
   logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   nll = -np.take_along_axis(logp, classes[..., None], -1)[..., 0]
   np.testing.assert_allclose(regularizers.align_loss(xm, text, classes, region, 0.07), nll[region].mean(), rtol=1e-5)
+
+
+def test_regularizers_are_safe_where_class_embeddings_coincide(rng):
+  # A class listed twice: equal rows in every embedding. Loss and gradient stay finite.
+  norm = lambda a: a / np.linalg.norm(a, axis=-1, keepdims=True)
+  t = norm(rng.randn(5, 6))
+  t = jnp.asarray(np.concatenate([t, t[:2]]), jnp.float32)
+  q = jnp.asarray(np.concatenate([rng.randn(3, 5, 8)] * 2, axis=1)[:, :7], jnp.float32)
+  for reduction in regularizers.REDUCTIONS:
+    for fn, args in ((regularizers.anchor_loss, (t, t)), (regularizers.topology_loss, (t, t)),
+                     (regularizers.diversity_loss, (q,))):
+      value, grad = jax.value_and_grad(lambda a: fn(a, *args[1:], reduction))(args[0])
+      assert np.isfinite(float(value)) and np.isfinite(np.asarray(grad)).all(), (fn.__name__, reduction)

@@ -27,8 +27,8 @@ def tiny_config(**overrides):
   return base.with_overrides(c, overrides)
 
 
-def build(config):
-  model, clip = hvl.build_model(config, CLASS_NAMES)
+def build(config, names=CLASS_NAMES):
+  model, clip = hvl.build_model(config, names)
   return model, hvl.init_params(model, clip, jax.random.PRNGKey(0), config.data.crop_size)
 
 
@@ -43,9 +43,9 @@ def make_batch(rng, bl=2, bu=2, size=64):
                          jnp.asarray(~box), jnp.ones((bu, size, size), bool))
 
 
-def finite_loss_and_grads(config, batch):
+def finite_loss_and_grads(config, batch, names=CLASS_NAMES):
   """(terms, grads) of the jitted objective, all finite."""
-  model, params = build(config)
+  model, params = build(config, names)
   fn = jax.jit(jax.value_and_grad(lambda p: objective.compute_loss(model, p, batch, jax.random.PRNGKey(1), config),
                                   has_aux=True))
   (loss, terms), grads = fn(params)

@@ -7,6 +7,7 @@ Split lists: `<splits_dir>/<folder>/<split>/{labeled,unlabeled}.txt` and
 `<splits_dir>/<folder>/val.txt`, one `image_path [label_path]` per line relative to the root.
 """
 import dataclasses
+import hashlib
 import json
 import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
@@ -159,6 +160,18 @@ class FileSource:
       record['label'] = load_label(os.path.join(self.root, label_rel), self.num_classes, self.remap, image.shape)
     return record
 
+  def label_fingerprint(self) -> str:
+    """Digest of the label files' paths and bytes (the rare-class statistics' cache key)."""
+    h = hashlib.sha256()
+    for _, label_rel in self.entries:
+      path = os.path.join(self.root, label_rel)
+      try:
+        with open(path, 'rb') as f:
+          h.update(label_rel.encode() + b'\0' + hashlib.sha256(f.read()).digest())
+      except OSError as e:
+        raise DataError(f'{path}: cannot read label file ({e})') from e
+    return h.hexdigest()
+
 
 class TFDSSource:
   """Random-access TFDS split through `tfds.data_source` (ArrayRecord files, no TensorFlow).
@@ -196,6 +209,10 @@ class TFDSSource:
       label = label[..., 0] if label.ndim == 3 and label.shape[-1] == 1 else label
       record['label'] = check_label(label, self.num_classes, image.shape, where)
     return record
+
+  def label_fingerprint(self) -> str:
+    """TFDS versions are immutable: the dataset, split and size name the content."""
+    return f'{self.where} {len(self)}'
 
 
 def make_sources(config) -> Dict[str, object]:

@@ -22,24 +22,36 @@ def per_process(global_batch: int, name: str) -> int:
   return global_batch // n
 
 
-def labeled_indices(source, config, workdir: Optional[str]) -> grain.MapDataset:
+def rare_class_folders(config, workdir: Optional[str]):
+  """Where the rare-class statistics are cached: beside the split list (if writable), the workdir."""
   d = config.data
+  folders = [os.path.join(datasets.splits_dir(config), datasets.spec(d.name).folder, d.split)
+             if d.name in datasets.SPECS else None]
+  return folders + [workdir]
+
+
+def labeled_records(source, config, workdir: Optional[str]) -> grain.MapDataset:
+  """Labeled records in training order: shuffled and repeated, or drawn by rare-class sampling
+  (each record then carries its drawn class as 'rare_class')."""
+  d = config.data
+  read = lambda i: source[int(i)]
   if not d.rare_class_sampling:
-    return grain.MapDataset.range(len(source)).shuffle(seed=config.seed).repeat()
-  split_file = None
-  if d.name in datasets.SPECS:
-    split_file = os.path.join(datasets.splits_dir(config), datasets.spec(d.name).folder, d.split, 'labeled.txt')
-  tag = {'synthetic': f'synthetic_{config.seed}_{len(source)}',
-         'tfds': f'tfds_{d.tfds.name}_{d.tfds.labeled_split}'.replace('/', '_')}.get(d.name, f'{d.name}_{d.split}')
-  stats = rare_class.cached_statistics(source, d.num_classes,
-                                       rare_class.default_cache_paths(split_file, workdir, tag))
-  sampler = rare_class.RareClassSampler(stats, d.rcs_temperature)
+    return grain.MapDataset.range(len(source)).shuffle(seed=config.seed).repeat().map(read)
+  split = d.tfds.labeled_split if d.name == 'tfds' else d.split
+  key = rare_class.cache_key(source, f'{d.name}/{split}', d.num_classes)
+  stats = rare_class.cached_statistics(source, d.num_classes, key, rare_class_folders(config, workdir))
+  sampler = rare_class.RareClassSampler(stats, d.rcs_temperature, d.rcs_min_pixels)
+
+  def draw(_, rng):
+    index, c = sampler(rng)
+    return dict(source[index], rare_class=c)
+
   # The sampler's rng derives from the element index, so every draw differs across epochs.
-  return grain.MapDataset.range(len(source)).repeat().random_map(lambda _, rng: sampler(rng), seed=config.seed)
+  return grain.MapDataset.range(len(source)).repeat().random_map(draw, seed=config.seed)
 
 
-def _stream(indices: grain.MapDataset, source, transform, batch: int, seed: int):
-  ds = indices.map(lambda i: source[int(i)]).random_map(transform, seed=seed)
+def _stream(records: grain.MapDataset, transform, batch: int, seed: int):
+  ds = records.random_map(transform, seed=seed)
   ds = ds[jax.process_index()::jax.process_count()]
   return ds.batch(batch, drop_remainder=True)
 
@@ -57,14 +69,14 @@ def train_dataset(config, sources: Dict[str, object], workdir: Optional[str] = N
       raise ValueError(f'data.{name}={d[name]} is not divisible by train.grad_accum={accum}')
   lab_b = per_process(d.labeled_batch // accum, 'labeled_batch')
   unl_b = per_process(d.unlabeled_batch // accum, 'unlabeled_batch')
-  labeled = _stream(labeled_indices(sources['labeled'], config, workdir), sources['labeled'],
+  labeled = _stream(labeled_records(sources['labeled'], config, workdir),
                     lambda r, rng: transforms.labeled_train(r, rng, d), lab_b, config.seed + 1)
   if unl_b:
     if not len(sources['unlabeled']):
       raise datasets.DataError('the unlabeled split is empty but data.unlabeled_batch > 0')
-    unlabeled = _stream(grain.MapDataset.range(len(sources['unlabeled'])).shuffle(seed=config.seed + 2).repeat(),
-                        sources['unlabeled'], lambda r, rng: transforms.unlabeled_train(r, rng, d),
-                        unl_b, config.seed + 3)
+    order = grain.MapDataset.range(len(sources['unlabeled'])).shuffle(seed=config.seed + 2).repeat()
+    unlabeled = _stream(order.map(lambda i: sources['unlabeled'][int(i)]),
+                        lambda r, rng: transforms.unlabeled_train(r, rng, d), unl_b, config.seed + 3)
     n = min(len(labeled), len(unlabeled))    # both "infinite"; zip needs equal lengths
     ds = grain.experimental.ZipMapDataset([labeled[:n], unlabeled[:n]]).map(lambda ab: {**ab[0], **ab[1]})
   else:

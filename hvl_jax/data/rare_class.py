@@ -1,44 +1,57 @@
-"""Rare-class sampling of the labeled set (DAFormer-style; the paper, section 4.1).
+"""Rare-class sampling of the labeled set (DAFormer's; the paper, section 4.1).
 
-f_c = fraction of labeled pixels of class c; p(c) ∝ exp((1 - f_c) / T); then a
-uniformly drawn labeled image that holds c. Statistics are computed once and
-cached as JSON (next to the split when writable).
+f_c = fraction of labeled pixels of class c; p(c) ∝ exp((1 - f_c) / T); then a uniformly drawn
+labeled image that holds more than data.rcs_min_pixels pixels of c (every image holding c where
+none does). The crop of such an image is re-drawn until it keeps the class
+(`transforms.labeled_train`). Statistics are computed once and cached as JSON under a key of the
+split and the labels' content, so a changed label map is never read from a stale cache.
 """
+import hashlib
 import json
 import os
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from absl import logging
 
 
 def class_statistics(source, num_classes: int, ignore: int = 255) -> Dict[str, list]:
-  """Per-class pixel counts and the images holding each class, from the labeled source."""
+  """Per-class pixel counts and, per class, [image index, pixels of the class] of the images holding it."""
   counts = np.zeros(num_classes, np.int64)
-  images: List[List[int]] = [[] for _ in range(num_classes)]
+  images: List[List[List[int]]] = [[] for _ in range(num_classes)]
   for i in range(len(source)):
     label = source[i]['label']
     hist = np.bincount(label[label != ignore].ravel(), minlength=num_classes)[:num_classes]
     counts += hist
     for c in np.flatnonzero(hist):
-      images[c].append(i)
+      images[c].append([i, int(hist[c])])
   return dict(pixel_counts=counts.tolist(), images=images)
 
 
-def cached_statistics(source, num_classes: int, cache_paths) -> Dict[str, list]:
-  """Loads the first existing cache of `cache_paths`, else computes and writes the first writable one."""
-  for path in cache_paths:
+def cache_key(source, split: str, num_classes: int) -> str:
+  """Hex digest of the split's name, the class count and the source's label content
+  (`source.label_fingerprint()`: e.g. the label files' bytes)."""
+  h = hashlib.sha256(f'{split}\n{num_classes}\n'.encode())
+  h.update(source.label_fingerprint().encode())
+  return h.hexdigest()
+
+
+def cached_statistics(source, num_classes: int, key: str, folders: Sequence[Optional[str]]) -> Dict[str, list]:
+  """Statistics from `<folder>/class_stats_<key>.json` of the first folder holding it; else
+  computed and written (atomically) to the first writable folder."""
+  name = f'class_stats_{key[:16]}.json'
+  for folder in folders:
+    path = folder and os.path.join(folder, name)
     if path and os.path.exists(path):
       with open(path) as f:
         stats = json.load(f)
-      if len(stats['pixel_counts']) == num_classes and sum(map(len, stats['images'])) > 0:
+      if stats.get('key') == key:
         return stats
-  stats = class_statistics(source, num_classes)
-  for path in cache_paths:
-    if not path:
-      continue
+  stats = dict(class_statistics(source, num_classes), key=key)
+  for folder in filter(None, folders):
+    path = os.path.join(folder, name)
     try:
-      os.makedirs(os.path.dirname(path), exist_ok=True)
+      os.makedirs(folder, exist_ok=True)
       tmp = f'{path}.tmp{os.getpid()}'
       with open(tmp, 'w') as f:
         json.dump(stats, f)
@@ -60,21 +73,20 @@ def class_probabilities(pixel_counts, temperature: float) -> np.ndarray:
 
 
 class RareClassSampler:
-  """Maps (rng) -> labeled image index: class by p(c), then an image holding it."""
+  """Maps (rng) -> (labeled image index, drawn class): class by p(c), then an image holding it.
 
-  def __init__(self, stats, temperature: float):
+  An image qualifies for class c if it holds more than `min_pixels` of its pixels (DAFormer);
+  where no image does, every image holding c qualifies.
+  """
+
+  def __init__(self, stats, temperature: float, min_pixels: int = 0):
     self.probs = class_probabilities(stats['pixel_counts'], temperature)
-    self.images = [np.asarray(x, np.int64) for x in stats['images']]
+    self.images = []
+    for held in stats['images']:
+      held = np.asarray(held, np.int64).reshape(-1, 2)
+      enough = held[held[:, 1] > min_pixels, 0]
+      self.images.append(enough if len(enough) else held[:, 0])
 
-  def __call__(self, rng: np.random.Generator) -> int:
-    c = rng.choice(len(self.probs), p=self.probs)
-    return int(rng.choice(self.images[c]))
-
-
-def default_cache_paths(split_file: Optional[str], workdir: Optional[str], tag: str):
-  paths = []
-  if split_file:
-    paths.append(os.path.join(os.path.dirname(split_file), 'class_stats.json'))
-  if workdir:
-    paths.append(os.path.join(workdir, f'class_stats_{tag}.json'))
-  return paths
+  def __call__(self, rng: np.random.Generator):
+    c = int(rng.choice(len(self.probs), p=self.probs))
+    return int(rng.choice(self.images[c])), c

@@ -1,20 +1,42 @@
-"""Built-in synthetic segmentation scenes (no download), deterministic from (seed, split, index).
+"""Built-in synthetic segmentation scenes with captions (no download), deterministic from
+(seed, split, index).
 
-Class 0 is the background (smooth colour gradient with noise); the others are
-objects with a distinct shape and texture each: disk, square, triangle, striped
-ellipse, ring, checkered diamond (the first `num_classes - 1` are used).
-Each class has a base colour that every object of it varies around (as real classes have
-typical colours), so colour, shape and texture all carry the class.
+Class 0 is the background (smooth colour gradient with noise); the others are objects with a
+distinct shape and texture each: disk, square, triangle, striped ellipse, ring, checkered
+diamond, cross, star (the first `num_classes - 1` are used, so a model can train on fewer
+classes than the world holds). Each class has a base colour that every object of it varies
+around (as real classes have typical colours), so colour, shape and texture all carry the class.
+Every scene has a caption naming its visible objects with their size and colour
+(`caption`, from the fixed vocabulary `WORDS`): the text a CLIP of this world learns from
+(tools/pretrain_clip.py).
 """
-from typing import Dict, Tuple
+import hashlib
+import os
+from typing import Dict, List, NamedTuple, Tuple
 
 import cv2
 import numpy as np
 
-CLASS_NAMES = ('background', 'disk', 'square', 'triangle', 'striped ellipse', 'ring', 'checkered diamond')
+CLASS_NAMES = ('background', 'disk', 'square', 'triangle', 'striped ellipse', 'ring', 'checkered diamond',
+               'cross', 'star')
 CLASS_COLOURS = np.asarray([(0, 0, 0), (220, 60, 50), (60, 200, 70), (70, 90, 230), (230, 210, 60),
-                            (200, 70, 210), (60, 210, 220)], np.float64)
-SPLIT_OFFSETS = {'labeled': 0, 'unlabeled': 1_000_000, 'val': 2_000_000}
+                            (200, 70, 210), (60, 210, 220), (240, 140, 40), (235, 235, 235)], np.float64)
+COLOUR_NAMES = ('black', 'red', 'green', 'blue', 'yellow', 'purple', 'cyan', 'orange', 'white')
+SIZE_NAMES = ('small', 'large')
+LARGE_RADIUS = 0.2          # objects of radius >= 0.2 x the image size are 'large'
+MIN_VISIBLE_PIXELS = 16     # an object mostly covered by later ones is not in the caption
+# The CLIP of this world, pretrained on its captioned scenes (python -m tools.pretrain_clip).
+TINY_CLIP = os.path.join(os.path.dirname(__file__), 'tiny_clip')
+SPLIT_OFFSETS = {'labeled': 0, 'unlabeled': 1_000_000, 'val': 2_000_000, 'pretrain': 3_000_000}
+# Every word a caption or a class prompt of this world uses.
+WORDS = tuple(sorted({w for n in CLASS_NAMES + COLOUR_NAMES + SIZE_NAMES for w in n.split()}
+                     | {'a', 'photo', 'of', 'and', 'with', 'on', 'the', 'an', 'empty'}))
+
+
+class SceneObject(NamedTuple):
+  kind: int           # class id
+  large: bool
+  pixels: int         # visible pixels in the final label
 
 
 def _texture(kind: int, size: int, rng) -> np.ndarray:
@@ -38,21 +60,32 @@ def _shape_mask(kind: int, size: int, cx: float, cy: float, r: float, angle: flo
     box = cv2.boxPoints(((cx, cy), (1.6 * r, 1.6 * r), angle)).astype(np.int32)
     cv2.fillPoly(m, [box], 1)
   elif kind == 3:
-    pts = [(cx + r * np.cos(np.radians(angle + a)), cy + r * np.sin(np.radians(angle + a))) for a in (0, 120, 240)]
-    cv2.fillPoly(m, [np.asarray(pts, np.int32)], 1)
+    cv2.fillPoly(m, [polygon(cx, cy, [r] * 3, angle)], 1)
   elif kind == 4:
     cv2.ellipse(m, c, (int(r), int(0.6 * r)), angle, 0, 360, 1, -1)
   elif kind == 5:
     cv2.circle(m, c, int(r), 1, -1)
     cv2.circle(m, c, int(0.55 * r), 0, -1)
-  else:
-    pts = [(cx + r * np.cos(np.radians(angle + a)), cy + r * np.sin(np.radians(angle + a))) for a in (0, 90, 180, 270)]
-    cv2.fillPoly(m, [np.asarray(pts, np.int32)], 1)
+  elif kind == 6:
+    cv2.fillPoly(m, [polygon(cx, cy, [r] * 4, angle)], 1)
+  elif kind == 7:     # a plus sign: two crossed bars
+    for a in (angle, angle + 90):
+      bar = cv2.boxPoints(((cx, cy), (2 * r, 0.6 * r), a)).astype(np.int32)
+      cv2.fillPoly(m, [bar], 1)
+  else:               # a five-pointed star
+    cv2.fillPoly(m, [polygon(cx, cy, [r, 0.45 * r] * 5, angle)], 1)
   return m.astype(bool)
 
 
-def make_scene(seed: int, index: int, size: int, num_classes: int) -> Tuple[np.ndarray, np.ndarray]:
-  """One scene: image (size, size, 3) uint8 RGB and label (size, size) uint8 in [0, num_classes)."""
+def polygon(cx: float, cy: float, radii, angle: float) -> np.ndarray:
+  """Vertices at equal angles from `angle` (degrees), the i-th at radius radii[i]: (N, 2) int32."""
+  step = 360 / len(radii)
+  return np.asarray([(cx + r * np.cos(np.radians(angle + i * step)), cy + r * np.sin(np.radians(angle + i * step)))
+                     for i, r in enumerate(radii)], np.int32)
+
+
+def _scene(seed: int, index: int, size: int, num_classes: int):
+  """(image (size, size, 3) uint8, label (size, size) uint8, objects in drawing order)."""
   if not 2 <= num_classes <= len(CLASS_NAMES):
     raise ValueError(f'synthetic data supports 2..{len(CLASS_NAMES)} classes, got {num_classes}')
   rng = np.random.default_rng([seed, index])
@@ -61,7 +94,9 @@ def make_scene(seed: int, index: int, size: int, num_classes: int) -> Tuple[np.n
   t = (xx * np.cos(rng.uniform(0, 6.3)) + yy * np.sin(rng.uniform(0, 6.3)))[..., None]
   image = c0 * (1 - t) + c1 * t + rng.normal(0, 8, (size, size, 3))
   label = np.zeros((size, size), np.uint8)
-  for _ in range(int(rng.integers(1, 4))):
+  owner = np.full((size, size), -1, np.int32)     # which object each pixel shows
+  drawn = []
+  for i in range(int(rng.integers(1, 4))):
     kind = int(rng.integers(1, num_classes))
     r = rng.uniform(0.12, 0.28) * size
     cx, cy = rng.uniform(r, size - r, 2)
@@ -69,7 +104,38 @@ def make_scene(seed: int, index: int, size: int, num_classes: int) -> Tuple[np.n
     colour = np.clip(CLASS_COLOURS[kind] + rng.normal(0, 25, 3), 0, 255)
     image[mask] = (colour * _texture(kind, size, rng)[..., None])[mask] + rng.normal(0, 6, (mask.sum(), 3))
     label[mask] = kind
-  return np.clip(image, 0, 255).astype(np.uint8), label
+    owner[mask] = i
+    drawn.append((kind, r >= LARGE_RADIUS * size))
+  objects = [SceneObject(kind, large, int((owner == i).sum())) for i, (kind, large) in enumerate(drawn)]
+  return np.clip(image, 0, 255).astype(np.uint8), label, objects
+
+
+def make_scene(seed: int, index: int, size: int, num_classes: int) -> Tuple[np.ndarray, np.ndarray]:
+  """One scene: image (size, size, 3) uint8 RGB and label (size, size) uint8 in [0, num_classes)."""
+  image, label, _ = _scene(seed, index, size, num_classes)
+  return image, label
+
+
+def describe(obj: SceneObject) -> str:
+  """'a small red disk'."""
+  words = f'{SIZE_NAMES[obj.large]} {COLOUR_NAMES[obj.kind]} {CLASS_NAMES[obj.kind]}'
+  return f'a {words}'
+
+
+def caption(objects: List[SceneObject]) -> str:
+  """The caption of a scene: its visible objects, in drawing order ('a photo of a small red disk
+  and a large blue triangle.'); 'a photo of the empty background.' when none is visible."""
+  parts = [describe(o) for o in objects if o.pixels >= MIN_VISIBLE_PIXELS]
+  if not parts:
+    return 'a photo of the empty background.'
+  listed = parts[0] if len(parts) == 1 else ', '.join(parts[:-1]) + ' and ' + parts[-1]
+  return f'a photo of {listed}.'
+
+
+def make_captioned_scene(seed: int, index: int, size: int, num_classes: int) -> Tuple[np.ndarray, np.ndarray, str]:
+  """`make_scene` and the scene's caption."""
+  image, label, objects = _scene(seed, index, size, num_classes)
+  return image, label, caption(objects)
 
 
 class SyntheticSource:
@@ -86,5 +152,13 @@ class SyntheticSource:
   def __getitem__(self, index: int) -> Dict[str, np.ndarray]:
     if not 0 <= index < self.length:
       raise IndexError(f'synthetic {self.split} index {index} out of range [0, {self.length})')
-    image, label = make_scene(self.seed, SPLIT_OFFSETS[self.split] + index, self.size, self.num_classes)
-    return dict(image=image, label=label, name=f'synthetic_{self.split}_{index:06d}')
+    image, label, text = make_captioned_scene(self.seed, SPLIT_OFFSETS[self.split] + index, self.size,
+                                              self.num_classes)
+    return dict(image=image, label=label, caption=text, name=f'synthetic_{self.split}_{index:06d}')
+
+  def label_fingerprint(self) -> str:
+    """Digest of the generated label maps (they follow the generator's code, not only its seed)."""
+    h = hashlib.sha256()
+    for i in range(self.length):
+      h.update(self[i]['label'].tobytes())
+    return h.hexdigest()

@@ -1,10 +1,13 @@
 """Training augmentations in numpy/cv2 (run in grain workers), deterministic given an rng.
 
-Geometric (both labeled and unlabeled): resize by a random ratio, pad to the
-crop with ignore, random crop, horizontal flip. Photometric (strong views):
-colour jitter, grayscale, Gaussian blur. CutMix boxes for the strong views.
+Geometric (both labeled and unlabeled), as SemiVL: a random rescale, pad to the crop with
+ignore, random crop, horizontal flip. The rescale is mmseg's keep-ratio
+`Resize(img_scale, ratio_range)` where `data.img_scale` is set (VOC, ADE20K: (2048, 512)),
+else UniMatch's: the long side drawn from [0.5, 2] of the native one (COCO, Cityscapes).
+Photometric (strong views): colour jitter, grayscale, Gaussian blur. CutMix boxes for the
+strong views.
 """
-from typing import Dict, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -12,13 +15,50 @@ import numpy as np
 IGNORE = 255
 
 
-def resize_by_ratio(image, label, ratio: float):
-  """Scales image (bilinear) and label (nearest) by `ratio`; label may be None."""
-  h, w = image.shape[:2]
-  size = (max(1, int(round(w * ratio))), max(1, int(round(h * ratio))))
-  image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR)
+def keep_ratio_size(height: int, width: int, scale: Sequence[float]) -> Tuple[int, int]:
+  """mmcv's keep-ratio `rescale_size`: the image fits inside the scale's long and short edges,
+  factor = min(long edge / max(h, w), short edge / min(h, w)), sizes rounded half up."""
+  factor = min(max(scale) / max(height, width), min(scale) / min(height, width))
+  return int(height * factor + 0.5), int(width * factor + 0.5)
+
+
+def rescale_size(height: int, width: int, img_scale: Sequence[int], ratio: float = 1.0) -> Tuple[int, int]:
+  """mmseg's `Resize(img_scale)` at `ratio` (drawn from ratio_range in training): the keep-ratio
+  size for the scale (int(img_scale[0] * ratio), int(img_scale[1] * ratio)). (new_height, new_width)."""
+  return keep_ratio_size(height, width, (int(img_scale[0] * ratio), int(img_scale[1] * ratio)))
+
+
+def short_side_size(height: int, width: int, short: int) -> Tuple[int, int]:
+  """mmseg's `Resize(min_size=short)` at evaluation: the short side becomes `short` (the
+  keep-ratio size of the scale (short * long side / short side, short), as mmseg computes it)."""
+  return keep_ratio_size(height, width, (short * height / width, short) if height > width
+                         else (short, short * width / height))
+
+
+def long_side_size(height: int, width: int, long_side: int) -> Tuple[int, int]:
+  """UniMatch's `resize`: the long side becomes `long_side`, the other keeps the aspect ratio."""
+  if height > width:
+    return long_side, int(1.0 * width * long_side / height + 0.5)
+  return int(1.0 * height * long_side / width + 0.5), long_side
+
+
+def random_rescale_size(height: int, width: int, rng, ratio_range: Tuple[float, float],
+                        img_scale: Optional[Sequence[int]] = None) -> Tuple[int, int]:
+  """The training rescale: mmseg `Resize(img_scale, ratio_range)` if img_scale, else UniMatch's
+  long side drawn uniformly from the integers [int(L * lo), int(L * hi)]."""
+  if img_scale:
+    return rescale_size(height, width, img_scale, rng.uniform(*ratio_range))
+  long_edge = max(height, width)
+  return long_side_size(height, width, int(rng.integers(int(long_edge * ratio_range[0]),
+                                                         int(long_edge * ratio_range[1]) + 1)))
+
+
+def resize(image, label, size: Tuple[int, int]):
+  """Image (bilinear) and label (nearest; may be None) to size (height, width)."""
+  hw = (max(1, size[1]), max(1, size[0]))     # cv2 takes (width, height)
+  image = cv2.resize(image, hw, interpolation=cv2.INTER_LINEAR)
   if label is not None:
-    label = cv2.resize(label, size, interpolation=cv2.INTER_NEAREST)
+    label = cv2.resize(label, hw, interpolation=cv2.INTER_NEAREST)
   return image, label
 
 
@@ -32,9 +72,10 @@ def pad_to(image, label, size: int):
   return image, label
 
 
-def random_geometric(image, label, rng, crop: int, scale_range: Tuple[float, float]):
-  """Random scale, pad (ignore), crop and flip. Returns image (crop, crop, 3), label (crop, crop)."""
-  image, label = resize_by_ratio(image, label, rng.uniform(*scale_range))
+def random_geometric(image, label, rng, crop: int, scale_range: Tuple[float, float],
+                     img_scale: Optional[Sequence[int]] = None):
+  """Random rescale, pad (ignore), crop and flip. Returns image (crop, crop, 3), label (crop, crop)."""
+  image, label = resize(image, label, random_rescale_size(*image.shape[:2], rng, scale_range, img_scale))
   image, label = pad_to(image, label, crop)
   h, w = label.shape
   y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
@@ -92,9 +133,24 @@ def cutmix_box(size: int, rng, p: float = 0.5, area=(0.02, 0.4), ratio=(0.3, 1 /
   return box
 
 
+# DAFormer's rare-class sampling re-draws the crop up to this many times.
+RARE_CLASS_CROP_TRIES = 10
+
+
 def labeled_train(record, rng, cfg) -> Dict[str, np.ndarray]:
-  """Labeled example -> {'image_l', 'label_l'}."""
-  image, label = random_geometric(record['image'], record['label'], rng, cfg.crop_size, cfg.scale_range)
+  """Labeled example -> {'image_l', 'label_l'}.
+
+  A record drawn for a rare class (`record['rare_class']` >= 0, `rare_class.RareClassSampler`)
+  gets its crop re-drawn up to RARE_CLASS_CROP_TRIES times, as DAFormer, until the crop keeps
+  more than data.rcs_min_pixels * data.rcs_min_crop_ratio pixels of that class.
+  """
+  c = record.get('rare_class', -1)
+  need = cfg.rcs_min_pixels * cfg.rcs_min_crop_ratio
+  for _ in range(1 + (RARE_CLASS_CROP_TRIES if c >= 0 else 0)):
+    image, label = random_geometric(record['image'], record['label'], rng, cfg.crop_size, cfg.scale_range,
+                                    cfg.img_scale)
+    if c < 0 or np.count_nonzero(label == c) > need:
+      break
   return dict(image_l=image, label_l=label.astype(np.int32))
 
 
@@ -102,7 +158,7 @@ def unlabeled_train(record, rng, cfg) -> Dict[str, np.ndarray]:
   """Unlabeled example -> weak view, two strong views, two CutMix boxes and the valid mask."""
   image = record['image']
   dummy = np.zeros(image.shape[:2], np.uint8)      # tracks crop padding only
-  weak, pad = random_geometric(image, dummy, rng, cfg.crop_size, cfg.scale_range)
+  weak, pad = random_geometric(image, dummy, rng, cfg.crop_size, cfg.scale_range, cfg.img_scale)
   return dict(image_w=weak,
               image_s1=strong_photometric(weak, rng, cfg), box1=cutmix_box(cfg.crop_size, rng, cfg.cutmix_p),
               image_s2=strong_photometric(weak, rng, cfg), box2=cutmix_box(cfg.crop_size, rng, cfg.cutmix_p),

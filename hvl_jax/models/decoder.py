@@ -5,6 +5,10 @@ instance queries). Each layer: masked cross-attention to one scale (round
 robin over strides 32, 16, 8), self-attention, FFN, all post-norm. Class and
 mask predictions after the input and after every layer; each prediction's
 mask (sigmoid < 0.5 blocked, detached) restricts the next cross-attention.
+
+Hard relevance filtering (`keep`): the class-level queries of classes judged absent are no keys
+of the self-attention, and their predictions are a certain no-object with an empty mask, so
+they change nothing else and add nothing to a class score.
 """
 import dataclasses
 from typing import Any, List, Optional, Tuple
@@ -52,14 +56,15 @@ class DecoderLayer(nn.Module):
   attention_impl: str = 'auto'
 
   @nn.compact
-  def __call__(self, tgt, query_pos, memory, memory_pos, attend):
-    """tgt, query_pos (B, Q, D); memory, memory_pos (B, S, D); attend (B, 1, Q, S) bool."""
+  def __call__(self, tgt, query_pos, memory, memory_pos, attend, keep=None):
+    """tgt, query_pos (B, Q, D); memory, memory_pos (B, S, D); attend (B, 1, Q, S) bool;
+    keep (B, Q) bool: the queries others attend to (None = all)."""
     mha = lambda name: MultiHeadAttention(dim=self.dim, num_heads=self.heads, dtype=self.dtype,
                                           implementation=self.attention_impl, name=name)
     ln = lambda name: nn.LayerNorm(dtype=self.dtype, name=name)
     tgt = ln('cross_norm')(tgt + mha('cross_attn')(tgt + query_pos, memory + memory_pos, memory, attend))
     q = tgt + query_pos
-    tgt = ln('self_norm')(tgt + mha('self_attn')(q, q, tgt))
+    tgt = ln('self_norm')(tgt + mha('self_attn')(q, q, tgt, None if keep is None else keep[:, None, None, :]))
     ffn = nn.Dense(self.dim, dtype=self.dtype, name='linear2')(
         nn.relu(nn.Dense(self.ffn_dim, dtype=self.dtype, name='linear1')(tgt)))
     return ln('ffn_norm')(tgt + ffn)
@@ -73,15 +78,25 @@ class PredictionHeads(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, queries, mask_features):
-    """queries (B, Q, D), mask_features (B, H4, W4, Dm) -> cls (B, Q, K+1), masks (B, H4, W4, Q)."""
+  def __call__(self, queries, mask_features, keep=None):
+    """queries (B, Q, D), mask_features (B, H4, W4, Dm) -> cls (B, Q, K+1), masks (B, H4, W4, Q);
+    queries not in `keep` (B, Q) bool predict no-object with certainty and an empty mask."""
     x = nn.LayerNorm(dtype=self.dtype, name='decoder_norm')(queries)
     cls = nn.Dense(self.num_classes + 1, dtype=self.dtype, name='class_embed')(x)
     e = nn.relu(nn.Dense(self.dim, dtype=self.dtype, name='mask_embed_0')(x))
     e = nn.relu(nn.Dense(self.dim, dtype=self.dtype, name='mask_embed_1')(e))
     e = nn.Dense(self.mask_dim, dtype=self.dtype, name='mask_embed_2')(e)
     masks = jnp.einsum('bqc,bhwc->bhwq', e, mask_features.astype(e.dtype))
-    return cls.astype(jnp.float32), masks.astype(jnp.float32)
+    cls, masks = cls.astype(jnp.float32), masks.astype(jnp.float32)
+    if keep is None:
+      return cls, masks
+    no_object = jnp.full((self.num_classes + 1,), FILTERED_LOGIT).at[-1].set(0.0)
+    return (jnp.where(keep[..., None], cls, no_object),
+            jnp.where(keep[:, None, None, :], masks, FILTERED_LOGIT))
+
+
+# Logit of what a filtered query predicts: probability 0 after softmax or sigmoid.
+FILTERED_LOGIT = -1e4
 
 
 def attention_mask(mask_logits, size: Tuple[int, int]):
@@ -97,13 +112,13 @@ def attention_mask(mask_logits, size: Tuple[int, int]):
 
 
 def decoder_step(layer, heads, tgt, masks, query_pos, memory, memory_pos, size, mask_features,
-                 initial_class, refine: bool):
+                 initial_class, refine: bool, keep=None):
   """One masked-attention layer on one scale, then the predictions: (tgt, (cls, masks))."""
-  tgt = layer(tgt, query_pos, memory, memory_pos, attention_mask(masks, size))
+  tgt = layer(tgt, query_pos, memory, memory_pos, attention_mask(masks, size), keep)
   n_class = initial_class.shape[1]
   if not refine and n_class:
     tgt = jnp.concatenate([initial_class, tgt[:, n_class:]], axis=1)
-  return tgt, heads(tgt, mask_features)
+  return tgt, heads(tgt, mask_features, keep)
 
 
 def decoder_layer(cls, dim: int, cfg: DecoderConfig, compute: ComputeConfig, name: str):
@@ -126,14 +141,14 @@ class DecoderRound(nn.Module):
   compute: ComputeConfig
 
   @nn.compact
-  def __call__(self, carry, query_pos, memories, memory_pos, mask_features, initial_class):
+  def __call__(self, carry, query_pos, memories, memory_pos, mask_features, initial_class, keep):
     tgt, masks = carry
     heads = prediction_heads(self.num_classes, self.dim, self.mask_dim, self.compute)
     outputs = []
     for l, size in enumerate(self.sizes):
       layer = decoder_layer(DecoderLayer, self.dim, self.config, self.compute, f'layer_{l}')
       tgt, (cls, masks) = decoder_step(layer, heads, tgt, masks, query_pos, memories[l], memory_pos[l], size,
-                                       mask_features, initial_class, self.config.query_refinement)
+                                       mask_features, initial_class, self.config.query_refinement, keep)
       outputs.append((cls, masks))
     return (tgt, masks), outputs
 
@@ -156,13 +171,15 @@ class DQTD(nn.Module):
   compute: ComputeConfig = ComputeConfig()
 
   @nn.compact
-  def __call__(self, class_queries: Optional[jax.Array], multi_scale: List[jax.Array], mask_features):
+  def __call__(self, class_queries: Optional[jax.Array], multi_scale: List[jax.Array], mask_features,
+               keep: Optional[jax.Array] = None):
     """Decodes.
 
     Args:
       class_queries: (B, L*K, D) Q_aligned, level-major, or None.
       multi_scale: 3 maps (B, h_l, w_l, D), strides 32, 16, 8.
       mask_features: (B, H/4, W/4, mask_dim).
+      keep: (B, K) bool, classes not filtered out by the relevance (None = all).
     Returns:
       list of layers+1 (cls_logits (B, Q, K+1), mask_logits (B, H/4, W/4, Q)), Q = L*K + M.
     """
@@ -185,6 +202,11 @@ class DQTD(nn.Module):
     query_pos = jnp.broadcast_to(jnp.concatenate(pos, 0)[None], tgt.shape).astype(dtype)
     n_class = 0 if class_queries is None else class_queries.shape[1]
     initial_class = tgt[:, :n_class]
+    if keep is not None and n_class:    # per query: each level's class queries, then the instances
+      keep = jnp.concatenate([jnp.tile(keep, (1, self.num_levels)),
+                              jnp.ones((b, tgt.shape[1] - n_class), bool)], axis=1)
+    else:
+      keep = None
 
     level_embed = self.param('level_embed', nn.initializers.normal(1.0), (n_scales, self.dim))
     memories, memory_pos, sizes = [], [], []
@@ -196,7 +218,7 @@ class DQTD(nn.Module):
                         .astype(dtype))
 
     heads = prediction_heads(self.num_classes, self.dim, self.mask_dim, compute)
-    cls, masks = heads(tgt, mask_features)
+    cls, masks = heads(tgt, mask_features, keep)
     predictions = [(cls, masks)]
     rounds, rest = divmod(cfg.layers, n_scales)
     if self.is_initializing() or not compute.scan or rounds < 2 or rest:
@@ -205,7 +227,7 @@ class DQTD(nn.Module):
         l = i % n_scales
         layer = decoder_layer(layer_cls, self.dim, cfg, compute, f'layer_{i}')
         tgt, (cls, masks) = decoder_step(layer, heads, tgt, masks, query_pos, memories[l], memory_pos[l],
-                                         sizes[l], mask_features, initial_class, cfg.query_refinement)
+                                         sizes[l], mask_features, initial_class, cfg.query_refinement, keep)
         predictions.append((cls, masks))
       return predictions
     p = self.variables['params']
@@ -214,7 +236,7 @@ class DQTD(nn.Module):
     step = DecoderRound(num_classes=self.num_classes, dim=self.dim, mask_dim=self.mask_dim, sizes=tuple(sizes),
                         config=cfg, compute=compute, parent=None)
     _, outputs = scan_layers(step, per_round, (tgt, masks), cfg.remat, query_pos, memories, memory_pos,
-                             mask_features, initial_class)
+                             mask_features, initial_class, keep)
     for r in range(rounds):
       predictions.extend((cls[r], masks[r]) for cls, masks in outputs)
     return predictions

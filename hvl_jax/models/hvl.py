@@ -26,7 +26,7 @@ from hvl_jax.models.pixel_decoder import PixelDecoder, PixelDecoderConfig
 from hvl_jax.models.pyramid import SimpleFeaturePyramid
 from hvl_jax.models.queries import HTQG, HTQGConfig, prompt_layout, template_layout, trim_to_longest
 from hvl_jax.ops.layer_scan import Remat
-from hvl_jax.ops.sampling import l2_normalize
+from hvl_jax.ops.sampling import l2_normalize, patch_majority
 
 # Parameter subtrees that never train (excluded from the optimizer).
 FROZEN = ('text_encoder', 'reference_encoder', 'logit_scale')
@@ -49,6 +49,10 @@ class HVLConfig:
   hidden_dim: int = 256
   queries: str = 'htqg'          # 'htqg' | 'random' (Table 3's Mask2Former baseline)
   relevance_mode: str = 'dense'
+  # 'hard': class queries with s_k < relevance_threshold are filtered out (the paper's "irrelevant
+  # class queries are filtered"); 'soft': every query is scaled by s_k.
+  relevance_gating: str = 'hard'
+  relevance_threshold: float = 0.5
   # False, or the rematerialisation policy of the backbone's blocks (`layer_scan.checkpoint_policy`).
   remat_backbone: Remat = False
   htqg: HTQGConfig = HTQGConfig()
@@ -113,22 +117,29 @@ class HVL(nn.Module):
       out.update(self.htqg(t))
     return out
 
-  def zero_shot_relevance(self, reference, t_clip):
-    """s_k from E_I^0 features (`reference_features`): (B, K), background classes kept at 1."""
-    s = zero_shot.class_relevance(reference['dense'].astype(jnp.float32),
-                                  reference['image_embeds'].astype(jnp.float32), t_clip,
-                                  jnp.exp(jax.lax.stop_gradient(self.logit_scale)), self.cfg.relevance_mode)
-    return self.keep_background(s)
-
-  def image_relevance(self, images, t_clip):
-    """s_k of unlabeled images (B, K).
+  def image_relevance(self, images, t_clip, valid=None):
+    """s_k of unlabeled images (B, K); valid (B, H, W) bool marks the image's own pixels
+    (False on padding), which alone count in the dense max.
 
     relevance_mode 'all' turns the gating off (s_k = 1, no reference-encoder pass), e.g. for
     randomly initialised CLIPs whose zero-shot predictions carry no information.
     """
     if self.cfg.relevance_mode == 'all':
       return jnp.ones((images.shape[0], self.cfg.num_classes), jnp.float32)
-    return self.zero_shot_relevance(self.reference_features(images), t_clip)
+    reference = self.reference_features(images)
+    if valid is not None:
+      valid = patch_majority(valid, images.shape[1] // reference['dense'].shape[1])
+    s = zero_shot.class_relevance(reference['dense'].astype(jnp.float32),
+                                  reference['image_embeds'].astype(jnp.float32), t_clip,
+                                  jnp.exp(jax.lax.stop_gradient(self.logit_scale)), self.cfg.relevance_mode,
+                                  valid)
+    return self.keep_background(s)
+
+  def present_classes(self, relevance):
+    """Classes judged present (B, K) bool: s_k >= relevance_threshold, and always the most
+    relevant class, so that no image loses every class query."""
+    top = relevance >= relevance.max(-1, keepdims=True)
+    return (relevance >= self.cfg.relevance_threshold) | top
 
   def keep_background(self, relevance):
     bg = np.zeros((self.cfg.num_classes,), bool)
@@ -148,25 +159,36 @@ class HVL(nn.Module):
       list of (cls_logits (B, Q, K+1), mask_logits (B, H/4, W/4, Q)).
     """
     features = self.pyramid(taps)
-    q_text = None
+    q_text, keep = None, None
     if self.cfg.queries == 'htqg':
       q = text['level_queries']                                          # (L, K, D)
-      q_text = relevance[:, None, :, None].astype(q.dtype) * q[None]     # (B, L, K, D)
-    px = self.pixel_decoder(features, q_text)
+      if self.cfg.relevance_gating == 'hard':
+        keep = self.present_classes(relevance)
+        q_text = jnp.broadcast_to(q[None], (relevance.shape[0],) + q.shape)
+      else:
+        q_text = relevance[:, None, :, None].astype(q.dtype) * q[None]   # (B, L, K, D)
+    px = self.pixel_decoder(features, q_text, keep)
     class_queries = None
     if px['queries'] is not None:
       b = px['queries'].shape[0]
       class_queries = px['queries'].reshape(b, -1, self.cfg.hidden_dim)  # level-major (l, k)
-    return self.decoder(class_queries, px['multi_scale'], px['mask_features'])
+    return self.decoder(class_queries, px['multi_scale'], px['mask_features'], keep)
 
-  def __call__(self, images, relevance=None, text=None):
-    """images (B, H, W, 3) -> dict(predictions, text); relevance None = zero-shot from E_I^0;
-    text: `text_queries()` computed once for many calls (they do not depend on the images)."""
+  def __call__(self, images, relevance=None, text=None, valid=None):
+    """images (B, H, W, 3) -> dict(predictions, text, present).
+
+    relevance: (B, K) s_k, None = zero-shot from E_I^0 over the `valid` (B, H, W) pixels;
+    text: `text_queries()` computed once for many calls (they do not depend on the images);
+    present: (B, K) bool classes judged present by the gating (None without gating).
+    """
     text = self.text_queries() if text is None else text
+    present = None
     if relevance is None and self.cfg.queries == 'htqg':
-      relevance = self.image_relevance(images, text['t_clip'])
+      relevance = self.image_relevance(images, text['t_clip'], valid)
+    if self.cfg.queries == 'htqg' and self.cfg.relevance_mode != 'all':
+      present = self.present_classes(relevance)
     enc = self.encode(images)
-    return dict(predictions=self.decode(enc['taps'], relevance, text), text=text)
+    return dict(predictions=self.decode(enc['taps'], relevance, text), text=text, present=present)
 
 
 # -- Semantic inference ------------------------------------------------------
@@ -227,8 +249,11 @@ def build_model(config, class_names: Sequence[str], clip: Optional[clip_weights.
   m = config.model
   if m.queries not in ('htqg', 'random'):
     raise ValueError(f"model.queries must be 'htqg' or 'random', got {m.queries!r}")
-  if config.relevance.mode not in zero_shot.RELEVANCE_MODES:
-    raise ValueError(f'relevance.mode must be one of {zero_shot.RELEVANCE_MODES}, got {config.relevance.mode!r}')
+  r = config.relevance
+  if r.mode not in zero_shot.RELEVANCE_MODES:
+    raise ValueError(f'relevance.mode must be one of {zero_shot.RELEVANCE_MODES}, got {r.mode!r}')
+  if r.gating not in ('hard', 'soft'):
+    raise ValueError(f"relevance.gating must be 'hard' or 'soft', got {r.gating!r}")
   htqg = HTQGConfig.from_config(config)
   ids, eos = prompt_layout(clip.tokenizer, class_names, htqg.prompt_tokens, clip.config.context_length)
   ids = trim_to_longest(ids, eos)
@@ -239,7 +264,8 @@ def build_model(config, class_names: Sequence[str], clip: Optional[clip_weights.
       clip=clip.config, num_classes=config.data.num_classes, prompt_ids=as_tuple(ids),
       prompt_eos=tuple(eos.tolist()), template_ids=as_tuple(templates),
       background_classes=tuple(config.data.background_classes), out_layers=tuple(m.out_layers),
-      hidden_dim=m.hidden_dim, queries=m.queries, relevance_mode=config.relevance.mode,
+      hidden_dim=m.hidden_dim, queries=m.queries, relevance_mode=r.mode, relevance_gating=r.gating,
+      relevance_threshold=r.threshold,
       remat_backbone=remat_setting(m, 'backbone'), htqg=htqg,
       pixel_decoder=PixelDecoderConfig.from_config(config), decoder=DecoderConfig.from_config(config),
       compute=ComputeConfig.from_config(m))

@@ -62,13 +62,18 @@ class PTRM(nn.Module):
   attention_impl: str = 'auto'
 
   @nn.compact
-  def __call__(self, z, q):
-    """z (B, S_l, D) pixel features, q (B, K, D) textual queries -> refined (z, q)."""
+  def __call__(self, z, q, keep=None):
+    """z (B, S_l, D) pixel features, q (B, K, D) textual queries -> refined (z, q).
+
+    keep: (B, K) bool, the classes whose queries the pixels attend to (None = all): queries of
+    filtered classes are no keys or values of text->pixel.
+    """
     ln = lambda name: nn.LayerNorm(dtype=self.dtype, name=name)
     mha = lambda name: MultiHeadAttention(dim=self.dim, num_heads=self.num_heads, dtype=self.dtype,
                                           implementation=self.attention_impl, name=name)
     centres = ln('centre_norm')(nn.Dense(self.dim, dtype=self.dtype, name='cluster_centres')(q))
-    z = z + mha('text_to_pixel')(ln('pixel_norm')(z), centres, centres)
+    mask = None if keep is None else keep[:, None, None, :]
+    z = z + mha('text_to_pixel')(ln('pixel_norm')(z), centres, centres, mask)
     pixels = ln('pixel_kv_norm')(z)
     q = q + mha('pixel_to_text')(ln('text_norm')(q), pixels, pixels)
     return z, q
@@ -96,16 +101,16 @@ class DeformEncoderLayer(nn.Module):
     return nn.LayerNorm(dtype=self.dtype, name='norm2')(src + ffn)
 
 
-def encoder_stage(encoder, ptrms, src, queries, pos, ref, shapes, splits):
+def encoder_stage(encoder, ptrms, src, queries, pos, ref, shapes, splits, keep=None):
   """One encoder layer over all levels, then each level's PTRM block (if any).
 
-  src (B, S, D) all levels' tokens; queries: tuple of L (B, K, D) or None.
+  src (B, S, D) all levels' tokens; queries: tuple of L (B, K, D) or None; keep (B, K) bool or None.
   """
   src = encoder(src, pos, ref, shapes)
   if ptrms:
     zs, queries = jnp.split(src, splits, axis=1), list(queries)
     for l, ptrm in enumerate(ptrms):
-      zs[l], queries[l] = ptrm(zs[l], queries[l])
+      zs[l], queries[l] = ptrm(zs[l], queries[l], keep)
     src, queries = jnp.concatenate(zs, axis=1), tuple(queries)
   return src, queries
 
@@ -131,12 +136,12 @@ class EncoderStage(nn.Module):
   shapes: Tuple[Tuple[int, int], ...]
 
   @nn.compact
-  def __call__(self, carry, pos, ref):
+  def __call__(self, carry, pos, ref, keep):
     n = len(self.shapes)
     encoder = encoder_layer(DeformEncoderLayer, self.dim, n, self.config, self.compute, 'encoder')
     ptrms = ptrm_blocks(self.dim, n, self.config, self.compute, 'ptrm_') if self.use_ptrm else []
     splits = np.cumsum([h * w for h, w in self.shapes])[:-1]
-    return encoder_stage(encoder, ptrms, *carry, pos, ref, self.shapes, splits), None
+    return encoder_stage(encoder, ptrms, *carry, pos, ref, self.shapes, splits, keep), None
 
 
 class PixelDecoder(nn.Module):
@@ -154,13 +159,15 @@ class PixelDecoder(nn.Module):
   compute: ComputeConfig = ComputeConfig()
 
   @nn.compact
-  def __call__(self, features: Dict[int, jax.Array], text_queries: Optional[jax.Array] = None):
+  def __call__(self, features: Dict[int, jax.Array], text_queries: Optional[jax.Array] = None,
+               keep: Optional[jax.Array] = None):
     """Runs the decoder.
 
     Args:
       features: {stride: (B, H/stride, W/stride, C)} for strides 4, 8, 16, 32.
       text_queries: (B, L=3, K, D) hierarchical textual queries (level 0 = stride 32),
         or None when there are none (random-query ablation).
+      keep: (B, K) bool, classes not filtered out by the relevance (None = all).
     Returns:
       dict with
         multi_scale: list of 3 maps (B, h_l, w_l, D), strides 32, 16, 8 (refined).
@@ -191,14 +198,14 @@ class PixelDecoder(nn.Module):
       for i in range(cfg.layers):
         encoder = encoder_layer(layer_cls, self.dim, n_levels, cfg, compute, f'encoder_{i}')
         ptrms = ptrm_blocks(self.dim, n_levels, cfg, compute, f'ptrm_{i}_') if use_ptrm else []
-        src, queries = encoder_stage(encoder, ptrms, src, queries, pos, ref, shapes, splits)
+        src, queries = encoder_stage(encoder, ptrms, src, queries, pos, ref, shapes, splits, keep)
     else:
       p = self.variables['params']
       per_layer = [{'encoder': p[f'encoder_{i}'],
                     **({f'ptrm_{l}': p[f'ptrm_{i}_{l}'] for l in range(n_levels)} if use_ptrm else {})}
                    for i in range(cfg.layers)]
       stage = EncoderStage(dim=self.dim, config=cfg, compute=compute, use_ptrm=use_ptrm, shapes=shapes, parent=None)
-      (src, queries), _ = scan_layers(stage, per_layer, (src, queries), cfg.remat, pos, ref)
+      (src, queries), _ = scan_layers(stage, per_layer, (src, queries), cfg.remat, pos, ref, keep)
 
     multi_scale = [z.reshape(b, h, w, self.dim) for z, (h, w) in zip(jnp.split(src, splits, axis=1), shapes)]
     # FPN step to stride 4 from the finest encoder level (stride 8).

@@ -45,13 +45,17 @@ def pixel_class_probs(dense_features, text_embeds, logit_scale):
   return jax.nn.softmax(logits, axis=-1)
 
 
-def class_relevance(dense_features, image_embeds, text_embeds, logit_scale, mode: str = 'dense'):
+def class_relevance(dense_features, image_embeds, text_embeds, logit_scale, mode: str = 'dense', valid=None):
   """Zero-shot presence score per class in [0, 1] (B, K).
 
-  'dense': max over pixels of the per-pixel softmax; 'global': the image-level softmax.
+  'dense': max over pixels of the per-pixel softmax (over the `valid` (B, h, w) cells only,
+  when given: padding is not part of the image); 'global': the image-level softmax.
   """
   if mode == 'dense':
-    return pixel_class_probs(dense_features, text_embeds, logit_scale).max(axis=(1, 2))
+    probs = pixel_class_probs(dense_features, text_embeds, logit_scale)
+    if valid is not None:
+      probs = jnp.where(valid[..., None], probs, 0.0)
+    return probs.max(axis=(1, 2))
   if mode == 'global':
     return image_class_probs(image_embeds, text_embeds, logit_scale)
   raise ValueError(f"relevance.mode must be 'dense' or 'global', got {mode!r}")

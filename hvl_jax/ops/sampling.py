@@ -1,4 +1,4 @@
-"""Bilinear point sampling of feature maps and L2 normalisation of embeddings."""
+"""Bilinear point sampling of feature maps, patch pooling of pixel masks and L2 normalisation."""
 import jax
 import jax.numpy as jnp
 
@@ -7,6 +7,13 @@ from hvl_jax.ops.deform_attn import ms_deform_attn
 
 def l2_normalize(x: jax.Array, axis: int = -1, eps: float = 1e-6) -> jax.Array:
   return x / jnp.maximum(jnp.linalg.norm(x, axis=axis, keepdims=True), eps)
+
+
+def patch_majority(mask, patch: int):
+  """(B, H, W) bool pixel mask -> (B, H/p, W/p) bool: True where at least half a patch is set."""
+  b, h, w = mask.shape
+  frac = mask.astype(jnp.float32).reshape(b, h // patch, patch, w // patch, patch).mean((2, 4))
+  return frac >= 0.5
 
 
 def point_sample(maps, coords):

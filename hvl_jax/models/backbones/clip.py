@@ -53,6 +53,18 @@ class CLIPConfig:
   eos_token_id: int = 2
   vision_type: str = 'vit'  # 'vit' (CLIP) | 'eva02' (EVA02-CLIP): `registry.vision_encoder` picks the tower
 
+  def to_hf(self, **text_extra) -> dict:
+    """The HF `config.json` dict of these sizes (what `from_hf` reads back); `text_extra` adds
+    text_config fields (e.g. bos_token_id, pad_token_id)."""
+    tower = lambda t: dict(hidden_size=t.width, num_hidden_layers=t.layers, num_attention_heads=t.heads,
+                           intermediate_size=t.mlp_dim, layer_norm_eps=t.layer_norm_eps, hidden_act=t.activation,
+                           projection_dim=self.projection_dim)
+    return dict(model_type='clip', architectures=['CLIPModel'], projection_dim=self.projection_dim,
+                text_config=dict(tower(self.text), vocab_size=self.vocab_size,
+                                 max_position_embeddings=self.context_length, eos_token_id=self.eos_token_id,
+                                 **text_extra),
+                vision_config=dict(tower(self.vision), patch_size=self.patch_size, image_size=self.image_size))
+
   @classmethod
   def from_hf(cls, cfg: dict) -> 'CLIPConfig':
     arch = cfg.get('model_type', 'clip')

@@ -153,6 +153,39 @@ def torch_to_flax_name(key: str, value: np.ndarray):
   raise CheckpointError(f'unexpected tensor {key!r} with shape {value.shape}')
 
 
+def flax_to_torch_name(path, value: np.ndarray):
+  """The inverse of `torch_to_flax_name`: a HF-Flax path and array -> PyTorch name and layout."""
+  leaf, owner = path[-1], path[-2] if len(path) > 1 else ''
+  stem = '.'.join(path[:-1])
+  if leaf == 'kernel' and owner == 'patch_embedding':
+    return f'{stem}.weight', np.transpose(value, (3, 2, 0, 1))
+  if leaf == 'kernel':
+    return f'{stem}.weight', value.T
+  if leaf in ('embedding', 'scale'):
+    return f'{stem}.weight', value
+  return '.'.join(path), value
+
+
+def save_clip(cfg: CLIPConfig, params, path: str, **text_config):
+  """Writes a HF CLIP checkpoint directory: config.json and model.safetensors (PyTorch naming),
+  loadable by `load_clip` and by `transformers.CLIPModel.from_pretrained`. `params` is our
+  {'text', 'vision', 'logit_scale'} tree; `text_config` adds fields to the text config
+  (bos_token_id, pad_token_id). Files are written to temporaries and renamed."""
+  from safetensors.numpy import save_file  # pylint: disable=g-import-not-at-top
+  os.makedirs(path, exist_ok=True)
+  tensors = {}
+  for ours, value in flax.traverse_util.flatten_dict(jax.device_get(params)).items():
+    hf_path = ours if ours == ('logit_scale',) else ours[1:]     # drop our 'text'/'vision' level
+    name, array = flax_to_torch_name(hf_path, np.asarray(value, np.float32))
+    tensors[name] = np.array(array, order='C')     # (ascontiguousarray makes a scalar 1-D)
+  weights, config = os.path.join(path, 'model.safetensors'), os.path.join(path, 'config.json')
+  save_file(tensors, weights + '.tmp', metadata={'format': 'pt'})
+  with open(config + '.tmp', 'w') as f:
+    json.dump(cfg.to_hf(**text_config), f, indent=2, sort_keys=True)
+  os.replace(weights + '.tmp', weights)
+  os.replace(config + '.tmp', config)
+
+
 def load_safetensors(path: str):
   """Every tensor of a .safetensors file as float32-or-native numpy arrays {name: array}."""
   from safetensors.numpy import load_file  # pylint: disable=g-import-not-at-top

@@ -1,0 +1,86 @@
+r"""Each loss term's share of the gradient before clipping, at the real class counts.
+
+  python -m benchmarks.grad_shares --config configs/demo.py [--datasets voc,coco,ade,cityscapes] \
+      [--steps 100] [--config.loss.regularizer_reduction=sum]
+
+For each dataset, the config's network (a random CLIP of its sizes) with that dataset's class
+names (data/splits/classes.json) and background classes, on random images with blob labels of
+its K classes (fixed per dataset, drawn from --seed): the global norm of the gradient of each
+weighted summand of the loss (`objective.weighted_terms`) and of their sum, at initialisation
+and after --steps optimizer steps of the full train step on such batches. Each row prints
+the terms' norms and their shares (norm / sum of the terms' norms); `clip` is the factor
+global-norm clipping at optim.clip_norm applies to the total.
+"""
+import json
+import os
+
+from absl import app
+from absl import flags
+import jax
+import numpy as np
+import optax
+from ml_collections import config_flags
+
+from benchmarks.harness import benchmark_config, device_name, random_batch
+from configs import base
+from hvl_jax import objective, optim, train
+from hvl_jax import state as state_lib
+from hvl_jax.data import datasets
+
+_CONFIG = config_flags.DEFINE_config_file('config', 'configs/demo.py', 'Config file.')
+_DATASETS = flags.DEFINE_list('datasets', ['voc', 'coco', 'ade', 'cityscapes'], 'Class sets to measure.')
+_STEPS = flags.DEFINE_integer('steps', 100, 'Optimizer steps between the two measurements.')
+_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the random batches.')
+
+
+def class_set(name: str):
+  with open(os.path.join(datasets.SHIPPED_SPLITS, 'classes.json')) as f:
+    names = tuple(json.load(f)[datasets.spec(name).classes_key])
+  return names, base.DATASETS[name]['background_classes']
+
+
+def term_gradient_norms(model, config, state, batch, rng):
+  """{summand: global norm of its gradient} and the total's, w.r.t. the trainable parameters."""
+  inputs = train.normalize_batch(batch)
+
+  def parts(params):
+    return objective.weighted_terms(model, {**params, **state.frozen}, inputs, rng, config)[0]
+
+  grads = jax.jacrev(parts)(state.params)
+  norms = {name: optax.global_norm(g) for name, g in grads.items()}
+  norms['TOTAL'] = optax.global_norm(jax.tree.map(lambda *g: sum(g), *grads.values()))
+  return norms
+
+
+def row(label, norms, clip_norm):
+  terms = {k: float(v) for k, v in norms.items() if k != 'TOTAL'}
+  total = sum(terms.values())
+  shares = ' '.join(f'{k} {v:.3g} ({100 * v / total:.1f}%)' for k, v in terms.items())
+  clip = min(1.0, clip_norm / max(float(norms['TOTAL']), 1e-12))
+  return f'{label}: |grad total| {float(norms["TOTAL"]):.3g}, clip x{clip:.3g}; {shares}'
+
+
+def main(argv):
+  del argv
+  for name in _DATASETS.value:
+    config = benchmark_config(_CONFIG.value)
+    names, background = class_set(name)
+    config.data.num_classes, config.data.background_classes = len(names), background
+    model, clip, _ = state_lib.build(config, names)
+    tx_fn = lambda p: optim.make_optimizer(config, p, max(_STEPS.value, 1))
+    state = state_lib.create_state(config, model, clip, tx_fn, config.data.crop_size)
+    tx = tx_fn(state.params)
+    rng = np.random.default_rng(_SEED.value)
+    batches = [random_batch(config, rng) for _ in range(4)]
+    measure = jax.jit(lambda s, b: term_gradient_norms(model, config, s, b, jax.random.PRNGKey(0)))
+    step = jax.jit(lambda s, b: train.train_step(s, b, model=model, tx=tx, config=config))
+    print(f'{name} K={len(names)} reduction={config.loss.regularizer_reduction} device {device_name()} '
+          f'JAX {jax.__version__}', flush=True)
+    print(row('  init', measure(state, batches[0]), config.optim.clip_norm), flush=True)
+    for i in range(_STEPS.value):
+      state, _ = step(state, batches[i % len(batches)])
+    print(row(f'  after {_STEPS.value} steps', measure(state, batches[0]), config.optim.clip_norm), flush=True)
+
+
+if __name__ == '__main__':
+  app.run(main)
