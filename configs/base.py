@@ -110,7 +110,8 @@ def get_config():
       protocol='zegclip_sliding_window',
       short_side=512,           # 0 = native size
       stride=426,               # window step in pixels; 0 = 2/3 of the crop
-      window_batch=8))          # windows per device call (rounded up to a multiple of the local devices)
+      window_batch=8,           # windows per device call (rounded up to a multiple of the local devices)
+      zero_shot_baseline=False))  # also evaluate the frozen CLIP alone (dense zero-shot): zero_shot_miou
 
   # ---- Objective.
   c.loss = ml_collections.ConfigDict(dict(

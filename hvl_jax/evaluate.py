@@ -79,7 +79,8 @@ class Evaluator:
     self.config, self.predictor, self.source, self.names = config, predictor, source, list(class_names)
     self.num_samples, self.samples = num_samples, []
 
-  def run(self, params, workdir: Optional[str], tag: str = 'eval'):
+  def run(self, params, workdir: Optional[str], tag: str = 'eval', extra: Optional[dict] = None):
+    """Evaluates `params`; `extra` entries are added to the results (and the json)."""
     k = self.config.data.num_classes
     d = self.config.data
     conf = np.zeros((k, k), np.int64)
@@ -109,6 +110,7 @@ class Evaluator:
                    inference=self.predictor.describe())
     if gated:
       results.update(relevance_precision=ratio(tp, tp + fp), relevance_recall=ratio(tp, tp + fn))
+    results.update(extra or {})
     table = format_table(self.names, per_class, miou)
     if gated:
       table += '\n' + ' '.join(f'{key} {"n/a" if results[key] is None else f"{results[key]:.3f}"}'
@@ -129,9 +131,21 @@ def format_table(names, per_class, miou) -> str:
   return '\n'.join(lines)
 
 
+def baseline_results(config, model, source, names, params, workdir: Optional[str]) -> dict:
+  """{'zero_shot_miou': ...}: the frozen CLIP's own dense zero-shot mIoU on the same images and
+  classes (`inference.zero_shot_scores`, written as eval_zero_shot.json) when
+  inference.zero_shot_baseline is set, else {}."""
+  if not config.inference.zero_shot_baseline:
+    return {}
+  predictor = inference.Predictor.from_config(config, model, zero_shot_baseline=True)
+  return {'zero_shot_miou': Evaluator(config, predictor, source, names).run(params, workdir, tag='zero_shot')['miou']}
+
+
 def evaluate_checkpoint(config, workdir: str, checkpoint: Optional[str] = None):
   """Evaluates `checkpoint` (default: the newest in <workdir>/checkpoints) on the val split."""
   model, clip, names = state_lib.build(config)
   params = state_lib.restore_params(config, model, clip, checkpoint or os.path.join(workdir, 'checkpoints'))
   source = datasets.make_sources(config)['val']
-  return Evaluator(config, inference.Predictor.from_config(config, model), source, names).run(params, workdir, tag='eval')
+  extra = baseline_results(config, model, source, names, params, workdir)
+  return Evaluator(config, inference.Predictor.from_config(config, model), source, names).run(
+      params, workdir, tag='eval', extra=extra)

@@ -205,8 +205,13 @@ class Predictor:
                batch=batch if windowed else 1, prepare=prepare)
 
   def describe(self) -> dict:
-    """The geometry, as the eval json records it."""
-    return dict(protocol=self.protocol, crop=self.crop, stride=self.stride, short_side=self.short_side)
+    """The geometry, as the eval json records it (the fields the protocol uses)."""
+    if self.protocol == 'whole':
+      return dict(protocol=self.protocol, pad_multiple=self.pad_multiple)
+    out = dict(protocol=self.protocol, crop=self.crop, stride=self.stride)
+    if self.protocol == 'zegclip_sliding_window':
+      out['short_side'] = self.short_side
+    return out
 
   def boxes(self, height: int, width: int) -> List[Box]:
     if self.protocol == 'whole':

@@ -207,7 +207,11 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   if start < total:       # a finished run started again only evaluates
     checkpoints.save(total, state, data_iter, force=True)
   checkpoints.wait()
-  results = evaluator.run(state_lib.full_params(state), workdir, tag='final')
+  params = state_lib.full_params(state)
+  extra = evaluate.baseline_results(config, model, sources['val'], names, params, workdir)
+  if metrics is not None and 'pseudo_confident_fraction' in metrics:     # the last step's, for the record
+    extra['train_pseudo_confident_fraction'] = float(metrics['pseudo_confident_fraction'])
+  results = evaluator.run(params, workdir, tag='final', extra=extra)
   progress.scalars('eval', {'miou': results['miou']}, total)
   progress.predictions('eval_predictions', evaluator.samples, total)
   progress.close()

@@ -12,6 +12,7 @@ from hvl_jax.models.backbones import clip as clip_lib
 from hvl_jax.models.backbones import clip_weights
 from hvl_jax.models.backbones import registry
 from hvl_jax.models.backbones.clip_weights import CheckpointError, load_clip, random_clip
+from hvl_jax.data import synthetic
 from hvl_jax.models import zero_shot
 from hvl_jax.ops import position
 
@@ -75,6 +76,27 @@ def test_saved_checkpoint_loads_in_torch_clip(hf_torch_checkpoint, tmp_path, rng
     np.testing.assert_allclose(c.encode_text(ids), ref_t, atol=1e-5)
     np.testing.assert_allclose(c.encode_image(images), ref_i, atol=1e-5)
   jax.tree.map(np.testing.assert_array_equal, clip.params, again.params)
+
+
+def test_shipped_tiny_clip_matches_torch_clip(rng):
+  """The small world's pretrained CLIP (tools/pretrain_clip.py): load_clip and transformers'
+  CLIPModel and CLIPTokenizer read the shipped directory alike."""
+  import torch
+  from transformers import CLIPModel, CLIPTokenizer
+  clip = load_clip(synthetic.TINY_CLIP)
+  hf = CLIPModel.from_pretrained(synthetic.TINY_CLIP).eval()
+  tok = CLIPTokenizer.from_pretrained(synthetic.TINY_CLIP)
+  prompts = [f'a photo of a {n}.' for n in synthetic.CLASS_NAMES] + ['a photo of a large red disk and a cat.']
+  ids = clip.tokenize(prompts)
+  np.testing.assert_array_equal(ids, tok(prompts, padding='max_length', max_length=clip.config.context_length,
+                                          return_tensors='np')['input_ids'])
+  assert all(len(tok(w, add_special_tokens=False)['input_ids']) == 1 for w in synthetic.WORDS)
+  images = rng.randn(3, 64, 64, 3).astype(np.float32)
+  with torch.no_grad():
+    ref_t = hf.get_text_features(input_ids=torch.tensor(ids, dtype=torch.long)).numpy()
+    ref_i = hf.get_image_features(pixel_values=torch.tensor(images.transpose(0, 3, 1, 2))).numpy()
+  np.testing.assert_allclose(clip.encode_text(ids), ref_t, atol=1e-5)
+  np.testing.assert_allclose(clip.encode_image(images), ref_i, atol=1e-5)
 
 
 def test_flax_named_safetensors(hf_flax_checkpoint, tmp_path, rng):

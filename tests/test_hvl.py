@@ -3,13 +3,17 @@ backbone at patch 14, config errors, text sequences cut after the longest prompt
 relevance gating."""
 import dataclasses
 
+import cv2
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 from hvl_jax import optim
-from hvl_jax.models import hvl, queries
+from hvl_jax import state as state_lib
+from hvl_jax.models import hvl, queries, zero_shot
+from hvl_jax.models.backbones import clip as clip_lib
 from tiny import CLASS_NAMES, build, finite_loss_and_grads, make_batch, tiny_config
 
 
@@ -132,3 +136,24 @@ def test_relevance_gating(gating, rng):
   lone = np.asarray(model.apply({'params': params}, jnp.asarray([[0.2, 0.3, 0.1, 0.0, 0.0]]),
                                 method=hvl.HVL.present_classes))
   np.testing.assert_array_equal(lone, [[0, 1, 0, 0, 0]])
+
+
+def test_crops_relevance_is_the_max_over_views(rng):
+  config = tiny_config(**{'relevance.mode': 'crops'})
+  model, clip, names = state_lib.build(config)
+  params = hvl.init_params(model, clip, jax.random.PRNGKey(0), config.data.crop_size)
+  images = rng.randint(0, 256, (2, 64, 64, 3)).astype(np.uint8)
+  t_clip = model.apply({'params': params}, method=hvl.HVL.text_queries)['t_clip']
+  s = model.apply({'params': params}, clip_lib.normalize_images(images), t_clip, method=hvl.HVL.image_relevance)
+  # The CLIP on the image and on each crop resized to 64 (cv2), the image-level softmax, max.
+  text = zero_shot.class_text_embeddings(clip, names)
+  views = [images] + [np.stack([cv2.resize(im[int(y * 64):int(y * 64) + int(f * 64), int(x * 64):int(x * 64) + int(f * 64)],
+                                           (64, 64), interpolation=cv2.INTER_LINEAR) for im in images])
+                      for y, x, f in zero_shot.CROPS]
+  probs = [np.asarray(zero_shot.image_class_probs(clip.encode_image(clip_lib.normalize_images(v)), text,
+                                                  clip.logit_scale)) for v in views]
+  expected = np.max(probs, axis=0)
+  expected[:, 0] = 1.0          # the background class is always kept
+  # uint8 crops resized by cv2 vs float crops resized by JAX: a few units of 1e-3.
+  np.testing.assert_allclose(s, expected, atol=2e-2)
+  assert len(views) == 9

@@ -11,7 +11,9 @@ import torch.nn.functional as F
 
 from hvl_jax import inference
 from hvl_jax import state as state_lib
-from hvl_jax.models import hvl
+from hvl_jax.models import hvl, zero_shot
+from hvl_jax.models.backbones import clip as clip_lib
+from hvl_jax.models.backbones import registry
 from tiny import tiny_config
 
 K = 5
@@ -216,3 +218,20 @@ def test_windows_sharded_over_two_devices_give_the_one_device_maps():
     one, two = sharded.predict(a, image), single.predict(b, image)
     np.testing.assert_array_equal(one.classes, two.classes)
     np.testing.assert_array_equal(one.present, two.present)
+
+
+@pytest.mark.slow
+def test_zero_shot_baseline_is_the_frozen_clip_alone():
+  config = tiny_config(**{'inference.protocol': 'whole'})
+  model, clip, names = state_lib.build(config)
+  params = hvl.init_params(model, clip, jax.random.PRNGKey(0), config.data.crop_size)
+  predictor = inference.Predictor.from_config(config, model, zero_shot_baseline=True)
+  image = random_image(np.random.RandomState(3), 64, 64)
+  pred = predictor.predict(predictor.prepare(params), image)
+  # The CLIP itself: MaskCLIP features against 'a photo of a {name}.', softmax, upsampled.
+  text = zero_shot.class_text_embeddings(clip, names)
+  dense = clip.module.apply({'params': clip.params}, clip_lib.normalize_images(image[None]), (), True,
+                            method=registry.CLIPModel.encode_image)['dense']
+  probs = np.asarray(zero_shot.pixel_class_probs(dense, text, clip.logit_scale))[0]
+  expected = cv2.resize(probs, (64, 64), interpolation=cv2.INTER_LINEAR).argmax(-1)
+  assert pred.present is None and (pred.classes == expected).mean() > 0.99

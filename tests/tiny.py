@@ -12,10 +12,15 @@ CLASS_NAMES = ('background', 'disk', 'square', 'triangle', 'stripes')
 
 
 def tiny_config(**overrides):
+  """The demo's shape with a random CLIP of tiny sizes, no gating, its own recipe."""
   c = demo.get_config()
-  c.model.clip.update(dict(vision_width=32, vision_layers=3, vision_heads=2, vision_mlp_dim=64,
+  c.model.clip.update(dict(pretrained='', vision_width=32, vision_layers=3, vision_heads=2, vision_mlp_dim=64,
                            text_width=32, text_layers=1, text_heads=2, text_mlp_dim=64,
-                           projection_dim=32))
+                           projection_dim=32, vocab_size=1000, context_length=24))
+  c.relevance.update(dict(mode='all', threshold=0.5))   # a random CLIP's zero-shot relevance is noise
+  c.optim.update(dict(backbone_lr_mult=1.0, clip_norm=1.0))
+  c.data.update(dict(synthetic_labeled=32, synthetic_unlabeled=128, synthetic_val=32))
+  c.inference.zero_shot_baseline = False
   c.model.out_layers = (1, 2, 3)
   c.model.hidden_dim = 32
   c.model.htqg.mlp_hidden = 32

@@ -126,13 +126,18 @@ class HVL(nn.Module):
     """
     if self.cfg.relevance_mode == 'all':
       return jnp.ones((images.shape[0], self.cfg.num_classes), jnp.float32)
+    scale = jnp.exp(jax.lax.stop_gradient(self.logit_scale))
+    if self.cfg.relevance_mode == 'crops':     # image-level softmax, max over the views
+      views = zero_shot.crop_views(images)
+      embeds = self.reference_features(views.reshape((-1,) + images.shape[1:]))['image_embeds']
+      probs = zero_shot.image_class_probs(embeds.astype(jnp.float32), t_clip, scale)
+      return self.keep_background(probs.reshape(views.shape[0], images.shape[0], -1).max(0))
     reference = self.reference_features(images)
     if valid is not None:
       valid = patch_majority(valid, images.shape[1] // reference['dense'].shape[1])
     s = zero_shot.class_relevance(reference['dense'].astype(jnp.float32),
-                                  reference['image_embeds'].astype(jnp.float32), t_clip,
-                                  jnp.exp(jax.lax.stop_gradient(self.logit_scale)), self.cfg.relevance_mode,
-                                  valid)
+                                  reference['image_embeds'].astype(jnp.float32), t_clip, scale,
+                                  self.cfg.relevance_mode, valid)
     return self.keep_background(s)
 
   def present_classes(self, relevance):

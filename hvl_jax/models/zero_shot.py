@@ -15,8 +15,24 @@ from hvl_jax.ops.sampling import l2_normalize
 
 DEFAULT_TEMPLATE = 'a photo of a {}.'
 
-# relevance.mode: 'dense' (max over pixels), 'global' (image embedding), 'all' (no gating, s_k = 1).
-RELEVANCE_MODES = ('dense', 'global', 'all')
+# relevance.mode: 'dense' (max over pixels), 'global' (image embedding), 'crops' (max over the
+# image and its crops, `crop_views`), 'all' (no gating, s_k = 1).
+RELEVANCE_MODES = ('dense', 'global', 'crops', 'all')
+# (top, left, side) of the crops of `crop_views`, as fractions of the image: the four quarters
+# and the four corner crops of 3/4 of the side.
+CROPS = tuple((y, x, 0.5) for y in (0, 0.5) for x in (0, 0.5)) + tuple((y, x, 0.75) for y in (0, 0.25)
+                                                                        for x in (0, 0.25))
+
+
+def crop_views(images):
+  """(B, H, W, C) -> (1 + len(CROPS), B, H, W, C): the images and their CROPS, each resized
+  (bilinear) to the full size, so that a small object fills a view as in a photo of it alone."""
+  b, h, w, c = images.shape
+  views = [images]
+  for y, x, side in CROPS:
+    top, left, ch, cw = int(y * h), int(x * w), int(side * h), int(side * w)
+    views.append(jax.image.resize(images[:, top:top + ch, left:left + cw], (b, h, w, c), 'bilinear'))
+  return jnp.stack(views)
 
 
 def class_text_embeddings(clip, class_names: Sequence[str], template: str = DEFAULT_TEMPLATE):
