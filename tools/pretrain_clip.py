@@ -34,15 +34,21 @@ from hvl_jax.models.backbones import clip_weights
 from hvl_jax.models.backbones.clip import CLIPConfig, TowerConfig
 from hvl_jax.models.backbones.registry import CLIPModel
 
-_OUTPUT = flags.DEFINE_string('output', synthetic.TINY_CLIP, 'Checkpoint directory to write.')
-_STEPS = flags.DEFINE_integer('steps', 1500, 'Optimizer steps.')
-_BATCH = flags.DEFINE_integer('batch', 128, 'Image-caption pairs per step.')
-_SCENES = flags.DEFINE_integer('scenes', 16384, 'Distinct pretraining scenes (cycled).')
-_LR = flags.DEFINE_float('lr', 2e-3, 'Peak learning rate (AdamW, warm-up then cosine).')
-_SEED = flags.DEFINE_integer('seed', 0, 'Seed of the scenes, the initialisation and the batches.')
-_VAL = flags.DEFINE_integer('val_scenes', 256, 'Synthetic val scenes of the final zero-shot check.')
-_THRESHOLD = flags.DEFINE_float('threshold', 0.7, 'Presence threshold of the zero-shot check (configs/demo.py).')
-_EVALUATE_ONLY = flags.DEFINE_bool('evaluate_only', False, 'Only run the zero-shot check of --output.')
+FLAGS = flags.FLAGS
+
+
+def define_flags():
+  """Command-line flags (defined only when run as a program, so the module imports cleanly)."""
+  flags.DEFINE_string('output', synthetic.TINY_CLIP, 'Checkpoint directory to write.')
+  flags.DEFINE_integer('steps', 1500, 'Optimizer steps.')
+  flags.DEFINE_integer('batch', 128, 'Image-caption pairs per step.')
+  flags.DEFINE_integer('scenes', 16384, 'Distinct pretraining scenes (cycled).')
+  flags.DEFINE_float('lr', 2e-3, 'Peak learning rate (AdamW, warm-up then cosine).')
+  flags.DEFINE_integer('seed', 0, 'Seed of the scenes, the initialisation and the batches.')
+  flags.DEFINE_integer('val_scenes', 256, 'Synthetic val scenes of the final zero-shot check.')
+  flags.DEFINE_float('threshold', 0.7, 'Presence threshold of the zero-shot check (configs/demo.py).')
+  flags.DEFINE_bool('evaluate_only', False, 'Only run the zero-shot check of --output.')
+
 
 IMAGE_SIZE = 64
 DEMO_CLASSES = 5           # configs/demo.py trains on the first five classes of the world
@@ -205,23 +211,23 @@ def zero_shot_check(clip: clip_weights.CLIP, n: int, seed: int, threshold: float
 
 def main(argv):
   del argv
-  out = _OUTPUT.value
-  if not _EVALUATE_ONLY.value:
+  out = FLAGS.output
+  if not FLAGS.evaluate_only:
     tokenizer = world_tokenizer(out)
     eos = tokenizer.convert_tokens_to_ids(EOS)
     cfg = model_config(len(tokenizer), eos)
-    params = train(cfg, tokenizer, _STEPS.value, _BATCH.value, _SCENES.value, _LR.value, _SEED.value)
+    params = train(cfg, tokenizer, FLAGS.steps, FLAGS.batch, FLAGS.scenes, FLAGS.lr, FLAGS.seed)
     clip_weights.save_clip(cfg, params, out, bos_token_id=tokenizer.convert_tokens_to_ids(SOS), pad_token_id=eos)
   clip = clip_weights.load_clip(out)
-  reports = [zero_shot_check(clip, _VAL.value, _SEED.value, _THRESHOLD.value, k) for k in (DEMO_CLASSES,
-                                                                                          len(synthetic.CLASS_NAMES))]
+  reports = [zero_shot_check(clip, FLAGS.val_scenes, FLAGS.seed, FLAGS.threshold, k)
+             for k in (DEMO_CLASSES, len(synthetic.CLASS_NAMES))]
   for report in reports:
     print(' '.join(f'{k} {v:.3f}' if isinstance(v, float) else f'{k} {v}' for k, v in report.items()), flush=True)
   with open(os.path.join(out, 'pretraining.json'), 'w') as f:
-    json.dump(dict(zero_shot=reports, command='python -m tools.pretrain_clip',
-                   steps=_STEPS.value, batch=_BATCH.value, scenes=_SCENES.value, lr=_LR.value, seed=_SEED.value),
-              f, indent=2)
+    json.dump(dict(zero_shot=reports, command='python -m tools.pretrain_clip', steps=FLAGS.steps, batch=FLAGS.batch,
+                   scenes=FLAGS.scenes, lr=FLAGS.lr, seed=FLAGS.seed), f, indent=2)
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)
