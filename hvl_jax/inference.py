@@ -109,7 +109,13 @@ def network_scores(model: hvl.HVL, mode: str, mesh: Optional[Mesh] = None):
     cls, masks = out['predictions'][-1]
     return hvl.upsampled_class_scores(cls, masks, images.shape[1:3], mode), out['present']
 
-  text_fn = jax.jit(text_queries)
+  return jitted(text_queries, scores, mesh)
+
+
+def jitted(text_fn, scores, mesh: Optional[Mesh]):
+  """(prepare, scores) jitted: prepare(params) -> (process-local params, text_fn(params));
+  scores with its image batch sharded over `mesh` when given (prepared values replicated)."""
+  text_fn = jax.jit(text_fn)
 
   def prepare(params):
     params = process_local(params)
@@ -136,28 +142,21 @@ def zero_shot_scores(model: hvl.HVL, mesh: Optional[Mesh] = None):
   the classes of the reference encoder's dense (MaskCLIP) features against the fixed-template
   text embeddings t^CLIP, upsampled bilinearly to the window. Same interface as `network_scores`."""
 
-  def prepare_fn(params):
-    return params, model.apply({'params': params}, method=hvl.HVL.text_queries)['t_clip']
+  def t_clip(params):
+    return model.apply({'params': params}, method=hvl.HVL.text_queries)['t_clip']
 
   def scores(prepared, images, valid):
     del valid
-    params, t_clip = prepared
+    params, text = prepared
 
     def probs(module):
       dense = module.reference_features(clip_lib.normalize_images(images))['dense'].astype(jnp.float32)
-      return zero_shot.pixel_class_probs(dense, t_clip, jnp.exp(module.logit_scale))
+      return zero_shot.pixel_class_probs(dense, text, jnp.exp(module.logit_scale))
 
     p = nn.apply(probs, model)({'params': params})
     return jax.image.resize(p, (p.shape[0],) + images.shape[1:3] + (p.shape[-1],), 'bilinear'), None
 
-  text_fn = jax.jit(prepare_fn)
-  prepare = lambda params: text_fn(process_local(params))
-  if mesh is None:
-    return prepare, jax.jit(scores)
-  replicated = NamedSharding(mesh, PartitionSpec())
-  batch = sharding.batch_sharding(mesh)
-  scores_fn = jax.jit(scores, in_shardings=(replicated, batch, batch), out_shardings=replicated)
-  return (lambda params: jax.device_put(prepare(params), replicated)), scores_fn
+  return jitted(t_clip, scores, mesh)
 
 
 class Predictor:
