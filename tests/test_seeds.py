@@ -1,4 +1,4 @@
-"""Multi-seed summary: median and spread of the final mIoU."""
+"""Multi-seed summary: median and spread of the final mIoU, or of another entry of another result."""
 import json
 import os
 import subprocess
@@ -33,3 +33,12 @@ def test_collect_and_summarize(tmp_path):
                          str(tmp_path), '--seeds', '5', '--print_commands', '--config.optim.lr=0.01'],
                         cwd=ROOT, capture_output=True, text=True).stdout
   assert '--config.seed=5' in cmds and '--config.optim.lr=0.01' in cmds and 'seed_5' in cmds
+  for s, v in values.items():
+    with open(os.path.join(seeds.seed_workdir(str(tmp_path), s), 'eval_open_vocabulary.json'), 'w') as f:
+      json.dump({'miou_unseen': v / 10}, f)
+  out = subprocess.run([sys.executable, '-m', 'tools.seeds', '--config', 'configs/demo.py', '--workdir',
+                        str(tmp_path), '--seeds', '0,1,3', '--collect', '--result', 'eval_open_vocabulary.json',
+                        '--key', 'miou_unseen'], cwd=ROOT, capture_output=True, text=True)
+  assert out.returncode == 0, out.stderr
+  assert 'miou_unseen of eval_open_vocabulary.json over 3 seed(s)' in out.stdout and 'median 7.10' in out.stdout
+  assert json.load(open(tmp_path / 'seeds_summary_eval_open_vocabulary_miou_unseen.json'))['median'] == 0.071

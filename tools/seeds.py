@@ -6,9 +6,11 @@ Results vary by several tenths of mIoU between runs, so compare medians.
       --config.data.root=/data/VOC2012                      # sequentially, in this process
   python -m tools.seeds ... --print_commands              # one command per seed, for separate jobs
   python -m tools.seeds ... --collect                     # only summarise finished runs
+  python -m tools.seeds ... --collect --result eval_open_vocabulary.json --key miou_unseen
 
-Each seed trains in `<workdir>/seed_<s>` (resuming if interrupted); the summary goes to
-`<workdir>/seeds_summary.json`.
+Each seed trains in `<workdir>/seed_<s>` (resuming if interrupted); the summary of `--key` in each
+seed's `--result` file (default: the final mIoU) goes to `<workdir>/seeds_summary.json`
+(`seeds_summary_<result>_<key>.json` for other results or keys).
 """
 import json
 import os
@@ -32,6 +34,8 @@ def define_flags():
   flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds to run.')
   flags.DEFINE_bool('print_commands', False, 'Print one training command per seed and exit.')
   flags.DEFINE_bool('collect', False, 'Only summarise the runs that finished.')
+  flags.DEFINE_string('result', 'eval_final.json', "Each seed's result file that is summarised.")
+  flags.DEFINE_string('key', 'miou', 'The entry of the result file that is summarised (a fraction).')
   flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -48,14 +52,24 @@ def summarize(results: Dict[int, float]) -> Dict[str, float]:
               min=float(values.min()), max=float(values.max()))
 
 
-def collect(workdir: str, seeds: List[int]) -> Dict[int, float]:
+def collect(workdir: str, seeds: List[int], result: str = 'eval_final.json', key: str = 'miou') -> Dict[int, float]:
+  """{seed: value of `key` in the seed's `result` file}, for the seeds whose file exists."""
   found = {}
   for s in seeds:
-    path = os.path.join(seed_workdir(workdir, s), 'eval_final.json')
+    path = os.path.join(seed_workdir(workdir, s), result)
     if os.path.exists(path):
       with open(path) as f:
-        found[s] = json.load(f)['miou']
+        values = json.load(f)
+      if values.get(key) is None:
+        raise SystemExit(f'{path}: no value for {key!r}')
+      found[s] = values[key]
   return found
+
+
+def summary_path(workdir: str, result: str, key: str) -> str:
+  if (result, key) == ('eval_final.json', 'miou'):
+    return os.path.join(workdir, 'seeds_summary.json')
+  return os.path.join(workdir, f'seeds_summary_{os.path.splitext(result)[0]}_{key}.json')
 
 
 def main(argv):
@@ -82,15 +96,15 @@ def main(argv):
       os.makedirs(seed_workdir(workdir, s), exist_ok=True)
       print(f'=== seed {s} ===', flush=True)
       train.train_and_evaluate(config, seed_workdir(workdir, s))
-  results = collect(workdir, seeds)
+  results = collect(workdir, seeds, FLAGS.result, FLAGS.key)
   if not results:
-    raise SystemExit(f'{workdir}: no finished seed run (eval_final.json) among seeds {seeds}')
+    raise SystemExit(f'{workdir}: no finished seed run ({FLAGS.result}) among seeds {seeds}')
   summary = summarize(results)
   os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'seeds_summary.json'), 'w') as f:
+  with open(summary_path(workdir, FLAGS.result, FLAGS.key), 'w') as f:
     json.dump(summary, f, indent=2)
   per_seed = ', '.join(f'{k}: {100 * v:.2f}' for k, v in summary['per_seed'].items())
-  print(f'mIoU over {len(results)} seed(s) [{per_seed}]: median {100 * summary["median"]:.2f}, '
+  print(f'{FLAGS.key} of {FLAGS.result} over {len(results)} seed(s) [{per_seed}]: median {100 * summary["median"]:.2f}, '
         f'mean {100 * summary["mean"]:.2f} ± {100 * summary["std"]:.2f} (std), '
         f'range {100 * summary["min"]:.2f}-{100 * summary["max"]:.2f}', flush=True)
   missing = sorted(set(seeds) - set(results))
