@@ -111,7 +111,11 @@ def get_config():
       short_side=512,           # 0 = native size
       stride=426,               # window step in pixels; 0 = 2/3 of the crop
       window_batch=8,           # windows per device call (rounded up to a multiple of the local devices)
-      zero_shot_baseline=False))  # also evaluate the frozen CLIP alone (dense zero-shot): zero_shot_miou
+      zero_shot_baseline=False,  # also evaluate the frozen CLIP alone (dense zero-shot): zero_shot_miou
+      # Open-vocabulary inference (hvl_jax/open_vocabulary.py): the names --mode eval / predict
+      # (and the end of training, besides the closed-set evaluation) query, in label order;
+      # () = the training classes only.
+      class_names=()))
 
   # ---- Objective.
   c.loss = ml_collections.ConfigDict(dict(

@@ -4,7 +4,9 @@ Writes `<workdir>/eval_<tag>.json` (key `miou`, a fraction, plus per-class IoU, 
 geometry under `inference`, and, where the network gates its class queries, the image-level
 presence precision and recall of the gating against the labels: `relevance_precision`,
 `relevance_recall`, background classes left out) and a readable per-class table
-`<workdir>/eval_<tag>.txt`.
+`<workdir>/eval_<tag>.txt`. With `inference.class_names` (open-vocabulary inference,
+hvl_jax/open_vocabulary.py) the classes are the names, and `miou_seen` / `miou_unseen` split
+them into the named training classes and the new ones (`evaluate_open_vocabulary`).
 """
 import json
 import os
@@ -17,6 +19,7 @@ import numpy as np
 
 from hvl_jax import inference
 from hvl_jax import metrics
+from hvl_jax import open_vocabulary
 from hvl_jax import state as state_lib
 from hvl_jax.data import datasets
 
@@ -72,16 +75,18 @@ class Evaluator:
 
   Each process evaluates its share of the images (`process_share`); the confusion matrices are
   summed over the processes. After `run`, `samples` holds (image, prediction, label) of the first
-  `num_samples` images of process 0 (for TensorBoard).
+  `num_samples` images of process 0 (for TensorBoard). `seen` (K,) ints (open-vocabulary
+  inference, `open_vocabulary.seen_classes`) adds `miou_seen` and `miou_unseen`.
   """
 
-  def __init__(self, config, predictor, source, class_names: Sequence[str], num_samples: int = 4):
+  def __init__(self, config, predictor, source, class_names: Sequence[str], num_samples: int = 4,
+               seen: Optional[np.ndarray] = None):
     self.config, self.predictor, self.source, self.names = config, predictor, source, list(class_names)
-    self.num_samples, self.samples = num_samples, []
+    self.num_samples, self.samples, self.seen = num_samples, [], seen
 
   def run(self, params, workdir: Optional[str], tag: str = 'eval', extra: Optional[dict] = None):
     """Evaluates `params`; `extra` entries are added to the results (and the json)."""
-    k = self.config.data.num_classes
+    k = len(self.names)
     d = self.config.data
     conf = np.zeros((k, k), np.int64)
     presence = np.zeros(3, np.int64)       # gating's TP, FP, FN over images and classes
@@ -110,11 +115,15 @@ class Evaluator:
                    inference=self.predictor.describe())
     if gated:
       results.update(relevance_precision=ratio(tp, tp + fp), relevance_recall=ratio(tp, tp + fn))
+    if self.seen is not None:
+      results.update(open_vocabulary.split_miou(per_class, self.seen))
     results.update(extra or {})
     table = format_table(self.names, per_class, miou)
-    if gated:
+    shown = ((('relevance_precision', 'relevance_recall') if gated else ())
+             + (('miou_seen', 'miou_unseen') if self.seen is not None else ()))
+    if shown:
       table += '\n' + ' '.join(f'{key} {"n/a" if results[key] is None else f"{results[key]:.3f}"}'
-                                for key in ('relevance_precision', 'relevance_recall'))
+                                for key in shown)
     print(table, flush=True)
     if workdir and jax.process_index() == 0:
       with open(os.path.join(workdir, f'eval_{tag}.json'), 'w') as f:
@@ -131,20 +140,47 @@ def format_table(names, per_class, miou) -> str:
   return '\n'.join(lines)
 
 
-def baseline_results(config, model, source, names, params, workdir: Optional[str]) -> dict:
+def baseline_results(config, model, source, names, params, workdir: Optional[str],
+                     seen: Optional[np.ndarray] = None) -> dict:
   """{'zero_shot_miou': ...}: the frozen CLIP's own dense zero-shot mIoU on the same images and
-  classes (`inference.zero_shot_scores`, written as eval_zero_shot.json) when
-  inference.zero_shot_baseline is set, else {}."""
+  classes (`inference.zero_shot_scores`, written as eval_zero_shot.json; with `seen`, also
+  `zero_shot_miou_seen` and `zero_shot_miou_unseen`) when inference.zero_shot_baseline is set,
+  else {}."""
   if not config.inference.zero_shot_baseline:
     return {}
   predictor = inference.Predictor.from_config(config, model, zero_shot_baseline=True)
-  return {'zero_shot_miou': Evaluator(config, predictor, source, names).run(params, workdir, tag='zero_shot')['miou']}
+  results = Evaluator(config, predictor, source, names, seen=seen).run(params, workdir, tag='zero_shot')
+  return {f'zero_shot_{key}': results[key] for key in ('miou', 'miou_seen', 'miou_unseen') if key in results}
+
+
+def evaluate_open_vocabulary(config, model, clip, params, workdir: Optional[str]) -> dict:
+  """Open-vocabulary evaluation of the trained network (`model`, `params`; `clip` its CLIP) on
+  inference.class_names.
+
+  The val split of config.data with len(class_names) classes (label j is class_names[j]; the
+  synthetic world draws its first len(class_names) classes). Writes eval_open_vocabulary.json:
+  mIoU over all the names, `miou_seen` / `miou_unseen`, and beside them on the same images
+  `closed_set_miou_seen` (the network with its training classes, eval_closed_set.json) and, with
+  inference.zero_shot_baseline, the frozen CLIP's `zero_shot_miou[_seen|_unseen]`.
+  """
+  ov = open_vocabulary.build(config, clip)
+  source = datasets.make_sources(ov.config)['val']
+  evaluator = lambda predictor: Evaluator(ov.config, predictor, source, ov.names, seen=ov.seen)
+  closed = open_vocabulary.Relabelled(inference.Predictor.from_config(config, model), ov.seen)
+  extra = dict(class_names=list(ov.names), seen_classes=[int(k) for k in ov.seen],
+               closed_set_miou_seen=evaluator(closed).run(params, workdir, tag='closed_set')['miou_seen'])
+  extra.update(baseline_results(ov.config, ov.model, source, ov.names, params, workdir, ov.seen))
+  predictor = inference.Predictor.from_config(ov.config, ov.model, seen=ov.seen)
+  return evaluator(predictor).run(params, workdir, tag='open_vocabulary', extra=extra)
 
 
 def evaluate_checkpoint(config, workdir: str, checkpoint: Optional[str] = None):
-  """Evaluates `checkpoint` (default: the newest in <workdir>/checkpoints) on the val split."""
+  """Evaluates `checkpoint` (default: the newest in <workdir>/checkpoints) on the val split; with
+  inference.class_names, on those names (`evaluate_open_vocabulary`)."""
   model, clip, names = state_lib.build(config)
   params = state_lib.restore_params(config, model, clip, checkpoint or os.path.join(workdir, 'checkpoints'))
+  if config.inference.class_names:
+    return evaluate_open_vocabulary(config, model, clip, params, workdir)
   source = datasets.make_sources(config)['val']
   extra = baseline_results(config, model, source, names, params, workdir)
   return Evaluator(config, inference.Predictor.from_config(config, model), source, names).run(

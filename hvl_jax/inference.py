@@ -92,12 +92,13 @@ def process_local(tree):
                       multihost_utils.process_allgather(x, tiled=True), tree)
 
 
-def network_scores(model: hvl.HVL, mode: str, mesh: Optional[Mesh] = None):
+def network_scores(model: hvl.HVL, mode: str, mesh: Optional[Mesh] = None, seen: Optional[np.ndarray] = None):
   """(prepare, scores) of the network.
 
   prepare(params) -> (params, text queries); scores(prepared, images (N, h, w, 3) uint8, valid
   (N, h, w) bool) -> (class scores (N, h, w, K) of the last DQTD layer, present (N, K) or None),
-  the batch sharded over `mesh` when given.
+  the batch sharded over `mesh` when given. `seen` (K,) ints: the training class of each of the
+  model's classes, -1 for a new one (open-vocabulary inference, `hvl.open_vocabulary_logits`).
   """
 
   def text_queries(params):
@@ -107,6 +108,8 @@ def network_scores(model: hvl.HVL, mode: str, mesh: Optional[Mesh] = None):
     params, text = prepared
     out = model.apply({'params': params}, clip_lib.normalize_images(images), text=text, valid=valid)
     cls, masks = out['predictions'][-1]
+    if seen is not None:
+      cls = hvl.open_vocabulary_logits(cls, seen, model.cfg.num_levels, out['relevance'])
     return hvl.upsampled_class_scores(cls, masks, images.shape[1:3], mode), out['present']
 
   return jitted(text_queries, scores, mesh)
@@ -130,10 +133,10 @@ def jitted(text_fn, scores, mesh: Optional[Mesh]):
 
 
 def geometry(config) -> dict:
-  """The Predictor's geometry from the config: classes, crop (data.crop_size), and inference's
-  protocol, short_side and stride (0 = 2/3 of the crop)."""
+  """The Predictor's geometry from the config: crop (data.crop_size), and inference's protocol,
+  short_side and stride (0 = 2/3 of the crop)."""
   inf, crop = config.inference, config.data.crop_size
-  return dict(num_classes=config.data.num_classes, crop=crop, stride=inf.stride or int(crop * 2 / 3),
+  return dict(crop=crop, stride=inf.stride or int(crop * 2 / 3),
               protocol=inf.protocol, short_side=inf.short_side)
 
 
@@ -188,19 +191,21 @@ class Predictor:
     self.prepare = prepare or (lambda params: params)
 
   @classmethod
-  def from_config(cls, config, model: hvl.HVL, zero_shot_baseline: bool = False) -> 'Predictor':
-    """The network's predictor under `geometry(config)` (or, with `zero_shot_baseline`, its frozen
-    CLIP's, `zero_shot_scores`), windows in batches of inference.window_batch (rounded up to a
-    multiple of the local devices, over which each batch is sharded)."""
+  def from_config(cls, config, model: hvl.HVL, zero_shot_baseline: bool = False,
+                  seen: Optional[np.ndarray] = None) -> 'Predictor':
+    """The network's predictor of the model's classes under `geometry(config)` (or, with
+    `zero_shot_baseline`, its frozen CLIP's, `zero_shot_scores`), windows in batches of
+    inference.window_batch (rounded up to a multiple of the local devices, over which each batch
+    is sharded); `seen` as in `network_scores`."""
     devices = jax.local_devices()
     batch = -(-config.inference.window_batch // len(devices)) * len(devices)
     windowed = config.inference.protocol != 'whole'
     # Whole images come one at a time: nothing to shard.
     mesh = Mesh(np.asarray(devices), ('data',)) if windowed and len(devices) > 1 else None
     prepare, scores = (zero_shot_scores(model, mesh) if zero_shot_baseline
-                       else network_scores(model, config.inference.mode, mesh))
+                       else network_scores(model, config.inference.mode, mesh, seen))
     # the coarsest pyramid level halves the token grid
-    return cls(scores, **geometry(config), pad_multiple=2 * model.cfg.clip.patch_size,
+    return cls(scores, num_classes=model.cfg.num_classes, **geometry(config), pad_multiple=2 * model.cfg.clip.patch_size,
                batch=batch if windowed else 1, prepare=prepare)
 
   def describe(self) -> dict:

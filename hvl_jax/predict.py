@@ -1,8 +1,11 @@
-"""Prediction on image files: index PNGs plus coloured overlays with the dataset palette."""
+"""Prediction on image files: index PNGs plus coloured overlays with the dataset palette, and
+classes.json (the class name of each index; inference.class_names for open-vocabulary inference)."""
+import json
 import os
 from typing import Optional
 
 from hvl_jax import inference
+from hvl_jax import open_vocabulary
 from hvl_jax import state as state_lib
 from hvl_jax import visualize
 from hvl_jax.data import datasets
@@ -24,11 +27,17 @@ def list_inputs(path: str):
 def predict_files(config, workdir: str, input_path: str, output_dir: str, checkpoint: Optional[str] = None):
   """Writes <output_dir>/<name>.png and <name>_overlay.jpg for each input image; returns the count."""
   files = list_inputs(input_path)
-  model, clip, _ = state_lib.build(config)
+  model, clip, names = state_lib.build(config)
   params = state_lib.restore_params(config, model, clip, checkpoint or os.path.join(workdir, 'checkpoints'))
-  predictor = inference.Predictor.from_config(config, model)
+  if config.inference.class_names:
+    ov = open_vocabulary.build(config, clip)
+    predictor, names = inference.Predictor.from_config(ov.config, ov.model, seen=ov.seen), ov.names
+  else:
+    predictor = inference.Predictor.from_config(config, model)
   prepared = predictor.prepare(params)
   os.makedirs(output_dir, exist_ok=True)
+  with open(os.path.join(output_dir, 'classes.json'), 'w') as f:
+    json.dump(list(names), f, indent=0)
   for i, path in enumerate(files, 1):
     image = datasets.load_image(path)
     visualize.save_prediction(predictor.predict(prepared, image).classes, image, output_dir,

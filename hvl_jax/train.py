@@ -212,6 +212,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   if metrics is not None and 'pseudo_confident_fraction' in metrics:     # the last step's, for the record
     extra['train_pseudo_confident_fraction'] = float(metrics['pseudo_confident_fraction'])
   results = evaluator.run(params, workdir, tag='final', extra=extra)
+  if config.inference.class_names:
+    evaluate.evaluate_open_vocabulary(config, model, clip, params, workdir)
   progress.scalars('eval', {'miou': results['miou']}, total)
   progress.predictions('eval_predictions', evaluator.samples, total)
   progress.close()

@@ -1,8 +1,9 @@
 """The command line as a user runs it (`python -m hvl_jax.main`, tiny config, two micro-steps per
-optimizer step): train; a run stopped by SIGTERM (checkpoint, exit 75), resumed, killed with
-SIGKILL, resumed again ends with the parameters of the uninterrupted run; a corrupt newest
-checkpoint falls back to the previous one; `--mode eval` reproduces training's final mIoU;
-`--mode predict` writes palette PNGs and overlays; a corrupt input image is named in one line."""
+optimizer step): train, then evaluate also on class names given at inference; a run stopped by
+SIGTERM (checkpoint, exit 75), resumed, killed with SIGKILL, resumed again ends with the
+parameters of the uninterrupted run; a corrupt newest checkpoint falls back to the previous one;
+`--mode eval` reproduces training's final mIoU; `--mode predict` writes palette PNGs, overlays and
+the class names, also for names given at inference; a corrupt input image is named in one line."""
 import json
 import os
 import signal
@@ -57,10 +58,13 @@ def final_state(checkpoints):
 @pytest.mark.slow
 def test_train_preempt_kill_resume_eval_predict(tmp_path):
   full = tmp_path / 'full'
-  rc, out, err = run(full)
+  named = f'--config.inference.class_names={synthetic.CLASS_NAMES!r}'    # the world's 9 classes
+  rc, out, err = run(full, named)
   assert rc == 0, out + err
   assert f'[{STEPS}/{STEPS}]' in out and 'mIoU' in out
   final_miou = json.loads((full / 'eval_final.json').read_text())['miou']
+  # ... and, at the end of training, the open-vocabulary evaluation on them.
+  assert json.loads((full / 'eval_open_vocabulary.json').read_text())['num_images'] == 4
 
   # SIGTERM as soon as the first step is logged: the run finishes its step and checkpoints it.
   interrupted = tmp_path / 'interrupted'
@@ -120,11 +124,19 @@ def test_train_preempt_kill_resume_eval_predict(tmp_path):
   preds = tmp_path / 'preds'
   rc, out, err = run(full, '--input', str(images), '--output', str(preds), mode='predict')
   assert rc == 0, out + err
-  assert sorted(os.listdir(preds)) == ['scene_0.png', 'scene_0_overlay.jpg', 'scene_1.png', 'scene_1_overlay.jpg']
+  assert sorted(os.listdir(preds)) == ['classes.json', 'scene_0.png', 'scene_0_overlay.jpg', 'scene_1.png',
+                                       'scene_1_overlay.jpg']
   index = Image.open(preds / 'scene_1.png')
   assert index.mode == 'P' and index.size == (48, 48)
   assert np.asarray(index).max() < len(CLASS_NAMES)
   assert Image.open(preds / 'scene_1_overlay.jpg').size == (48, 48)
+  assert json.loads((preds / 'classes.json').read_text()) == list(synthetic.CLASS_NAMES[:len(CLASS_NAMES)])
+
+  # Open vocabulary: the world's 9 class names at inference.
+  rc, out, err = run(full, '--input', str(images), '--output', str(tmp_path / 'named'), named, mode='predict')
+  assert rc == 0, out + err
+  assert json.loads((tmp_path / 'named' / 'classes.json').read_text()) == list(synthetic.CLASS_NAMES)
+  assert np.asarray(Image.open(tmp_path / 'named' / 'scene_1.png')).max() < len(synthetic.CLASS_NAMES)
 
   bad = tmp_path / 'bad'
   bad.mkdir()

@@ -103,9 +103,8 @@ def test_voc_fixture_evaluated_as_semivl(tmp_path):
   config = base.dataset_config('voc', 92)
   config.data.update(dict(root=str(root), splits_dir=str(splits)))
   geometry = inference.geometry(config)
-  assert geometry == dict(num_classes=21, crop=512, stride=426, protocol='zegclip_sliding_window', short_side=512)
-  geometry['num_classes'] = K       # the stand-in scores K classes
-  predictor = inference.Predictor(stand_in, **geometry, batch=2)
+  assert geometry == dict(crop=512, stride=426, protocol='zegclip_sliding_window', short_side=512)
+  predictor = inference.Predictor(stand_in, num_classes=K, **geometry, batch=2)   # the stand-in scores K classes
   config.data.num_classes = K
   val = datasets.FileSource(str(root), datasets.read_split_list(str(splits / 'pascal/val.txt'), True), 21)
   results = evaluate.Evaluator(config, predictor, val, [f'c{k}' for k in range(K)]).run(None, str(tmp_path))

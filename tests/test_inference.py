@@ -209,7 +209,7 @@ def test_windows_sharded_over_two_devices_give_the_one_device_maps():
   sharded = inference.Predictor.from_config(config, model)
   assert sharded.batch == 4          # rounded up to a multiple of the 2 devices
   prepare, scores = inference.network_scores(model, config.inference.mode)
-  single = inference.Predictor(scores, **inference.geometry(config), pad_multiple=sharded.pad_multiple, batch=4,
+  single = inference.Predictor(scores, num_classes=5, **inference.geometry(config), pad_multiple=sharded.pad_multiple, batch=4,
                                prepare=prepare)
   rng = np.random.RandomState(0)
   a, b = sharded.prepare(params), single.prepare(params)

@@ -157,7 +157,8 @@ class DQTD(nn.Module):
   """Dual-query masked-attention transformer decoder.
 
   Attributes:
-    num_classes: K.
+    num_classes: K of the class head (K+1 logits: the training classes and no-object); the
+      class-level queries may be of other classes (open-vocabulary inference), L per class.
     num_levels: L class-query levels (0 when there are no class-level queries).
     dim: query width D (256); mask_dim: mask-feature width (256).
     config: sizes, instance queries M, query refinement, rematerialisation (`DecoderConfig`).
@@ -176,12 +177,13 @@ class DQTD(nn.Module):
     """Decodes.
 
     Args:
-      class_queries: (B, L*K, D) Q_aligned, level-major, or None.
+      class_queries: (B, L*K', D) Q_aligned, level-major, or None (K' = K but for
+        open-vocabulary inference).
       multi_scale: 3 maps (B, h_l, w_l, D), strides 32, 16, 8.
       mask_features: (B, H/4, W/4, mask_dim).
-      keep: (B, K) bool, classes not filtered out by the relevance (None = all).
+      keep: (B, K') bool, classes not filtered out by the relevance (None = all).
     Returns:
-      list of layers+1 (cls_logits (B, Q, K+1), mask_logits (B, H/4, W/4, Q)), Q = L*K + M.
+      list of layers+1 (cls_logits (B, Q, K+1), mask_logits (B, H/4, W/4, Q)), Q = L*K' + M.
     """
     cfg, compute, dtype = self.config, self.compute, self.compute.jnp_dtype
     b = mask_features.shape[0]
@@ -190,7 +192,7 @@ class DQTD(nn.Module):
     if class_queries is not None:
       level_pos = self.param('class_query_pos', nn.initializers.normal(1.0), (self.num_levels, self.dim))
       tgt.append(class_queries.astype(dtype))
-      pos.append(jnp.repeat(level_pos, self.num_classes, axis=0))
+      pos.append(jnp.repeat(level_pos, class_queries.shape[1] // self.num_levels, axis=0))
     if cfg.instance_queries:
       feat = self.param('query_feat', nn.initializers.normal(1.0), (cfg.instance_queries, self.dim))
       embed = self.param('query_embed', nn.initializers.normal(1.0), (cfg.instance_queries, self.dim))

@@ -21,7 +21,7 @@ from hvl_jax.models.backbones import clip_weights
 from hvl_jax.models.backbones import pretrained
 from hvl_jax.models.backbones import registry
 from hvl_jax.models.compute import ComputeConfig, remat_setting
-from hvl_jax.models.decoder import DQTD, DecoderConfig
+from hvl_jax.models.decoder import DQTD, FILTERED_LOGIT, DecoderConfig
 from hvl_jax.models.pixel_decoder import PixelDecoder, PixelDecoderConfig
 from hvl_jax.models.pyramid import SimpleFeaturePyramid
 from hvl_jax.models.queries import HTQG, HTQGConfig, prompt_layout, template_layout, trim_to_longest
@@ -40,7 +40,7 @@ class HVLConfig:
   configs mirror the `model` ConfigDict (`model.htqg`, `model.pixel_decoder`, `model.decoder`).
   """
   clip: clip_lib.CLIPConfig
-  num_classes: int
+  num_classes: int               # K: the classes of the text queries (and of s_k)
   prompt_ids: Tuple[Tuple[int, ...], ...]
   prompt_eos: Tuple[int, ...]
   template_ids: Tuple[Tuple[int, ...], ...]
@@ -59,6 +59,13 @@ class HVLConfig:
   pixel_decoder: PixelDecoderConfig = PixelDecoderConfig()
   decoder: DecoderConfig = DecoderConfig()
   compute: ComputeConfig = ComputeConfig()
+  # K of the class head, the training classes; None = num_classes. They differ only when other
+  # class names are given at inference (open-vocabulary, hvl_jax/open_vocabulary.py).
+  head_classes: Optional[int] = None
+
+  @property
+  def classifier_classes(self) -> int:
+    return self.num_classes if self.head_classes is None else self.head_classes
 
   @property
   def num_levels(self) -> int:
@@ -86,7 +93,7 @@ class HVL(nn.Module):
                        config=c.htqg, dtype=dtype)
     self.pixel_decoder = PixelDecoder(dim=c.hidden_dim, mask_dim=c.hidden_dim, config=c.pixel_decoder,
                                       compute=compute)
-    self.decoder = DQTD(num_classes=c.num_classes, num_levels=c.num_levels, dim=c.hidden_dim,
+    self.decoder = DQTD(num_classes=c.classifier_classes, num_levels=c.num_levels, dim=c.hidden_dim,
                         mask_dim=c.hidden_dim, config=c.decoder, compute=compute)
 
   # -- Encoders --------------------------------------------------------------
@@ -180,9 +187,10 @@ class HVL(nn.Module):
     return self.decoder(class_queries, px['multi_scale'], px['mask_features'], keep)
 
   def __call__(self, images, relevance=None, text=None, valid=None):
-    """images (B, H, W, 3) -> dict(predictions, text, present).
+    """images (B, H, W, 3) -> dict(predictions, text, relevance, present).
 
-    relevance: (B, K) s_k, None = zero-shot from E_I^0 over the `valid` (B, H, W) pixels;
+    relevance: (B, K) s_k, None = zero-shot from E_I^0 over the `valid` (B, H, W) pixels (the
+    output holds the s_k used; None for queries='random');
     text: `text_queries()` computed once for many calls (they do not depend on the images);
     present: (B, K) bool classes judged present by the gating (None without gating).
     """
@@ -193,7 +201,8 @@ class HVL(nn.Module):
     if self.cfg.queries == 'htqg' and self.cfg.relevance_mode != 'all':
       present = self.present_classes(relevance)
     enc = self.encode(images)
-    return dict(predictions=self.decode(enc['taps'], relevance, text), text=text, present=present)
+    return dict(predictions=self.decode(enc['taps'], relevance, text), text=text, relevance=relevance,
+                present=present)
 
 
 # -- Semantic inference ------------------------------------------------------
@@ -228,6 +237,44 @@ def class_scores(cls_logits, mask_logits, mode: str):
   raise ValueError(f"inference.mode must be 'query_argmax' or 'mask2former', got {mode!r}")
 
 
+def open_vocabulary_logits(cls_logits, seen, num_levels: int, relevance=None):
+  """Class logits over K' named classes from the class head's K+1 (training classes, no-object).
+
+  A named training class takes that class's logit in every query's row, as closed-set inference
+  does. A new class has no column in the head: it takes its own class-level queries only (each
+  carries its fixed class), whose rows hold nothing but the class and no-object, with
+  p(class) = s_k (1 - p(no-object)): the query's objectness (logsumexp of its K class logits
+  against the no-object logit), weighted by the zero-shot relevance, since the head never
+  classified a query of that class (docs/method.md, "Open-vocabulary inference").
+
+  Args:
+    cls_logits: (B, Q, K+1), Q = L*K' + M (level-major class queries, then instance queries).
+    seen: (K',) ints, the training class of each named class, -1 for a new class.
+    num_levels: L.
+    relevance: (B, K') s_k, or None for s_k = 1.
+  Returns:
+    (B, Q, K'+1) logits, the last no-object.
+  """
+  seen = np.asarray(seen)
+  k_named, k_head = len(seen), cls_logits.shape[-1] - 1
+  cls_logits = cls_logits.astype(jnp.float32)
+  none = jnp.full(cls_logits.shape[:2] + (1,), FILTERED_LOGIT, jnp.float32)
+  columns = np.where(seen >= 0, seen, k_head)             # new classes read the FILTERED_LOGIT column
+  out = jnp.concatenate([cls_logits[..., :-1], none, cls_logits[..., -1:]], -1)[..., list(columns) + [k_head + 1]]
+  new = np.flatnonzero(seen < 0)
+  if new.size == 0 or num_levels == 0:
+    return out
+  rows = (np.arange(num_levels)[:, None] * k_named + new[None]).ravel()    # the new classes' queries
+  cols = np.tile(new, num_levels)
+  objectness = jax.nn.logsumexp(cls_logits[:, rows, :-1], axis=-1)         # (B, L * new)
+  out = out.at[:, rows, :-1].set(FILTERED_LOGIT)
+  if relevance is None:
+    return out.at[:, rows, cols].set(objectness)
+  log_p = jnp.log(jnp.maximum(relevance[:, cols], 1e-12)) + objectness - jax.nn.logsumexp(cls_logits[:, rows], -1)
+  out = out.at[:, rows, cols].set(log_p)
+  return out.at[:, rows, -1].set(jnp.log1p(-jnp.minimum(jnp.exp(log_p), 1 - 1e-7)))
+
+
 def upsampled_class_scores(cls_logits, mask_logits, out_hw: Tuple[int, int], mode: str):
   """Class scores (B, H, W, K) at the input size (mask logits upsampled bilinearly first)."""
   b, _, _, q = mask_logits.shape
@@ -242,9 +289,15 @@ def predict_classes(cls_logits, mask_logits, out_hw: Tuple[int, int], mode: str)
 
 # -- Construction ------------------------------------------------------------
 
-def build_model(config, class_names: Sequence[str], clip: Optional[clip_weights.CLIP] = None):
-  """HVL module from the config; `clip` (pretrained or random) supplies sizes and tokenizer."""
-  if len(class_names) != config.data.num_classes:
+def build_model(config, class_names: Sequence[str], clip: Optional[clip_weights.CLIP] = None,
+                open_vocabulary: bool = False):
+  """HVL module from the config; `clip` (pretrained or random) supplies sizes and tokenizer.
+
+  The text queries are of `class_names`, which are the config's data.num_classes classes but
+  with `open_vocabulary`, where any names are queried by a network whose class head keeps the
+  data.num_classes training classes (and data.background_classes index `class_names`).
+  """
+  if not open_vocabulary and len(class_names) != config.data.num_classes:
     raise ValueError(f'data.num_classes={config.data.num_classes} but {len(class_names)} class names')
   if clip is None:
     clip = pretrained.load(config)
@@ -266,14 +319,14 @@ def build_model(config, class_names: Sequence[str], clip: Optional[clip_weights.
   templates = trim_to_longest(templates, clip_lib.eos_positions(templates, clip.config.eos_token_id))
   as_tuple = lambda a: tuple(map(tuple, a.tolist()))
   cfg = HVLConfig(
-      clip=clip.config, num_classes=config.data.num_classes, prompt_ids=as_tuple(ids),
+      clip=clip.config, num_classes=len(class_names), prompt_ids=as_tuple(ids),
       prompt_eos=tuple(eos.tolist()), template_ids=as_tuple(templates),
       background_classes=tuple(config.data.background_classes), out_layers=tuple(m.out_layers),
       hidden_dim=m.hidden_dim, queries=m.queries, relevance_mode=r.mode, relevance_gating=r.gating,
       relevance_threshold=r.threshold,
       remat_backbone=remat_setting(m, 'backbone'), htqg=htqg,
       pixel_decoder=PixelDecoderConfig.from_config(config), decoder=DecoderConfig.from_config(config),
-      compute=ComputeConfig.from_config(m))
+      compute=ComputeConfig.from_config(m), head_classes=config.data.num_classes if open_vocabulary else None)
   return HVL(cfg), clip
 
 
