@@ -159,6 +159,9 @@ def test_synthetic_captions_name_the_visible_objects():
       named = f'{synthetic.COLOUR_NAMES[k]} {synthetic.CLASS_NAMES[k]}' in text
       assert named == (k in visible), (text, k)
     assert text.startswith('a photo of ') and set(text.rstrip('.').replace(',', '').split()) <= set(synthetic.WORDS)
+  assert synthetic.photo_of(['a x', 'a y', 'a z']) == 'a photo of a x, a y and a z.'
+  assert synthetic.photo_of(['a x']) == 'a photo of a x.'
+  assert synthetic.photo_of([]) == 'a photo of the empty background.'
   assert synthetic.SyntheticSource('val', 2, 64, 5)[1]['caption'] == synthetic.make_captioned_scene(
       0, synthetic.SPLIT_OFFSETS['val'] + 1, 64, 5)[2]
 

@@ -109,11 +109,7 @@ def crop_caption(label: np.ndarray) -> str:
   """The caption of a crop: the classes it shows, most pixels first, with their colour."""
   counts = np.bincount(label.ravel(), minlength=len(synthetic.CLASS_NAMES))
   kinds = [int(c) for c in np.argsort(-counts, kind='stable') if c > 0 and counts[c] >= synthetic.MIN_VISIBLE_PIXELS]
-  if not kinds:
-    return 'a photo of the empty background.'
-  parts = [f'a {synthetic.COLOUR_NAMES[k]} {synthetic.CLASS_NAMES[k]}' for k in kinds]
-  listed = parts[0] if len(parts) == 1 else ', '.join(parts[:-1]) + ' and ' + parts[-1]
-  return f'a photo of {listed}.'
+  return synthetic.photo_of([f'a {synthetic.COLOUR_NAMES[k]} {synthetic.CLASS_NAMES[k]}' for k in kinds])
 
 
 def pretraining_pairs(n: int, seed: int):

@@ -125,7 +125,11 @@ def describe(obj: SceneObject) -> str:
 def caption(objects: List[SceneObject]) -> str:
   """The caption of a scene: its visible objects, in drawing order ('a photo of a small red disk
   and a large blue triangle.'); 'a photo of the empty background.' when none is visible."""
-  parts = [describe(o) for o in objects if o.pixels >= MIN_VISIBLE_PIXELS]
+  return photo_of([describe(o) for o in objects if o.pixels >= MIN_VISIBLE_PIXELS])
+
+
+def photo_of(parts: List[str]) -> str:
+  """'a photo of a, b and c.' ('a photo of the empty background.' for no parts)."""
   if not parts:
     return 'a photo of the empty background.'
   listed = parts[0] if len(parts) == 1 else ', '.join(parts[:-1]) + ' and ' + parts[-1]
