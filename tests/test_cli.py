@@ -27,11 +27,20 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 6
 
 
+# The command line runs on one simulated device. On two, a resumed run's train step once hung
+# until XLA aborted it: one device waited in an all-gather, the other in the all-reduce of the
+# Hungarian matching's loop condition (XLA's CPU runtime ran the two independent collectives in
+# different orders on 2 cores); two devices are tested in process (tests/test_train.py).
+ONE_DEVICE = os.environ.get('XLA_FLAGS', '').replace('--xla_force_host_platform_device_count=2',
+                                                    '--xla_force_host_platform_device_count=1')
+
+
 def start(workdir, *args, mode='train', merged=False):
   """The command in a subprocess; `merged` sends its stderr to its stdout (read line by line)."""
   cmd = [sys.executable, '-m', 'hvl_jax.main', '--config', 'tests/tiny_cli.py', '--workdir', str(workdir),
          f'--config.train.steps={STEPS}', '--mode', mode] + list(args)
-  return subprocess.Popen(cmd, cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
+  env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS=ONE_DEVICE)
+  return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT if merged else subprocess.PIPE, text=True)
 
 
