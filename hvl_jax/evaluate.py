@@ -160,15 +160,22 @@ def evaluate_open_vocabulary(config, model, clip, params, workdir: Optional[str]
   The val split of config.data with len(class_names) classes (label j is class_names[j]; the
   synthetic world draws its first len(class_names) classes). Writes eval_open_vocabulary.json:
   mIoU over all the names, `miou_seen` / `miou_unseen`, and beside them on the same images
-  `closed_set_miou_seen` (the network with its training classes, eval_closed_set.json) and, with
-  inference.zero_shot_baseline, the frozen CLIP's `zero_shot_miou[_seen|_unseen]`.
+  `closed_set_miou_seen` (the network with its training classes, eval_closed_set.json; only when
+  every training class is named) and, with inference.zero_shot_baseline, the frozen CLIP's
+  `zero_shot_miou[_seen|_unseen]`.
   """
   ov = open_vocabulary.build(config, clip)
+  for line in open_vocabulary.renamed_labels(config, ov.names):
+    print(f'Note: {line}', flush=True)
   source = datasets.make_sources(ov.config)['val']
   evaluator = lambda predictor: Evaluator(ov.config, predictor, source, ov.names, seen=ov.seen)
-  closed = open_vocabulary.Relabelled(inference.Predictor.from_config(config, model), ov.seen)
-  extra = dict(class_names=list(ov.names), seen_classes=[int(k) for k in ov.seen],
-               closed_set_miou_seen=evaluator(closed).run(params, workdir, tag='closed_set')['miou_seen'])
+  extra = dict(class_names=list(ov.names), seen_classes=[int(k) for k in ov.seen])
+  unnamed = open_vocabulary.unnamed_training_classes(ov.seen, model.cfg.num_classes)
+  if unnamed:
+    print(f'No closed-set baseline: inference.class_names leaves out training classes {unnamed}', flush=True)
+  else:
+    closed = open_vocabulary.Relabelled(inference.Predictor.from_config(config, model), ov.seen)
+    extra['closed_set_miou_seen'] = evaluator(closed).run(params, workdir, tag='closed_set')['miou_seen']
   extra.update(baseline_results(ov.config, ov.model, source, ov.names, params, workdir, ov.seen))
   predictor = inference.Predictor.from_config(ov.config, ov.model, seen=ov.seen)
   return evaluator(predictor).run(params, workdir, tag='open_vocabulary', extra=extra)

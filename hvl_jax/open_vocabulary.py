@@ -18,6 +18,7 @@ import numpy as np
 
 from hvl_jax import inference
 from hvl_jax.data import datasets
+from hvl_jax.data import synthetic
 from hvl_jax.models import hvl
 from hvl_jax.models.backbones import clip_weights
 
@@ -71,6 +72,16 @@ def build(config, clip: Optional[clip_weights.CLIP] = None) -> OpenVocabulary:
   return OpenVocabulary(named, model, names, seen)
 
 
+def renamed_labels(config, names: Sequence[str]) -> list:
+  """Lines naming each synthetic label that a name scores under another name ('star' against the
+  world's squares): evaluation reads label j as names[j]. Empty for other data."""
+  if config.data.name != 'synthetic':
+    return []
+  return [f'inference.class_names[{j}]={n!r} is scored against the synthetic label {j} '
+          f'({synthetic.CLASS_NAMES[j]})' for j, n in enumerate(names)
+          if j < len(synthetic.CLASS_NAMES) and normalised(n) != synthetic.CLASS_NAMES[j]]
+
+
 def split_miou(per_class: np.ndarray, seen: np.ndarray) -> dict:
   """{'miou_seen', 'miou_unseen'}: mean IoU (NaN classes left out, None if none) over the named
   training classes and over the new ones; per_class (K',) IoU."""
@@ -81,13 +92,18 @@ def split_miou(per_class: np.ndarray, seen: np.ndarray) -> dict:
   return dict(miou_seen=mean(seen >= 0), miou_unseen=mean(seen < 0))
 
 
+def unnamed_training_classes(seen: np.ndarray, num_training: int) -> list:
+  """The training classes that no name is."""
+  return sorted(set(range(num_training)) - set(seen[seen >= 0].tolist()))
+
+
 class Relabelled:
   """A closed-set predictor's class maps in the names' label order (a predictor for `Evaluator`):
   training class seen[j] becomes j; every training class must be named."""
 
   def __init__(self, predictor: inference.Predictor, seen: np.ndarray):
     k = predictor.num_classes
-    missing = sorted(set(range(k)) - set(seen[seen >= 0].tolist()))
+    missing = unnamed_training_classes(seen, k)
     if missing:
       raise ValueError(f'inference.class_names leaves out training classes {missing}: no closed-set '
                        'baseline on the same labels')

@@ -51,9 +51,14 @@ def test_open_vocabulary_logits_against_numpy(rng):
                                                                        relevance[:, :k])), cls[:, :levels * k + m])
 
 
-def test_seen_classes_and_bad_names():
-  np.testing.assert_array_equal(open_vocabulary.seen_classes(('Disk', 'star', ' background '), CLASS_NAMES),
-                                [1, -1, 0])
+def test_seen_classes_renamed_labels_and_bad_names():
+  seen = open_vocabulary.seen_classes(('Disk', 'star', ' background '), CLASS_NAMES)
+  np.testing.assert_array_equal(seen, [1, -1, 0])
+  assert open_vocabulary.unnamed_training_classes(seen, len(CLASS_NAMES)) == [2, 3, 4]
+  config = tiny_config()
+  assert open_vocabulary.renamed_labels(config, synthetic.CLASS_NAMES) == []
+  assert open_vocabulary.renamed_labels(config, ('background', 'Disk', 'star')) == [
+      "inference.class_names[2]='star' is scored against the synthetic label 2 (square)"]
   for bad in [('disk', 'DISK'), ('disk', ''), ('disk', 3)]:
     with pytest.raises(ValueError, match='inference.class_names'):
       open_vocabulary.check_names(bad)
