@@ -43,8 +43,8 @@ def test_open_vocabulary_logits_against_numpy(rng):
   relevance = rng.uniform(0.05, 1, (2, len(seen))).astype(np.float32)
   out = np.asarray(hvl.open_vocabulary_logits(cls, seen, levels, relevance))
   np.testing.assert_allclose(out, logits_reference(cls, seen, levels, relevance), rtol=1e-5, atol=1e-5)
-  # Without relevance (s = 1) a new class's probability is its query's objectness, 1 - p(no-object).
-  p = jax.nn.softmax(hvl.open_vocabulary_logits(cls, seen, levels), -1)
+  # With s = 1 a new class's probability is its query's objectness, 1 - p(no-object).
+  p = jax.nn.softmax(hvl.open_vocabulary_logits(cls, seen, levels, np.ones_like(relevance)), -1)
   np.testing.assert_allclose(p[:, 1, 1], 1 - jax.nn.softmax(cls, -1)[:, 1, -1], rtol=1e-5)
   # The training names in order: the head's logits unchanged.
   np.testing.assert_array_equal(np.asarray(hvl.open_vocabulary_logits(cls[:, :levels * k + m], np.arange(k), levels,

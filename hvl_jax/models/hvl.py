@@ -237,7 +237,7 @@ def class_scores(cls_logits, mask_logits, mode: str):
   raise ValueError(f"inference.mode must be 'query_argmax' or 'mask2former', got {mode!r}")
 
 
-def open_vocabulary_logits(cls_logits, seen, num_levels: int, relevance=None):
+def open_vocabulary_logits(cls_logits, seen, num_levels: int, relevance):
   """Class logits over K' named classes from the class head's K+1 (training classes, no-object).
 
   A named training class takes that class's logit in every query's row, as closed-set inference
@@ -251,7 +251,7 @@ def open_vocabulary_logits(cls_logits, seen, num_levels: int, relevance=None):
     cls_logits: (B, Q, K+1), Q = L*K' + M (level-major class queries, then instance queries).
     seen: (K',) ints, the training class of each named class, -1 for a new class.
     num_levels: L.
-    relevance: (B, K') s_k, or None for s_k = 1.
+    relevance: (B, K') s_k (ones without gating: the objectness alone).
   Returns:
     (B, Q, K'+1) logits, the last no-object.
   """
@@ -268,8 +268,6 @@ def open_vocabulary_logits(cls_logits, seen, num_levels: int, relevance=None):
   cols = np.tile(new, num_levels)
   objectness = jax.nn.logsumexp(cls_logits[:, rows, :-1], axis=-1)         # (B, L * new)
   out = out.at[:, rows, :-1].set(FILTERED_LOGIT)
-  if relevance is None:
-    return out.at[:, rows, cols].set(objectness)
   log_p = jnp.log(jnp.maximum(relevance[:, cols], 1e-12)) + objectness - jax.nn.logsumexp(cls_logits[:, rows], -1)
   out = out.at[:, rows, cols].set(log_p)
   return out.at[:, rows, -1].set(jnp.log1p(-jnp.minimum(jnp.exp(log_p), 1 - 1e-7)))
