@@ -47,8 +47,8 @@ def term_gradient_norms(model, config, state, batch, rng):
     return objective.weighted_terms(model, {**params, **state.frozen}, inputs, rng, config)[0]
 
   grads = jax.jacrev(parts)(state.params)
-  norms = {name: optax.global_norm(g) for name, g in grads.items()}
-  norms['TOTAL'] = optax.global_norm(jax.tree.map(lambda *g: sum(g), *grads.values()))
+  norms = {name: optax.tree.norm(g) for name, g in grads.items()}
+  norms['TOTAL'] = optax.tree.norm(jax.tree.map(lambda *g: sum(g), *grads.values()))
   return norms
 
 

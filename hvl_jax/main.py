@@ -14,7 +14,11 @@ import os
 import re
 import sys
 
-from absl import app
+if sys.version_info < (3, 12):   # before jax, whose releases for this code need 3.12
+  sys.exit(f'error: hvl_jax needs Python 3.12 or later, this is {sys.version.split()[0]}: install python3.12, '
+           'then `python3.12 -m venv .venv && .venv/bin/python -m pip install -r requirements.txt`')
+
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 from absl import logging
 import jax

@@ -65,7 +65,7 @@ def train_step(state: state_lib.TrainState, batch, *, model, tx, config):
     d = config.semi.ema_decay
     ema = jax.tree.map(lambda e, p: jnp.where(stepped, d * e + (1 - d) * p, e), ema, params)
   consecutive, total = optim.nonfinite_counts(opt_state)
-  metrics = dict(terms, grad_norm=optax.global_norm(grads), nonfinite_consecutive=consecutive,
+  metrics = dict(terms, grad_norm=optax.tree.norm(grads), nonfinite_consecutive=consecutive,
                  nonfinite_total=total)
   new_state = state.replace(step=state.step + stepped.astype(state.step.dtype), params=params,
                             opt_state=opt_state, ema_params=ema)

@@ -9,6 +9,8 @@ import tempfile
 import numpy as np
 import pytest
 
+from hf_flax_reference import hf_flax_params
+
 # Tests run on 2 simulated CPU devices; must be set before jax is imported.
 # The suite compiles many small programs and runs each a few times: XLA's CPU backend without its
 # expensive LLVM passes compiles them faster. The two simulated devices meet in collectives
@@ -29,29 +31,6 @@ if 'JAX_COMPILATION_CACHE_DIR' not in os.environ:
   os.environ['JAX_COMPILATION_CACHE_DIR'] = tempfile.mkdtemp(prefix='hvl_jax_test_jit_cache_')
   os.environ['JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS'] = '1'
   atexit.register(shutil.rmtree, os.environ['JAX_COMPILATION_CACHE_DIR'], ignore_errors=True)
-
-
-def declare_torchvision_ops():
-  """Lets torchvision's Python modules import next to the CPU build of torch.
-
-  The registry's torchvision wheels are CUDA builds: their compiled operators cannot load
-  with the CPU torch the tests install, and the import then fails where it registers fake
-  kernels for `nms` and `qnms`. timm (the EVA02 reference) and transformers' torch CLIP
-  import torchvision's transforms only; declaring those two operator schemas lets the
-  import finish. The operators themselves are never called by the tests.
-  """
-  import importlib.util
-  if not (importlib.util.find_spec('torch') and importlib.util.find_spec('torchvision')):
-    return
-  import torch
-  lib = torch.library.Library('torchvision', 'FRAGMENT')
-  for op in ('nms', 'qnms'):
-    if not hasattr(torch.ops.torchvision, op):
-      lib.define(f'{op}(Tensor dets, Tensor scores, float iou_threshold) -> Tensor')
-  declare_torchvision_ops.lib = lib  # the declarations live as long as the library object
-
-
-declare_torchvision_ops()
 
 
 def write_tiny_tokenizer(path):
@@ -77,13 +56,16 @@ def tiny_hf_config(vocab_size):
 
 
 @pytest.fixture(scope='session')
-def hf_flax_checkpoint(tmp_path_factory):
-  """(directory, FlaxCLIPModel) saved as flax_model.msgpack with a tokenizer."""
-  from transformers import FlaxCLIPModel
+def hf_flax_checkpoint(hf_torch_checkpoint, tmp_path_factory):
+  """(directory, torch CLIPModel): the torch model's weights as an HF-Flax `flax_model.msgpack`
+  (what `FlaxCLIPModel.save_pretrained` wrote) with its config and tokenizer."""
+  import flax
+  torch_path, model = hf_torch_checkpoint
   path = str(tmp_path_factory.mktemp('clip_flax'))
-  vocab = write_tiny_tokenizer(path)
-  model = FlaxCLIPModel(tiny_hf_config(vocab), seed=0)
-  model.save_pretrained(path)
+  for name in ('config.json', 'vocab.json', 'merges.txt'):
+    shutil.copy(os.path.join(torch_path, name), path)
+  with open(os.path.join(path, 'flax_model.msgpack'), 'wb') as f:
+    f.write(flax.serialization.msgpack_serialize(hf_flax_params(model)))
   return path, model
 
 

@@ -1,8 +1,9 @@
-"""CLIP port: parity with transformers (Flax and PyTorch), prompt path, resize, errors."""
+"""CLIP port: parity with transformers' PyTorch CLIP (HF-Flax and PyTorch checkpoints), prompt path, resize, errors."""
 import json
 import os
 import shutil
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,6 +16,7 @@ from hvl_jax.models.backbones.clip_weights import CheckpointError, load_clip, ra
 from hvl_jax.data import synthetic
 from hvl_jax.models import zero_shot
 from hvl_jax.ops import position
+from hf_flax_reference import hf_flax_params
 
 
 def _ids(rng, vocab, batch=3, length=16):
@@ -24,35 +26,47 @@ def _ids(rng, vocab, batch=3, length=16):
   return ids
 
 
-def test_msgpack_parity_with_flax_clip(hf_flax_checkpoint, rng):
+def torch_features(hf, ids, images):
+  """HF PyTorch CLIP's projected text features of (N, T) ids and image features of (B, H, W, 3)
+  images, as numpy."""
+  import torch
+  with torch.no_grad():
+    text = hf.get_text_features(input_ids=torch.tensor(ids, dtype=torch.long)).pooler_output
+    image = hf.get_image_features(pixel_values=torch.tensor(images.transpose(0, 3, 1, 2))).pooler_output
+  return text.numpy(), image.numpy()
+
+
+def test_msgpack_parity_with_torch_clip(hf_flax_checkpoint, rng):
+  """An HF-Flax `flax_model.msgpack` (written from the torch model by HF's renaming rules)
+  loads to HF PyTorch CLIP's numerics, hidden states included."""
+  import torch
   path, hf = hf_flax_checkpoint
   clip = load_clip(path)
   vocab = hf.config.text_config.vocab_size
   ids = _ids(rng, vocab)
   images = rng.randn(2, 32, 32, 3).astype(np.float32)
-  np.testing.assert_allclose(clip.encode_text(ids), hf.get_text_features(ids), atol=1e-5)
-  np.testing.assert_allclose(clip.encode_image(images),
-                             hf.get_image_features(images.transpose(0, 3, 1, 2)), atol=1e-5)
+  ref_t, ref_i = torch_features(hf, ids, images)
+  np.testing.assert_allclose(clip.encode_text(ids), ref_t, atol=1e-5)
+  np.testing.assert_allclose(clip.encode_image(images), ref_i, atol=1e-5)
   # Intermediate hidden states too.
-  hf_out = hf(input_ids=ids, pixel_values=images.transpose(0, 3, 1, 2), output_hidden_states=True)
+  with torch.no_grad():
+    hf_out = hf(input_ids=torch.tensor(ids), pixel_values=torch.tensor(images.transpose(0, 3, 1, 2)),
+                output_hidden_states=True)
   ours_v = clip.module.apply({'params': clip.params}, images, method=registry.CLIPModel.encode_image)
   ours_t = clip.module.apply({'params': clip.params}, ids, method=registry.CLIPModel.encode_text)
   for a, b in zip(ours_v['hidden_states'], hf_out.vision_model_output.hidden_states):
-    np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(a, b.numpy(), atol=1e-5)
   for a, b in zip(ours_t['hidden_states'], hf_out.text_model_output.hidden_states):
-    np.testing.assert_allclose(a, b, atol=1e-5)
+    np.testing.assert_allclose(a, b.numpy(), atol=1e-5)
 
 
 def test_safetensors_parity_with_torch_clip(hf_torch_checkpoint, rng):
-  import torch
   path, hf = hf_torch_checkpoint
   clip = load_clip(path)
   vocab = hf.config.text_config.vocab_size
   ids = _ids(rng, vocab)
   images = rng.randn(2, 32, 32, 3).astype(np.float32)
-  with torch.no_grad():
-    ref_t = hf.get_text_features(input_ids=torch.tensor(ids)).numpy()
-    ref_i = hf.get_image_features(pixel_values=torch.tensor(images.transpose(0, 3, 1, 2))).numpy()
+  ref_t, ref_i = torch_features(hf, ids, images)
   np.testing.assert_allclose(clip.encode_text(ids), ref_t, atol=1e-5)
   np.testing.assert_allclose(clip.encode_image(images), ref_i, atol=1e-5)
   np.testing.assert_allclose(clip.logit_scale, hf.logit_scale.exp().item(), rtol=1e-6)
@@ -60,7 +74,6 @@ def test_safetensors_parity_with_torch_clip(hf_torch_checkpoint, rng):
 
 def test_saved_checkpoint_loads_in_torch_clip(hf_torch_checkpoint, tmp_path, rng):
   """save_clip writes what transformers' CLIPModel and load_clip read back, unchanged."""
-  import torch
   from transformers import CLIPModel
   path, _ = hf_torch_checkpoint
   clip = load_clip(path)
@@ -69,9 +82,7 @@ def test_saved_checkpoint_loads_in_torch_clip(hf_torch_checkpoint, tmp_path, rng
   again = load_clip(str(tmp_path / 'saved'))
   ids = _ids(rng, clip.config.vocab_size)
   images = rng.randn(2, 32, 32, 3).astype(np.float32)
-  with torch.no_grad():
-    ref_t = hf.get_text_features(input_ids=torch.tensor(ids)).numpy()
-    ref_i = hf.get_image_features(pixel_values=torch.tensor(images.transpose(0, 3, 1, 2))).numpy()
+  ref_t, ref_i = torch_features(hf, ids, images)
   for c in (clip, again):
     np.testing.assert_allclose(c.encode_text(ids), ref_t, atol=1e-5)
     np.testing.assert_allclose(c.encode_image(images), ref_i, atol=1e-5)
@@ -81,7 +92,6 @@ def test_saved_checkpoint_loads_in_torch_clip(hf_torch_checkpoint, tmp_path, rng
 def test_shipped_tiny_clip_matches_torch_clip(rng):
   """The small world's pretrained CLIP (tools/pretrain_clip.py): load_clip and transformers'
   CLIPModel and CLIPTokenizer read the shipped directory alike."""
-  import torch
   from transformers import CLIPModel, CLIPTokenizer
   clip = load_clip(synthetic.TINY_CLIP)
   hf = CLIPModel.from_pretrained(synthetic.TINY_CLIP).eval()
@@ -92,20 +102,23 @@ def test_shipped_tiny_clip_matches_torch_clip(rng):
                                           return_tensors='np')['input_ids'])
   assert all(len(tok(w, add_special_tokens=False)['input_ids']) == 1 for w in synthetic.WORDS)
   images = rng.randn(3, 64, 64, 3).astype(np.float32)
-  with torch.no_grad():
-    ref_t = hf.get_text_features(input_ids=torch.tensor(ids, dtype=torch.long)).numpy()
-    ref_i = hf.get_image_features(pixel_values=torch.tensor(images.transpose(0, 3, 1, 2))).numpy()
+  ref_t, ref_i = torch_features(hf, ids, images)
   np.testing.assert_allclose(clip.encode_text(ids), ref_t, atol=1e-5)
   np.testing.assert_allclose(clip.encode_image(images), ref_i, atol=1e-5)
 
 
 def test_flax_named_safetensors(hf_flax_checkpoint, tmp_path, rng):
+  """A Flax-named model.safetensors (what `FlaxCLIPModel.save_pretrained(safe_serialization=True)`
+  wrote: the HF-Flax tree flattened with '.')."""
+  from safetensors.numpy import save_file
   path, hf = hf_flax_checkpoint
-  hf.save_pretrained(str(tmp_path), safe_serialization=True)
-  assert os.path.exists(tmp_path / 'model.safetensors')
+  shutil.copy(os.path.join(path, 'config.json'), tmp_path / 'config.json')
+  flat = flax.traverse_util.flatten_dict(hf_flax_params(hf), sep='.')
+  save_file(flat, str(tmp_path / 'model.safetensors'))
   clip = load_clip(str(tmp_path))
   ids = _ids(rng, hf.config.text_config.vocab_size)
-  np.testing.assert_allclose(clip.encode_text(ids), hf.get_text_features(ids), atol=1e-5)
+  images = rng.randn(1, 32, 32, 3).astype(np.float32)
+  np.testing.assert_allclose(clip.encode_text(ids), torch_features(hf, ids, images)[0], atol=1e-5)
 
 
 def test_tokenizer_matches_transformers(hf_flax_checkpoint):
