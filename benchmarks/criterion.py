@@ -45,7 +45,7 @@ def inputs(config, crit: segmentation.CriterionConfig, batch: int, classes: int,
   m, k = config.model, config.data.num_classes
   rng = np.random.default_rng(seed)
   stages = m.decoder.layers + 1
-  queries = crit.num_levels * k + m.instance_queries
+  queries = crit.num_levels * k + m.decoder.instance_queries
   cells = 4 * config.data.crop_size // m.clip.patch_size
   dtype = jnp.dtype(m.dtype)
   cls = jnp.asarray(rng.standard_normal((stages, batch, queries, k + 1)), dtype)

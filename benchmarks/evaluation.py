@@ -51,7 +51,8 @@ def images_per_second(predictor, params, images):
 def main(argv):
   del argv
   config = benchmark_config(_CONFIG.value)
-  model, clip, _ = state_lib.build(config)
+  names = datasets.class_names(config)
+  model, clip = hvl.build_model(config, names)
   params = hvl.init_params(model, clip, jax.random.PRNGKey(config.seed), config.data.crop_size)
   source = datasets.make_sources(config)['val']
   images = [source[i]['image'] for i in evaluate.process_share(min(_IMAGES.value, len(source)))]

@@ -45,7 +45,7 @@ stage criterion 90 python3 -m benchmarks.criterion --config configs/voc_92.py --
 stage voc 250 python3 -m benchmarks.train_step --config configs/voc_92.py --steps 5 --grad_accum 2
 stage variants 560 python3 -m benchmarks.train_step --config configs/voc_92.py --steps 5 --grad_accum 2 \
   --variant cudnn:model.attention_impl=cudnn \
-  --variant dots:model.remat_policy.backbone=dots_with_no_batch_dims_saveable \
+  --variant dots:model.remat.backbone=dots_with_no_batch_dims_saveable \
   --variant accum1:train.grad_accum=1
 stage eva 250 python3 -m benchmarks.train_step --config configs/voc_92.py:eva02l --steps 3 --grad_accum 4
 # Kernels inside CUDA graphs (command buffers) carry no op names: the profile runs without them.

@@ -26,6 +26,7 @@ from configs import base
 from hvl_jax import objective, optim, train
 from hvl_jax import state as state_lib
 from hvl_jax.data import datasets
+from hvl_jax.models import hvl
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/demo.py', 'Config file.')
 _DATASETS = flags.DEFINE_list('datasets', ['voc', 'coco', 'ade', 'cityscapes'], 'Class sets to measure.')
@@ -44,7 +45,8 @@ def term_gradient_norms(model, config, state, batch, rng):
   inputs = train.normalize_batch(batch)
 
   def parts(params):
-    return objective.weighted_terms(model, {**params, **state.frozen}, inputs, rng, config)[0]
+    return objective.weighted_terms(model, {**params, **state.frozen}, inputs, rng,
+                                    objective.ObjectiveConfig.from_config(config))[0]
 
   grads = jax.jacrev(parts)(state.params)
   norms = {name: optax.tree.norm(g) for name, g in grads.items()}
@@ -66,14 +68,14 @@ def main(argv):
     config = benchmark_config(_CONFIG.value)
     names, background = class_set(name)
     config.data.num_classes, config.data.background_classes = len(names), background
-    model, clip, _ = state_lib.build(config, names)
+    model, clip = hvl.build_model(config, names)
     tx_fn = lambda p: optim.make_optimizer(config, p, max(_STEPS.value, 1))
     state = state_lib.create_state(config, model, clip, tx_fn, config.data.crop_size)
     tx = tx_fn(state.params)
     rng = np.random.default_rng(_SEED.value)
     batches = [random_batch(config, rng) for _ in range(4)]
     measure = jax.jit(lambda s, b: term_gradient_norms(model, config, s, b, jax.random.PRNGKey(0)))
-    step = jax.jit(lambda s, b: train.train_step(s, b, model=model, tx=tx, config=config))
+    step = jax.jit(train.bind_train_step(config, model, tx))
     print(f'{name} K={len(names)} reduction={config.loss.regularizer_reduction} device {device_name()} '
           f'JAX {jax.__version__}', flush=True)
     print(row('  init', measure(state, batches[0]), config.optim.clip_norm), flush=True)

@@ -4,11 +4,11 @@ import time
 
 import jax
 import numpy as np
-from jax.sharding import Mesh
 
 from hvl_jax import optim, sharding, train
 from hvl_jax import state as state_lib
 from hvl_jax.models import hvl
+from hvl_jax.data import datasets
 
 
 def device_name() -> str:
@@ -94,7 +94,8 @@ def optimizer(config, params):
 
 def build_state(config):
   """(model, clip, class names, fresh train state on the host CPU) for a benchmark config."""
-  model, clip, names = state_lib.build(config)
+  names = datasets.class_names(config)
+  model, clip = hvl.build_model(config, names)
   state = state_lib.create_state(config, model, clip, lambda p: optimizer(config, p), config.data.crop_size)
   return model, clip, names, state
 
@@ -117,9 +118,9 @@ def unrolled_flops(config, clip, names, tx, state, batch, recompute: bool = True
   unrolled = config.copy_and_resolve_references()
   unrolled.model.scan_layers = False
   if not recompute:
-    unrolled.model.remat_backbone = unrolled.model.remat_pixel_decoder = unrolled.model.remat_decoder = False
+    unrolled.model.remat.update(dict(backbone='none', pixel_decoder='none', decoder='none'))
   with sharding.on_host_cpu():   # also selects XLA attention, which a CPU lowering needs
-    mesh = Mesh(np.asarray(jax.local_devices(backend='cpu')[:1]), ('data',))
+    mesh = sharding.make_mesh(jax.local_devices(backend='cpu')[:1])
     state_sh = sharding.replicated(mesh, state)
     batch_sh = jax.tree.map(lambda _: sharding.batch_sharding(mesh), batch)
     model, _ = hvl.build_model(unrolled, names, clip)
@@ -129,5 +130,5 @@ def unrolled_flops(config, clip, names, tx, state, batch, recompute: bool = True
 
 
 def remat_summary(m) -> str:
-  """'backbone nothing_saveable, pixel_decoder off, ...': each tower's rematerialisation."""
-  return ', '.join(f'{tower} {policy if m[f"remat_{tower}"] else "off"}' for tower, policy in m.remat_policy.items())
+  """'backbone nothing_saveable, pixel_decoder none, ...': each tower's rematerialisation."""
+  return ', '.join(f'{tower} {policy}' for tower, policy in m.remat.items())

@@ -4,7 +4,7 @@ r"""Benchmark the real train step on random inputs of the real shapes (no datase
   python -m benchmarks.train_step --config configs/demo.py --steps 3      # tiny, for CPU
   python -m benchmarks.train_step --config configs/voc_92.py --grad_accum 2 --flops_only
   python -m benchmarks.train_step --config configs/voc_92.py --grad_accum 2 \
-      --variant 'dots:model.remat_policy.backbone=dots_with_no_batch_dims_saveable' \
+      --variant 'dots:model.remat.backbone=dots_with_no_batch_dims_saveable' \
       --variant 'big:train.grad_accum=1,model.attention_impl=cudnn'
   XLA_FLAGS=--xla_gpu_enable_command_buffer= \
   python -m benchmarks.train_step --config configs/voc_92.py --grad_accum 2 --profile /tmp/prof

@@ -7,17 +7,23 @@ The argument is `variant[,labels]` (labeled VOC images, a row of Table 1; defaul
   Table 3: random_queries (Mask2Former baseline: random object queries, Hungarian matching),
            htqg_only (textual queries, no PTRM, no Q_vis, no refinement), no_ptrm, no_instance,
            no_refinement, full.
-  Table 4: no_regularizers, prompt_only, mask_only, align_only, prompt_mask, full.
+  Table 4: no_regularizers, prompt_only, mask_only, align_only, prompt_mask, no_prompt, no_mask,
+           no_align, full.
 """
 from configs import base
 
 VARIANTS = {
     'full': {},
-    'random_queries': {'model.queries': 'random', 'model.ptrm': False},
-    'htqg_only': {'model.ptrm': False, 'model.instance_queries': 0, 'model.query_refinement': False},
-    'no_ptrm': {'model.ptrm': False},
-    'no_instance': {'model.instance_queries': 0},
-    'no_refinement': {'model.query_refinement': False},
+    'random_queries': {'model.queries': 'random', 'model.pixel_decoder.ptrm': False},
+    'htqg_only': {'model.pixel_decoder.ptrm': False, 'model.decoder.instance_queries': 0,
+                  'model.decoder.query_refinement': False},
+    'no_ptrm': {'model.pixel_decoder.ptrm': False},
+    'no_instance': {'model.decoder.instance_queries': 0},
+    'no_refinement': {'model.decoder.query_refinement': False},
+    # Table 4's rows without one regularizer, each one field.
+    'no_prompt': {'loss.prompt': 0.0},
+    'no_mask': {'loss.mask': 0.0},
+    'no_align': {'loss.align': 0.0},
     'no_regularizers': {'loss.prompt': 0.0, 'loss.mask': 0.0, 'loss.align': 0.0},
     'prompt_only': {'loss.mask': 0.0, 'loss.align': 0.0},
     'mask_only': {'loss.prompt': 0.0, 'loss.align': 0.0},

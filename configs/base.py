@@ -4,7 +4,7 @@ Dataset/split files (e.g. configs/voc_92.py) start from `dataset_config` and ove
 what differs. Any field can be overridden on the command line:
 
   python -m hvl_jax.main --config configs/voc_92.py --workdir runs/voc_92 \
-      --config.optim.lr=2e-4 --config.model.ptrm=False
+      --config.optim.lr=2e-4 --config.model.pixel_decoder.ptrm=False
 
 and in code with dotted names: `with_overrides(config, {'optim.lr': 2e-4})`.
 """
@@ -14,6 +14,9 @@ import os
 from typing import Any, Mapping
 
 import ml_collections
+
+from hvl_jax import config_history
+from hvl_jax.constants import IGNORE_INDEX
 
 
 def get_config():
@@ -29,7 +32,7 @@ def get_config():
       splits_dir='',           # folder holding <dataset>/<split>/{labeled,unlabeled}.txt ('' = data/splits shipped copy)
       split='92',
       num_classes=21,
-      ignore_index=255,
+      ignore_index=IGNORE_INDEX,
       background_classes=(0,),  # classes whose relevance s_k is always 1
       crop_size=512,
       # Training rescale (SemiVL): mmseg's keep-ratio Resize(img_scale, ratio_range=scale_range)
@@ -63,29 +66,23 @@ def get_config():
       name='', data_dir='', labeled_split='train[:92]', unlabeled_split='train[92:]',
       val_split='validation', image_key='image', label_key='segmentation_mask'))
 
-  # ---- Network.
+  # ---- Network: one subtree per module (hvl_jax/models/), each read by that module's config
+  # dataclass with its fields as keyword arguments (`hvl.build_model`).
   c.model = ml_collections.ConfigDict(dict(
       backbone='clip',         # 'clip' (HF CLIP checkpoints) | 'eva02_clip_l14' (open_clip EVA02-CLIP)
       out_layers=(4, 8, 12),
       hidden_dim=256,
       queries='htqg',           # 'htqg' | 'random'
-      ptrm=True,
-      instance_queries=100,     # M; 0 disables Q_vis
-      query_refinement=True,    # False: class-level queries are not updated by the DQTD
       freeze_backbone=False,
-      feature_dropout=0.5,      # channel dropout of the feature-perturbation view
       dtype='bfloat16',         # compute dtype; params stay float32
-      remat_backbone=True,
-      remat_pixel_decoder=True,   # least memory, and the fastest measured on a GPU (RESULTS.md)
-      remat_decoder=True,
       attention_impl='auto',    # 'auto' (cuDNN on GPU where unmasked) | 'xla' | 'cudnn' (also masked)
       scan_layers=True,         # lax.scan over repeated layers (compiles each once); False unrolls
   ))
-  # What the rematerialised layers of each tower keep for the backward pass
-  # (layer_scan.REMAT_POLICIES): 'nothing_saveable' recomputes a layer whole (least memory);
-  # 'dots_with_no_batch_dims_saveable' keeps its projection/MLP outputs (more memory, no
-  # recomputed matmuls).
-  c.model.remat_policy = ml_collections.ConfigDict(dict(
+  # What each tower's rematerialised layers keep for the backward pass (layer_scan.REMAT_POLICIES):
+  # 'nothing_saveable' recomputes a layer whole (least memory, and the fastest measured on a GPU,
+  # benchmarks/RESULTS.md); 'dots_with_no_batch_dims_saveable' keeps its projection/MLP outputs;
+  # 'none' does not rematerialise.
+  c.model.remat = ml_collections.ConfigDict(dict(
       backbone='nothing_saveable', pixel_decoder='nothing_saveable', decoder='nothing_saveable'))
   c.model.clip = ml_collections.ConfigDict(dict(
       pretrained='openai/clip-vit-base-patch16',  # HF dir or hub name; '' = random init, sizes below
@@ -95,12 +92,16 @@ def get_config():
       text_width=512, text_layers=12, text_heads=8, text_mlp_dim=2048,
       vocab_size=49408, context_length=77, projection_dim=512,
   ))
-  c.model.pixel_decoder = ml_collections.ConfigDict(dict(
-      layers=6, heads=8, points=4, ffn_dim=1024, query_chunk=0, ptrm_heads=8))
-  c.model.decoder = ml_collections.ConfigDict(dict(layers=9, heads=8, ffn_dim=2048))
   c.model.htqg = ml_collections.ConfigDict(dict(levels=3, mlp_hidden=256, prompt_tokens=8))
-  c.relevance = ml_collections.ConfigDict(dict(
-      mode='dense',             # s_k: 'dense' (max over pixels) | 'global' (image embedding) | 'all' (no gating)
+  c.model.pixel_decoder = ml_collections.ConfigDict(dict(
+      layers=6, heads=8, points=4, ffn_dim=1024, query_chunk=0,
+      ptrm=True, ptrm_heads=8))   # the PTRM blocks between the encoder layers
+  c.model.decoder = ml_collections.ConfigDict(dict(
+      layers=9, heads=8, ffn_dim=2048,
+      instance_queries=100,     # M; 0 disables Q_vis
+      query_refinement=True))   # False: class-level queries are not updated by the DQTD
+  c.model.relevance = ml_collections.ConfigDict(dict(
+      mode='dense',             # s_k: 'dense' (max over pixels) | 'global' (image embedding) | 'crops' | 'all' (no gating)
       gating='hard',            # 'hard': queries of classes with s_k < threshold filtered out | 'soft': s_k * q
       threshold=0.5))
   c.inference = ml_collections.ConfigDict(dict(
@@ -129,10 +130,8 @@ def get_config():
       regularizer_reduction='mean'))
   c.semi = ml_collections.ConfigDict(dict(
       conf_threshold=0.95, strong_weight=0.25, fp_weight=0.5, entropy_weight=0.1,
-      ema_decay=0.0,
-      # The weak view's decoder pass forward only, apart from the trained rows (same loss and
-      # gradients, less work); False decodes it with them, as one batch.
-      weak_view_forward_only=True))
+      feature_dropout=0.5,      # channel dropout of the feature-perturbation view
+      ema_decay=0.0))
 
   # ---- Recipe.
   c.optim = ml_collections.ConfigDict(dict(
@@ -261,8 +260,10 @@ def parse_value(text: str) -> Any:
 def with_overrides(config, overrides: Mapping[str, Any]):
   """`config` updated in place from {'dotted.field': value} (ml_collections'
   `update_from_flattened_dict`); an unknown field or a value of another type raises a ValueError
-  that names the field."""
+  that names the field (and its new name, for a field that moved)."""
   for field, value in overrides.items():
+    if config_history.old_field_message(field):
+      raise ValueError(config_history.old_field_message(field))
     was_locked = config.is_locked
     config.lock()     # a misspelt field must not be added silently
     try:

@@ -31,13 +31,11 @@ def get_config():
       patch_size=8, image_size=64, text_width=64, text_layers=2, text_heads=4, text_mlp_dim=128,
       vocab_size=181, context_length=32, projection_dim=64))
   c.model.out_layers = (2, 3, 4)
-  c.relevance.update(dict(mode='crops', gating='hard', threshold=0.7))
+  c.model.relevance.update(dict(mode='crops', gating='hard', threshold=0.7))
   c.model.hidden_dim = 64
-  c.model.instance_queries = 8
+  c.model.decoder.instance_queries = 8
   c.model.dtype = 'float32'
-  c.model.remat_backbone = False   # tiny model: no rematerialisation anywhere
-  c.model.remat_pixel_decoder = False
-  c.model.remat_decoder = False
+  c.model.remat.update(dict(backbone='none', pixel_decoder='none', decoder='none'))  # tiny: no rematerialisation
   c.model.pixel_decoder.update(dict(layers=2, heads=4, ffn_dim=128))
   c.model.decoder.update(dict(layers=3, heads=4, ffn_dim=128))
   c.model.htqg.mlp_hidden = 64

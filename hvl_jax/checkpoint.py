@@ -10,15 +10,15 @@ restore, a newest checkpoint that cannot be read is reported and the previous
 one is used.
 """
 import os
-from typing import Any, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 from absl import logging
 import grain
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
-
-class CheckpointError(RuntimeError):
-  pass
+from hvl_jax.errors import CheckpointError
 
 
 META = {'step': 'optimizer'}
@@ -49,6 +49,30 @@ class Checkpointer:
   def restore(self, abstract_state, data_iterator=None, step: Optional[int] = None,
               grad_accum: int = 1) -> Tuple[Any, int]:
     """Restores `step` (default: newest readable). Returns (state, step); raises if none is readable."""
+
+    def read(s):
+      items = {'state': ocp.args.StandardRestore(abstract_state)}
+      if data_iterator is not None:
+        items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
+      return self.manager.restore(s, args=ocp.args.Composite(**items))['state']
+
+    return self.newest_readable(read, step, grad_accum)
+
+  def restore_parts(self, abstract_parts, step: Optional[int] = None, grad_accum: int = 1) -> Tuple[Any, int]:
+    """Only some fields of the saved state, e.g. {'params': shapes, 'frozen': shapes} for
+    evaluation (no optimizer state is read, nor needs to be known). Returns ({field: tree}, step)
+    with numpy leaves."""
+    restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract_parts)
+
+    def read(s):
+      with ocp.PyTreeCheckpointer() as reader:
+        return reader.restore(os.path.join(self.directory, str(s), 'state'), args=ocp.args.PyTreeRestore(
+            item=abstract_parts, restore_args=restore_args, partial_restore=True))
+
+    return self.newest_readable(read, step, grad_accum)
+
+  def newest_readable(self, read: Callable[[int], Any], step: Optional[int], grad_accum: int) -> Tuple[Any, int]:
+    """(read(s), s) for `step`, or the newest step that `read` can read; raises if none is readable."""
     candidates = [step] if step is not None else self.steps()[::-1]
     if not candidates:
       raise CheckpointError(f'{self.directory}: no checkpoint found')
@@ -59,15 +83,12 @@ class Checkpointer:
             f'{self.directory}/{s}: an old-format checkpoint numbered by micro-steps; with '
             f'train.grad_accum={grad_accum} its optimizer step would be {s // grad_accum}. It cannot be '
             'resumed as it is: start a new workdir (or evaluate it with --config.train.grad_accum=1)')
-      items = {'state': ocp.args.StandardRestore(abstract_state)}
-      if data_iterator is not None:
-        items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
       try:
-        restored = self.manager.restore(s, args=ocp.args.Composite(**items))
+        restored = read(s)
         if errors:
           logging.warning('Restored checkpoint step %d instead of the newest: %s', s, '; '.join(errors))
           print(f'WARNING: newest checkpoint unreadable, fell back to step {s}: {"; ".join(errors)}', flush=True)
-        return restored['state'], s
+        return restored, s
       except Exception as e:  # pylint: disable=broad-except
         errors.append(f'step {s} in {self.directory}: {type(e).__name__}: {e}'[:500])
     raise CheckpointError('no readable checkpoint: ' + '; '.join(errors))

@@ -11,7 +11,7 @@ them into the named training classes and the new ones (`evaluate_open_vocabulary
 import json
 import os
 import time
-from typing import Optional, Sequence
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import jax
 from jax.experimental import multihost_utils
@@ -22,6 +22,7 @@ from hvl_jax import metrics
 from hvl_jax import open_vocabulary
 from hvl_jax import state as state_lib
 from hvl_jax.data import datasets
+from hvl_jax.models import hvl
 
 
 def process_share(n: int):
@@ -53,20 +54,34 @@ def ratio(a, b):
 
 
 class Progress:
-  """A console line for process 0: images done, images/s, ETA."""
+  """A console line for process 0: images done, images/s, ETA. The first image's time holds the
+  predictor's compilation, so the rate and the ETA count from the end of it."""
 
   def __init__(self, total: int, every_s: float = 10.0):
     self.total, self.every_s = total, every_s
     self.t0 = self.last = time.time()
+    self.first = None
 
   def update(self, done: int):
     now = time.time()
-    if jax.process_index() != 0 or (now - self.last < self.every_s and done != self.total):
+    if done == 1:
+      self.first = now
+    if jax.process_index() != 0 or (now - self.last < self.every_s and done not in (1, self.total)):
       return
     self.last = now
-    rate = done / max(now - self.t0, 1e-9)
+    if done == 1:
+      print(f'eval 1/{self.total} images (compiling and the first image: {now - self.t0:.1f} s)', flush=True)
+      return
+    rate = (done - 1) / max(now - self.first, 1e-9)
     eta = time.strftime('%H:%M:%S', time.gmtime((self.total - done) / max(rate, 1e-9)))
     print(f'eval {done}/{self.total} images, {rate:.2f} images/s, ETA {eta}', flush=True)
+
+
+class Evaluation(NamedTuple):
+  """What `Evaluator.run` returns: the results (also written as json) and (image, prediction,
+  label) of the first `num_samples` images of process 0 (for TensorBoard)."""
+  results: dict
+  samples: List[Tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 class Evaluator:
@@ -74,24 +89,26 @@ class Evaluator:
   with `prepare(params)`, `describe()` and `predict(prepared, image) -> inference.Prediction`).
 
   Each process evaluates its share of the images (`process_share`); the confusion matrices are
-  summed over the processes. After `run`, `samples` holds (image, prediction, label) of the first
-  `num_samples` images of process 0 (for TensorBoard). `seen` (K,) ints (open-vocabulary
-  inference, `open_vocabulary.seen_classes`) adds `miou_seen` and `miou_unseen`.
+  summed over the processes. `run` also returns (image, prediction, label) of the first
+  `num_samples` images. `seen` (K,) ints (open-vocabulary inference,
+  `open_vocabulary.seen_classes`) adds `miou_seen` and `miou_unseen`.
   """
 
-  def __init__(self, config, predictor, source, class_names: Sequence[str], num_samples: int = 4,
+  def __init__(self, config, predictor, source, class_names: Sequence[str], num_samples: int = 0,
                seen: Optional[np.ndarray] = None):
     self.config, self.predictor, self.source, self.names = config, predictor, source, list(class_names)
-    self.num_samples, self.samples, self.seen = num_samples, [], seen
+    self.num_samples, self.seen = num_samples, seen
 
-  def run(self, params, workdir: Optional[str], tag: str = 'eval', extra: Optional[dict] = None):
-    """Evaluates `params`; `extra` entries are added to the results (and the json)."""
+  def run(self, params, workdir: Optional[str], tag: str = 'eval', extra: Optional[dict] = None,
+          title: str = 'The network') -> Evaluation:
+    """Evaluates `params`; `extra` entries are added to the results (and the json). The table
+    printed (and written) is headed by `title`: what was evaluated."""
     k = len(self.names)
     d = self.config.data
     conf = np.zeros((k, k), np.int64)
     presence = np.zeros(3, np.int64)       # gating's TP, FP, FN over images and classes
     n = len(self.source)
-    self.samples = []
+    samples = []
     prepared = self.predictor.prepare(params)
     share = process_share(n)
     progress = Progress(len(share))
@@ -99,8 +116,8 @@ class Evaluator:
     for done, i in enumerate(share, 1):
       record = self.source[i]
       pred = self.predictor.predict(prepared, record['image'])
-      if len(self.samples) < self.num_samples:
-        self.samples.append((record['image'], pred.classes, record['label']))
+      if len(samples) < self.num_samples:
+        samples.append((record['image'], pred.classes, record['label']))
       conf += metrics.confusion_matrix(pred.classes, record['label'], k, d.ignore_index)
       if pred.present is not None:
         gated = True
@@ -118,7 +135,8 @@ class Evaluator:
     if self.seen is not None:
       results.update(open_vocabulary.split_miou(per_class, self.seen))
     results.update(extra or {})
-    table = format_table(self.names, per_class, miou)
+    table = f'{title}: mIoU on {n} {self.source_name()} images (eval_{tag}.json)\n'
+    table += format_table(self.names, per_class, miou)
     shown = ((('relevance_precision', 'relevance_recall') if gated else ())
              + (('miou_seen', 'miou_unseen') if self.seen is not None else ()))
     if shown:
@@ -130,7 +148,11 @@ class Evaluator:
         json.dump(results, f, indent=2)
       with open(os.path.join(workdir, f'eval_{tag}.txt'), 'w') as f:
         f.write(table + '\n')
-    return results
+    return Evaluation(results, samples)
+
+
+  def source_name(self) -> str:
+    return f'{self.config.data.name} val'
 
 
 def format_table(names, per_class, miou) -> str:
@@ -149,7 +171,8 @@ def baseline_results(config, model, source, names, params, workdir: Optional[str
   if not config.inference.zero_shot_baseline:
     return {}
   predictor = inference.Predictor.from_config(config, model, zero_shot_baseline=True)
-  results = Evaluator(config, predictor, source, names, seen=seen).run(params, workdir, tag='zero_shot')
+  results = Evaluator(config, predictor, source, names, seen=seen).run(
+      params, workdir, tag='zero_shot', title='Baseline, the frozen CLIP alone (dense zero-shot)').results
   return {f'zero_shot_{key}': results[key] for key in ('miou', 'miou_seen', 'miou_unseen') if key in results}
 
 
@@ -175,20 +198,23 @@ def evaluate_open_vocabulary(config, model, clip, params, workdir: Optional[str]
     print(f'No closed-set baseline: inference.class_names leaves out training classes {unnamed}', flush=True)
   else:
     closed = open_vocabulary.Relabelled(inference.Predictor.from_config(config, model), ov.seen)
-    extra['closed_set_miou_seen'] = evaluator(closed).run(params, workdir, tag='closed_set')['miou_seen']
+    extra['closed_set_miou_seen'] = evaluator(closed).run(
+        params, workdir, tag='closed_set', title='The network, its training classes only').results['miou_seen']
   extra.update(baseline_results(ov.config, ov.model, source, ov.names, params, workdir, ov.seen))
   predictor = inference.Predictor.from_config(ov.config, ov.model, seen=ov.seen)
-  return evaluator(predictor).run(params, workdir, tag='open_vocabulary', extra=extra)
+  return evaluator(predictor).run(params, workdir, tag='open_vocabulary', extra=extra,
+                                  title=f'The network, open vocabulary ({len(ov.names)} names)').results
 
 
 def evaluate_checkpoint(config, workdir: str, checkpoint: Optional[str] = None):
   """Evaluates `checkpoint` (default: the newest in <workdir>/checkpoints) on the val split; with
   inference.class_names, on those names (`evaluate_open_vocabulary`)."""
-  model, clip, names = state_lib.build(config)
+  names = datasets.class_names(config)
+  model, clip = hvl.build_model(config, names)
   params = state_lib.restore_params(config, model, clip, checkpoint or os.path.join(workdir, 'checkpoints'))
   if config.inference.class_names:
     return evaluate_open_vocabulary(config, model, clip, params, workdir)
   source = datasets.make_sources(config)['val']
   extra = baseline_results(config, model, source, names, params, workdir)
   return Evaluator(config, inference.Predictor.from_config(config, model), source, names).run(
-      params, workdir, tag='eval', extra=extra)
+      params, workdir, tag='eval', extra=extra, title='The trained network').results

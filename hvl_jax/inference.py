@@ -31,6 +31,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from hvl_jax import sharding
 from hvl_jax.data import transforms
 from hvl_jax.models import hvl
+from hvl_jax.models import semantic
 from hvl_jax.models import zero_shot
 from hvl_jax.models.backbones import clip as clip_lib
 
@@ -98,7 +99,7 @@ def network_scores(model: hvl.HVL, mode: str, mesh: Optional[Mesh] = None, seen:
   prepare(params) -> (params, text queries); scores(prepared, images (N, h, w, 3) uint8, valid
   (N, h, w) bool) -> (class scores (N, h, w, K) of the last DQTD layer, present (N, K) or None),
   the batch sharded over `mesh` when given. `seen` (K,) ints: the training class of each of the
-  model's classes, -1 for a new one (open-vocabulary inference, `hvl.open_vocabulary_logits`).
+  model's classes, -1 for a new one (open-vocabulary inference, `semantic.open_vocabulary_logits`).
   """
 
   def text_queries(params):
@@ -109,8 +110,8 @@ def network_scores(model: hvl.HVL, mode: str, mesh: Optional[Mesh] = None, seen:
     out = model.apply({'params': params}, clip_lib.normalize_images(images), text=text, valid=valid)
     cls, masks = out['predictions'][-1]
     if seen is not None:
-      cls = hvl.open_vocabulary_logits(cls, seen, model.cfg.num_levels, out['relevance'])
-    return hvl.upsampled_class_scores(cls, masks, images.shape[1:3], mode), out['present']
+      cls = semantic.open_vocabulary_logits(cls, seen, model.cfg.num_levels, out['relevance'])
+    return semantic.upsampled_class_scores(cls, masks, images.shape[1:3], mode), out['present']
 
   return jitted(text_queries, scores, mesh)
 
@@ -201,7 +202,7 @@ class Predictor:
     batch = -(-config.inference.window_batch // len(devices)) * len(devices)
     windowed = config.inference.protocol != 'whole'
     # Whole images come one at a time: nothing to shard.
-    mesh = Mesh(np.asarray(devices), ('data',)) if windowed and len(devices) > 1 else None
+    mesh = sharding.make_mesh(devices) if windowed and len(devices) > 1 else None
     prepare, scores = (zero_shot_scores(model, mesh) if zero_shot_baseline
                        else network_scores(model, config.inference.mode, mesh, seen))
     # the coarsest pyramid level halves the token grid

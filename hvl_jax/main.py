@@ -17,6 +17,12 @@ import sys
 if sys.version_info < (3, 12):   # before jax, whose releases for this code need 3.12
   sys.exit(f'error: hvl_jax needs Python 3.12 or later, this is {sys.version.split()[0]}: install python3.12, '
            'then `python3.12 -m venv .venv && .venv/bin/python -m pip install -r requirements.txt`')
+# Before jax and transformers are imported. XLA logs a compilation of more than a few seconds as
+# an error ("Very slow compile?") that reads like a failure: the console says instead that the
+# step compiles and how long it took (XLA's real errors still raise). transformers advises at
+# import that PyTorch is missing, which this program does not use. Either can be set to see them.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+os.environ.setdefault('TRANSFORMERS_NO_ADVISORY_WARNINGS', '1')
 
 from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
@@ -24,13 +30,13 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from hvl_jax import checkpoint
+from hvl_jax import config_history
 from hvl_jax import evaluate
 from hvl_jax import predict
 from hvl_jax import preemption
 from hvl_jax import train
 from hvl_jax.data import datasets
-from hvl_jax.models.backbones import clip_weights
+from hvl_jax.errors import CheckpointError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
@@ -41,7 +47,7 @@ _OUTPUT = flags.DEFINE_string('output', None, 'predict: where index PNGs and ove
 flags.mark_flags_as_required(['config', 'workdir'])
 
 # Raised for input a user can fix; their messages name the file or config field.
-USER_ERRORS = (datasets.DataError, clip_weights.CheckpointError, checkpoint.CheckpointError, ValueError,
+USER_ERRORS = (datasets.DataError, CheckpointError, ValueError,
                FileNotFoundError, FloatingPointError)
 
 
@@ -62,10 +68,11 @@ def main(argv):
   os.makedirs(workdir, exist_ok=True)
   logging.info('JAX process %d/%d, local devices: %s', jax.process_index(), jax.process_count(),
                jax.local_devices())
-  print(f'Resolved config ({_MODE.value}):\n{config}', flush=True)
+  resolved = os.path.join(workdir, f'config_{_MODE.value}.json')
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, f'config_{_MODE.value}.json'), 'w') as f:
+    with open(resolved, 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
+  print(config_summary(config, workdir, resolved), flush=True)
 
   if _MODE.value == 'train':
     train.train_and_evaluate(config, workdir)
@@ -73,6 +80,22 @@ def main(argv):
     evaluate.evaluate_checkpoint(config, workdir, _CHECKPOINT.value)
   else:
     predict.predict_files(config, workdir, _INPUT.value, _OUTPUT.value, _CHECKPOINT.value)
+
+
+def config_summary(config, workdir: str, resolved: str) -> str:
+  """A few lines saying what runs where; the whole config is in `resolved`."""
+  d, m = config.data, config.model
+  steps = f'{config.train.steps} steps' if config.train.steps > 0 else f'{config.train.epochs} epochs'
+  devices = jax.devices()
+  return '\n'.join([
+      f'{_MODE.value}: {config_flags.get_config_filename(flags.FLAGS["config"])} (every field in {resolved})',
+      f'  dataset  {d.name}{f" at {d.root}" if d.root else ""}, {d.num_classes} classes, crop {d.crop_size}',
+      f'  network  {m.backbone} backbone ({m.clip.pretrained or "random weights"}), {m.queries} queries, '
+      f'width {m.hidden_dim}, {m.dtype}',
+      f'  training {steps} of {d.labeled_batch} labeled + {d.unlabeled_batch} unlabeled images '
+      f'({config.train.grad_accum} micro-step{"s" if config.train.grad_accum > 1 else ""} each)',
+      f'  devices  {len(devices)} x {devices[0].platform} ({devices[0].device_kind}), JAX {jax.__version__}',
+      f'  workdir  {workdir}'])
 
 
 def config_path(argv) -> str:
@@ -90,6 +113,8 @@ def parse_flags(argv):
   path = config_path(argv)
   if path and not os.path.isfile(path):
     sys.exit(f'error: --config {path}: no such config file')
+  if config_history.old_fields_in_argv(argv):
+    sys.exit(f'error: {config_history.old_fields_in_argv(argv)}')
   try:
     return flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError) as e:

@@ -4,8 +4,10 @@ from typing import Tuple
 
 import numpy as np
 
+from hvl_jax.constants import IGNORE_INDEX
 
-def confusion_matrix(pred, label, num_classes: int, ignore_index: int = 255) -> np.ndarray:
+
+def confusion_matrix(pred, label, num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
   """(K, K) int64 counts, rows = ground truth, columns = prediction; ignore pixels dropped.
 
   pred, label: integer arrays of the same shape.

@@ -1,15 +1,26 @@
-"""The complete HVL objective for one step (the paper, section 3; docs/method.md), every term returned for logging.
+"""The complete HVL objective for one step (the paper, section 3; docs/method.md) as four named
+parts, every term returned for logging:
+
+  supervised          L_seg, the Mask2Former criterion on the labeled images;
+  consistency         weak view -> pseudo-labels -> two CutMix strong views and the
+                      feature-perturbation view, plus entropy (SemiVL / UniMatch);
+  prompt              the HTQG's regularizers L_div and L_prompt = L_topo + L_anchor;
+  vision_language     L_vl = L_align + L_mask on labeled images with one class masked out.
 
   total = (L_seg + w_s (L_s1 + L_s2) + w_fp L_fp) / 2 + w_ent (H_s1 + H_s2) / 2
           + w_div L_div + w_prompt (L_topo + L_anchor) + w_vl (w_align L_align + w_mask L_mask)
 
-One backbone pass covers labeled, weak, both strong and the class-masked
-labeled images; one decoder pass covers labeled, weak and strong images; the
-feature-perturbation view decodes the weak features again after channel dropout.
-Per-pixel unlabeled terms are computed at the mask-logit resolution (stride 4, or 3.5 for
-patch-14 backbones).
+(without unlabeled images, total = L_seg + the regularizers). Each part has its own small frozen
+config (`ObjectiveConfig.from_config` reads `loss`, `semi` and `data` once, outside tracing); a
+weight of 0 removes its term, and its part when all of the part's weights are 0, without touching
+the others. `forward` runs the passes the parts share: one backbone pass over labeled, weak, both
+strong and the class-masked labeled images, one decoder pass over labeled and strong images; the
+weak view and the feature-perturbation view (the weak features again after channel dropout) are
+decoded apart. Per-pixel unlabeled terms are computed at the mask-logit resolution (stride 4, or
+3.5 for patch-14 backbones).
 """
-from typing import Dict, NamedTuple, Optional
+import dataclasses
+from typing import Dict, List, NamedTuple, Optional, Tuple
 
 import jax
 import jax.numpy as jnp
@@ -17,7 +28,10 @@ import numpy as np
 
 from hvl_jax.losses import regularizers, segmentation, semi
 from hvl_jax.models import hvl
+from hvl_jax.models import semantic
 from hvl_jax.ops.sampling import patch_majority
+
+Terms = Dict[str, jax.Array]
 
 
 class Batch(NamedTuple):
@@ -35,6 +49,68 @@ class Batch(NamedTuple):
   box1: jax.Array
   box2: jax.Array
   valid_u: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class ConsistencyConfig:
+  """`semi`: pseudo-label confidence threshold, the weights of the strong views, the
+  feature-perturbation view and the entropy, and the perturbation's channel dropout rate."""
+  conf_threshold: float = 0.95
+  strong_weight: float = 0.25
+  fp_weight: float = 0.5
+  entropy_weight: float = 0.1
+  feature_dropout: float = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class PromptConfig:
+  """`loss.div` (L_div) and `loss.prompt` (L_topo + L_anchor) weights, and their reduction over
+  classes ('mean' | 'sum', `losses.regularizers`)."""
+  div: float = 0.1
+  prompt: float = 1.0
+  reduction: str = 'mean'
+
+  @property
+  def enabled(self) -> bool:
+    return self.div > 0 or self.prompt > 0
+
+
+@dataclasses.dataclass(frozen=True)
+class VisionLanguageConfig:
+  """`loss.vl` (w_vl), `loss.align`, `loss.mask` weights, the temperature of L_align and the
+  label value that L_vl's hidden region grows through."""
+  weight: float = 0.1
+  align: float = 1.0
+  mask: float = 1.0
+  tau: float = 0.07
+  ignore_index: int = 255
+
+  @property
+  def enabled(self) -> bool:
+    return self.weight > 0 and (self.align > 0 or self.mask > 0)
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+  """The four parts' configs."""
+  supervised: segmentation.CriterionConfig
+  consistency: ConsistencyConfig = ConsistencyConfig()
+  prompt: PromptConfig = PromptConfig()
+  vision_language: VisionLanguageConfig = VisionLanguageConfig()
+
+  @classmethod
+  def from_config(cls, config) -> 'ObjectiveConfig':
+    sc, lc = config.semi, config.loss
+    if lc.regularizer_reduction not in ('mean', 'sum'):
+      raise ValueError(f"loss.regularizer_reduction must be 'mean' or 'sum', got {lc.regularizer_reduction!r}")
+    return cls(
+        supervised=segmentation.CriterionConfig.from_config(config),
+        consistency=ConsistencyConfig(
+            conf_threshold=sc.conf_threshold, strong_weight=sc.strong_weight, fp_weight=sc.fp_weight,
+            entropy_weight=sc.entropy_weight, feature_dropout=sc.feature_dropout),
+        prompt=PromptConfig(div=lc.div, prompt=lc.prompt, reduction=lc.regularizer_reduction),
+        vision_language=VisionLanguageConfig(weight=lc.vl, align=lc.align, mask=lc.mask, tau=lc.tau,
+                                             ignore_index=config.data.ignore_index))
 
 
 def nearest_cells(x, size):
@@ -92,122 +168,171 @@ def random_present_class(labels, num_classes, rng):
 def labeled_relevance(model: hvl.HVL, labels, num_classes):
   """s_k of labeled images: GT presence (background kept at 1); all ones when gating is off."""
   present = segmentation.classes_present(labels, num_classes).astype(jnp.float32)
-  if model.cfg.relevance_mode == 'all':
+  if model.cfg.relevance.mode == 'all':
     return jnp.ones_like(present)
   return model.keep_background(present)
 
 
-def compute_loss(model: hvl.HVL, params, batch: Batch, rng, config,
-                 teacher_params: Optional[dict] = None):
-  """Returns (total loss, dict of every term)."""
-  parts, terms = weighted_terms(model, params, batch, rng, config, teacher_params)
-  total = sum(parts.values())
-  terms['total'] = total
-  return total, terms
+class Forward(NamedTuple):
+  """What the parts share from one step's passes.
+
+  text: `HVL.text_queries`; taps: the backbone's taps over every encoded row (labeled, weak,
+  strong 1, strong 2, masked labeled); dense: (Bl, h, w, E) dense features of the masked rows
+  (None without L_vl); predictions: per decoder layer (cls (N, Q, K+1), masks (N, h, w, Q)) of the
+  labeled rows, then the strong rows; rel_w: (Bu, K) s_k of the weak views; vl_class: (Bl,) the
+  masked class (None without L_vl); reference: E_I^0's dense features of the unmasked labeled
+  images (None without L_mask).
+  """
+  text: dict
+  taps: List[jax.Array]
+  dense: Optional[jax.Array]
+  predictions: List[Tuple[jax.Array, jax.Array]]
+  rel_w: Optional[jax.Array]
+  vl_class: Optional[jax.Array]
+  reference: Optional[jax.Array]
 
 
-def weighted_terms(model: hvl.HVL, params, batch: Batch, rng, config,
-                   teacher_params: Optional[dict] = None):
-  """(parts, terms): the weighted summands of the total loss by name (their sum is the total;
-  benchmarks/grad_shares.py differentiates each) and every unweighted term for logging."""
-  cfg = model.cfg
-  crit = segmentation.CriterionConfig.from_config(config)
+def strong_views(batch: Batch):
+  """The two CutMix strong views (Bu, H, W, 3): each image with its partner's box pasted in."""
+  return [jnp.where(box[..., None], cutmix_partner(img), img)
+          for box, img in ((batch.box1, batch.image_s1), (batch.box2, batch.image_s2))]
+
+
+def forward(model: hvl.HVL, params, batch: Batch, vl_key, cfg: ObjectiveConfig) -> Forward:
+  """The shared passes (module docstring); the weak rows are encoded but not decoded here."""
+  apply = lambda method, *a: model.apply({'params': params}, *a, method=method)
   bl, bu = batch.image_l.shape[0], batch.image_w.shape[0]
-  k_crit, k_fp, k_vl, k_ema = jax.random.split(rng, 4)
-  apply = lambda method, *a, p=params, **kw: model.apply({'params': p}, *a, method=method, **kw)
-  terms: Dict[str, jax.Array] = {}
-
+  vl = cfg.vision_language
   text = apply(hvl.HVL.text_queries)
-  rel_l = apply(labeled_relevance, batch.label_l, cfg.num_classes)
-
-  # L_vl: one present class per labeled image masked with the normalisation mean (0 after norm).
-  use_vl = config.loss.vl > 0
-  masked_images = []
-  if use_vl:
-    vl_class = random_present_class(batch.label_l, cfg.num_classes, k_vl)
-    hide = hidden_region(batch.label_l, vl_class, config.data.ignore_index)[..., None]
-    masked_images = [jnp.where(hide, 0.0, batch.image_l)]
-
+  rel_l = apply(labeled_relevance, batch.label_l, model.cfg.num_classes)
+  masked, vl_class, reference = [], None, None
+  if vl.enabled:     # one present class per labeled image masked with the normalisation mean (0)
+    vl_class = random_present_class(batch.label_l, model.cfg.num_classes, vl_key)
+    hide = hidden_region(batch.label_l, vl_class, vl.ignore_index)[..., None]
+    masked = [jnp.where(hide, 0.0, batch.image_l)]
+    if vl.mask > 0:    # E_I^0 on the unmasked labeled images: the L_mask reference
+      reference = apply(hvl.HVL.reference_features, batch.image_l)['dense']
+  strong, rel_w, rel_s = [], None, []
   if bu:
-    strong = [jnp.where(box[..., None], cutmix_partner(img), img)
-              for box, img in ((batch.box1, batch.image_s1), (batch.box2, batch.image_s2))]
+    strong = strong_views(batch)
     rel_w = apply(hvl.HVL.image_relevance, batch.image_w, text['t_clip'], batch.valid_u)
     rel_s = [jnp.where(box.any((1, 2))[:, None], jnp.maximum(rel_w, cutmix_partner(rel_w)), rel_w)
              for box in (batch.box1, batch.box2)]
-    rel_s = jnp.concatenate(rel_s)
+  images = jnp.concatenate([batch.image_l] + ([batch.image_w] if bu else []) + strong + masked)
+  enc = apply(hvl.HVL.encode, images, vl.enabled)
+  rows = lambda t: jnp.concatenate([t[:bl], t[bl + bu:bl + 3 * bu]])    # labeled and strong rows
+  predictions = apply(hvl.HVL.decode, [rows(t) for t in enc['taps']], jnp.concatenate([rel_l] + rel_s), text)
+  dense = enc['dense'][bl + 3 * bu:] if vl.enabled else None
+  return Forward(text, enc['taps'], dense, predictions, rel_w, vl_class, reference)
+
+
+def supervised_loss(predictions, labels, cfg: segmentation.CriterionConfig, key) -> Terms:
+  """L_seg of the labeled rows (the first labels.shape[0] of each prediction): `seg` and the
+  criterion's terms (`seg_*`)."""
+  bl = labels.shape[0]
+  seg = segmentation.set_criterion([(c[:bl], m[:bl]) for c, m in predictions], labels, cfg, key)
+  return {f'seg_{k}': v for k, v in seg.items()}
+
+
+def weak_probs(model: hvl.HVL, params, fwd: Forward, bl: int, bu: int, teacher_params, images_w):
+  """The weak views' class distribution (Bu, h, w, K), no gradient: the EMA teacher's forward
+  pass when there is one, else the network's decoder over the weak rows' features."""
+  if teacher_params is not None:
+    preds = model.apply({'params': teacher_params}, images_w, fwd.rel_w)['predictions'][-1]
   else:
-    strong, rel_s = [], rel_l[:0]
-  # E_I^0 on the unmasked labeled images: the L_mask reference.
-  reference = apply(hvl.HVL.reference_features, batch.image_l) if use_vl else None
-  images = jnp.concatenate([batch.image_l] + ([batch.image_w] if bu else []) + strong + masked_images)
+    taps = [jax.lax.stop_gradient(t[bl:bl + bu]) for t in fwd.taps]
+    preds = model.apply({'params': params}, taps, fwd.rel_w, jax.lax.stop_gradient(fwd.text),
+                        method=hvl.HVL.decode)[-1]
+  return jax.lax.stop_gradient(semantic.semantic_probs(*preds))
 
-  enc = apply(hvl.HVL.encode, images, dense=use_vl)
-  n_dec = bl + 3 * bu
-  forward_only = config.semi.weak_view_forward_only
-  # Decoded rows: labeled, (weak,) strong 1, strong 2. The weak view only gives detached
-  # pseudo-labels, so by default its decoder pass runs apart, forward only (no backward, nothing
-  # rematerialised for it); its backbone features keep their gradient through the
-  # feature-perturbation view.
-  weak_rows = slice(bl, bl + bu)
-  rows = lambda t: (jnp.concatenate([t[:bl], t[bl + bu:n_dec]]) if forward_only else t[:n_dec])
-  relevance = jnp.concatenate([rel_l] + ([] if forward_only or not bu else [rel_w]) + [rel_s])
-  preds = apply(hvl.HVL.decode, [rows(t) for t in enc['taps']], relevance, text)
-  strong_offset = bl if forward_only else bl + bu    # first strong row in `preds`
 
-  seg = segmentation.set_criterion([(c[:bl], m[:bl]) for c, m in preds], batch.label_l, crit, k_crit)
-  terms.update({f'seg_{k}': v for k, v in seg.items()})
-  parts = {'seg': seg['seg']}
-
-  if bu:
-    cls, masks = preds[-1]
-    cells = masks.shape[1:3]
-    if teacher_params is not None:
-      t_preds = apply(hvl.HVL.__call__, batch.image_w, rel_w, p=teacher_params)['predictions'][-1]
-      probs_w = hvl.semantic_probs(*t_preds)
-    elif forward_only:
-      weak_taps = [jax.lax.stop_gradient(t[weak_rows]) for t in enc['taps']]
-      probs_w = hvl.semantic_probs(*apply(hvl.HVL.decode, weak_taps, rel_w, jax.lax.stop_gradient(text))[-1])
-    else:
-      probs_w = hvl.semantic_probs(cls[weak_rows], masks[weak_rows])
-    probs_w = jax.lax.stop_gradient(probs_w)
-    conf, pseudo = probs_w.max(-1), probs_w.argmax(-1).astype(jnp.int32)
-    valid = nearest_cells(batch.valid_u, cells)
-    sc = config.semi
-
-    fp_taps = [channel_dropout(t[weak_rows], config.model.feature_dropout, jax.random.fold_in(k_fp, i))
-               for i, t in enumerate(enc['taps'])]
-    fp_cls, fp_masks = apply(hvl.HVL.decode, fp_taps, rel_w, text)[-1]
-    terms['semi_fp'] = semi.pseudo_label_loss(hvl.semantic_probs(fp_cls, fp_masks), pseudo, conf, valid,
-                                              sc.conf_threshold)
-    for i, box in enumerate((batch.box1, batch.box2)):
-      box = nearest_cells(box, cells)
-      mix = lambda x: jnp.where(box, cutmix_partner(x), x)
-      lo = strong_offset + bu * i
-      probs_s = hvl.semantic_probs(cls[lo:lo + bu], masks[lo:lo + bu])
-      valid_s = mix(valid)
-      terms[f'semi_s{i + 1}'] = semi.pseudo_label_loss(probs_s, mix(pseudo), mix(conf), valid_s,
-                                                      sc.conf_threshold)
-      terms[f'entropy_s{i + 1}'] = semi.entropy_loss(probs_s, valid_s)
-    terms['pseudo_confident_fraction'] = jax.lax.stop_gradient(
-        ((conf >= sc.conf_threshold) & valid).sum() / jnp.maximum(valid.sum(), 1))
-    # (L_seg + w_s (L_s1 + L_s2) + w_fp L_fp) / 2 + w_ent (H_s1 + H_s2) / 2
-    parts = {'seg': seg['seg'] / 2,
-             'semi_strong': sc.strong_weight * (terms['semi_s1'] + terms['semi_s2']) / 2,
-             'semi_fp': sc.fp_weight * terms['semi_fp'] / 2,
-             'entropy': sc.entropy_weight * (terms['entropy_s1'] + terms['entropy_s2']) / 2}
-
-  lc = config.loss
-  if cfg.queries == 'htqg':
-    reduction = lc.regularizer_reduction
-    terms['div'] = regularizers.diversity_loss(text['level_queries'], reduction)
-    terms['topo'] = regularizers.topology_loss(text['t_hat'], text['t_clip'], reduction)
-    terms['anchor'] = regularizers.anchor_loss(text['phi'], text['t_clip'], reduction)
-    parts.update(div=lc.div * terms['div'], topo=lc.prompt * terms['topo'], anchor=lc.prompt * terms['anchor'])
-  if use_vl:
-    x_mask = enc['dense'][n_dec:]
-    region = class_region(batch.label_l, vl_class, batch.image_l.shape[1] // x_mask.shape[1])
-    classes = jnp.broadcast_to(vl_class[:, None, None], region.shape)
-    terms['vl_mask'] = regularizers.mask_consistency_loss(x_mask, reference['dense'], region)
-    terms['vl_align'] = regularizers.align_loss(x_mask, text['t_clip'], classes, region, lc.tau)
-    parts.update(vl_align=lc.vl * lc.align * terms['vl_align'], vl_mask=lc.vl * lc.mask * terms['vl_mask'])
+def consistency_loss(model: hvl.HVL, params, fwd: Forward, batch: Batch, cfg: ConsistencyConfig, fp_key,
+                     teacher_params=None) -> Tuple[Terms, Terms]:
+  """(parts, terms): pseudo-labels of the weak views teach both strong views (CutMixed with
+  them) and the feature-perturbation view; entropy of the strong views."""
+  bl, bu = batch.image_l.shape[0], batch.image_w.shape[0]
+  cls, masks = fwd.predictions[-1]
+  cells = masks.shape[1:3]
+  probs_w = weak_probs(model, params, fwd, bl, bu, teacher_params, batch.image_w)
+  conf, pseudo = probs_w.max(-1), probs_w.argmax(-1).astype(jnp.int32)
+  valid = nearest_cells(batch.valid_u, cells)
+  terms = {}
+  fp_taps = [channel_dropout(t[bl:bl + bu], cfg.feature_dropout, jax.random.fold_in(fp_key, i))
+             for i, t in enumerate(fwd.taps)]
+  fp = model.apply({'params': params}, fp_taps, fwd.rel_w, fwd.text, method=hvl.HVL.decode)[-1]
+  terms['semi_fp'] = semi.pseudo_label_loss(semantic.semantic_probs(*fp), pseudo, conf, valid, cfg.conf_threshold)
+  for i, box in enumerate((batch.box1, batch.box2)):
+    box = nearest_cells(box, cells)
+    mix = lambda x: jnp.where(box, cutmix_partner(x), x)
+    lo = bl + bu * i
+    probs_s = semantic.semantic_probs(cls[lo:lo + bu], masks[lo:lo + bu])
+    valid_s = mix(valid)
+    terms[f'semi_s{i + 1}'] = semi.pseudo_label_loss(probs_s, mix(pseudo), mix(conf), valid_s, cfg.conf_threshold)
+    terms[f'entropy_s{i + 1}'] = semi.entropy_loss(probs_s, valid_s)
+  terms['pseudo_confident_fraction'] = jax.lax.stop_gradient(
+      ((conf >= cfg.conf_threshold) & valid).sum() / jnp.maximum(valid.sum(), 1))
+  parts = {'semi_strong': cfg.strong_weight * (terms['semi_s1'] + terms['semi_s2']) / 2,
+           'semi_fp': cfg.fp_weight * terms['semi_fp'] / 2,
+           'entropy': cfg.entropy_weight * (terms['entropy_s1'] + terms['entropy_s2']) / 2}
   return parts, terms
+
+
+def prompt_loss(text: dict, cfg: PromptConfig) -> Tuple[Terms, Terms]:
+  """(parts, terms): L_div of the level queries, L_topo and L_anchor of the HTQG's outputs."""
+  terms, parts = {}, {}
+  if cfg.div > 0:
+    terms['div'] = regularizers.diversity_loss(text['level_queries'], cfg.reduction)
+    parts['div'] = cfg.div * terms['div']
+  if cfg.prompt > 0:
+    terms['topo'] = regularizers.topology_loss(text['t_hat'], text['t_clip'], cfg.reduction)
+    terms['anchor'] = regularizers.anchor_loss(text['phi'], text['t_clip'], cfg.reduction)
+    parts.update(topo=cfg.prompt * terms['topo'], anchor=cfg.prompt * terms['anchor'])
+  return parts, terms
+
+
+def vision_language_loss(fwd: Forward, labels, cfg: VisionLanguageConfig) -> Tuple[Terms, Terms]:
+  """(parts, terms): L_align of the masked images' dense features in the masked class's region
+  against its text embedding, L_mask against the reference encoder's features."""
+  region = class_region(labels, fwd.vl_class, labels.shape[1] // fwd.dense.shape[1])
+  terms, parts = {}, {}
+  if cfg.mask > 0:
+    terms['vl_mask'] = regularizers.mask_consistency_loss(fwd.dense, fwd.reference, region)
+    parts['vl_mask'] = cfg.weight * cfg.mask * terms['vl_mask']
+  if cfg.align > 0:
+    classes = jnp.broadcast_to(fwd.vl_class[:, None, None], region.shape)
+    terms['vl_align'] = regularizers.align_loss(fwd.dense, fwd.text['t_clip'], classes, region, cfg.tau)
+    parts['vl_align'] = cfg.weight * cfg.align * terms['vl_align']
+  return parts, terms
+
+
+def weighted_terms(model: hvl.HVL, params, batch: Batch, rng, cfg: ObjectiveConfig,
+                   teacher_params: Optional[dict] = None) -> Tuple[Terms, Terms]:
+  """(parts, terms): the weighted summands of the total loss by name (their sum is the total;
+  benchmarks/grad_shares.py differentiates each) and every unweighted term for logging."""
+  k_crit, k_fp, k_vl, _ = jax.random.split(rng, 4)
+  fwd = forward(model, params, batch, k_vl, cfg)
+  terms = supervised_loss(fwd.predictions, batch.label_l, cfg.supervised, k_crit)
+  parts = {'seg': terms['seg_seg']}
+  if batch.image_w.shape[0]:
+    parts['seg'] = terms['seg_seg'] / 2
+    more = consistency_loss(model, params, fwd, batch, cfg.consistency, k_fp, teacher_params)
+    parts.update(more[0])
+    terms.update(more[1])
+  if model.cfg.queries == 'htqg' and cfg.prompt.enabled:
+    more = prompt_loss(fwd.text, cfg.prompt)
+    parts.update(more[0])
+    terms.update(more[1])
+  if cfg.vision_language.enabled:
+    more = vision_language_loss(fwd, batch.label_l, cfg.vision_language)
+    parts.update(more[0])
+    terms.update(more[1])
+  return parts, terms
+
+
+def compute_loss(model: hvl.HVL, params, batch: Batch, rng, cfg: ObjectiveConfig,
+                 teacher_params: Optional[dict] = None):
+  """Returns (total loss, dict of every term)."""
+  parts, terms = weighted_terms(model, params, batch, rng, cfg, teacher_params)
+  total = sum(parts.values())
+  terms['total'] = total
+  return total, terms

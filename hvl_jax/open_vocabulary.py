@@ -3,7 +3,7 @@
 HVL's class-level queries are made from text (HTQG) and each carries its fixed class, so a
 network trained on K classes can query any names: their text queries (frozen E_T with the
 learned prompt, then the level MLPs), their zero-shot relevance s_k (E_I^0 against the fixed
-template), and the pixel's class from `hvl.open_vocabulary_logits`, which scores a new class by
+template), and the pixel's class from `semantic.open_vocabulary_logits`, which scores a new class by
 its own queries' objectness and a named training class as closed-set inference does. The design
 and what the instance queries do are in docs/method.md ("Open-vocabulary inference").
 

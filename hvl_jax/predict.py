@@ -9,6 +9,7 @@ from hvl_jax import open_vocabulary
 from hvl_jax import state as state_lib
 from hvl_jax import visualize
 from hvl_jax.data import datasets
+from hvl_jax.models import hvl
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp')
 
@@ -27,7 +28,8 @@ def list_inputs(path: str):
 def predict_files(config, workdir: str, input_path: str, output_dir: str, checkpoint: Optional[str] = None):
   """Writes <output_dir>/<name>.png and <name>_overlay.jpg for each input image; returns the count."""
   files = list_inputs(input_path)
-  model, clip, names = state_lib.build(config)
+  names = datasets.class_names(config)
+  model, clip = hvl.build_model(config, names)
   params = state_lib.restore_params(config, model, clip, checkpoint or os.path.join(workdir, 'checkpoints'))
   if config.inference.class_names:
     ov = open_vocabulary.build(config, clip)

@@ -2,6 +2,7 @@
 replicated, or (FSDP, `train.fsdp`) sharded along their largest divisible dimension so that
 XLA gathers them where they are used."""
 import contextlib
+from typing import Optional, Sequence
 
 import jax
 import numpy as np
@@ -11,9 +12,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 FSDP_MIN_SIZE = 2 ** 16
 
 
-def make_mesh() -> Mesh:
-  """All devices of all processes on one 'data' axis."""
-  return Mesh(np.asarray(jax.devices()), ('data',))
+def make_mesh(devices: Optional[Sequence[jax.Device]] = None) -> Mesh:
+  """`devices` (default: all devices of all processes) on one 'data' axis."""
+  return Mesh(np.asarray(jax.devices() if devices is None else devices), ('data',))
 
 
 def on_host_cpu():

@@ -1,12 +1,13 @@
 """The train state: what a checkpoint holds besides the data iterator.
 
-`build` turns a config into (model, CLIP, class names); `create_state` draws a fresh state on
-the host CPU; `restore_params` reads the parameters that evaluation and prediction use from a
-checkpoint. `TrainState.step` counts optimizer steps (a step of `train.grad_accum`
-micro-steps), as do the checkpoint numbers, logs and eval files.
+`create_state` draws a fresh state on the host CPU (the optimizer is the caller's `tx_fn`);
+`restore_params` reads the parameters that evaluation and prediction use from a checkpoint,
+without the optimizer state (nothing of training is built for it). `TrainState.step` counts
+optimizer steps (a step of `train.grad_accum` micro-steps), as do the checkpoint numbers, logs
+and eval files.
 """
 import os
-from typing import Any, Dict, Optional, Sequence, Tuple
+from typing import Any, Dict, Tuple
 
 import flax
 import jax
@@ -14,9 +15,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from hvl_jax import checkpoint as ckpt_lib
-from hvl_jax import optim
 from hvl_jax import sharding
-from hvl_jax.data import datasets
+from hvl_jax.errors import CheckpointError
 from hvl_jax.models import hvl
 
 
@@ -44,13 +44,6 @@ def split_params(params, config):
   return ({k: v for k, v in params.items() if k not in keys}, {k: v for k, v in params.items() if k in keys})
 
 
-def build(config, class_names: Optional[Sequence[str]] = None):
-  """(model, CLIP, class names) for a config; the names default to the dataset's."""
-  names = tuple(class_names) if class_names is not None else datasets.class_names(config)
-  model, clip = hvl.build_model(config, names)
-  return model, clip, names
-
-
 def create_state(config, model, clip, tx_fn, image_size: int) -> TrainState:
   """Fresh state on the host CPU: pretrained CLIP weights, random heads."""
   with sharding.on_host_cpu():
@@ -76,18 +69,20 @@ def full_params(state: TrainState):
 
 def restore_params(config, model, clip, checkpoint: str):
   """Evaluation parameters from `checkpoint`: a checkpoint directory (its newest readable step)
-  or one step directory (`.../checkpoints/300`)."""
+  or one step directory (`.../checkpoints/300`). Reads the trained parameters (the EMA teacher's
+  where there is one) and the frozen ones, nothing else."""
   directory, step = checkpoint, None
   if os.path.isdir(os.path.join(directory, 'state')):
     directory, step = os.path.dirname(os.path.abspath(directory)), int(os.path.basename(directory))
   if not os.path.isdir(directory):
-    raise ckpt_lib.CheckpointError(f'{checkpoint}: no such checkpoint directory (pass --checkpoint or train first)')
-  tx_fn = lambda p: optim.make_optimizer(config, p, 1)
-  abstract = abstract_state(config, model, clip, tx_fn)
-  state, step = ckpt_lib.Checkpointer(directory, async_save=False).restore(
-      abstract, step=step, grad_accum=config.train.grad_accum)
+    raise CheckpointError(f'{checkpoint}: no such checkpoint directory (pass --checkpoint or train first)')
+  shapes = jax.eval_shape(lambda: hvl.init_params(model, clip, jax.random.PRNGKey(0), config.data.crop_size))
+  trainable, frozen = split_params(shapes, config)
+  teacher = 'ema_params' if config.semi.ema_decay > 0 else 'params'
+  parts, step = ckpt_lib.Checkpointer(directory, async_save=False).restore_parts(
+      {teacher: trainable, 'frozen': frozen}, step=step, grad_accum=config.train.grad_accum)
   print(f'Restored {directory} step {step}', flush=True)
-  return full_params(state)
+  return {**parts[teacher], **parts['frozen']}
 
 
 def parameter_counts(params) -> Dict[str, int]:

@@ -28,6 +28,7 @@ from hvl_jax import state as state_lib
 from hvl_jax import visualize
 from hvl_jax.data import datasets, pipeline
 from hvl_jax.models.backbones import clip as clip_lib
+from hvl_jax.models import hvl
 
 
 def normalize_batch(batch: Dict[str, jax.Array]) -> objective.Batch:
@@ -40,30 +41,30 @@ def normalize_batch(batch: Dict[str, jax.Array]) -> objective.Batch:
                          get('box2', 'label_l').astype(bool), get('valid_u', 'label_l').astype(bool))
 
 
-def train_step(state: state_lib.TrainState, batch, *, model, tx, config):
+def train_step(state: state_lib.TrainState, batch, *, model, tx, loss: objective.ObjectiveConfig,
+               grad_accum: int = 1, ema_decay: float = 0.0):
   """One micro-step: loss, gradients w.r.t. the trainable params, optimizer update, EMA.
 
-  With train.grad_accum = k the optimizer applies the mean gradient every k-th micro-step;
-  `state.step` (optimizer steps) advances then, and so does the EMA teacher.
+  With grad_accum = k (train.grad_accum) the optimizer applies the mean gradient every k-th
+  micro-step; `state.step` (optimizer steps) advances then, and so does the EMA teacher
+  (semi.ema_decay > 0).
   """
-  accum = config.train.grad_accum
-  rng = jax.random.fold_in(state.rng, state.step * accum + optim.micro_step(state.opt_state))
+  rng = jax.random.fold_in(state.rng, state.step * grad_accum + optim.micro_step(state.opt_state))
   inputs = normalize_batch(batch)
   teacher = None
-  if config.semi.ema_decay > 0:
+  if ema_decay > 0:
     teacher = {**state.ema_params, **state.frozen}
 
   def loss_fn(params):
-    return objective.compute_loss(model, {**params, **state.frozen}, inputs, rng, config, teacher)
+    return objective.compute_loss(model, {**params, **state.frozen}, inputs, rng, loss, teacher)
 
   (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   stepped = optim.micro_step(opt_state) == 0     # this micro-step completed an optimizer step
   ema = state.ema_params
-  if config.semi.ema_decay > 0:
-    d = config.semi.ema_decay
-    ema = jax.tree.map(lambda e, p: jnp.where(stepped, d * e + (1 - d) * p, e), ema, params)
+  if ema_decay > 0:
+    ema = jax.tree.map(lambda e, p: jnp.where(stepped, ema_decay * e + (1 - ema_decay) * p, e), ema, params)
   consecutive, total = optim.nonfinite_counts(opt_state)
   metrics = dict(terms, grad_norm=optax.tree.norm(grads), nonfinite_consecutive=consecutive,
                  nonfinite_total=total)
@@ -72,9 +73,15 @@ def train_step(state: state_lib.TrainState, batch, *, model, tx, config):
   return new_state, metrics
 
 
+def bind_train_step(config, model, tx):
+  """`train_step` with the config's static settings bound (read here, not while tracing)."""
+  return functools.partial(train_step, model=model, tx=tx, loss=objective.ObjectiveConfig.from_config(config),
+                           grad_accum=config.train.grad_accum, ema_decay=config.semi.ema_decay)
+
+
 def jit_train_step(config, model, tx, mesh, state_sharding, donate: bool = True):
   """`train_step` jitted over the mesh: batch sharded on 'data', state as `state_sharding`."""
-  return jax.jit(functools.partial(train_step, model=model, tx=tx, config=config),
+  return jax.jit(bind_train_step(config, model, tx),
                  in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
                  out_shardings=(state_sharding, None), donate_argnums=0 if donate else ())
 
@@ -145,10 +152,21 @@ def mask_budget_note(config, devices: int) -> Optional[str]:
           'and micro-step, so mask-budget groups span devices; --config.loss.budget_images=1 keeps them local.')
 
 
+def compiled(jitted, *args):
+  """`jitted` compiled for `args`, with a console line saying so and how long it took (a start
+  compiles the step, or loads it from JAX's compilation cache)."""
+  print('Compiling the train step ...', flush=True)
+  t0 = time.time()
+  executable = jitted.lower(*args).compile()
+  print(f'Compiled the train step in {time.time() - t0:.1f} s', flush=True)
+  return executable
+
+
 def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   """Trains (resuming from the workdir if possible), then evaluates; returns the final eval results."""
   mesh = sharding.make_mesh()
-  model, clip, names = state_lib.build(config)
+  names = datasets.class_names(config)
+  model, clip = hvl.build_model(config, names)
   sources = datasets.make_sources(config)
   total = pipeline.total_steps(config, sources)
   accum = config.train.grad_accum
@@ -177,7 +195,33 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     print(note, flush=True)
   step_fn = jit_train_step(config, model, tx, mesh, state_sharding)
   progress = ProgressLogger(workdir, total, config.data.labeled_batch + config.data.unlabeled_batch, lr_fn)
-  evaluator = evaluate.Evaluator(config, inference.Predictor.from_config(config, model), sources['val'], names)
+  evaluator = evaluate.Evaluator(config, inference.Predictor.from_config(config, model), sources['val'], names,
+                                 num_samples=4)
+  state, metrics = train_loop(config, state, step_fn, data_iter, mesh, checkpoints, progress, evaluator,
+                              workdir, total)
+  if start < total:       # a finished run started again only evaluates
+    checkpoints.save(total, state, data_iter, force=True)
+  checkpoints.wait()
+  params = state_lib.full_params(state)
+  extra = evaluate.baseline_results(config, model, sources['val'], names, params, workdir)
+  if metrics is not None and 'pseudo_confident_fraction' in metrics:     # the last step's, for the record
+    extra['train_pseudo_confident_fraction'] = float(metrics['pseudo_confident_fraction'])
+  results, samples = evaluator.run(params, workdir, tag='final', extra=extra,
+                                   title=f'The trained network at step {total}')
+  if config.inference.class_names:
+    evaluate.evaluate_open_vocabulary(config, model, clip, params, workdir)
+  progress.scalars('eval', {'miou': results['miou']}, total)
+  progress.predictions('eval_predictions', samples, total)
+  progress.close()
+  checkpoints.close()
+  return results
+
+
+def train_loop(config, state, step_fn, data_iter, mesh, checkpoints, progress, evaluator, workdir: str,
+               total: int):
+  """Optimizer steps state.step + 1 ... `total`: logging, non-finite checks, checkpoints,
+  preemption and periodic evaluation. Returns (state, the last logged metrics)."""
+  accum, start = config.train.grad_accum, int(state.step)
   best = read_best(workdir)
   metrics = None
   watcher = preemption.Watcher()
@@ -185,6 +229,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     for step in range(start + 1, total + 1):
       for _ in range(accum):
         batch = sharding.global_batch(mesh, next(data_iter))
+        if metrics is None:     # the first micro-step of this start
+          step_fn = compiled(step_fn, state, batch)
         state, metrics = step_fn(state, batch)
       if step % config.train.log_every == 0 or step == total:
         metrics = jax.device_get(metrics)
@@ -204,21 +250,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
         best = periodic_eval(evaluator, state, step, workdir, best, progress)
   finally:
     watcher.close()
-  if start < total:       # a finished run started again only evaluates
-    checkpoints.save(total, state, data_iter, force=True)
-  checkpoints.wait()
-  params = state_lib.full_params(state)
-  extra = evaluate.baseline_results(config, model, sources['val'], names, params, workdir)
-  if metrics is not None and 'pseudo_confident_fraction' in metrics:     # the last step's, for the record
-    extra['train_pseudo_confident_fraction'] = float(metrics['pseudo_confident_fraction'])
-  results = evaluator.run(params, workdir, tag='final', extra=extra)
-  if config.inference.class_names:
-    evaluate.evaluate_open_vocabulary(config, model, clip, params, workdir)
-  progress.scalars('eval', {'miou': results['miou']}, total)
-  progress.predictions('eval_predictions', evaluator.samples, total)
-  progress.close()
-  checkpoints.close()
-  return results
+  return state, metrics
 
 
 def restore_or_init(config, checkpoints, abstract, data_iter, init_fn):
@@ -253,9 +285,10 @@ def read_best(workdir):
 
 def periodic_eval(evaluator, state, step, workdir, best, progress):
   """Evaluates; keeps the best checkpoint in workdir/best."""
-  results = evaluator.run(state_lib.full_params(state), workdir, tag=f'step_{step}')
+  results, samples = evaluator.run(state_lib.full_params(state), workdir, tag=f'step_{step}',
+                                   title=f'The network at step {step}')
   progress.scalars('eval', {'miou': results['miou']}, step)
-  progress.predictions('eval_predictions', evaluator.samples, step)
+  progress.predictions('eval_predictions', samples, step)
   if results['miou'] > best['miou']:
     best = {'miou': results['miou'], 'step': step}
     keeper = ckpt_lib.Checkpointer(os.path.join(workdir, 'best'), keep=1, async_save=False)

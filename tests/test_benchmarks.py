@@ -15,6 +15,8 @@ import pytest
 from benchmarks import harness, profile_summary
 from hvl_jax import optim
 from hvl_jax import state as state_lib
+from hvl_jax.data import datasets
+from hvl_jax.models import hvl
 from tiny import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -50,8 +52,9 @@ def test_unrolled_flops_cover_the_backbone_passes_and_recomputation():
   # Lower bounds, counted by hand at 2 FLOPs per weight per token: every image of the micro-batch
   # goes at least once forward through the vision tower, and with the backbone rematerialised
   # the labeled images' forward pass runs again in the backward pass.
-  config = tiny_config(**{'model.remat_backbone': True})
-  model, clip, names = state_lib.build(config)
+  config = tiny_config(**{'model.remat.backbone': 'nothing_saveable'})
+  names = datasets.class_names(config)
+  model, clip = hvl.build_model(config, names)
   tx_fn = lambda p: optim.make_optimizer(config, p, 10)
   state = state_lib.create_state(config, model, clip, tx_fn, config.data.crop_size)
   batch = harness.random_batch(config, np.random.default_rng(0))
@@ -65,26 +68,26 @@ def test_unrolled_flops_cover_the_backbone_passes_and_recomputation():
   assert executed - model_flops > 2 * weights * tokens * config.data.labeled_batch, (executed, model_flops)
   # Keeping the matmul outputs leaves only the cheaper element-wise work to recompute.
   dots = config.copy_and_resolve_references()
-  dots.model.remat_policy.backbone = 'dots_with_no_batch_dims_saveable'
+  dots.model.remat.backbone = 'dots_with_no_batch_dims_saveable'
   assert model_flops < flops(dots) < executed - 2 * weights * tokens * config.data.labeled_batch
 
 
 def test_step_variants_override_typed_fields_and_name_bad_ones():
   from benchmarks import train_step   # defines the benchmark's flags: only this test needs them
-  config = tiny_config(**{'model.remat_decoder': True})
+  config = tiny_config(**{'model.remat.decoder': 'nothing_saveable'})
   (base_name, base), (name, fast) = train_step.variants(
-      config, ['fast:model.remat_decoder=false,train.grad_accum=2,model.attention_impl=cudnn,optim.lr=5e-4'])
+      config, ['fast:model.remat.decoder=none,train.grad_accum=2,model.attention_impl=cudnn,optim.lr=5e-4'])
   assert (base_name, name) == ('base', 'fast')
-  assert fast.model.remat_decoder is False and fast.train.grad_accum == 2
+  assert fast.model.remat.decoder == 'none' and fast.train.grad_accum == 2
   assert fast.model.attention_impl == 'cudnn' and fast.optim.lr == 5e-4
-  assert base is config and config.model.remat_decoder is True and config.model.attention_impl == 'auto'
+  assert base is config and config.model.remat.decoder == 'nothing_saveable' and config.model.attention_impl == 'auto'
   for spec, message in [('x:model.nope=1', "no field 'model.nope'"),
-                        ('x:model.remat_decoder=maybe', "model.remat_decoder: 'maybe' does not fit"),
+                        ('x:model.scan_layers=maybe', "model.scan_layers: 'maybe' does not fit"),
                         ('x:train.grad_accum=two', "train.grad_accum: 'two' does not fit"),
                         ('x:model.out_layers=1', 'model.out_layers: 1 does not fit'),
-                        ('x:model.remat_decoder', 'is not FIELD=VALUE'),
-                        ('model.remat_decoder=false', 'expected NAME:FIELD=VALUE'),
-                        ('base:model.remat_decoder=false', 'names must differ')]:
+                        ('x:model.remat.decoder', 'is not FIELD=VALUE'),
+                        ('model.remat.decoder=none', 'expected NAME:FIELD=VALUE'),
+                        ('base:model.remat.decoder=none', 'names must differ')]:
     with pytest.raises(ValueError, match=re.escape(message)):
       train_step.variants(config, [spec])
 

@@ -10,13 +10,16 @@ import pytest
 from hvl_jax import checkpoint as ckpt_lib
 from hvl_jax import optim
 from hvl_jax import state as state_lib
+from hvl_jax.data import datasets
+from hvl_jax.models import hvl
 from tiny import tiny_config
 
 
 @pytest.mark.slow
 def test_old_micro_step_checkpoints_are_refused_under_accumulation(tmp_path):
   config = tiny_config(**{'train.grad_accum': 2})
-  model, clip, _ = state_lib.build(config)
+  names = datasets.class_names(config)
+  model, clip = hvl.build_model(config, names)
   tx_fn = lambda p: optim.make_optimizer(config, p, 10)
   state = state_lib.create_state(config, model, clip, tx_fn, config.data.crop_size)
   directory = tmp_path / 'checkpoints'
@@ -40,6 +43,7 @@ def test_old_micro_step_checkpoints_are_refused_under_accumulation(tmp_path):
 
 def test_restore_params_names_a_missing_directory(tmp_path):
   config = tiny_config()
-  model, clip, _ = state_lib.build(config)
+  names = datasets.class_names(config)
+  model, clip = hvl.build_model(config, names)
   with pytest.raises(ckpt_lib.CheckpointError, match='no such checkpoint directory'):
     state_lib.restore_params(config, model, clip, str(tmp_path / 'nothing'))

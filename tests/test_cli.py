@@ -20,6 +20,8 @@ from hvl_jax import checkpoint as ckpt_lib
 from hvl_jax import optim
 from hvl_jax import state as state_lib
 from hvl_jax.data import synthetic
+from hvl_jax.data import datasets
+from hvl_jax.models import hvl
 from tiny import CLASS_NAMES
 import tiny_cli
 
@@ -58,7 +60,8 @@ def wait_for(path, process, deadline_s=900):
 
 def final_state(checkpoints):
   config = tiny_cli.get_config()
-  model, clip, _ = state_lib.build(config)
+  names = datasets.class_names(config)
+  model, clip = hvl.build_model(config, names)
   tx_fn = lambda p: optim.make_optimizer(config, p, 10)
   abstract = state_lib.abstract_state(config, model, clip, tx_fn)
   return ckpt_lib.Checkpointer(str(checkpoints), async_save=False).restore(abstract), abstract

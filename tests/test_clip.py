@@ -12,7 +12,8 @@ import pytest
 from hvl_jax.models.backbones import clip as clip_lib
 from hvl_jax.models.backbones import clip_weights
 from hvl_jax.models.backbones import registry
-from hvl_jax.models.backbones.clip_weights import CheckpointError, load_clip, random_clip
+from hvl_jax.errors import CheckpointError
+from hvl_jax.models.backbones.clip_weights import load_clip, random_clip
 from hvl_jax.data import synthetic
 from hvl_jax.models import zero_shot
 from hvl_jax.ops import position
@@ -36,19 +37,25 @@ def torch_features(hf, ids, images):
   return text.numpy(), image.numpy()
 
 
-def test_msgpack_parity_with_torch_clip(hf_flax_checkpoint, rng):
-  """An HF-Flax `flax_model.msgpack` (written from the torch model by HF's renaming rules)
-  loads to HF PyTorch CLIP's numerics, hidden states included."""
-  import torch
-  path, hf = hf_flax_checkpoint
+def loaded_matches_torch(checkpoint, rng):
+  """load_clip(directory) against the torch CLIPModel it was written from: projected text and
+  image features and the logit scale. Returns (clip, hf, ids, images)."""
+  path, hf = checkpoint
   clip = load_clip(path)
-  vocab = hf.config.text_config.vocab_size
-  ids = _ids(rng, vocab)
+  ids = _ids(rng, hf.config.text_config.vocab_size)
   images = rng.randn(2, 32, 32, 3).astype(np.float32)
   ref_t, ref_i = torch_features(hf, ids, images)
   np.testing.assert_allclose(clip.encode_text(ids), ref_t, atol=1e-5)
   np.testing.assert_allclose(clip.encode_image(images), ref_i, atol=1e-5)
-  # Intermediate hidden states too.
+  np.testing.assert_allclose(clip.logit_scale, hf.logit_scale.exp().item(), rtol=1e-6)
+  return clip, hf, ids, images
+
+
+def test_msgpack_parity_with_torch_clip(hf_flax_checkpoint, rng):
+  """An HF-Flax `flax_model.msgpack` (written from the torch model by HF's renaming rules)
+  loads to HF PyTorch CLIP's numerics, hidden states included."""
+  import torch
+  clip, hf, ids, images = loaded_matches_torch(hf_flax_checkpoint, rng)
   with torch.no_grad():
     hf_out = hf(input_ids=torch.tensor(ids), pixel_values=torch.tensor(images.transpose(0, 3, 1, 2)),
                 output_hidden_states=True)
@@ -61,15 +68,7 @@ def test_msgpack_parity_with_torch_clip(hf_flax_checkpoint, rng):
 
 
 def test_safetensors_parity_with_torch_clip(hf_torch_checkpoint, rng):
-  path, hf = hf_torch_checkpoint
-  clip = load_clip(path)
-  vocab = hf.config.text_config.vocab_size
-  ids = _ids(rng, vocab)
-  images = rng.randn(2, 32, 32, 3).astype(np.float32)
-  ref_t, ref_i = torch_features(hf, ids, images)
-  np.testing.assert_allclose(clip.encode_text(ids), ref_t, atol=1e-5)
-  np.testing.assert_allclose(clip.encode_image(images), ref_i, atol=1e-5)
-  np.testing.assert_allclose(clip.logit_scale, hf.logit_scale.exp().item(), rtol=1e-6)
+  loaded_matches_torch(hf_torch_checkpoint, rng)
 
 
 def test_saved_checkpoint_loads_in_torch_clip(hf_torch_checkpoint, tmp_path, rng):

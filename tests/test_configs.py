@@ -10,6 +10,7 @@ import pytest
 
 from benchmarks import train_step
 from configs import ablations, base
+from hvl_jax import objective
 from hvl_jax.data import datasets
 from hvl_jax.models import hvl
 from hvl_jax.models.backbones import clip_weights, registry
@@ -17,7 +18,7 @@ from hvl_jax.models.backbones import clip_weights, registry
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASET_CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, 'configs', '*_[0-9]*.py')))
 # The variants benchmarks/gpu_suite.sh times.
-GPU_SUITE_VARIANTS = ['cudnn:model.attention_impl=xla', 'dots:model.remat_policy.backbone=dots_with_no_batch_dims_saveable',
+GPU_SUITE_VARIANTS = ['cudnn:model.attention_impl=xla', 'dots:model.remat.backbone=dots_with_no_batch_dims_saveable',
                       'accum1:train.grad_accum=1']
 
 
@@ -55,14 +56,23 @@ def test_ablations_build(variant):
   config = ablations.get_config(f'{variant},1464')
   model = build(config)
   assert config.data.split == '1464'
+  flat = config.to_dict()
   for field, value in ablations.VARIANTS[variant].items():
-    section, key = field.split('.')
-    assert config[section][key] == value
-  assert model.cfg.pixel_decoder.ptrm == (config.model.ptrm and config.model.queries == 'htqg')
-  assert model.cfg.decoder.instance_queries == config.model.instance_queries
+    node = flat
+    for key in field.split('.'):
+      node = node[key]
+    assert node == value, field
+  # Every module config is its subtree, field by field.
+  assert model.cfg.pixel_decoder.ptrm == config.model.pixel_decoder.ptrm
+  assert model.cfg.decoder.instance_queries == config.model.decoder.instance_queries
+  assert model.cfg.decoder.query_refinement == config.model.decoder.query_refinement
+  assert model.cfg.relevance.mode == config.model.relevance.mode
+  loss = objective.ObjectiveConfig.from_config(config)
+  assert (loss.prompt.prompt, loss.vision_language.mask, loss.vision_language.align) == (
+      config.loss.prompt, config.loss.mask, config.loss.align)
 
 
-@pytest.mark.parametrize('name', ['demo', 'demo_supervised'])
+@pytest.mark.parametrize('name', ['demo', 'demo_supervised', 'demo_open_vocabulary'])
 def test_demo_configs_build(name):
   config = importlib.import_module(f'configs.{name}').get_config()
   assert build(config).cfg.num_classes == config.data.num_classes
@@ -87,8 +97,12 @@ def test_semivl_geometry_per_dataset():
 
 def test_overrides_name_the_field():
   config = base.get_config()
-  base.with_overrides(config, {'optim.lr': 2e-4, 'model.ptrm': False, 'model.out_layers': (1, 2, 3)})
-  assert config.optim.lr == 2e-4 and config.model.ptrm is False and config.model.out_layers == (1, 2, 3)
+  base.with_overrides(config, {'optim.lr': 2e-4, 'model.pixel_decoder.ptrm': False, 'model.out_layers': (1, 2, 3)})
+  assert config.optim.lr == 2e-4 and config.model.pixel_decoder.ptrm is False and config.model.out_layers == (1, 2, 3)
+  for old, new in [('model.ptrm', 'model.pixel_decoder.ptrm'), ('relevance.mode', 'model.relevance.mode'),
+                   ('model.remat_decoder', 'model.remat.decoder'), ('model.feature_dropout', 'semi.feature_dropout')]:
+    with pytest.raises(ValueError, match=f"config field '{old}' is now {new}"):
+      base.with_overrides(config, {old: False})
   with pytest.raises(ValueError, match="no field 'optim.lrr'"):
     base.with_overrides(config, {'optim.lrr': 1.0})
   with pytest.raises(ValueError, match="optim.lr: 'fast' does not fit"):
@@ -100,12 +114,13 @@ def test_overrides_name_the_field():
 
 def test_bad_values_are_refused_where_the_config_is_read():
   for field, value, message in [('model.queries', 'fancy', 'model.queries'),
-                                ('relevance.mode', 'local', 'relevance.mode'),
-                                ('relevance.gating', 'medium', 'relevance.gating'),
-                                ('model.remat_policy.decoder', 'some', 'model.remat_policy.decoder'),
+                                ('model.relevance.mode', 'local', 'model.relevance.mode'),
+                                ('model.relevance.gating', 'medium', 'model.relevance.gating'),
+                                ('model.remat.decoder', 'some', 'model.remat.decoder'),
                                 ('model.attention_impl', 'flash', 'model.attention_impl'),
                                 ('model.dtype', 'float8', 'model.dtype'),
-                                ('model.instance_queries', -1, 'model.instance_queries')]:
+                                ('model.htqg.levels', 0, 'model.htqg'),
+                                ('model.decoder.instance_queries', -1, 'model.decoder.instance_queries')]:
     with pytest.raises(ValueError, match=message):
       build(base.with_overrides(base.dataset_config('voc', 92), {field: value}))
   with pytest.raises(ValueError, match='no split of voc with 93'):
@@ -116,6 +131,10 @@ def test_bad_values_are_refused_where_the_config_is_read():
 
 @pytest.mark.parametrize('args,message', [
     (['--config', 'configs/demo.py', '--config.optim.lrr=1'], "error: the config has no field 'lrr' (did you mean 'lr'?)"),
+    (['--config', 'configs/demo.py', '--config.model.ptrm=False'],
+     "error: config field 'model.ptrm' is now model.pixel_decoder.ptrm"),
+    (['--config', 'configs/demo.py', '--config.relevance.threshold=0.3'],
+     "error: config field 'relevance.threshold' is now model.relevance.threshold"),
     (['--config', 'configs/demo.py', '--config.optim.lr=fast'], 'error: flag --config.optim.lr=fast'),
     (['--config', 'configs/nothere.py'], 'error: --config configs/nothere.py: no such config file'),
     (['--config', 'configs/ablations.py:nope'], "unknown ablation 'nope'"),

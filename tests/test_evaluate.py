@@ -62,8 +62,14 @@ def test_evaluator_on_known_predictions(tmp_path, rng):
     def predict(self, prepared, image):
       return inference.Prediction(*next(self.calls))
 
-  ev = evaluate.Evaluator(config, KnownPredictor(), FixedSource(), [f'c{i}' for i in range(5)])
-  results = ev.run(None, str(tmp_path), tag='known')
+  ev = evaluate.Evaluator(config, KnownPredictor(), FixedSource(), [f'c{i}' for i in range(5)], num_samples=2)
+  results, samples = ev.run(None, str(tmp_path), tag='known')
+  # The first two images come back with their predictions, for TensorBoard.
+  assert len(samples) == 2
+  for (image, pred, label), p, l in zip(samples, preds, labels):
+    assert image.shape == (64, 64, 3)
+    np.testing.assert_array_equal(pred, p)
+    np.testing.assert_array_equal(label, l)
   inter = np.zeros(5)
   union = np.zeros(5)
   for p, l in zip(preds, labels):
@@ -107,7 +113,7 @@ def test_voc_fixture_evaluated_as_semivl(tmp_path):
   predictor = inference.Predictor(stand_in, num_classes=K, **geometry, batch=2)   # the stand-in scores K classes
   config.data.num_classes = K
   val = datasets.FileSource(str(root), datasets.read_split_list(str(splits / 'pascal/val.txt'), True), 21)
-  results = evaluate.Evaluator(config, predictor, val, [f'c{k}' for k in range(K)]).run(None, str(tmp_path))
+  results = evaluate.Evaluator(config, predictor, val, [f'c{k}' for k in range(K)]).run(None, str(tmp_path)).results
   # SemiVL: PIL reads, the transcribed prediction, intersectionAndUnion summed over images.
   inter, union = np.zeros(K), np.zeros(K)
   for line in lines:

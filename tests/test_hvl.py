@@ -12,8 +12,9 @@ import pytest
 
 from hvl_jax import optim
 from hvl_jax import state as state_lib
-from hvl_jax.models import hvl, queries, zero_shot
+from hvl_jax.models import hvl, queries, semantic, zero_shot
 from hvl_jax.models.backbones import clip as clip_lib
+from hvl_jax.data import datasets
 from tiny import CLASS_NAMES, build, finite_loss_and_grads, make_batch, tiny_config
 
 
@@ -28,7 +29,7 @@ def test_predictions_shapes_and_inference(rng):
   cls, masks = out['predictions'][-1]
   assert cls.shape == (2, q, 6) and masks.shape == (2, 16, 24, q)
   for mode in ('query_argmax', 'mask2former'):
-    pred = hvl.predict_classes(cls, masks, (64, 96), mode)
+    pred = semantic.predict_classes(cls, masks, (64, 96), mode)
     assert pred.shape == (2, 64, 96) and pred.dtype == jnp.int32
     assert int(pred.min()) >= 0 and int(pred.max()) < 5
 
@@ -44,10 +45,10 @@ def test_class_scores_match_numpy(rng):
     for x in range(3):
       score = m[0, y, x] * p[0].max(-1)
       ref[0, y, x] = p[0, score.argmax()].argmax()
-  np.testing.assert_array_equal(hvl.class_scores(cls, masks, 'query_argmax').argmax(-1), ref)
+  np.testing.assert_array_equal(semantic.class_scores(cls, masks, 'query_argmax').argmax(-1), ref)
   m2f = np.einsum('qk,hwq->hwk', p[0], m[0])
-  np.testing.assert_allclose(hvl.class_scores(cls, masks, 'mask2former')[0], m2f, rtol=1e-5)
-  probs = np.asarray(hvl.semantic_probs(cls, masks))
+  np.testing.assert_allclose(semantic.class_scores(cls, masks, 'mask2former')[0], m2f, rtol=1e-5)
+  probs = np.asarray(semantic.semantic_probs(cls, masks))
   np.testing.assert_allclose(probs.sum(-1), 1, rtol=1e-5)
 
 
@@ -76,8 +77,8 @@ def test_eva02_backbone_at_patch_14(rng):
 
 
 def test_bad_remat_policy_names_the_field():
-  with pytest.raises(ValueError, match="model.remat_policy.decoder must be one of .*got 'dots'"):
-    hvl.build_model(tiny_config(**{'model.remat_policy.decoder': 'dots'}), CLASS_NAMES)
+  with pytest.raises(ValueError, match="model.remat.decoder must be 'none' or one of .*got 'dots'"):
+    hvl.build_model(tiny_config(**{'model.remat.decoder': 'dots'}), CLASS_NAMES)
 
 
 def test_text_encoder_runs_over_the_longest_prompt_only():
@@ -105,7 +106,7 @@ def decode_fn(model):
 
 @pytest.mark.parametrize('gating', ['hard', 'soft'])
 def test_relevance_gating(gating, rng):
-  config = tiny_config(**{'relevance.gating': gating, 'relevance.mode': 'dense'})
+  config = tiny_config(**{'model.relevance.gating': gating, 'model.relevance.mode': 'dense'})
   model, params = build(config)
   images = jnp.asarray(rng.randn(2, 64, 64, 3), jnp.float32)
   taps = model.apply({'params': params}, images, method=hvl.HVL.encode)['taps']
@@ -139,8 +140,9 @@ def test_relevance_gating(gating, rng):
 
 
 def test_crops_relevance_is_the_max_over_views(rng):
-  config = tiny_config(**{'relevance.mode': 'crops'})
-  model, clip, names = state_lib.build(config)
+  config = tiny_config(**{'model.relevance.mode': 'crops'})
+  names = datasets.class_names(config)
+  model, clip = hvl.build_model(config, names)
   params = hvl.init_params(model, clip, jax.random.PRNGKey(0), config.data.crop_size)
   images = rng.randint(0, 256, (2, 64, 64, 3)).astype(np.uint8)
   t_clip = model.apply({'params': params}, method=hvl.HVL.text_queries)['t_clip']

@@ -14,6 +14,7 @@ from hvl_jax import state as state_lib
 from hvl_jax.models import hvl, zero_shot
 from hvl_jax.models.backbones import clip as clip_lib
 from hvl_jax.models.backbones import registry
+from hvl_jax.data import datasets
 from tiny import tiny_config
 
 K = 5
@@ -203,8 +204,9 @@ def test_whole_image_pads_to_the_multiple_and_crops_back():
 def test_windows_sharded_over_two_devices_give_the_one_device_maps():
   assert jax.local_device_count() == 2, 'tests run with 2 simulated CPU devices (conftest)'
   config = tiny_config(**{'inference.protocol': 'zegclip_sliding_window', 'inference.short_side': 0,
-                          'inference.stride': 42, 'inference.window_batch': 3, 'relevance.mode': 'dense'})
-  model, clip, _ = state_lib.build(config)
+                          'inference.stride': 42, 'inference.window_batch': 3, 'model.relevance.mode': 'dense'})
+  names = datasets.class_names(config)
+  model, clip = hvl.build_model(config, names)
   params = hvl.init_params(model, clip, jax.random.PRNGKey(0), config.data.crop_size)
   sharded = inference.Predictor.from_config(config, model)
   assert sharded.batch == 4          # rounded up to a multiple of the 2 devices
@@ -223,7 +225,8 @@ def test_windows_sharded_over_two_devices_give_the_one_device_maps():
 @pytest.mark.slow
 def test_zero_shot_baseline_is_the_frozen_clip_alone():
   config = tiny_config(**{'inference.protocol': 'whole'})
-  model, clip, names = state_lib.build(config)
+  names = datasets.class_names(config)
+  model, clip = hvl.build_model(config, names)
   params = hvl.init_params(model, clip, jax.random.PRNGKey(0), config.data.crop_size)
   predictor = inference.Predictor.from_config(config, model, zero_shot_baseline=True)
   image = random_image(np.random.RandomState(3), 64, 64)

@@ -1,5 +1,6 @@
-"""The package's import graph, function-local imports included: no cycle; evaluation and
-prediction import no trainer; losses import no model; clip.py imports no EVA02; no module of the
+"""The package's import graph, function-local imports included: no cycle; evaluation, prediction
+and the parameter restore import nothing of training (trainer, objective, optimizer, losses), the
+state neither the optimizer nor the data; losses import no model; clip.py imports no EVA02; no module of the
 repository is imported inside a function (where it could hide a cycle)."""
 import ast
 import os
@@ -63,10 +64,20 @@ def test_no_import_cycle():
   assert not cycles, f'modules on an import cycle: {cycles}'
 
 
+TRAINING = ('hvl_jax.train', 'hvl_jax.objective', 'hvl_jax.optim', 'hvl_jax.losses')
+
+
 @pytest.mark.parametrize('module', ['hvl_jax.evaluate', 'hvl_jax.predict', 'hvl_jax.inference', 'hvl_jax.state'])
-def test_evaluation_and_prediction_import_no_trainer(module):
+def test_evaluation_prediction_and_the_restore_import_nothing_of_training(module):
+  """Evaluating or predicting with a checkpoint builds no optimizer and traces no loss."""
   g, _ = graph()
-  assert 'hvl_jax.train' not in reachable(g, module)
+  reached = sorted(n for n in reachable(g, module) if n.startswith(TRAINING))
+  assert not reached, f'{module} reaches {reached}'
+
+
+def test_the_state_imports_neither_the_optimizer_nor_the_data():
+  g, _ = graph()
+  assert not {n for n in g['hvl_jax.state'] if n.startswith(('hvl_jax.optim', 'hvl_jax.data'))}, g['hvl_jax.state']
 
 
 def test_losses_import_no_model():

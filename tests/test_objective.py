@@ -1,5 +1,6 @@
-"""The per-step objective on a tiny config: every term finite with its gradient, every ablation
-variant trains (jit fwd+bwd), 150 classes with a name listed twice, L_vl's hidden region."""
+"""The per-step objective on a tiny config: every term finite with its gradient, the total as the
+paper's sum of its parts, Table 4's removals, every ablation variant trains (jit fwd+bwd), 150
+classes with a name listed twice, L_vl's hidden region."""
 import json
 import os
 
@@ -10,7 +11,7 @@ import pytest
 
 from hvl_jax import objective
 from hvl_jax.data import datasets
-from tiny import finite_loss_and_grads, make_batch, tiny_config
+from tiny import build, finite_loss_and_grads, make_batch, tiny_config
 
 
 @pytest.mark.slow
@@ -29,22 +30,58 @@ def test_full_semi_supervised_objective(rng):
   assert np.abs(np.asarray(grads['htqg']['prompt'])).max() > 0
   assert np.abs(np.asarray(grads['decoder']['heads']['class_embed']['kernel'])).max() > 0
 
-  together_terms, together_grads = finite_loss_and_grads(
-      tiny_config(**{'semi.conf_threshold': 0.0, 'semi.weak_view_forward_only': False}), batch)
-  assert sorted(terms) == sorted(together_terms)
-  for key, value in terms.items():
-    np.testing.assert_allclose(float(value), float(together_terms[key]), rtol=1e-5, atol=1e-6, err_msg=key)
-  scale = max(float(np.abs(np.asarray(g)).max()) for g in jax.tree.leaves(together_grads))
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6 * scale),
-               grads, together_grads)
+
+
+def paper_total(terms, config):
+  """The total of the paper's section 3 written out (SemiVL's halves for the labeled and
+  unlabeled halves of the batch); a removed term counts as 0."""
+  t = lambda k: terms.get(k, 0.0)
+  s, l = config.semi, config.loss
+  return ((t('seg_seg') + s.strong_weight * (t('semi_s1') + t('semi_s2')) + s.fp_weight * t('semi_fp')) / 2
+          + s.entropy_weight * (t('entropy_s1') + t('entropy_s2')) / 2 + l.div * t('div')
+          + l.prompt * (t('topo') + t('anchor')) + l.vl * (l.align * t('vl_align') + l.mask * t('vl_mask')))
+
+
+@pytest.mark.slow
+def test_the_total_composes_the_parts_and_a_zero_weight_removes_only_its_part(rng):
+  """The total is the paper's sum of the terms; Table 4's rows (L_prompt, L_mask, L_align weight
+  0) leave every other term as it was, and L_mask's removal leaves the gradient of the rest
+  (the gradient is linear in the weight: g(0) = 2 g(1) - g(2))."""
+  batch = make_batch(rng)
+  key = jax.random.PRNGKey(1)
+  model, params = build(tiny_config())
+
+  def run(grad=False, **overrides):
+    config = tiny_config(**{'semi.conf_threshold': 0.0, **overrides})
+    loss = objective.ObjectiveConfig.from_config(config)
+    fn = lambda p: objective.compute_loss(model, p, batch, key, loss)
+    if grad:
+      return config, jax.jit(jax.value_and_grad(fn, has_aux=True))(params)
+    return config, (jax.jit(fn)(params), None)
+
+  config, ((total, terms), grads) = run(grad=True)
+  np.testing.assert_allclose(float(total), float(paper_total(terms, config)), rtol=1e-6)
+  for field, removed in [('loss.prompt', {'topo', 'anchor'}), ('loss.mask', {'vl_mask'}),
+                         ('loss.align', {'vl_align'})]:
+    without, ((total_0, terms_0), _) = run(**{field: 0.0})
+    assert set(terms) - set(terms_0) == removed, field
+    for k, v in terms_0.items():
+      if k != 'total':
+        np.testing.assert_allclose(float(v), float(terms[k]), rtol=1e-6, err_msg=f'{field}: {k}')
+    np.testing.assert_allclose(float(total_0), float(paper_total(terms_0, without)), rtol=1e-6)
+  _, (_, grads_0) = run(grad=True, **{'loss.mask': 0.0})
+  _, (_, grads_2) = run(grad=True, **{'loss.mask': 2.0})
+  scale = max(float(np.abs(np.asarray(g)).max()) for g in jax.tree.leaves(grads))
+  jax.tree.map(lambda g0, g1, g2: np.testing.assert_allclose(np.asarray(g0), 2 * np.asarray(g1) - np.asarray(g2),
+                                                              atol=1e-5 * scale), grads_0, grads, grads_2)
 
 
 # The two ends of Table 3: random object queries (no HTQG, no PTRM), and textual queries with each
 # other component switched off (no PTRM, no instance queries, no query refinement) at once.
 @pytest.mark.slow
 @pytest.mark.parametrize('overrides', [
-    {'model.queries': 'random', 'model.ptrm': False},
-    {'model.ptrm': False, 'model.instance_queries': 0, 'model.query_refinement': False},
+    {'model.queries': 'random', 'model.pixel_decoder.ptrm': False},
+    {'model.pixel_decoder.ptrm': False, 'model.decoder.instance_queries': 0, 'model.decoder.query_refinement': False},
 ], ids=['random_queries', 'htqg_only'])
 def test_ablation_variants_train(rng, overrides):
   config = tiny_config(**overrides)
@@ -65,7 +102,7 @@ def test_150_classes_with_duplicate_names_give_finite_gradients(rng):
   with open(os.path.join(datasets.SHIPPED_SPLITS, 'classes.json')) as f:
     names = tuple(json.load(f)['ade'])
   names = names[:148] + (names[3], names[3])      # one name three times
-  config = tiny_config(**{'data.num_classes': 150, 'data.background_classes': (), 'relevance.mode': 'dense',
+  config = tiny_config(**{'data.num_classes': 150, 'data.background_classes': (), 'model.relevance.mode': 'dense',
                           'loss.max_masks': 32})
   terms, _ = finite_loss_and_grads(config, make_batch(rng), names)
   assert float(terms['anchor']) != 0

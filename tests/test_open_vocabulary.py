@@ -12,6 +12,7 @@ import pytest
 from hvl_jax import evaluate, open_vocabulary
 from hvl_jax.data import datasets, synthetic
 from hvl_jax.models import hvl
+from hvl_jax.models import semantic
 from hvl_jax.models.backbones import clip as clip_lib
 from hvl_jax.models.decoder import FILTERED_LOGIT
 from tiny import CLASS_NAMES, build, tiny_config
@@ -41,13 +42,13 @@ def test_open_vocabulary_logits_against_numpy(rng):
   levels, m, k = 3, 4, 4
   cls = rng.randn(2, levels * len(seen) + m, k + 1).astype(np.float32)
   relevance = rng.uniform(0.05, 1, (2, len(seen))).astype(np.float32)
-  out = np.asarray(hvl.open_vocabulary_logits(cls, seen, levels, relevance))
+  out = np.asarray(semantic.open_vocabulary_logits(cls, seen, levels, relevance))
   np.testing.assert_allclose(out, logits_reference(cls, seen, levels, relevance), rtol=1e-5, atol=1e-5)
   # With s = 1 a new class's probability is its query's objectness, 1 - p(no-object).
-  p = jax.nn.softmax(hvl.open_vocabulary_logits(cls, seen, levels, np.ones_like(relevance)), -1)
+  p = jax.nn.softmax(semantic.open_vocabulary_logits(cls, seen, levels, np.ones_like(relevance)), -1)
   np.testing.assert_allclose(p[:, 1, 1], 1 - jax.nn.softmax(cls, -1)[:, 1, -1], rtol=1e-5)
   # The training names in order: the head's logits unchanged.
-  np.testing.assert_array_equal(np.asarray(hvl.open_vocabulary_logits(cls[:, :levels * k + m], np.arange(k), levels,
+  np.testing.assert_array_equal(np.asarray(semantic.open_vocabulary_logits(cls[:, :levels * k + m], np.arange(k), levels,
                                                                        relevance[:, :k])), cls[:, :levels * k + m])
 
 
@@ -62,7 +63,7 @@ def test_seen_classes_renamed_labels_and_bad_names():
   for bad in [('disk', 'DISK'), ('disk', ''), ('disk', 3)]:
     with pytest.raises(ValueError, match='inference.class_names'):
       open_vocabulary.check_names(bad)
-  config = tiny_config(**{'model.queries': 'random', 'model.ptrm': False,
+  config = tiny_config(**{'model.queries': 'random', 'model.pixel_decoder.ptrm': False,
                           'inference.class_names': CLASS_NAMES})
   with pytest.raises(ValueError, match="model.queries='htqg'"):
     open_vocabulary.build(config)
@@ -74,13 +75,13 @@ def scores_of(model, params, images, seen=None):
   out = jax.jit(lambda p, x: model.apply({'params': p}, clip_lib.normalize_images(x)))(params, images)
   cls, masks = out['predictions'][-1]
   if seen is not None:
-    cls = hvl.open_vocabulary_logits(cls, seen, model.cfg.num_levels, out['relevance'])
-  return {mode: np.asarray(hvl.upsampled_class_scores(cls, masks, images.shape[1:3], mode))
+    cls = semantic.open_vocabulary_logits(cls, seen, model.cfg.num_levels, out['relevance'])
+  return {mode: np.asarray(semantic.upsampled_class_scores(cls, masks, images.shape[1:3], mode))
           for mode in ('query_argmax', 'mask2former')}
 
 
 def test_training_names_give_the_closed_set_predictions():
-  config = tiny_config(**{'relevance.mode': 'dense', 'relevance.threshold': 0.3, 'data.class_names': CLASS_NAMES})
+  config = tiny_config(**{'model.relevance.mode': 'dense', 'model.relevance.threshold': 0.3, 'data.class_names': CLASS_NAMES})
   model, params = build(config)
   source = datasets.make_sources(config)['val']
   images = np.stack([source[i]['image'] for i in range(3)])

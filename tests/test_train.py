@@ -14,6 +14,7 @@ from hvl_jax import optim, sharding, train
 from hvl_jax import state as state_lib
 from hvl_jax.data import datasets, pipeline
 from hvl_jax.models.backbones.clip import normalize_images as clip_normalize
+from hvl_jax.models import hvl
 from tiny import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,7 +31,8 @@ def supervised_config(**kw):
 def setup(config_json):
   import ml_collections
   config = ml_collections.ConfigDict(eval(config_json))  # pylint: disable=eval-used
-  model, clip, _ = state_lib.build(config)
+  names = datasets.class_names(config)
+  model, clip = hvl.build_model(config, names)
   tx_fn = lambda p: optim.make_optimizer(config, p, 10)
   state = state_lib.create_state(config, model, clip, tx_fn, 64)
   return config, model, tx_fn(state.params), state

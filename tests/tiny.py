@@ -17,14 +17,14 @@ def tiny_config(**overrides):
   c.model.clip.update(dict(pretrained='', vision_width=32, vision_layers=3, vision_heads=2, vision_mlp_dim=64,
                            text_width=32, text_layers=1, text_heads=2, text_mlp_dim=64,
                            projection_dim=32, vocab_size=1000, context_length=24))
-  c.relevance.update(dict(mode='all', threshold=0.5))   # a random CLIP's zero-shot relevance is noise
+  c.model.relevance.update(dict(mode='all', threshold=0.5))   # a random CLIP's zero-shot relevance is noise
   c.optim.update(dict(backbone_lr_mult=1.0, clip_norm=1.0))
   c.data.update(dict(synthetic_labeled=32, synthetic_unlabeled=128, synthetic_val=32))
   c.inference.zero_shot_baseline = False
   c.model.out_layers = (1, 2, 3)
   c.model.hidden_dim = 32
   c.model.htqg.mlp_hidden = 32
-  c.model.instance_queries = 4
+  c.model.decoder.instance_queries = 4
   c.model.pixel_decoder.update(dict(layers=1, heads=2, points=2, ffn_dim=64, ptrm_heads=2))
   c.model.decoder.update(dict(layers=2, heads=2, ffn_dim=64))
   c.loss.num_points = 128
@@ -51,7 +51,8 @@ def make_batch(rng, bl=2, bu=2, size=64):
 def finite_loss_and_grads(config, batch, names=CLASS_NAMES):
   """(terms, grads) of the jitted objective, all finite."""
   model, params = build(config, names)
-  fn = jax.jit(jax.value_and_grad(lambda p: objective.compute_loss(model, p, batch, jax.random.PRNGKey(1), config),
+  loss = objective.ObjectiveConfig.from_config(config)
+  fn = jax.jit(jax.value_and_grad(lambda p: objective.compute_loss(model, p, batch, jax.random.PRNGKey(1), loss),
                                   has_aux=True))
   (loss, terms), grads = fn(params)
   assert np.isfinite(float(loss))

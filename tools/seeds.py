@@ -15,6 +15,7 @@ seed's `--result` file (default: the final mIoU) goes to `<workdir>/seeds_summar
 import json
 import os
 import shlex
+import sys
 from typing import Dict, List
 
 from absl import app
@@ -22,6 +23,7 @@ from absl import flags
 import numpy as np
 from ml_collections import config_flags
 
+from hvl_jax import config_history
 from hvl_jax import train
 
 FLAGS = flags.FLAGS
@@ -112,6 +114,13 @@ def main(argv):
     print(f'not finished: seeds {missing}', flush=True)
 
 
+def parse_flags(argv):
+  """absl's flag parsing; an override of a config field that moved ends with a line naming the new one."""
+  if config_history.old_fields_in_argv(argv):
+    sys.exit(f'error: {config_history.old_fields_in_argv(argv)}')
+  return flags.FLAGS(argv)
+
+
 if __name__ == '__main__':
   define_flags()
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

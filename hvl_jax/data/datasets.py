@@ -15,9 +15,10 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import Image
 
+from hvl_jax.constants import IGNORE_INDEX
 from hvl_jax.data import synthetic
 
-IGNORE = 255
+IGNORE = IGNORE_INDEX
 SHIPPED_SPLITS = os.path.join(os.path.dirname(__file__), 'splits')
 
 

@@ -12,7 +12,9 @@ from typing import Dict, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-IGNORE = 255
+from hvl_jax.constants import IGNORE_INDEX
+
+IGNORE = IGNORE_INDEX
 
 
 def keep_ratio_size(height: int, width: int, scale: Sequence[float]) -> Tuple[int, int]:

@@ -10,6 +10,7 @@ from typing import Dict, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from hvl_jax.constants import IGNORE_INDEX
 from hvl_jax.losses import matching
 from hvl_jax.ops.sampling import point_sample
 
@@ -27,7 +28,7 @@ class CriterionConfig(NamedTuple):
   importance_sample_ratio: float = 0.75
   max_masks: int = 64        # matched (query, mask) pairs per image, shared by budget_images
   budget_images: int = 2     # consecutive images sharing one budget
-  ignore_index: int = 255
+  ignore_index: int = IGNORE_INDEX
 
   @classmethod
   def from_config(cls, config):

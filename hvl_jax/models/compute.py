@@ -1,7 +1,9 @@
-"""How the network computes, across all its modules: compute dtype, attention kernel, scanned layers.
+"""How the network computes, across all its modules: compute dtype, attention kernel, scanned layers,
+rematerialisation.
 
-`ComputeConfig.from_config` reads `model.dtype`, `model.attention_impl` and `model.scan_layers`;
-each module takes a `compute` field (parameters stay float32 whatever the dtype).
+`ComputeConfig` holds `model.dtype`, `model.attention_impl` and `model.scan_layers`; each module
+takes a `compute` field (parameters stay float32 whatever the dtype). `remat` reads one tower's
+`model.remat.<tower>`.
 """
 import dataclasses
 
@@ -22,27 +24,25 @@ class ComputeConfig:
   attention_impl: str = 'auto'
   scan: bool = True
 
+  def __post_init__(self):
+    if self.dtype not in DTYPES:
+      raise ValueError(f'model.dtype must be one of {DTYPES}, got {self.dtype!r}')
+    if self.attention_impl not in attention.IMPLEMENTATIONS:
+      raise ValueError(f'model.attention_impl must be one of {attention.IMPLEMENTATIONS}, '
+                       f'got {self.attention_impl!r}')
+    if self.attention_impl == 'cudnn' and jax.default_backend() != 'gpu':
+      raise ValueError(f"model.attention_impl='cudnn' needs a GPU; JAX's default backend here is "
+                       f"{jax.default_backend()!r} (use 'auto', which picks cuDNN where it applies)")
+
   @property
   def jnp_dtype(self):
     return jnp.dtype(self.dtype)
 
-  @classmethod
-  def from_config(cls, model) -> 'ComputeConfig':
-    """From the `model` ConfigDict."""
-    if model.dtype not in DTYPES:
-      raise ValueError(f'model.dtype must be one of {DTYPES}, got {model.dtype!r}')
-    if model.attention_impl not in attention.IMPLEMENTATIONS:
-      raise ValueError(f'model.attention_impl must be one of {attention.IMPLEMENTATIONS}, '
-                       f'got {model.attention_impl!r}')
-    if model.attention_impl == 'cudnn' and jax.default_backend() != 'gpu':
-      raise ValueError(f"model.attention_impl='cudnn' needs a GPU; JAX's default backend here is "
-                       f"{jax.default_backend()!r} (use 'auto', which picks cuDNN where it applies)")
-    return cls(dtype=model.dtype, attention_impl=model.attention_impl, scan=model.scan_layers)
 
-
-def remat_setting(model, tower: str) -> Remat:
-  """False, or the rematerialisation policy of `tower` (model.remat_<tower>, model.remat_policy.<tower>)."""
-  policy = model.remat_policy[tower]
+def remat(policy: str, tower: str) -> Remat:
+  """A module's `remat` field from `model.remat.<tower>`: False for 'none', else the policy."""
+  if policy == 'none':
+    return False
   if policy not in REMAT_POLICIES:
-    raise ValueError(f'model.remat_policy.{tower} must be one of {REMAT_POLICIES}, got {policy!r}')
-  return model[f'remat_{tower}'] and policy
+    raise ValueError(f"model.remat.{tower} must be 'none' or one of {REMAT_POLICIES}, got {policy!r}")
+  return policy

@@ -17,9 +17,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hvl_jax.models.compute import ComputeConfig, remat_setting
+from hvl_jax.models.compute import ComputeConfig
 from hvl_jax.ops.attention import MultiHeadAttention
-from hvl_jax.ops.layer_scan import Remat, remat_layer, scan_layers
+from hvl_jax.ops.layer_scan import Remat, remat_layer, scan_or_unroll
 from hvl_jax.ops.position import sine_position_embedding
 
 
@@ -27,9 +27,9 @@ from hvl_jax.ops.position import sine_position_embedding
 class DecoderConfig:
   """Sizes of the DQTD (`model.decoder`) and its query switches.
 
-  layers, heads, ffn_dim: 9, 8, 2048; instance_queries: M (`model.instance_queries`, 0 disables
-  Q_vis); query_refinement: refine the class-level queries in every layer
-  (`model.query_refinement`); remat: False or the rematerialisation policy of each layer.
+  layers, heads, ffn_dim: 9, 8, 2048; instance_queries: M (0 disables Q_vis); query_refinement:
+  refine the class-level queries in every layer; remat: False or the rematerialisation policy
+  of each layer (`model.remat.decoder`).
   """
   layers: int = 9
   heads: int = 8
@@ -38,14 +38,9 @@ class DecoderConfig:
   query_refinement: bool = True
   remat: Remat = False
 
-  @classmethod
-  def from_config(cls, config) -> 'DecoderConfig':
-    m = config.model
-    d = m.decoder
-    if m.instance_queries < 0:
-      raise ValueError(f'model.instance_queries must be >= 0, got {m.instance_queries}')
-    return cls(layers=d.layers, heads=d.heads, ffn_dim=d.ffn_dim, instance_queries=m.instance_queries,
-               query_refinement=m.query_refinement, remat=remat_setting(m, 'decoder'))
+  def __post_init__(self):
+    if self.instance_queries < 0:
+      raise ValueError(f'model.decoder.instance_queries must be >= 0, got {self.instance_queries}')
 
 
 class DecoderLayer(nn.Module):
@@ -171,6 +166,47 @@ class DQTD(nn.Module):
   config: DecoderConfig = DecoderConfig()
   compute: ComputeConfig = ComputeConfig()
 
+  def initial_queries(self, class_queries, keep, b: int, dtype):
+    """Q^(0) = Q_aligned ∪ Q_vis: (tgt (B, Q, D), query_pos (B, Q, D), keep (B, Q) bool per query
+    or None, the number of class-level queries)."""
+    cfg = self.config
+    tgt, pos = [], []
+    if class_queries is not None:
+      level_pos = self.param('class_query_pos', nn.initializers.normal(1.0), (self.num_levels, self.dim))
+      tgt.append(class_queries.astype(dtype))
+      pos.append(jnp.repeat(level_pos, class_queries.shape[1] // self.num_levels, axis=0))
+    if cfg.instance_queries:
+      feat = self.param('query_feat', nn.initializers.normal(1.0), (cfg.instance_queries, self.dim))
+      embed = self.param('query_embed', nn.initializers.normal(1.0), (cfg.instance_queries, self.dim))
+      tgt.append(jnp.broadcast_to(feat, (b,) + feat.shape).astype(dtype))
+      pos.append(embed)
+    if not tgt:
+      raise ValueError('the decoder needs class-level queries or instance queries '
+                       '(model.decoder.instance_queries > 0)')
+    tgt = jnp.concatenate(tgt, axis=1)
+    query_pos = jnp.broadcast_to(jnp.concatenate(pos, 0)[None], tgt.shape).astype(dtype)
+    n_class = 0 if class_queries is None else class_queries.shape[1]
+    if keep is not None and n_class:    # per query: each level's class queries, then the instances
+      keep = jnp.concatenate([jnp.tile(keep, (1, self.num_levels)),
+                              jnp.ones((b, tgt.shape[1] - n_class), bool)], axis=1)
+    else:
+      keep = None
+    return tgt, query_pos, keep, n_class
+
+  def memories(self, multi_scale: List[jax.Array], dtype):
+    """The scales as attention memories: ([(B, h_l * w_l, D)] with the level embedding,
+    [(1, h_l * w_l, D)] sine positions, [(h_l, w_l)])."""
+    b = multi_scale[0].shape[0]
+    level_embed = self.param('level_embed', nn.initializers.normal(1.0), (len(multi_scale), self.dim))
+    memories, memory_pos, sizes = [], [], []
+    for l, x in enumerate(multi_scale):
+      h, w = x.shape[1:3]
+      sizes.append((h, w))
+      memories.append((x.reshape(b, h * w, self.dim) + level_embed[l]).astype(dtype))
+      memory_pos.append(jnp.asarray(sine_position_embedding(h, w, self.dim)).reshape(1, h * w, self.dim)
+                        .astype(dtype))
+    return memories, memory_pos, sizes
+
   @nn.compact
   def __call__(self, class_queries: Optional[jax.Array], multi_scale: List[jax.Array], mask_features,
                keep: Optional[jax.Array] = None):
@@ -186,59 +222,37 @@ class DQTD(nn.Module):
       list of layers+1 (cls_logits (B, Q, K+1), mask_logits (B, H/4, W/4, Q)), Q = L*K' + M.
     """
     cfg, compute, dtype = self.config, self.compute, self.compute.jnp_dtype
-    b = mask_features.shape[0]
     n_scales = len(multi_scale)
-    tgt, pos = [], []
-    if class_queries is not None:
-      level_pos = self.param('class_query_pos', nn.initializers.normal(1.0), (self.num_levels, self.dim))
-      tgt.append(class_queries.astype(dtype))
-      pos.append(jnp.repeat(level_pos, class_queries.shape[1] // self.num_levels, axis=0))
-    if cfg.instance_queries:
-      feat = self.param('query_feat', nn.initializers.normal(1.0), (cfg.instance_queries, self.dim))
-      embed = self.param('query_embed', nn.initializers.normal(1.0), (cfg.instance_queries, self.dim))
-      tgt.append(jnp.broadcast_to(feat, (b,) + feat.shape).astype(dtype))
-      pos.append(embed)
-    if not tgt:
-      raise ValueError('the decoder needs class-level queries or instance queries (model.instance_queries > 0)')
-    tgt = jnp.concatenate(tgt, axis=1)
-    query_pos = jnp.broadcast_to(jnp.concatenate(pos, 0)[None], tgt.shape).astype(dtype)
-    n_class = 0 if class_queries is None else class_queries.shape[1]
+    tgt, query_pos, keep, n_class = self.initial_queries(class_queries, keep, mask_features.shape[0], dtype)
     initial_class = tgt[:, :n_class]
-    if keep is not None and n_class:    # per query: each level's class queries, then the instances
-      keep = jnp.concatenate([jnp.tile(keep, (1, self.num_levels)),
-                              jnp.ones((b, tgt.shape[1] - n_class), bool)], axis=1)
-    else:
-      keep = None
-
-    level_embed = self.param('level_embed', nn.initializers.normal(1.0), (n_scales, self.dim))
-    memories, memory_pos, sizes = [], [], []
-    for l, x in enumerate(multi_scale):
-      h, w = x.shape[1:3]
-      sizes.append((h, w))
-      memories.append((x.reshape(b, h * w, self.dim) + level_embed[l]).astype(dtype))
-      memory_pos.append(jnp.asarray(sine_position_embedding(h, w, self.dim)).reshape(1, h * w, self.dim)
-                        .astype(dtype))
+    memories, memory_pos, sizes = self.memories(multi_scale, dtype)
 
     heads = prediction_heads(self.num_classes, self.dim, self.mask_dim, compute)
     cls, masks = heads(tgt, mask_features, keep)
     predictions = [(cls, masks)]
-    rounds, rest = divmod(cfg.layers, n_scales)
-    if self.is_initializing() or not compute.scan or rounds < 2 or rest:
-      layer_cls = remat_layer(DecoderLayer, cfg.remat)
-      for i in range(cfg.layers):
+    # A round is one layer per scale; a last partial round (layers not a multiple of the scales)
+    # keeps the decoder unrolled.
+    rounds, rest = -(-cfg.layers // n_scales), cfg.layers % n_scales
+    layer_cls = remat_layer(DecoderLayer, cfg.remat)
+
+    def unrolled(r, carry):
+      tgt, masks = carry
+      outputs = []
+      for i in range(r * n_scales, min((r + 1) * n_scales, cfg.layers)):
         l = i % n_scales
         layer = decoder_layer(layer_cls, self.dim, cfg, compute, f'layer_{i}')
         tgt, (cls, masks) = decoder_step(layer, heads, tgt, masks, query_pos, memories[l], memory_pos[l],
                                          sizes[l], mask_features, initial_class, cfg.query_refinement, keep)
-        predictions.append((cls, masks))
-      return predictions
-    p = self.variables['params']
-    per_round = [{'heads': p['heads'], **{f'layer_{l}': p[f'layer_{r * n_scales + l}'] for l in range(n_scales)}}
-                 for r in range(rounds)]
+        outputs.append((cls, masks))
+      return (tgt, masks), outputs
+
+    def step_params(p, r):
+      return {'heads': p['heads'], **{f'layer_{l}': p[f'layer_{r * n_scales + l}'] for l in range(n_scales)}}
+
     step = DecoderRound(num_classes=self.num_classes, dim=self.dim, mask_dim=self.mask_dim, sizes=tuple(sizes),
                         config=cfg, compute=compute, parent=None)
-    _, outputs = scan_layers(step, per_round, (tgt, masks), cfg.remat, query_pos, memories, memory_pos,
-                             mask_features, initial_class, keep)
-    for r in range(rounds):
-      predictions.extend((cls[r], masks[r]) for cls, masks in outputs)
+    _, outputs = scan_or_unroll(self, compute.scan and not rest, rounds, unrolled, step, step_params, (tgt, masks),
+                                cfg.remat, query_pos, memories, memory_pos, mask_features, initial_class, keep)
+    for round_outputs in outputs:
+      predictions.extend(round_outputs)
     return predictions

@@ -20,8 +20,8 @@ from hvl_jax.models.backbones import clip as clip_lib
 from hvl_jax.models.backbones import clip_weights
 from hvl_jax.models.backbones import pretrained
 from hvl_jax.models.backbones import registry
-from hvl_jax.models.compute import ComputeConfig, remat_setting
-from hvl_jax.models.decoder import DQTD, FILTERED_LOGIT, DecoderConfig
+from hvl_jax.models.compute import ComputeConfig, remat
+from hvl_jax.models.decoder import DQTD, DecoderConfig
 from hvl_jax.models.pixel_decoder import PixelDecoder, PixelDecoderConfig
 from hvl_jax.models.pyramid import SimpleFeaturePyramid
 from hvl_jax.models.queries import HTQG, HTQGConfig, prompt_layout, template_layout, trim_to_longest
@@ -37,7 +37,8 @@ class HVLConfig:
   """Static description of the network (hashable: tuples and frozen dataclasses only).
 
   The token layouts come from the class names and the CLIP tokenizer (`build_model`); the nested
-  configs mirror the `model` ConfigDict (`model.htqg`, `model.pixel_decoder`, `model.decoder`).
+  configs are the `model` ConfigDict's subtrees (`model.htqg`, `model.pixel_decoder`,
+  `model.decoder`, `model.relevance`) as keyword arguments.
   """
   clip: clip_lib.CLIPConfig
   num_classes: int               # K: the classes of the text queries (and of s_k)
@@ -48,11 +49,7 @@ class HVLConfig:
   out_layers: Tuple[int, ...] = (4, 8, 12)
   hidden_dim: int = 256
   queries: str = 'htqg'          # 'htqg' | 'random' (Table 3's Mask2Former baseline)
-  relevance_mode: str = 'dense'
-  # 'hard': class queries with s_k < relevance_threshold are filtered out (the paper's "irrelevant
-  # class queries are filtered"); 'soft': every query is scaled by s_k.
-  relevance_gating: str = 'hard'
-  relevance_threshold: float = 0.5
+  relevance: zero_shot.RelevanceConfig = zero_shot.RelevanceConfig()
   # False, or the rematerialisation policy of the backbone's blocks (`layer_scan.checkpoint_policy`).
   remat_backbone: Remat = False
   htqg: HTQGConfig = HTQGConfig()
@@ -128,13 +125,13 @@ class HVL(nn.Module):
     """s_k of unlabeled images (B, K); valid (B, H, W) bool marks the image's own pixels
     (False on padding), which alone count in the dense max.
 
-    relevance_mode 'all' turns the gating off (s_k = 1, no reference-encoder pass), e.g. for
+    relevance.mode 'all' turns the gating off (s_k = 1, no reference-encoder pass), e.g. for
     randomly initialised CLIPs whose zero-shot predictions carry no information.
     """
-    if self.cfg.relevance_mode == 'all':
+    if self.cfg.relevance.mode == 'all':
       return jnp.ones((images.shape[0], self.cfg.num_classes), jnp.float32)
     scale = jnp.exp(jax.lax.stop_gradient(self.logit_scale))
-    if self.cfg.relevance_mode == 'crops':     # image-level softmax, max over the views
+    if self.cfg.relevance.mode == 'crops':     # image-level softmax, max over the views
       views = zero_shot.crop_views(images)
       embeds = self.reference_features(views.reshape((-1,) + images.shape[1:]))['image_embeds']
       probs = zero_shot.image_class_probs(embeds.astype(jnp.float32), t_clip, scale)
@@ -144,14 +141,14 @@ class HVL(nn.Module):
       valid = patch_majority(valid, images.shape[1] // reference['dense'].shape[1])
     s = zero_shot.class_relevance(reference['dense'].astype(jnp.float32),
                                   reference['image_embeds'].astype(jnp.float32), t_clip, scale,
-                                  self.cfg.relevance_mode, valid)
+                                  self.cfg.relevance.mode, valid)
     return self.keep_background(s)
 
   def present_classes(self, relevance):
-    """Classes judged present (B, K) bool: s_k >= relevance_threshold, and always the most
+    """Classes judged present (B, K) bool: s_k >= relevance.threshold, and always the most
     relevant class, so that no image loses every class query."""
     top = relevance >= relevance.max(-1, keepdims=True)
-    return (relevance >= self.cfg.relevance_threshold) | top
+    return (relevance >= self.cfg.relevance.threshold) | top
 
   def keep_background(self, relevance):
     bg = np.zeros((self.cfg.num_classes,), bool)
@@ -174,7 +171,7 @@ class HVL(nn.Module):
     q_text, keep = None, None
     if self.cfg.queries == 'htqg':
       q = text['level_queries']                                          # (L, K, D)
-      if self.cfg.relevance_gating == 'hard':
+      if self.cfg.relevance.gating == 'hard':
         keep = self.present_classes(relevance)
         q_text = jnp.broadcast_to(q[None], (relevance.shape[0],) + q.shape)
       else:
@@ -198,91 +195,11 @@ class HVL(nn.Module):
     present = None
     if relevance is None and self.cfg.queries == 'htqg':
       relevance = self.image_relevance(images, text['t_clip'], valid)
-    if self.cfg.queries == 'htqg' and self.cfg.relevance_mode != 'all':
+    if self.cfg.queries == 'htqg' and self.cfg.relevance.mode != 'all':
       present = self.present_classes(relevance)
     enc = self.encode(images)
     return dict(predictions=self.decode(enc['taps'], relevance, text), text=text, relevance=relevance,
                 present=present)
-
-
-# -- Semantic inference ------------------------------------------------------
-
-def semantic_probs(cls_logits, mask_logits):
-  """Per-pixel class distribution: sum_q softmax(cls)_q,c * sigmoid(mask)_q, normalised over c.
-
-  cls_logits (B, Q, K+1), mask_logits (B, h, w, Q) -> (B, h, w, K).
-  """
-  p = jax.nn.softmax(cls_logits.astype(jnp.float32), -1)[..., :-1]
-  seg = jnp.einsum('bqk,bhwq->bhwk', p, jax.nn.sigmoid(mask_logits.astype(jnp.float32)))
-  return seg / jnp.maximum(seg.sum(-1, keepdims=True), 1e-6)
-
-
-def class_scores(cls_logits, mask_logits, mode: str):
-  """Per-pixel class scores (B, h, w, K) whose argmax is the prediction.
-
-  'mask2former': sum_q softmax(cls)_q,c * sigmoid(mask)_q.
-  'query_argmax' (the paper): the query with the highest sigmoid(mask) * max_k p(k) wins the
-  pixel and gives its class (score one-hot on that class, scaled by the winning score).
-  """
-  p = jax.nn.softmax(cls_logits.astype(jnp.float32), -1)[..., :-1]     # (B, Q, K)
-  m = jax.nn.sigmoid(mask_logits.astype(jnp.float32))                  # (B, h, w, Q)
-  if mode == 'mask2former':
-    return jnp.einsum('bqk,bhwq->bhwk', p, m)
-  if mode == 'query_argmax':
-    score = m * p.max(-1)[:, None, None, :]
-    winner = score.argmax(-1)                                          # (B, h, w)
-    cls = jnp.take_along_axis(p.argmax(-1)[:, None, None, :], winner[..., None], axis=-1)[..., 0]
-    k = p.shape[-1]
-    return jax.nn.one_hot(cls, k) * score.max(-1)[..., None]
-  raise ValueError(f"inference.mode must be 'query_argmax' or 'mask2former', got {mode!r}")
-
-
-def open_vocabulary_logits(cls_logits, seen, num_levels: int, relevance):
-  """Class logits over K' named classes from the class head's K+1 (training classes, no-object).
-
-  A named training class takes that class's logit in every query's row, as closed-set inference
-  does. A new class has no column in the head: it takes its own class-level queries only (each
-  carries its fixed class), whose rows hold nothing but the class and no-object, with
-  p(class) = s_k (1 - p(no-object)): the query's objectness (logsumexp of its K class logits
-  against the no-object logit), weighted by the zero-shot relevance, since the head never
-  classified a query of that class (docs/method.md, "Open-vocabulary inference").
-
-  Args:
-    cls_logits: (B, Q, K+1), Q = L*K' + M (level-major class queries, then instance queries).
-    seen: (K',) ints, the training class of each named class, -1 for a new class.
-    num_levels: L.
-    relevance: (B, K') s_k (ones without gating: the objectness alone).
-  Returns:
-    (B, Q, K'+1) logits, the last no-object.
-  """
-  seen = np.asarray(seen)
-  k_named, k_head = len(seen), cls_logits.shape[-1] - 1
-  cls_logits = cls_logits.astype(jnp.float32)
-  none = jnp.full(cls_logits.shape[:2] + (1,), FILTERED_LOGIT, jnp.float32)
-  columns = np.where(seen >= 0, seen, k_head)             # new classes read the FILTERED_LOGIT column
-  out = jnp.concatenate([cls_logits[..., :-1], none, cls_logits[..., -1:]], -1)[..., list(columns) + [k_head + 1]]
-  new = np.flatnonzero(seen < 0)
-  if new.size == 0 or num_levels == 0:
-    return out
-  rows = (np.arange(num_levels)[:, None] * k_named + new[None]).ravel()    # the new classes' queries
-  cols = np.tile(new, num_levels)
-  objectness = jax.nn.logsumexp(cls_logits[:, rows, :-1], axis=-1)         # (B, L * new)
-  out = out.at[:, rows, :-1].set(FILTERED_LOGIT)
-  log_p = jnp.log(jnp.maximum(relevance[:, cols], 1e-12)) + objectness - jax.nn.logsumexp(cls_logits[:, rows], -1)
-  out = out.at[:, rows, cols].set(log_p)
-  return out.at[:, rows, -1].set(jnp.log1p(-jnp.minimum(jnp.exp(log_p), 1 - 1e-7)))
-
-
-def upsampled_class_scores(cls_logits, mask_logits, out_hw: Tuple[int, int], mode: str):
-  """Class scores (B, H, W, K) at the input size (mask logits upsampled bilinearly first)."""
-  b, _, _, q = mask_logits.shape
-  up = jax.image.resize(mask_logits.astype(jnp.float32), (b, *out_hw, q), 'bilinear')
-  return class_scores(cls_logits, up, mode)
-
-
-def predict_classes(cls_logits, mask_logits, out_hw: Tuple[int, int], mode: str):
-  """Class map (B, H, W) at the input size."""
-  return upsampled_class_scores(cls_logits, mask_logits, out_hw, mode).argmax(-1).astype(jnp.int32)
 
 
 # -- Construction ------------------------------------------------------------
@@ -291,9 +208,11 @@ def build_model(config, class_names: Sequence[str], clip: Optional[clip_weights.
                 open_vocabulary: bool = False):
   """HVL module from the config; `clip` (pretrained or random) supplies sizes and tokenizer.
 
-  The text queries are of `class_names`, which are the config's data.num_classes classes but
-  with `open_vocabulary`, where any names are queried by a network whose class head keeps the
-  data.num_classes training classes (and data.background_classes index `class_names`).
+  The one place where the network's config is read: each module's config dataclass takes its
+  `config.model` subtree as keyword arguments and validates it. The text queries are of
+  `class_names`, which are the config's data.num_classes classes but with `open_vocabulary`,
+  where any names are queried by a network whose class head keeps the data.num_classes training
+  classes (and data.background_classes index `class_names`).
   """
   if not open_vocabulary and len(class_names) != config.data.num_classes:
     raise ValueError(f'data.num_classes={config.data.num_classes} but {len(class_names)} class names')
@@ -305,12 +224,7 @@ def build_model(config, class_names: Sequence[str], clip: Optional[clip_weights.
   m = config.model
   if m.queries not in ('htqg', 'random'):
     raise ValueError(f"model.queries must be 'htqg' or 'random', got {m.queries!r}")
-  r = config.relevance
-  if r.mode not in zero_shot.RELEVANCE_MODES:
-    raise ValueError(f'relevance.mode must be one of {zero_shot.RELEVANCE_MODES}, got {r.mode!r}')
-  if r.gating not in ('hard', 'soft'):
-    raise ValueError(f"relevance.gating must be 'hard' or 'soft', got {r.gating!r}")
-  htqg = HTQGConfig.from_config(config)
+  htqg = HTQGConfig(**m.htqg)
   ids, eos = prompt_layout(clip.tokenizer, class_names, htqg.prompt_tokens, clip.config.context_length)
   ids = trim_to_longest(ids, eos)
   templates = template_layout(clip.tokenizer, class_names)
@@ -320,11 +234,12 @@ def build_model(config, class_names: Sequence[str], clip: Optional[clip_weights.
       clip=clip.config, num_classes=len(class_names), prompt_ids=as_tuple(ids),
       prompt_eos=tuple(eos.tolist()), template_ids=as_tuple(templates),
       background_classes=tuple(config.data.background_classes), out_layers=tuple(m.out_layers),
-      hidden_dim=m.hidden_dim, queries=m.queries, relevance_mode=r.mode, relevance_gating=r.gating,
-      relevance_threshold=r.threshold,
-      remat_backbone=remat_setting(m, 'backbone'), htqg=htqg,
-      pixel_decoder=PixelDecoderConfig.from_config(config), decoder=DecoderConfig.from_config(config),
-      compute=ComputeConfig.from_config(m), head_classes=config.data.num_classes if open_vocabulary else None)
+      hidden_dim=m.hidden_dim, queries=m.queries, relevance=zero_shot.RelevanceConfig(**m.relevance),
+      remat_backbone=remat(m.remat.backbone, 'backbone'), htqg=htqg,
+      pixel_decoder=PixelDecoderConfig(**m.pixel_decoder, remat=remat(m.remat.pixel_decoder, 'pixel_decoder')),
+      decoder=DecoderConfig(**m.decoder, remat=remat(m.remat.decoder, 'decoder')),
+      compute=ComputeConfig(dtype=m.dtype, attention_impl=m.attention_impl, scan=m.scan_layers),
+      head_classes=config.data.num_classes if open_vocabulary else None)
   return HVL(cfg), clip
 
 

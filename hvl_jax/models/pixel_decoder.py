@@ -14,11 +14,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hvl_jax.models.compute import ComputeConfig, remat_setting
+from hvl_jax.models.compute import ComputeConfig
 from hvl_jax.models.pyramid import group_norm
 from hvl_jax.ops.attention import MultiHeadAttention
 from hvl_jax.ops.deform_attn import MSDeformAttn, reference_points
-from hvl_jax.ops.layer_scan import Remat, remat_layer, scan_layers
+from hvl_jax.ops.layer_scan import Remat, remat_layer, scan_or_unroll
 from hvl_jax.ops.position import sine_position_embedding
 
 LEVEL_STRIDES = (32, 16, 8)
@@ -26,7 +26,7 @@ LEVEL_STRIDES = (32, 16, 8)
 
 @dataclasses.dataclass(frozen=True)
 class PixelDecoderConfig:
-  """Sizes of the pixel decoder (`model.pixel_decoder`) and its PTRM (`model.ptrm`).
+  """Sizes of the pixel decoder and its PTRM (`model.pixel_decoder`).
 
   layers, heads, points, ffn_dim: deformable encoder (6, 8, 4, 1024); query_chunk: queries per
   deformable-attention chunk (0 = all at once); ptrm: interleave PTRM blocks; ptrm_heads: their
@@ -40,14 +40,6 @@ class PixelDecoderConfig:
   ptrm: bool = True
   ptrm_heads: int = 8
   remat: Remat = False
-
-  @classmethod
-  def from_config(cls, config) -> 'PixelDecoderConfig':
-    m = config.model
-    pd = m.pixel_decoder
-    return cls(layers=pd.layers, heads=pd.heads, points=pd.points, ffn_dim=pd.ffn_dim, query_chunk=pd.query_chunk,
-               ptrm=m.ptrm and m.queries == 'htqg', ptrm_heads=pd.ptrm_heads,
-               remat=remat_setting(m, 'pixel_decoder'))
 
 
 class PTRM(nn.Module):
@@ -177,10 +169,9 @@ class PixelDecoder(nn.Module):
     cfg, compute, dtype = self.config, self.compute, self.compute.jnp_dtype
     b = features[4].shape[0]
     n_levels = len(LEVEL_STRIDES)
-    maps = []
-    for l, stride in enumerate(LEVEL_STRIDES):
-      x = nn.Conv(self.dim, (1, 1), dtype=dtype, name=f'input_proj_{l}')(features[stride])
-      maps.append(group_norm(self.dim, dtype, f'input_norm_{l}')(x))
+    maps = [group_norm(self.dim, dtype, f'input_norm_{l}')(
+        nn.Conv(self.dim, (1, 1), dtype=dtype, name=f'input_proj_{l}')(features[stride]))
+            for l, stride in enumerate(LEVEL_STRIDES)]
     shapes = tuple(m.shape[1:3] for m in maps)
     level_embed = self.param('level_embed', nn.initializers.normal(1.0), (n_levels, self.dim))
     pos = jnp.concatenate([
@@ -192,28 +183,33 @@ class PixelDecoder(nn.Module):
 
     use_ptrm = cfg.ptrm and text_queries is not None
     queries = tuple(text_queries[:, l] for l in range(n_levels)) if text_queries is not None else None
-    if self.is_initializing() or not compute.scan or cfg.layers < 2:
-      # spatial_shapes (argument 4, counting self) is static.
-      layer_cls = remat_layer(DeformEncoderLayer, cfg.remat, static_argnums=(4,))
-      for i in range(cfg.layers):
-        encoder = encoder_layer(layer_cls, self.dim, n_levels, cfg, compute, f'encoder_{i}')
-        ptrms = ptrm_blocks(self.dim, n_levels, cfg, compute, f'ptrm_{i}_') if use_ptrm else []
-        src, queries = encoder_stage(encoder, ptrms, src, queries, pos, ref, shapes, splits, keep)
-    else:
-      p = self.variables['params']
-      per_layer = [{'encoder': p[f'encoder_{i}'],
-                    **({f'ptrm_{l}': p[f'ptrm_{i}_{l}'] for l in range(n_levels)} if use_ptrm else {})}
-                   for i in range(cfg.layers)]
-      stage = EncoderStage(dim=self.dim, config=cfg, compute=compute, use_ptrm=use_ptrm, shapes=shapes, parent=None)
-      (src, queries), _ = scan_layers(stage, per_layer, (src, queries), cfg.remat, pos, ref, keep)
+    # spatial_shapes (argument 4, counting self) is static.
+    layer_cls = remat_layer(DeformEncoderLayer, cfg.remat, static_argnums=(4,))
+
+    def unrolled(i, carry):
+      encoder = encoder_layer(layer_cls, self.dim, n_levels, cfg, compute, f'encoder_{i}')
+      ptrms = ptrm_blocks(self.dim, n_levels, cfg, compute, f'ptrm_{i}_') if use_ptrm else []
+      return encoder_stage(encoder, ptrms, *carry, pos, ref, shapes, splits, keep), None
+
+    def step_params(p, i):
+      return {'encoder': p[f'encoder_{i}'], **({f'ptrm_{l}': p[f'ptrm_{i}_{l}'] for l in range(n_levels)}
+                                               if use_ptrm else {})}
+
+    stage = EncoderStage(dim=self.dim, config=cfg, compute=compute, use_ptrm=use_ptrm, shapes=shapes, parent=None)
+    (src, queries), _ = scan_or_unroll(self, compute.scan, cfg.layers, unrolled, stage, step_params, (src, queries),
+                                       cfg.remat, pos, ref, keep)
 
     multi_scale = [z.reshape(b, h, w, self.dim) for z, (h, w) in zip(jnp.split(src, splits, axis=1), shapes)]
-    # FPN step to stride 4 from the finest encoder level (stride 8).
+    out_queries = jnp.stack(queries, axis=1) if queries is not None else None
+    return dict(multi_scale=multi_scale, mask_features=self.fpn_mask_features(features[4], multi_scale[-1], dtype),
+                queries=out_queries)
+
+  def fpn_mask_features(self, stride_4, stride_8, dtype):
+    """The FPN step to stride 4: the backbone's stride-4 level (B, H/4, W/4, C) and the finest
+    encoder level (B, H/8, W/8, D) -> mask features (B, H/4, W/4, mask_dim)."""
     lateral = group_norm(self.dim, dtype, 'lateral_norm')(
-        nn.Conv(self.dim, (1, 1), use_bias=False, dtype=dtype, name='lateral_conv')(features[4]))
-    up = jax.image.resize(multi_scale[-1], lateral.shape[:3] + (self.dim,), 'bilinear').astype(lateral.dtype)
+        nn.Conv(self.dim, (1, 1), use_bias=False, dtype=dtype, name='lateral_conv')(stride_4))
+    up = jax.image.resize(stride_8, lateral.shape[:3] + (self.dim,), 'bilinear').astype(lateral.dtype)
     y = nn.Conv(self.dim, (3, 3), use_bias=False, dtype=dtype, name='output_conv')(lateral + up)
     y = nn.relu(group_norm(self.dim, dtype, 'output_norm')(y))
-    mask_features = nn.Conv(self.mask_dim, (1, 1), dtype=dtype, name='mask_features')(y)
-    out_queries = jnp.stack(queries, axis=1) if queries is not None else None
-    return dict(multi_scale=multi_scale, mask_features=mask_features, queries=out_queries)
+    return nn.Conv(self.mask_dim, (1, 1), dtype=dtype, name='mask_features')(y)

@@ -25,12 +25,10 @@ class HTQGConfig:
   mlp_hidden: int = 256
   prompt_tokens: int = 8
 
-  @classmethod
-  def from_config(cls, config) -> 'HTQGConfig':
-    h = config.model.htqg
-    if h.levels < 1 or h.prompt_tokens < 0:
-      raise ValueError(f'model.htqg: levels must be >= 1 and prompt_tokens >= 0, got {h.levels}, {h.prompt_tokens}')
-    return cls(levels=h.levels, mlp_hidden=h.mlp_hidden, prompt_tokens=h.prompt_tokens)
+  def __post_init__(self):
+    if self.levels < 1 or self.prompt_tokens < 0:
+      raise ValueError(f'model.htqg: levels must be >= 1 and prompt_tokens >= 0, got {self.levels}, '
+                       f'{self.prompt_tokens}')
 
 
 def prompt_layout(tokenizer, class_names: Sequence[str], num_prompt_tokens: int,

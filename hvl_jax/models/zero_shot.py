@@ -6,6 +6,7 @@ Used for the HTQG relevance s_k of unlabeled images and usable on its own:
   text = class_text_embeddings(clip, ['cat', 'dog'])
   probs = image_class_probs(clip.encode_image(images), text, clip.logit_scale)
 """
+import dataclasses
 from typing import Sequence
 
 import jax
@@ -15,9 +16,25 @@ from hvl_jax.ops.sampling import l2_normalize
 
 DEFAULT_TEMPLATE = 'a photo of a {}.'
 
-# relevance.mode: 'dense' (max over pixels), 'global' (image embedding), 'crops' (max over the
-# image and its crops, `crop_views`), 'all' (no gating, s_k = 1).
+# model.relevance.mode: 'dense' (max over pixels), 'global' (image embedding), 'crops' (max over
+# the image and its crops, `crop_views`), 'all' (no gating, s_k = 1).
 RELEVANCE_MODES = ('dense', 'global', 'crops', 'all')
+
+
+@dataclasses.dataclass(frozen=True)
+class RelevanceConfig:
+  """How the network gates its class queries (`model.relevance`): s_k by `mode`; 'hard' gating
+  filters the queries of classes with s_k < `threshold` (the paper's "irrelevant class queries
+  are filtered"), 'soft' scales every query by s_k."""
+  mode: str = 'dense'
+  gating: str = 'hard'
+  threshold: float = 0.5
+
+  def __post_init__(self):
+    if self.mode not in RELEVANCE_MODES:
+      raise ValueError(f'model.relevance.mode must be one of {RELEVANCE_MODES}, got {self.mode!r}')
+    if self.gating not in ('hard', 'soft'):
+      raise ValueError(f"model.relevance.gating must be 'hard' or 'soft', got {self.gating!r}")
 # (top, left, side) of the crops of `crop_views`, as fractions of the image: the four quarters
 # and the four corner crops of 3/4 of the side.
 CROPS = tuple((y, x, 0.5) for y in (0, 0.5) for x in (0, 0.5)) + tuple((y, x, 0.75) for y in (0, 0.25)

@@ -8,7 +8,7 @@ layouts the weight loaders produce (`layers/0`, `layers/1`, ...). Here the param
 stay per layer and are stacked at call time (one copy of the tower's weights, negligible
 next to the activations).
 """
-from typing import Optional, Sequence, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 import flax.linen as nn
 import jax
@@ -71,6 +71,28 @@ class ScanStep(nn.Module):
     return y, y
 
 
+def scan_or_unroll(owner: nn.Module, scan: bool, steps: int, unrolled: Callable[[int, Any], Tuple[Any, Any]],
+                   step: nn.Module, step_params: Callable[[dict, int], dict], carry, remat: Remat,
+                   *args) -> Tuple[Any, List[Any]]:
+  """`steps` repetitions of a layer (or of a group of layers) of `owner`, scanned or unrolled.
+
+  Unrolled (while initialising, where the parameters are created, with `scan` False, or with
+  fewer than 2 steps): `unrolled(i, carry) -> (carry, output)` for i = 0, 1, ...; it builds step
+  i's bound submodules. Scanned: one `lax.scan` (`scan_layers`) of the unbound `step`
+  (`parent=None`, called as `step(carry, *args) -> (carry, output)`) over the steps' parameter
+  trees `step_params(owner's params, i)`. Returns (final carry, [output of each step]).
+  """
+  if owner.is_initializing() or not scan or steps < 2:
+    outputs = []
+    for i in range(steps):
+      carry, out = unrolled(i, carry)
+      outputs.append(out)
+    return carry, outputs
+  params = owner.variables['params']
+  carry, stacked = scan_layers(step, [step_params(params, i) for i in range(steps)], carry, remat, *args)
+  return carry, [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(steps)]
+
+
 def run_layers(owner: nn.Module, blocks: Sequence[nn.Module], layer: nn.Module, x: jax.Array,
                remat: Remat, scan: bool, *args):
   """Hidden states [x, after layer 1, ..., after layer n] of `blocks`, applied in order.
@@ -83,12 +105,10 @@ def run_layers(owner: nn.Module, blocks: Sequence[nn.Module], layer: nn.Module, 
       by every layer.
     scan: False applies the bound blocks one after the other (unrolled).
   """
-  if owner.is_initializing() or not scan or len(blocks) < 2:
-    states = [x]
-    for block in blocks:
-      states.append(block(states[-1], *args))
-    return states
-  params = owner.variables['params']
-  _, outs = scan_layers(ScanStep(layer, parent=None), [{'layer': params[b.name]} for b in blocks], x,
-                        remat, *args)
-  return [x] + [outs[i] for i in range(len(blocks))]
+  def unrolled(i, h):
+    h = blocks[i](h, *args)
+    return h, h
+
+  _, states = scan_or_unroll(owner, scan, len(blocks), unrolled, ScanStep(layer, parent=None),
+                             lambda params, i: {'layer': params[blocks[i].name]}, x, remat, *args)
+  return [x] + states

@@ -18,14 +18,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from hvl_jax import sharding
+from hvl_jax.errors import CheckpointError
 from hvl_jax.models.backbones.clip import CLIPConfig
 from hvl_jax.models.backbones.registry import CLIPModel
 
 WEIGHT_FILES = ('flax_model.msgpack', 'model.safetensors')
-
-
-class CheckpointError(ValueError):
-  """A checkpoint that cannot be loaded; the message names the file and the problem."""
 
 
 class HashTokenizer:

@@ -1,0 +1,6 @@
+"""Errors a user can fix, each raised with a message that names the file or field."""
+
+
+class CheckpointError(ValueError):
+  """A checkpoint (a training run's, or a pretrained model's weights) that is missing or cannot be
+  read; the message names the file or directory and the problem."""
