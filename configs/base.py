@@ -262,8 +262,9 @@ def with_overrides(config, overrides: Mapping[str, Any]):
   `update_from_flattened_dict`); an unknown field or a value of another type raises a ValueError
   that names the field (and its new name, for a field that moved)."""
   for field, value in overrides.items():
-    if config_history.old_field_message(field):
-      raise ValueError(config_history.old_field_message(field))
+    moved = config_history.old_field_message(field)
+    if moved:
+      raise ValueError(moved)
     was_locked = config.is_locked
     config.lock()     # a misspelt field must not be added silently
     try:

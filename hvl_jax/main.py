@@ -113,8 +113,9 @@ def parse_flags(argv):
   path = config_path(argv)
   if path and not os.path.isfile(path):
     sys.exit(f'error: --config {path}: no such config file')
-  if config_history.old_fields_in_argv(argv):
-    sys.exit(f'error: {config_history.old_fields_in_argv(argv)}')
+  moved = config_history.old_fields_in_argv(argv)
+  if moved:
+    sys.exit(f'error: {moved}')
   try:
     return flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError) as e:

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hvl_jax.constants import IGNORE_INDEX
 from hvl_jax.losses import regularizers, segmentation, semi
 from hvl_jax.models import hvl
 from hvl_jax.models import semantic
@@ -83,7 +84,7 @@ class VisionLanguageConfig:
   align: float = 1.0
   mask: float = 1.0
   tau: float = 0.07
-  ignore_index: int = 255
+  ignore_index: int = IGNORE_INDEX
 
   @property
   def enabled(self) -> bool:
@@ -313,19 +314,17 @@ def weighted_terms(model: hvl.HVL, params, batch: Batch, rng, cfg: ObjectiveConf
   fwd = forward(model, params, batch, k_vl, cfg)
   terms = supervised_loss(fwd.predictions, batch.label_l, cfg.supervised, k_crit)
   parts = {'seg': terms['seg_seg']}
+  more = []
   if batch.image_w.shape[0]:
     parts['seg'] = terms['seg_seg'] / 2
-    more = consistency_loss(model, params, fwd, batch, cfg.consistency, k_fp, teacher_params)
-    parts.update(more[0])
-    terms.update(more[1])
+    more.append(consistency_loss(model, params, fwd, batch, cfg.consistency, k_fp, teacher_params))
   if model.cfg.queries == 'htqg' and cfg.prompt.enabled:
-    more = prompt_loss(fwd.text, cfg.prompt)
-    parts.update(more[0])
-    terms.update(more[1])
+    more.append(prompt_loss(fwd.text, cfg.prompt))
   if cfg.vision_language.enabled:
-    more = vision_language_loss(fwd, batch.label_l, cfg.vision_language)
-    parts.update(more[0])
-    terms.update(more[1])
+    more.append(vision_language_loss(fwd, batch.label_l, cfg.vision_language))
+  for part_weighted, part_terms in more:
+    parts.update(part_weighted)
+    terms.update(part_terms)
   return parts, terms
 
 

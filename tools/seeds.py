@@ -116,8 +116,9 @@ def main(argv):
 
 def parse_flags(argv):
   """absl's flag parsing; an override of a config field that moved ends with a line naming the new one."""
-  if config_history.old_fields_in_argv(argv):
-    sys.exit(f'error: {config_history.old_fields_in_argv(argv)}')
+  moved = config_history.old_fields_in_argv(argv)
+  if moved:
+    sys.exit(f'error: {moved}')
   return flags.FLAGS(argv)
 
 
