@@ -59,7 +59,8 @@ def peak_flops() -> float:
 
 
 def random_batch(config, rng: np.random.Generator):
-  """One micro-batch (global) of uint8 images and blob labels of the configured shapes."""
+  """One micro-batch (global) of uint8 images and blob labels of the configured shapes, as the
+  input pipeline ships it (strong views only with data.strong_views='host')."""
   d, accum = config.data, config.train.grad_accum
   s, bl, bu = d.crop_size, d.labeled_batch // accum, d.unlabeled_batch // accum
   labels = np.zeros((bl, s, s), np.int32)
@@ -69,11 +70,13 @@ def random_batch(config, rng: np.random.Generator):
       labels[i, y:y + h + 8, x:x + w + 8] = rng.integers(1, d.num_classes)
   batch = dict(image_l=rng.integers(0, 255, (bl, s, s, 3), np.uint8), label_l=labels)
   if bu:
-    for k in ('image_w', 'image_s1', 'image_s2'):
+    batch.update(image_w=rng.integers(0, 255, (bu, s, s, 3), np.uint8), valid_u=np.ones((bu, s, s), bool))
+  if bu and d.strong_views == 'host':
+    for k in ('image_s1', 'image_s2'):
       batch[k] = rng.integers(0, 255, (bu, s, s, 3), np.uint8)
     box = np.zeros((bu, s, s), bool)
     box[:, s // 4:s // 2, s // 4:3 * s // 4] = True
-    batch.update(box1=box, box2=~box, valid_u=np.ones((bu, s, s), bool))
+    batch.update(box1=box, box2=~box)
   return batch
 
 
@@ -124,7 +127,10 @@ def unrolled_flops(config, clip, names, tx, state, batch, recompute: bool = True
     state_sh = sharding.replicated(mesh, state)
     batch_sh = jax.tree.map(lambda _: sharding.batch_sharding(mesh), batch)
     model, _ = hvl.build_model(unrolled, names, clip)
-    step = train.jit_train_step(unrolled, model, tx, mesh, state_sh)
+    # t^CLIP is computed once per start, outside the step, as training does; its values do not
+    # change the count.
+    t_clip = np.zeros((model.cfg.num_classes, model.cfg.clip.projection_dim), np.float32)
+    step = train.jit_train_step(unrolled, model, tx, mesh, state_sh, t_clip=t_clip)
     cost = step.lower(shaped(state, state_sh), shaped(batch, batch_sh)).cost_analysis() or {}
   return float(cost.get('flops', float('nan')))
 

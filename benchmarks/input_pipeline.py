@@ -1,11 +1,18 @@
-r"""Benchmark: training input pipeline throughput per CPU core (JPEG decode + augmentation).
+r"""Benchmark: training input pipeline throughput per CPU core (JPEG decode + augmentation), and
+the cores it takes to feed a train step.
 
-  python -m benchmarks.input_pipeline [--images 64] [--size 500x375] [--crop 512]
+  python -m benchmarks.input_pipeline [--images 64] [--size 500x375] [--crop 512] \
+      [--step_ms 503.6] [--target_ms 131] [--images_per_step 16]
 
-Writes VOC-sized JPEGs and index PNGs to a temporary directory in the VOC layout, then
-times, on one core (no workers), the labeled path (decode + scale/crop/flip) and the
-unlabeled path (decode + weak view + two strong views + CutMix boxes), and the mixed
-batch a train step consumes (as many unlabeled as labeled images).
+Writes VOC-sized JPEGs and index PNGs to a temporary directory in the VOC layout, then times, on
+one core (no workers): decoding, the labeled path (decode + scale/crop/flip), the unlabeled path
+with the strong views made on the host (weak view + two strong views + CutMix boxes,
+data.strong_views='host') and with them made in the train step (the weak view only, 'device'),
+and the mixed batch a train step consumes (as many unlabeled as labeled images) for both. The
+cores needed divide a step's images per second by the mixed rate: for the step measured on an
+H200 (--step_ms, benchmarks/RESULTS.md) and for a step at 35% MFU (--target_ms). What the device
+path costs inside the step: `python -m benchmarks.train_step --config configs/demo.py --variant
+host:data.strong_views=host` (step times side by side) and `--flops_only` on configs/voc_92.py.
 """
 import argparse
 import os
@@ -16,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from configs import base
-from hvl_jax.data import datasets, transforms
+from hvl_jax.data import files, transforms
 
 
 def write_fixture(root: str, n: int, w: int, h: int):
@@ -47,23 +54,34 @@ def main():
   parser.add_argument('--images', type=int, default=64)
   parser.add_argument('--size', default='500x375')
   parser.add_argument('--crop', type=int, default=512)
+  parser.add_argument('--step_ms', type=float, default=503.6, help='a measured step (VOC 8+8 on an H200)')
+  parser.add_argument('--target_ms', type=float, default=131.0, help='the step at 35%% MFU')
+  parser.add_argument('--images_per_step', type=int, default=16)
   args = parser.parse_args()
   w, h = map(int, args.size.split('x'))
   cfg = base.get_config().data
   cfg.crop_size = args.crop
   with tempfile.TemporaryDirectory() as root:
     entries = write_fixture(root, args.images, w, h)
-    src = datasets.FileSource(root, entries, 21)
+    src = files.FileSource(root, entries, 21)
     n = args.images
     decode = rate(lambda i: src[i % n], n)
     lab = rate(lambda i: transforms.labeled_train(src[i % n], np.random.default_rng(i), cfg), n)
-    unl = rate(lambda i: transforms.unlabeled_train(src[i % n], np.random.default_rng(i), cfg), n)
-  mixed = 2 / (1 / lab + 1 / unl)
+    unlabeled = {}
+    for where in ('host', 'device'):
+      cfg.strong_views = where
+      unlabeled[where] = rate(lambda i: transforms.unlabeled_train(src[i % n], np.random.default_rng(i), cfg), n)
   print(f'one CPU core, {w}x{h} JPEGs -> {args.crop}x{args.crop} crops:')
-  print(f'  decode only (image + label)        {decode:7.1f} images/s')
-  print(f'  labeled (decode + geometric)       {lab:7.1f} images/s')
-  print(f'  unlabeled (weak + 2 strong + boxes) {unl:6.1f} images/s')
-  print(f'  mixed 1:1 batch                    {mixed:7.1f} images/s per core')
+  print(f'  decode only (image + label)                  {decode:7.1f} images/s')
+  print(f'  labeled (decode + geometric)                 {lab:7.1f} images/s')
+  for where, what in (('host', 'weak + 2 strong views + boxes'), ('device', 'weak view only')):
+    print(f'  unlabeled, strong views on the {where:6s} ({what}) {unlabeled[where]:7.1f} images/s')
+  for where in ('host', 'device'):
+    mixed = 2 / (1 / lab + 1 / unlabeled[where])
+    need = lambda ms: args.images_per_step / (ms / 1e3) / mixed
+    print(f'  mixed 1:1 batch, strong views on the {where:6s} {mixed:7.1f} images/s per core, '
+          f'{mixed / decode:.2f} of decode-only; cores to feed a {args.step_ms:.0f} ms step: {need(args.step_ms):.1f}, '
+          f'a {args.target_ms:.0f} ms step (35% MFU): {need(args.target_ms):.1f}')
 
 
 if __name__ == '__main__':

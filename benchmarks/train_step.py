@@ -93,7 +93,8 @@ class Variant:
     self.abstract = state.replace(opt_state=jax.eval_shape(self.tx.init, state.params))
     self.state_sh = sharding.state_sharding(mesh, self.abstract, config.train.fsdp)   # as training does
     self.batch = sharding.global_batch(mesh, random_batch(config, rng))
-    step = train.jit_train_step(config, model, self.tx, mesh, self.state_sh)
+    step = train.jit_train_step(config, model, self.tx, mesh, self.state_sh,
+                                t_clip=train.fixed_text_embeddings(model, state))
     self.lowered = step.lower(shaped(self.abstract, self.state_sh), self.batch)
 
   def adopt(self, state):

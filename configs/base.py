@@ -26,14 +26,15 @@ def get_config():
 
   # ---- Data.
   c.data = ml_collections.ConfigDict(dict(
-      name='voc',              # voc | coco | ade | cityscapes | synthetic | tfds
-      class_names=(),           # override of the class names (required for tfds)
+      name='voc',              # voc | coco | ade | cityscapes | folder (your own) | synthetic | tfds
+      class_names=(),           # override of the class names (required for tfds; folder: classes.txt's)
       root='',                 # dataset root directory
       splits_dir='',           # folder holding <dataset>/<split>/{labeled,unlabeled}.txt ('' = data/splits shipped copy)
       split='92',
       num_classes=21,
       ignore_index=IGNORE_INDEX,
       background_classes=(0,),  # classes whose relevance s_k is always 1
+      background_name='background',  # folder: the class of this name (if any) is the background class
       crop_size=512,
       # Training rescale (SemiVL): mmseg's keep-ratio Resize(img_scale, ratio_range=scale_range)
       # where img_scale is set (VOC, ADE20K), else the native size times a ratio in scale_range.
@@ -49,6 +50,9 @@ def get_config():
       # crop is re-drawn (up to 10 times) until it keeps rcs_min_pixels * rcs_min_crop_ratio.
       rcs_min_pixels=3000,
       rcs_min_crop_ratio=0.5,
+      # Where the unlabeled images' two strong views are made: 'device' (inside the train step, from
+      # its RNG; the host ships the weak view only) | 'host' (numpy/OpenCV in the input pipeline).
+      strong_views='device',
       color_jitter=(0.5, 0.5, 0.5, 0.25),
       color_jitter_p=0.8,
       grayscale_p=0.2,
@@ -230,15 +234,20 @@ def dataset_config(name: str, labels: int, backbone: str = 'clip'):
   c.data.img_scale = d['img_scale']
   c.inference.update(dict(protocol=d['protocol'], short_side=d['short_side'], stride=d['stride']))
   if BACKBONE_ARGS[backbone] == 'eva02_clip_l14':
-    c.model.backbone = 'eva02_clip_l14'
-    c.model.clip.update(EVA02_CLIP_L14)
-    c.model.out_layers = (8, 16, 24)   # thirds of the 24 blocks, as (4, 8, 12) of ViT-B's 12
-    c.data.crop_size = EVA02_CROPS[name]
-    # 8+8 over 2 devices in two micro-steps of 2+2 per device, parameters and optimizer state
-    # sharded over the devices (24 GB cards; XLA's plan is 23.6 GiB per device without FSDP).
-    c.train.grad_accum = 2
-    c.train.fsdp = True
+    use_eva02_clip_l14(c, EVA02_CROPS[name])
   return c
+
+
+def use_eva02_clip_l14(c, crop: int):
+  """`c` with EVA02-CLIP-L/14 for both encoders at the crop `crop` (a multiple of 14)."""
+  c.model.backbone = 'eva02_clip_l14'
+  c.model.clip.update(EVA02_CLIP_L14)
+  c.model.out_layers = (8, 16, 24)   # thirds of the 24 blocks, as (4, 8, 12) of ViT-B's 12
+  c.data.crop_size = crop
+  # 8+8 over 2 devices in two micro-steps of 2+2 per device, parameters and optimizer state
+  # sharded over the devices (24 GB cards; XLA's plan is 23.6 GiB per device without FSDP).
+  c.train.grad_accum = 2
+  c.train.fsdp = True
 
 
 def table_1_config(path: str):

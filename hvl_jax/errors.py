@@ -4,3 +4,8 @@
 class CheckpointError(ValueError):
   """A checkpoint (a training run's, or a pretrained model's weights) that is missing or cannot be
   read; the message names the file or directory and the problem."""
+
+
+class DataError(ValueError):
+  """Bad dataset input (a missing, unreadable or malformed image, label or list); the message
+  names the file and what is wrong, and how to fix it where there is one fix."""

@@ -209,9 +209,10 @@ def evaluate_open_vocabulary(config, model, clip, params, workdir: Optional[str]
 def evaluate_checkpoint(config, workdir: str, checkpoint: Optional[str] = None):
   """Evaluates `checkpoint` (default: the newest in <workdir>/checkpoints) on the val split; with
   inference.class_names, on those names (`evaluate_open_vocabulary`)."""
+  config = datasets.resolved(config)
   names = datasets.class_names(config)
   model, clip = hvl.build_model(config, names)
-  params = state_lib.restore_params(config, model, clip, checkpoint or os.path.join(workdir, 'checkpoints'))
+  params, _ = state_lib.restore_params(config, model, clip, checkpoint or os.path.join(workdir, 'checkpoints'))
   if config.inference.class_names:
     return evaluate_open_vocabulary(config, model, clip, params, workdir)
   source = datasets.make_sources(config)['val']

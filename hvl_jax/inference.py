@@ -4,21 +4,22 @@
   'zegclip_sliding_window'  SemiVL's evaluation of VOC, ADE20K and COCO: the image resized so
       that its short side is `inference.short_side` (mmseg's `min_size`; 0 keeps the native size,
       as for COCO), windows of the crop at `inference.stride` (`window_boxes`, smaller than the
-      crop where the image is), scores averaged where windows overlap, resized bilinearly
-      (corners aligned) to the label's size, argmax.
+      crop where the image is), class probabilities averaged where windows overlap, resized
+      bilinearly (corners aligned) to the label's size, argmax.
   'sliding_window'  UniMatch's evaluation of Cityscapes: windows from 0 every `stride` pixels,
-      cut at the image's edge (`sliding_window_boxes`), scores averaged.
+      cut at the image's edge (`sliding_window_boxes`), probabilities averaged.
   'whole'  the whole image padded to the network's multiple (small images, the demo).
 
-`Predictor.predict(prepared, image)` is what evaluation and prediction call, with
+`Predictor.predict(prepared, image)` is what evaluation and prediction call (`predict_many` for a
+list of images, whose windows are batched together), with
 `prepared = predictor.prepare(params)` computed once per parameter set (for the network: the
 text queries, which do not depend on the image). `Predictor.from_config` wraps the network; any
-`scores(prepared, images (N, h, w, 3) uint8, valid (N, h, w) bool) -> (scores (N, h, w, K),
+`scores(prepared, images (N, h, w, 3) uint8, valid (N, h, w) bool) -> (class probabilities (N, h, w, K),
 present (N, K) bool or None)` function works, e.g. a stand-in in tests. Windows of one shape run
 in batches of `batch` on the device (sharded over the local devices); each is padded (bottom,
 right) only to the network's multiple, and `valid` marks the image's own pixels.
 """
-from typing import Any, Callable, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
 import flax.linen as nn
@@ -78,10 +79,12 @@ def resize_align_corners(x: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
 
 
 class Prediction(NamedTuple):
-  """classes (H, W) int32 at the image's size; present (K,) bool, the classes the gating kept in
-  any window (None without gating)."""
+  """classes (H, W) int32 at the image's size, the argmax of probabilities (H, W, K) float32 (the
+  windows' class probabilities averaged where they overlap); present (K,) bool, the classes the
+  gating kept in any window (None without gating)."""
   classes: np.ndarray
   present: Optional[np.ndarray]
+  probabilities: Optional[np.ndarray] = None
 
 
 def process_local(tree):
@@ -97,7 +100,8 @@ def network_scores(model: hvl.HVL, mode: str, mesh: Optional[Mesh] = None, seen:
   """(prepare, scores) of the network.
 
   prepare(params) -> (params, text queries); scores(prepared, images (N, h, w, 3) uint8, valid
-  (N, h, w) bool) -> (class scores (N, h, w, K) of the last DQTD layer, present (N, K) or None),
+  (N, h, w) bool) -> (class probabilities (N, h, w, K) of the last DQTD layer under `mode`
+  (`semantic.class_probabilities`), present (N, K) or None),
   the batch sharded over `mesh` when given. `seen` (K,) ints: the training class of each of the
   model's classes, -1 for a new one (open-vocabulary inference, `semantic.open_vocabulary_logits`).
   """
@@ -111,7 +115,7 @@ def network_scores(model: hvl.HVL, mode: str, mesh: Optional[Mesh] = None, seen:
     cls, masks = out['predictions'][-1]
     if seen is not None:
       cls = semantic.open_vocabulary_logits(cls, seen, model.cfg.num_levels, out['relevance'])
-    return semantic.upsampled_class_scores(cls, masks, images.shape[1:3], mode), out['present']
+    return semantic.upsampled_class_probabilities(cls, masks, images.shape[1:3], mode), out['present']
 
   return jitted(text_queries, scores, mesh)
 
@@ -147,7 +151,7 @@ def zero_shot_scores(model: hvl.HVL, mesh: Optional[Mesh] = None):
   text embeddings t^CLIP, upsampled bilinearly to the window. Same interface as `network_scores`."""
 
   def t_clip(params):
-    return model.apply({'params': params}, method=hvl.HVL.text_queries)['t_clip']
+    return model.apply({'params': params}, method=hvl.HVL.fixed_text_embeddings)
 
   def scores(prepared, images, valid):
     del valid
@@ -225,50 +229,63 @@ class Predictor:
       return sliding_window_boxes(height, width, self.crop, self.stride)
     return window_boxes(height, width, self.crop, self.stride)
 
-  def window_scores(self, prepared: Any, image: np.ndarray, boxes: List[Box]):
-    """Scores (h, w, K) of each box and the union of their present classes; windows of one padded
-    shape go through `scores` together, in batches of `batch`."""
+  def window_scores(self, prepared: Any, windows: List[Tuple[int, np.ndarray, Box]]):
+    """Scores (h, w, K) of each (image index, image, box) window and {image index: the union of
+    its windows' present classes}; windows of one padded shape go through `scores` together, in batches of
+    `batch`, whichever images they come from."""
     m = self.pad_multiple
     shape_of = lambda b: (-(-(b[1] - b[0]) // m) * m, -(-(b[3] - b[2]) // m) * m)
-    out, present = [None] * len(boxes), None
-    for shape in sorted({shape_of(b) for b in boxes}):
-      group = [i for i, b in enumerate(boxes) if shape_of(b) == shape]
-      windows = np.zeros((len(group),) + shape + (3,), np.uint8)
+    out, present = [None] * len(windows), {}
+    for shape in sorted({shape_of(b) for _, _, b in windows}):
+      group = [i for i, (_, _, b) in enumerate(windows) if shape_of(b) == shape]
+      pixels = np.zeros((len(group),) + shape + (3,), np.uint8)
       valid = np.zeros((len(group),) + shape, bool)
       for j, i in enumerate(group):
-        y1, y2, x1, x2 = boxes[i]
-        windows[j, :y2 - y1, :x2 - x1] = image[y1:y2, x1:x2]
+        _, image, (y1, y2, x1, x2) = windows[i]
+        pixels[j, :y2 - y1, :x2 - x1] = image[y1:y2, x1:x2]
         valid[j, :y2 - y1, :x2 - x1] = True
       rest = -len(group) % self.batch       # static batch shapes: repeat the last window
-      windows = np.concatenate([windows, np.repeat(windows[-1:], rest, axis=0)])
+      pixels = np.concatenate([pixels, np.repeat(pixels[-1:], rest, axis=0)])
       valid = np.concatenate([valid, np.repeat(valid[-1:], rest, axis=0)])
-      for lo in range(0, len(windows), self.batch):
-        s, p = self.scores(prepared, windows[lo:lo + self.batch], valid[lo:lo + self.batch])
+      for lo in range(0, len(pixels), self.batch):
+        s, p = self.scores(prepared, pixels[lo:lo + self.batch], valid[lo:lo + self.batch])
         s = np.asarray(s)
+        p = None if p is None else np.asarray(p)
         for j in range(lo, min(lo + self.batch, len(group))):
-          y1, y2, x1, x2 = boxes[group[j]]
+          k, _, (y1, y2, x1, x2) = windows[group[j]]
           out[group[j]] = s[j - lo, :y2 - y1, :x2 - x1]
-        if p is not None:
-          p = np.asarray(p)[:min(self.batch, len(group) - lo)].any(0)
-          present = p if present is None else present | p
+          if p is not None:
+            present[k] = present.get(k, False) | p[j - lo]
     return out, present
 
   def predict(self, prepared: Any, image: np.ndarray) -> Prediction:
-    """image (H, W, 3) uint8 -> Prediction (class map (H, W) int32); `prepared` from `prepare(params)`."""
-    h, w = image.shape[:2]
+    """image (H, W, 3) uint8 -> Prediction; `prepared` from `prepare(params)`."""
+    return self.predict_many(prepared, [image])[0]
+
+  def predict_many(self, prepared: Any, images: Sequence[np.ndarray]) -> List[Prediction]:
+    """Images (H_i, W_i, 3) uint8 of any sizes -> their Predictions, the windows of all of them
+    batched together."""
     resized = self.protocol == 'zegclip_sliding_window' and self.short_side > 0
-    if resized:
-      rh, rw = transforms.short_side_size(h, w, self.short_side)
-      image = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_LINEAR)
-    ih, iw = image.shape[:2]
-    boxes = self.boxes(ih, iw)
-    scores, present = self.window_scores(prepared, image, boxes)
-    acc = np.zeros((ih, iw, self.num_classes), np.float32)
-    count = np.zeros((ih, iw, 1), np.float32)
-    for (y1, y2, x1, x2), s in zip(boxes, scores):
-      acc[y1:y2, x1:x2] += s
-      count[y1:y2, x1:x2] += 1
-    mean = acc / count
-    if resized:
-      mean = resize_align_corners(mean, (h, w))
-    return Prediction(mean.argmax(-1).astype(np.int32), present)
+    inputs = []
+    for image in images:
+      if resized:
+        rh, rw = transforms.short_side_size(*image.shape[:2], self.short_side)
+        image = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_LINEAR)
+      inputs.append(image)
+    boxes = [self.boxes(*image.shape[:2]) for image in inputs]
+    scores, present = self.window_scores(
+        prepared, [(k, image, b) for k, (image, bs) in enumerate(zip(inputs, boxes)) for b in bs])
+    out, at = [], 0
+    for k, (original, image, image_boxes) in enumerate(zip(images, inputs, boxes)):
+      ih, iw = image.shape[:2]
+      acc = np.zeros((ih, iw, self.num_classes), np.float32)
+      count = np.zeros((ih, iw, 1), np.float32)
+      for (y1, y2, x1, x2), s in zip(image_boxes, scores[at:at + len(image_boxes)]):
+        acc[y1:y2, x1:x2] += s
+        count[y1:y2, x1:x2] += 1
+      at += len(image_boxes)
+      mean = acc / count
+      if resized:
+        mean = resize_align_corners(mean, original.shape[:2])
+      out.append(Prediction(mean.argmax(-1).astype(np.int32), present.get(k), mean))
+    return out

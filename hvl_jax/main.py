@@ -13,6 +13,7 @@ writes a checkpoint and exits with status 75 (`preemption.EXIT_CODE`); the same 
 import os
 import re
 import sys
+from typing import Optional
 
 if sys.version_info < (3, 12):   # before jax, whose releases for this code need 3.12
   sys.exit(f'error: hvl_jax needs Python 3.12 or later, this is {sys.version.split()[0]}: install python3.12, '
@@ -30,13 +31,16 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from hvl_jax import compilation_cache
 from hvl_jax import config_history
+from hvl_jax import config_io
 from hvl_jax import evaluate
 from hvl_jax import predict
 from hvl_jax import preemption
 from hvl_jax import train
 from hvl_jax.data import datasets
 from hvl_jax.errors import CheckpointError
+from hvl_jax.errors import DataError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
@@ -47,7 +51,7 @@ _OUTPUT = flags.DEFINE_string('output', None, 'predict: where index PNGs and ove
 flags.mark_flags_as_required(['config', 'workdir'])
 
 # Raised for input a user can fix; their messages name the file or config field.
-USER_ERRORS = (datasets.DataError, CheckpointError, ValueError,
+USER_ERRORS = (DataError, CheckpointError, ValueError,
                FileNotFoundError, FloatingPointError)
 
 
@@ -64,15 +68,12 @@ def main(argv):
     jax.distributed.initialize()
   if not flags.FLAGS['verbosity'].present:   # library INFO chatter (Orbax) off unless asked for
     logging.set_verbosity(logging.WARNING)
-  config, workdir = _CONFIG.value, _WORKDIR.value
-  os.makedirs(workdir, exist_ok=True)
+  cache = compilation_cache.enable()
+  config, workdir = datasets.resolved(_CONFIG.value), _WORKDIR.value
   logging.info('JAX process %d/%d, local devices: %s', jax.process_index(), jax.process_count(),
                jax.local_devices())
-  resolved = os.path.join(workdir, f'config_{_MODE.value}.json')
-  if jax.process_index() == 0:
-    with open(resolved, 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
-  print(config_summary(config, workdir, resolved), flush=True)
+  resolved = config_io.write(config, workdir, _MODE.value)
+  print(config_summary(config, workdir, resolved, cache), flush=True)
 
   if _MODE.value == 'train':
     train.train_and_evaluate(config, workdir)
@@ -82,7 +83,7 @@ def main(argv):
     predict.predict_files(config, workdir, _INPUT.value, _OUTPUT.value, _CHECKPOINT.value)
 
 
-def config_summary(config, workdir: str, resolved: str) -> str:
+def config_summary(config, workdir: str, resolved: str, cache: Optional[str]) -> str:
   """A few lines saying what runs where; the whole config is in `resolved`."""
   d, m = config.data, config.model
   steps = f'{config.train.steps} steps' if config.train.steps > 0 else f'{config.train.epochs} epochs'
@@ -95,7 +96,9 @@ def config_summary(config, workdir: str, resolved: str) -> str:
       f'  training {steps} of {d.labeled_batch} labeled + {d.unlabeled_batch} unlabeled images '
       f'({config.train.grad_accum} micro-step{"s" if config.train.grad_accum > 1 else ""} each)',
       f'  devices  {len(devices)} x {devices[0].platform} ({devices[0].device_kind}), JAX {jax.__version__}',
-      f'  workdir  {workdir}'])
+      f'  workdir  {workdir}',
+      f'  compiled programs cached in {cache} (HVL_COMPILATION_CACHE=off: no cache)' if cache else
+      '  compiled programs not cached (HVL_COMPILATION_CACHE is off)'])
 
 
 def config_path(argv) -> str:

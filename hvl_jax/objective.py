@@ -177,8 +177,8 @@ def labeled_relevance(model: hvl.HVL, labels, num_classes):
 class Forward(NamedTuple):
   """What the parts share from one step's passes.
 
-  text: `HVL.text_queries`; taps: the backbone's taps over every encoded row (labeled, weak,
-  strong 1, strong 2, masked labeled); dense: (Bl, h, w, E) dense features of the masked rows
+  text: `HVL.text_queries`; taps: the backbone's taps over the labeled, weak, strong 1 and
+  strong 2 rows; dense: (Bl, h, w, E) dense features of the masked rows
   (None without L_vl); predictions: per decoder layer (cls (N, Q, K+1), masks (N, h, w, Q)) of the
   labeled rows, then the strong rows; rel_w: (Bu, K) s_k of the weak views; vl_class: (Bl,) the
   masked class (None without L_vl); reference: E_I^0's dense features of the unmasked labeled
@@ -199,18 +199,20 @@ def strong_views(batch: Batch):
           for box, img in ((batch.box1, batch.image_s1), (batch.box2, batch.image_s2))]
 
 
-def forward(model: hvl.HVL, params, batch: Batch, vl_key, cfg: ObjectiveConfig) -> Forward:
-  """The shared passes (module docstring); the weak rows are encoded but not decoded here."""
-  apply = lambda method, *a: model.apply({'params': params}, *a, method=method)
+def forward(model: hvl.HVL, params, batch: Batch, vl_key, cfg: ObjectiveConfig, t_clip=None) -> Forward:
+  """The shared passes (module docstring); the weak rows are encoded but not decoded here. The
+  masked rows are encoded apart: only their dense features are read, which skip the last block.
+  t_clip: `HVL.fixed_text_embeddings` when computed once outside the step (None: here)."""
+  apply = lambda method, *a, **kw: model.apply({'params': params}, *a, method=method, **kw)
   bl, bu = batch.image_l.shape[0], batch.image_w.shape[0]
   vl = cfg.vision_language
-  text = apply(hvl.HVL.text_queries)
+  text = apply(hvl.HVL.text_queries, t_clip)
   rel_l = apply(labeled_relevance, batch.label_l, model.cfg.num_classes)
-  masked, vl_class, reference = [], None, None
+  dense, vl_class, reference = None, None, None
   if vl.enabled:     # one present class per labeled image masked with the normalisation mean (0)
     vl_class = random_present_class(batch.label_l, model.cfg.num_classes, vl_key)
     hide = hidden_region(batch.label_l, vl_class, vl.ignore_index)[..., None]
-    masked = [jnp.where(hide, 0.0, batch.image_l)]
+    dense = apply(hvl.HVL.encode, jnp.where(hide, 0.0, batch.image_l), dense=True, taps=False)['dense']
     if vl.mask > 0:    # E_I^0 on the unmasked labeled images: the L_mask reference
       reference = apply(hvl.HVL.reference_features, batch.image_l)['dense']
   strong, rel_w, rel_s = [], None, []
@@ -219,11 +221,10 @@ def forward(model: hvl.HVL, params, batch: Batch, vl_key, cfg: ObjectiveConfig) 
     rel_w = apply(hvl.HVL.image_relevance, batch.image_w, text['t_clip'], batch.valid_u)
     rel_s = [jnp.where(box.any((1, 2))[:, None], jnp.maximum(rel_w, cutmix_partner(rel_w)), rel_w)
              for box in (batch.box1, batch.box2)]
-  images = jnp.concatenate([batch.image_l] + ([batch.image_w] if bu else []) + strong + masked)
-  enc = apply(hvl.HVL.encode, images, vl.enabled)
+  images = jnp.concatenate([batch.image_l] + ([batch.image_w] if bu else []) + strong)
+  enc = apply(hvl.HVL.encode, images)
   rows = lambda t: jnp.concatenate([t[:bl], t[bl + bu:bl + 3 * bu]])    # labeled and strong rows
   predictions = apply(hvl.HVL.decode, [rows(t) for t in enc['taps']], jnp.concatenate([rel_l] + rel_s), text)
-  dense = enc['dense'][bl + 3 * bu:] if vl.enabled else None
   return Forward(text, enc['taps'], dense, predictions, rel_w, vl_class, reference)
 
 
@@ -307,11 +308,12 @@ def vision_language_loss(fwd: Forward, labels, cfg: VisionLanguageConfig) -> Tup
 
 
 def weighted_terms(model: hvl.HVL, params, batch: Batch, rng, cfg: ObjectiveConfig,
-                   teacher_params: Optional[dict] = None) -> Tuple[Terms, Terms]:
+                   teacher_params: Optional[dict] = None, t_clip=None) -> Tuple[Terms, Terms]:
   """(parts, terms): the weighted summands of the total loss by name (their sum is the total;
-  benchmarks/grad_shares.py differentiates each) and every unweighted term for logging."""
+  benchmarks/grad_shares.py differentiates each) and every unweighted term for logging; t_clip as
+  in `forward`."""
   k_crit, k_fp, k_vl, _ = jax.random.split(rng, 4)
-  fwd = forward(model, params, batch, k_vl, cfg)
+  fwd = forward(model, params, batch, k_vl, cfg, t_clip)
   terms = supervised_loss(fwd.predictions, batch.label_l, cfg.supervised, k_crit)
   parts = {'seg': terms['seg_seg']}
   more = []
@@ -329,9 +331,9 @@ def weighted_terms(model: hvl.HVL, params, batch: Batch, rng, cfg: ObjectiveConf
 
 
 def compute_loss(model: hvl.HVL, params, batch: Batch, rng, cfg: ObjectiveConfig,
-                 teacher_params: Optional[dict] = None):
+                 teacher_params: Optional[dict] = None, t_clip=None):
   """Returns (total loss, dict of every term)."""
-  parts, terms = weighted_terms(model, params, batch, rng, cfg, teacher_params)
+  parts, terms = weighted_terms(model, params, batch, rng, cfg, teacher_params, t_clip)
   total = sum(parts.values())
   terms['total'] = total
   return total, terms

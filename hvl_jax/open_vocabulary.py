@@ -120,4 +120,5 @@ class Relabelled:
   def predict(self, prepared, image: np.ndarray) -> inference.Prediction:
     pred = self.predictor.predict(prepared, image)
     present = None if pred.present is None else np.where(self.seen >= 0, pred.present[self.seen], False)
-    return inference.Prediction(self.table[pred.classes], present)
+    probabilities = np.where(self.seen >= 0, pred.probabilities[..., np.maximum(self.seen, 0)], 0)
+    return inference.Prediction(self.table[pred.classes], present, probabilities.astype(np.float32))

@@ -70,7 +70,7 @@ def full_params(state: TrainState):
 def restore_params(config, model, clip, checkpoint: str):
   """Evaluation parameters from `checkpoint`: a checkpoint directory (its newest readable step)
   or one step directory (`.../checkpoints/300`). Reads the trained parameters (the EMA teacher's
-  where there is one) and the frozen ones, nothing else."""
+  where there is one) and the frozen ones, nothing else. Returns (params, the step directory)."""
   directory, step = checkpoint, None
   if os.path.isdir(os.path.join(directory, 'state')):
     directory, step = os.path.dirname(os.path.abspath(directory)), int(os.path.basename(directory))
@@ -82,7 +82,7 @@ def restore_params(config, model, clip, checkpoint: str):
   parts, step = ckpt_lib.Checkpointer(directory, async_save=False).restore_parts(
       {teacher: trainable, 'frozen': frozen}, step=step, grad_accum=config.train.grad_accum)
   print(f'Restored {directory} step {step}', flush=True)
-  return {**parts[teacher], **parts['frozen']}
+  return {**parts[teacher], **parts['frozen']}, os.path.join(directory, str(step))
 
 
 def parameter_counts(params) -> Dict[str, int]:

@@ -14,10 +14,12 @@ from typing import Any, Dict, Optional
 from absl import logging
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from tensorboardX import SummaryWriter
 
 from hvl_jax import checkpoint as ckpt_lib
+from hvl_jax import config_io
 from hvl_jax import evaluate
 from hvl_jax import inference
 from hvl_jax import objective
@@ -26,7 +28,7 @@ from hvl_jax import preemption
 from hvl_jax import sharding
 from hvl_jax import state as state_lib
 from hvl_jax import visualize
-from hvl_jax.data import datasets, pipeline
+from hvl_jax.data import datasets, pipeline, strong_views
 from hvl_jax.models.backbones import clip as clip_lib
 from hvl_jax.models import hvl
 
@@ -41,22 +43,32 @@ def normalize_batch(batch: Dict[str, jax.Array]) -> objective.Batch:
                          get('box2', 'label_l').astype(bool), get('valid_u', 'label_l').astype(bool))
 
 
+# The strong views' key: the micro-step's key folded with this (the objective splits the key itself).
+STRONG_VIEWS_STREAM = 0x5757
+
+
 def train_step(state: state_lib.TrainState, batch, *, model, tx, loss: objective.ObjectiveConfig,
-               grad_accum: int = 1, ema_decay: float = 0.0):
+               grad_accum: int = 1, ema_decay: float = 0.0, t_clip=None,
+               strong: Optional[strong_views.StrongViewConfig] = None):
   """One micro-step: loss, gradients w.r.t. the trainable params, optimizer update, EMA.
 
   With grad_accum = k (train.grad_accum) the optimizer applies the mean gradient every k-th
   micro-step; `state.step` (optimizer steps) advances then, and so does the EMA teacher
-  (semi.ema_decay > 0).
+  (semi.ema_decay > 0). t_clip: (K, E) `fixed_text_embeddings` of the frozen text encoder,
+  computed once per start (`fixed_text_embeddings`); None computes them in the step. strong: how
+  the step makes the strong views of a batch that has only weak ones (data.strong_views='device').
   """
   rng = jax.random.fold_in(state.rng, state.step * grad_accum + optim.micro_step(state.opt_state))
+  if strong is not None and 'image_w' in batch and 'image_s1' not in batch:
+    batch = {**batch, **strong_views.strong_views(batch['image_w'], jax.random.fold_in(rng, STRONG_VIEWS_STREAM),
+                                                  strong)}
   inputs = normalize_batch(batch)
   teacher = None
   if ema_decay > 0:
     teacher = {**state.ema_params, **state.frozen}
 
   def loss_fn(params):
-    return objective.compute_loss(model, {**params, **state.frozen}, inputs, rng, loss, teacher)
+    return objective.compute_loss(model, {**params, **state.frozen}, inputs, rng, loss, teacher, t_clip)
 
   (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -73,15 +85,25 @@ def train_step(state: state_lib.TrainState, batch, *, model, tx, loss: objective
   return new_state, metrics
 
 
-def bind_train_step(config, model, tx):
-  """`train_step` with the config's static settings bound (read here, not while tracing)."""
+def bind_train_step(config, model, tx, t_clip=None):
+  """`train_step` with the config's static settings (read here, not while tracing) and t_clip bound."""
+  if config.data.strong_views not in ('device', 'host'):
+    raise ValueError(f"data.strong_views must be 'device' or 'host', got {config.data.strong_views!r}")
+  strong = strong_views.StrongViewConfig.from_config(config.data) if config.data.strong_views == 'device' else None
   return functools.partial(train_step, model=model, tx=tx, loss=objective.ObjectiveConfig.from_config(config),
-                           grad_accum=config.train.grad_accum, ema_decay=config.semi.ema_decay)
+                           grad_accum=config.train.grad_accum, ema_decay=config.semi.ema_decay, t_clip=t_clip,
+                           strong=strong)
 
 
-def jit_train_step(config, model, tx, mesh, state_sharding, donate: bool = True):
+def fixed_text_embeddings(model, state: state_lib.TrainState) -> np.ndarray:
+  """t^CLIP (K, E) of the state's frozen text encoder, on the host: a constant of the step."""
+  fn = jax.jit(lambda frozen: model.apply({'params': frozen}, method=hvl.HVL.fixed_text_embeddings))
+  return np.asarray(fn(state.frozen))
+
+
+def jit_train_step(config, model, tx, mesh, state_sharding, donate: bool = True, t_clip=None):
   """`train_step` jitted over the mesh: batch sharded on 'data', state as `state_sharding`."""
-  return jax.jit(bind_train_step(config, model, tx),
+  return jax.jit(bind_train_step(config, model, tx, t_clip),
                  in_shardings=(state_sharding, sharding.batch_sharding(mesh)),
                  out_shardings=(state_sharding, None), donate_argnums=0 if donate else ())
 
@@ -163,7 +185,10 @@ def compiled(jitted, *args):
 
 
 def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
-  """Trains (resuming from the workdir if possible), then evaluates; returns the final eval results."""
+  """Trains (resuming from the workdir if possible), then evaluates; returns the final eval results.
+  The workdir records the config (config_train.json, which `Segmenter.load` reads)."""
+  config = datasets.resolved(config)
+  config_io.write(config, workdir, 'train')
   mesh = sharding.make_mesh()
   names = datasets.class_names(config)
   model, clip = hvl.build_model(config, names)
@@ -193,7 +218,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   note = mask_budget_note(config, mesh.devices.size)
   if note:
     print(note, flush=True)
-  step_fn = jit_train_step(config, model, tx, mesh, state_sharding)
+  step_fn = jit_train_step(config, model, tx, mesh, state_sharding, t_clip=fixed_text_embeddings(model, state))
   progress = ProgressLogger(workdir, total, config.data.labeled_batch + config.data.unlabeled_batch, lr_fn)
   evaluator = evaluate.Evaluator(config, inference.Predictor.from_config(config, model), sources['val'], names,
                                  num_samples=4)

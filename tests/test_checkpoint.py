@@ -29,7 +29,8 @@ def test_old_micro_step_checkpoints_are_refused_under_accumulation(tmp_path):
   abstract = jax.eval_shape(lambda: state)
   restored, number = ckpt_lib.Checkpointer(str(directory), async_save=False).restore(abstract, grad_accum=2)
   assert number == 3 and int(restored.step) == 3
-  params = state_lib.restore_params(config, model, clip, str(directory / '3'))
+  params, source = state_lib.restore_params(config, model, clip, str(directory / '3'))
+  assert source == str(directory / '3')
   np.testing.assert_array_equal(np.asarray(jax.tree.leaves(params['decoder'])[0]),
                                 np.asarray(jax.tree.leaves(state.params['decoder'])[0]))
 

@@ -1,4 +1,4 @@
-"""Configs: every dataset config (both backbones), ablation, demo and benchmark variant builds a
+"""Configs: every dataset config (both backbones), ablation, demo, folder and benchmark variant builds a
 model; dotted overrides name a bad field; the command line rejects mistakes in one line."""
 import glob
 import importlib
@@ -10,10 +10,12 @@ import pytest
 
 from benchmarks import train_step
 from configs import ablations, base
+from configs import folder
 from hvl_jax import objective
 from hvl_jax.data import datasets
 from hvl_jax.models import hvl
 from hvl_jax.models.backbones import clip_weights, registry
+import folder_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASET_CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, 'configs', '*_[0-9]*.py')))
@@ -76,6 +78,19 @@ def test_ablations_build(variant):
 def test_demo_configs_build(name):
   config = importlib.import_module(f'configs.{name}').get_config()
   assert build(config).cfg.num_classes == config.data.num_classes
+
+
+@pytest.mark.parametrize('arg', ['clip', 'eva02l', 'tiny'])
+def test_folder_configs_build_from_the_folder(arg, tmp_path):
+  folder_dataset.make(str(tmp_path))
+  config = folder.get_config(arg)
+  with config.unlocked():
+    config.data.root = str(tmp_path)
+  config = datasets.resolved(config)
+  model = build(config)
+  assert model.cfg.num_classes == 4 and model.cfg.background_classes == (0,)
+  assert config.data.crop_size % model.cfg.clip.patch_size == 0
+  assert model.cfg.clip.vision_type == ('eva02' if arg == 'eva02l' else 'vit')
 
 
 def test_benchmark_variants_build():
@@ -142,6 +157,8 @@ def test_bad_values_are_refused_where_the_config_is_read():
     (['--config', 'configs/demo.py', '--config.data.name=voc', '--config.data.num_classes=21',
       '--config.data.root=/no/voc'],
      "error: data.root='/no/voc': dataset root directory not found"),
+    (['--config', 'configs/folder.py:tiny'], "error: data.root='': dataset folder not found"),
+    (['--config', 'configs/folder.py', '--config.data.root=/no/mine'], "error: data.root='/no/mine': dataset folder not found"),
 ])
 def test_command_line_mistakes_end_in_one_line(tmp_path, args, message):
   out = subprocess.run([sys.executable, '-m', 'hvl_jax.main', '--workdir', str(tmp_path)] + args, cwd=ROOT,

@@ -295,10 +295,17 @@ def test_pipeline_shapes_determinism_and_state_restore(tmp_path):
   first = next(it)
   assert first['image_l'].shape == (4, 64, 64, 3) and first['image_l'].dtype == np.uint8
   assert first['label_l'].shape == (4, 64, 64) and first['label_l'].dtype == np.int32
+  # The strong views are the train step's (data.strong_views='device'): the host ships the weak one.
+  assert set(first) == {'image_l', 'label_l', 'image_w', 'valid_u'}
+  assert first['image_w'].shape == (4, 64, 64, 3) and first['valid_u'].dtype == bool
+  hc = c.copy_and_resolve_references()
+  hc.data.strong_views = 'host'
+  host = next(iter(pipeline.train_dataset(hc, sources, str(tmp_path))))
   for k in ('image_w', 'image_s1', 'image_s2'):
-    assert first[k].shape == (4, 64, 64, 3)
+    assert host[k].shape == (4, 64, 64, 3)
   for k in ('box1', 'box2', 'valid_u'):
-    assert first[k].shape == (4, 64, 64) and first[k].dtype == bool
+    assert host[k].shape == (4, 64, 64) and host[k].dtype == bool
+  np.testing.assert_array_equal(host['image_w'], first['image_w'])   # the same geometry either way
   state = it.get_state()
   nxt = [next(it) for _ in range(2)]
   it.set_state(state)

@@ -11,6 +11,7 @@ from PIL import Image
 from configs import base
 from hvl_jax import evaluate, inference, metrics
 from hvl_jax.data import datasets
+from hvl_jax.data import files
 from test_inference import K, semivl_zegclip, stand_in
 from tiny import tiny_config
 
@@ -112,7 +113,7 @@ def test_voc_fixture_evaluated_as_semivl(tmp_path):
   assert geometry == dict(crop=512, stride=426, protocol='zegclip_sliding_window', short_side=512)
   predictor = inference.Predictor(stand_in, num_classes=K, **geometry, batch=2)   # the stand-in scores K classes
   config.data.num_classes = K
-  val = datasets.FileSource(str(root), datasets.read_split_list(str(splits / 'pascal/val.txt'), True), 21)
+  val = files.FileSource(str(root), datasets.read_split_list(str(splits / 'pascal/val.txt'), True), 21)
   results = evaluate.Evaluator(config, predictor, val, [f'c{k}' for k in range(K)]).run(None, str(tmp_path)).results
   # SemiVL: PIL reads, the transcribed prediction, intersectionAndUnion summed over images.
   inter, union = np.zeros(K), np.zeros(K)

@@ -34,22 +34,23 @@ def test_predictions_shapes_and_inference(rng):
     assert int(pred.min()) >= 0 and int(pred.max()) < 5
 
 
-def test_class_scores_match_numpy(rng):
-  cls = rng.randn(1, 4, 4).astype(np.float32)
-  masks = rng.randn(1, 2, 3, 4).astype(np.float32)
+def test_class_probabilities_match_numpy(rng):
+  cls = rng.randn(2, 4, 4).astype(np.float32)
+  masks = rng.randn(2, 2, 3, 4).astype(np.float32)
   p = np.exp(cls) / np.exp(cls).sum(-1, keepdims=True)
   p = p[..., :-1]
   m = 1 / (1 + np.exp(-masks))
-  ref = np.zeros((1, 2, 3), np.int64)
-  for y in range(2):
-    for x in range(3):
-      score = m[0, y, x] * p[0].max(-1)
-      ref[0, y, x] = p[0, score.argmax()].argmax()
-  np.testing.assert_array_equal(semantic.class_scores(cls, masks, 'query_argmax').argmax(-1), ref)
-  m2f = np.einsum('qk,hwq->hwk', p[0], m[0])
-  np.testing.assert_allclose(semantic.class_scores(cls, masks, 'mask2former')[0], m2f, rtol=1e-5)
-  probs = np.asarray(semantic.semantic_probs(cls, masks))
-  np.testing.assert_allclose(probs.sum(-1), 1, rtol=1e-5)
+  ref = np.zeros((2, 2, 3, 3), np.float64)
+  for b in range(2):
+    for y in range(2):
+      for x in range(3):
+        winner = (m[b, y, x] * p[b].max(-1)).argmax()
+        ref[b, y, x] = p[b, winner] / p[b, winner].sum()
+  probs = np.asarray(semantic.class_probabilities(cls, masks, 'query_argmax'))
+  np.testing.assert_allclose(probs, ref, rtol=1e-5)
+  m2f = np.einsum('bqk,bhwq->bhwk', p, m)
+  np.testing.assert_allclose(semantic.class_probabilities(cls, masks, 'mask2former'),
+                             m2f / m2f.sum(-1, keepdims=True), rtol=1e-5)
 
 
 @pytest.mark.slow

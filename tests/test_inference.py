@@ -160,6 +160,32 @@ def test_zegclip_protocol_matches_semivl(h, w, resize, batch):
   assert (pred.classes != expected).mean() < 1e-4
 
 
+def test_a_list_of_images_is_batched_and_predicted_as_each_alone():
+  rng = np.random.RandomState(1)
+  images = [random_image(rng, h, w) for h, w in ((300, 420), (256, 256), (290, 500), (100, 120))]
+  calls = []
+
+  def scores(prepared, batch, valid):
+    calls.append(batch.shape[0])
+    out = stand_in_probs(batch)
+    return out, (out.reshape(out.shape[0], -1, K).max(1) > 0.5)
+
+  predictor = inference.Predictor(scores, num_classes=K, crop=256, stride=213, batch=4,
+                                  protocol='zegclip_sliding_window', short_side=0)
+  together = predictor.predict_many(None, images)
+  n_together = len(calls)
+  alone = [predictor.predict(None, image) for image in images]
+  # 11 windows of 256 x 256 in 3 calls of 4, the 100 x 120 image's one window in a call of its own;
+  # image by image, 5 calls.
+  assert sum(len(predictor.boxes(*image.shape[:2])) for image in images[:3]) == 11
+  assert n_together == 3 + 1 and len(calls) - n_together == 5
+  for a, b in zip(together, alone):
+    np.testing.assert_array_equal(a.classes, b.classes)
+    np.testing.assert_array_equal(a.present, b.present)
+    np.testing.assert_allclose(a.probabilities, b.probabilities, rtol=1e-6)
+    np.testing.assert_array_equal(a.classes, a.probabilities.argmax(-1))
+
+
 @pytest.mark.parametrize('h,w,crop', [(256, 512, 200), (100, 300, 96), (97, 61, 40)])
 def test_sliding_window_protocol_matches_unimatch(h, w, crop):
   image = random_image(np.random.RandomState(h * w), h, w)

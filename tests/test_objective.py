@@ -1,6 +1,7 @@
 """The per-step objective on a tiny config: every term finite with its gradient, the total as the
 paper's sum of its parts, Table 4's removals, every ablation variant trains (jit fwd+bwd), 150
-classes with a name listed twice, L_vl's hidden region."""
+classes with a name listed twice, L_vl's hidden region, and the step without its unread work
+against the joint formulation."""
 import json
 import os
 
@@ -11,6 +12,8 @@ import pytest
 
 from hvl_jax import objective
 from hvl_jax.data import datasets
+from hvl_jax.models import hvl
+from hvl_jax.models.backbones import clip as clip_lib
 from tiny import build, finite_loss_and_grads, make_batch, tiny_config
 
 
@@ -119,3 +122,53 @@ def test_vl_hides_the_ignore_band_around_the_class():
   expected = np.zeros((40, 40), bool)
   expected[10:20, 10:20] = True
   np.testing.assert_array_equal(hidden, expected)
+
+
+def joint_forward(model, params, batch, vl_key, cfg, t_clip=None):
+  """`objective.forward` as it was before the step's unread work was dropped (a transcription):
+  t^CLIP computed in the step, the masked rows encoded with the others with dense features of
+  every row; with `every_block`, every block of both vision towers runs."""
+  del t_clip
+  apply = lambda method, *a, **kw: model.apply({'params': params}, *a, method=method, **kw)
+  bl, bu = batch.image_l.shape[0], batch.image_w.shape[0]
+  vl = cfg.vision_language
+  text = apply(hvl.HVL.text_queries)
+  rel_l = apply(objective.labeled_relevance, batch.label_l, model.cfg.num_classes)
+  vl_class = objective.random_present_class(batch.label_l, model.cfg.num_classes, vl_key)
+  hide = objective.hidden_region(batch.label_l, vl_class, vl.ignore_index)[..., None]
+  reference = apply(hvl.HVL.reference_features, batch.image_l, embeds=True)['dense']
+  strong = objective.strong_views(batch)
+  rel_w = apply(hvl.HVL.image_relevance, batch.image_w, text['t_clip'], batch.valid_u)
+  rel_s = [jnp.where(box.any((1, 2))[:, None], jnp.maximum(rel_w, objective.cutmix_partner(rel_w)), rel_w)
+           for box in (batch.box1, batch.box2)]
+  images = jnp.concatenate([batch.image_l, batch.image_w] + strong + [jnp.where(hide, 0.0, batch.image_l)])
+  enc = apply(hvl.HVL.encode, images, dense=True)
+  rows = lambda t: jnp.concatenate([t[:bl], t[bl + bu:bl + 3 * bu]])
+  predictions = apply(hvl.HVL.decode, [rows(t) for t in enc['taps']], jnp.concatenate([rel_l] + rel_s), text)
+  return objective.Forward(text, enc['taps'], enc['dense'][bl + 3 * bu:], predictions, rel_w, vl_class, reference)
+
+
+@pytest.mark.slow
+def test_the_step_without_unread_work_has_the_same_losses_and_gradients(rng, monkeypatch):
+  """t^CLIP once, no block whose output is unread, dense features of the masked rows only: the
+  terms and gradients of the joint formulation, with zero-shot gating on (E_I^0 in the step)."""
+  batch = make_batch(rng)
+  config = tiny_config(**{'semi.conf_threshold': 0.0, 'model.relevance.mode': 'dense', 'model.relevance.threshold': 0.2})
+  model, params = build(config)
+  loss = objective.ObjectiveConfig.from_config(config)
+  key = jax.random.PRNGKey(3)
+  t_clip = jax.jit(lambda p: model.apply({'params': p}, method=hvl.HVL.fixed_text_embeddings))(params)
+
+  def terms_and_grads():
+    fn = lambda p: objective.compute_loss(model, p, batch, key, loss, t_clip=t_clip)
+    return jax.jit(jax.value_and_grad(fn, has_aux=True))(params)
+
+  (_, new_terms), new_grads = terms_and_grads()
+  monkeypatch.setattr(objective, 'forward', joint_forward)
+  monkeypatch.setattr(clip_lib, 'blocks_needed', lambda layers, *_: layers)
+  (_, old_terms), old_grads = terms_and_grads()
+  assert set(new_terms) == set(old_terms) and float(new_terms['vl_mask']) > 0
+  for k in old_terms:
+    np.testing.assert_allclose(new_terms[k], old_terms[k], rtol=2e-5, atol=1e-6, err_msg=k)
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(new_grads), jax.tree.leaves(old_grads)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))

@@ -70,13 +70,13 @@ def test_seen_classes_renamed_labels_and_bad_names():
 
 
 def scores_of(model, params, images, seen=None):
-  """{mode: class scores (B, H, W, K)} of the network's last layer, as `inference.network_scores`
+  """{mode: class probabilities (B, H, W, K)} of the network's last layer, as `inference.network_scores`
   computes them (one forward pass for both modes)."""
   out = jax.jit(lambda p, x: model.apply({'params': p}, clip_lib.normalize_images(x)))(params, images)
   cls, masks = out['predictions'][-1]
   if seen is not None:
     cls = semantic.open_vocabulary_logits(cls, seen, model.cfg.num_levels, out['relevance'])
-  return {mode: np.asarray(semantic.upsampled_class_scores(cls, masks, images.shape[1:3], mode))
+  return {mode: np.asarray(semantic.upsampled_class_probabilities(cls, masks, images.shape[1:3], mode))
           for mode in ('query_argmax', 'mask2former')}
 
 

@@ -77,6 +77,20 @@ def test_two_devices_match_one_device():
 
 
 @pytest.mark.slow
+def test_the_step_makes_the_strong_views_from_its_state():
+  """The pipeline ships weak views only; the step makes the strong ones from its state's RNG, so
+  the same state and batch give the same step (a resumed run repeats it bit for bit)."""
+  config, model, tx, state = setup(repr(tiny_config().to_dict()))
+  batch = next(iter(pipeline.train_dataset(config, datasets.make_sources(config))))
+  assert 'image_w' in batch and 'image_s1' not in batch
+  step = jax.jit(train.bind_train_step(config, model, tx))
+  (s1, m1), (s2, m2) = step(state, batch), step(state, batch)
+  assert float(m1['semi_s1']) >= 0 and np.isfinite(float(m1['total']))
+  for a, b in zip(jax.tree.leaves((s1.params, m1)), jax.tree.leaves((s2.params, m2))):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.slow
 def test_nan_batch_is_skipped_and_no_recompilation():
   config, model, tx, state = setup(repr(supervised_config().to_dict()))
   sources = datasets.make_sources(config)

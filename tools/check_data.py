@@ -1,6 +1,7 @@
 r"""Validates a prepared dataset against a split and prints a summary.
 
   python -m tools.check_data --config configs/voc_92.py --config.data.root=/data/VOC2012 [--max 0]
+  python -m tools.check_data --config configs/folder.py --config.data.root=/data/mine
 
 Reads every listed image and label (or the first --max of each list), reports every bad file
 (missing, unreadable, label size or values wrong, RGB-coloured label) and the most common
@@ -68,10 +69,14 @@ def check_sources(sources: Dict[str, object], num_classes: int, limit: int = 0):
 
 def main(argv):
   del argv
-  config = FLAGS.config
-  sources = datasets.make_sources(config)
+  try:
+    config = datasets.resolved(FLAGS.config)
+    sources = datasets.make_sources(config)
+  except datasets.DataError as e:       # the layout itself (a folder dataset's files, a split list)
+    raise SystemExit(f'error: {e}') from None
   lines, problems = check_sources(sources, config.data.num_classes, FLAGS.max)
-  print(f'dataset {config.data.name}, split {config.data.split}, root {config.data.root}')
+  print(f'dataset {config.data.name}, split {config.data.split or "-"}, root {config.data.root}, '
+        f'{config.data.num_classes} classes')
   print('\n'.join(lines))
   if problems:
     print(f'{len(problems)} problem(s):')

@@ -1,19 +1,27 @@
-r"""Draws a labeled/unlabeled split of a given size from a full training list.
+r"""Draws a labeled/unlabeled split of a given size from a full training list, or the labeled
+images of a folder dataset.
 
   python -m tools.make_split --list hvl_jax/data/splits/pascal/train_aug.txt --labeled 92 \
       --seed 0 --out my_splits/pascal/92 [--root /data/VOC2012 --num_classes 21]
+  python -m tools.make_split --folder /data/mine --labeled 92 [--seed 0]
 
-With --root, labels are read and the draw is class-balanced where possible: the rarest classes
-first, one image holding each class, then random images up to the size. Writes labeled.txt and
-unlabeled.txt (the rest); refuses lists that overlap and existing output files unless --overwrite.
+With --root (and always with --folder), labels are read and the draw is class-balanced where
+possible: the rarest classes first, one image holding each class, then random images up to the
+size. A list gives labeled.txt and unlabeled.txt (the rest) in --out; a folder gives
+<folder>/splits/labeled.txt, drawn from its training images that have a label (the others are
+unlabeled in training). Refuses lists that overlap and existing output files unless --overwrite.
 """
 import argparse
 import os
+import sys
 from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from hvl_jax.data import datasets
+from hvl_jax.data import files
+from hvl_jax.data import folder
+from hvl_jax.errors import DataError
 
 Entry = Tuple[str, Optional[str]]
 
@@ -58,23 +66,51 @@ def write_split(out_dir: str, labeled, unlabeled, overwrite: bool = False):
       f.writelines(' '.join(x for x in e if x) + '\n' for e in entries)
 
 
+def label_classes(source) -> List[set]:
+  """The set of classes in each label of a source."""
+  return [set(np.unique(source[i]['label']).tolist()) - {datasets.IGNORE} for i in range(len(source))]
+
+
+def folder_split(root: str, n: int, seed: int, overwrite: bool = False) -> str:
+  """Writes <root>/splits/labeled.txt: n of the folder's labeled training images, class-balanced."""
+  labeled, _ = folder.split_pairs(root, 'train')
+  source = files.FileSource(root, labeled, len(folder.read_classes(root)))
+  chosen, _ = draw_split(labeled, n, seed, label_classes(source))
+  path = os.path.join(root, folder.LABELED_LIST)
+  if os.path.exists(path) and not overwrite:
+    raise FileExistsError(f'{path}: exists (use --overwrite)')
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w') as f:
+    f.writelines(image[len('images/train/'):] + '\n' for image, _ in chosen)
+  print(f'{path}: {len(chosen)} of the {len(labeled)} labeled training images (seed {seed})')
+  return path
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--list', required=True, help='full training list (image [label] per line)')
+  parser.add_argument('--list', default='', help='full training list (image [label] per line)')
+  parser.add_argument('--folder', default='', help='a folder dataset (data.name=folder): writes its splits/labeled.txt')
   parser.add_argument('--labeled', type=int, required=True)
   parser.add_argument('--seed', type=int, default=0)
-  parser.add_argument('--out', required=True)
+  parser.add_argument('--out', default='')
   parser.add_argument('--root', default='', help='dataset root: read labels for a class-balanced draw')
   parser.add_argument('--num_classes', type=int, default=0)
   parser.add_argument('--overwrite', action='store_true')
   args = parser.parse_args()
+  if args.folder:
+    try:
+      folder_split(args.folder, args.labeled, args.seed, args.overwrite)
+    except (DataError, ValueError, FileExistsError) as e:
+      sys.exit(f'error: {e}')
+    return
+  if not (args.list and args.out):
+    parser.error('give --folder, or --list and --out')
   entries = datasets.read_split_list(args.list, need_labels=False)
   classes = None
   if args.root:
     if not args.num_classes:
       parser.error('--root needs --num_classes')
-    src = datasets.FileSource(args.root, entries, args.num_classes)
-    classes = [set(np.unique(src[i]['label']).tolist()) - {datasets.IGNORE} for i in range(len(src))]
+    classes = label_classes(files.FileSource(args.root, entries, args.num_classes))
   labeled, unlabeled = draw_split(entries, args.labeled, args.seed, classes)
   write_split(args.out, labeled, unlabeled, args.overwrite)
   print(f'{args.out}: {len(labeled)} labeled, {len(unlabeled)} unlabeled (seed {args.seed})')

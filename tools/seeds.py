@@ -18,11 +18,16 @@ import shlex
 import sys
 from typing import Dict, List
 
-from absl import app
+# As hvl_jax.main, before jax is imported: no XLA "Very slow compile?" lines that read like errors.
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+os.environ.setdefault('TRANSFORMERS_NO_ADVISORY_WARNINGS', '1')
+
+from absl import app  # pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import flags
 import numpy as np
 from ml_collections import config_flags
 
+from hvl_jax import compilation_cache
 from hvl_jax import config_history
 from hvl_jax import train
 
@@ -78,6 +83,7 @@ def main(argv):
   del argv
   seeds = [int(s) for s in FLAGS.seeds]
   workdir = FLAGS.workdir
+  compilation_cache.enable()
   config = FLAGS.config
   if FLAGS.print_commands:
     config_file = config_flags.get_config_filename(flags.FLAGS['config'])

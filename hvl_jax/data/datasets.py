@@ -1,33 +1,29 @@
-"""Dataset readers: Pascal VOC (+SBD), COCO-81, ADE20K, Cityscapes and the synthetic set.
+"""Dataset readers: Pascal VOC (+SBD), COCO-81, ADE20K, Cityscapes, a user's folder, TFDS and the
+synthetic set.
 
 Every reader is a random-access source of records {'image' (H, W, 3) uint8 RGB,
 'label' (H, W) uint8 with 255 = ignore (absent for image-only lines), 'name'}.
 Bad input raises `DataError` naming the file and the problem; nothing is skipped.
 Split lists: `<splits_dir>/<folder>/<split>/{labeled,unlabeled}.txt` and
 `<splits_dir>/<folder>/val.txt`, one `image_path [label_path]` per line relative to the root.
+A user's folder (data.name='folder') is laid out as `folder` describes; its class names, class
+count and background class come from the folder (`resolved`). Files are read as `files` says.
 """
 import dataclasses
-import hashlib
 import json
 import os
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
-from PIL import Image
 
 from hvl_jax.constants import IGNORE_INDEX
+from hvl_jax.data import files
+from hvl_jax.data import folder
 from hvl_jax.data import synthetic
+from hvl_jax.errors import DataError
 
 IGNORE = IGNORE_INDEX
 SHIPPED_SPLITS = os.path.join(os.path.dirname(__file__), 'splits')
-
-
-class DataError(ValueError):
-  """Bad dataset input; the message names the file and what is wrong."""
-
-
-def identity_labels(label: np.ndarray) -> np.ndarray:
-  return label
 
 
 def ade_labels(label: np.ndarray) -> np.ndarray:
@@ -42,7 +38,7 @@ class DatasetSpec:
   folder: str                 # under splits_dir
   classes_key: str            # in classes.json
   num_classes: int
-  remap: Callable[[np.ndarray], np.ndarray] = identity_labels
+  remap: Callable[[np.ndarray], np.ndarray] = files.identity_labels
   unlabeled_from_dir: str = ''   # COCO: unlabeled = every image here not in labeled.txt
 
 
@@ -56,7 +52,7 @@ SPECS: Dict[str, DatasetSpec] = {
 
 def spec(name: str) -> DatasetSpec:
   if name not in SPECS:
-    raise ValueError(f'unknown dataset {name!r}; valid: {sorted(SPECS) + ["synthetic", "tfds"]}')
+    raise ValueError(f'unknown dataset {name!r}; valid: {sorted(SPECS) + ["folder", "synthetic", "tfds"]}')
   return SPECS[name]
 
 
@@ -75,6 +71,8 @@ def class_names(config) -> Tuple[str, ...]:
     return synthetic.CLASS_NAMES[:k]
   if config.data.name == 'tfds':
     raise DataError('data.name=tfds needs data.class_names (the class names in label order)')
+  if config.data.name == 'folder':
+    return resolved(config).data.class_names
   path = os.path.join(splits_dir(config), 'classes.json')
   try:
     with open(path) as f:
@@ -84,6 +82,29 @@ def class_names(config) -> Tuple[str, ...]:
   if len(names) != k:
     raise DataError(f'{path}: {len(names)} class names for {config.data.name!r} but data.num_classes={k}')
   return tuple(names)
+
+
+def resolved(config):
+  """`config` with what a folder dataset derives from its folder: data.class_names (classes.txt),
+  data.num_classes and data.background_classes (the class named data.background_name, if any).
+  Other datasets, and a config resolved before, come back as they are."""
+  d = config.data
+  if d.name != 'folder' or d.class_names:
+    return config
+  if not d.root or not os.path.isdir(d.root):
+    raise DataError(f'data.root={d.root!r}: dataset folder not found (set --config.data.root to the folder '
+                    f'holding {folder.CLASSES}, images/ and labels/)')
+  names = folder.read_classes(d.root)
+  if d.num_classes and d.num_classes != len(names):
+    raise DataError(f'{os.path.join(d.root, folder.CLASSES)}: {len(names)} classes but data.num_classes='
+                    f'{d.num_classes} (leave it 0 to take the file\'s)')
+  background = folder.normalised(d.background_name)
+  out = config.copy_and_resolve_references()
+  with out.unlocked():
+    out.data.class_names = names
+    out.data.num_classes = len(names)
+    out.data.background_classes = tuple(k for k, n in enumerate(names) if background and folder.normalised(n) == background)
+  return out
 
 
 def read_split_list(path: str, need_labels: bool) -> List[Tuple[str, Optional[str]]]:
@@ -102,76 +123,6 @@ def read_split_list(path: str, need_labels: bool) -> List[Tuple[str, Optional[st
   if not entries:
     raise DataError(f'{path}: the split list is empty')
   return entries
-
-
-def load_image(path: str) -> np.ndarray:
-  if not os.path.exists(path):
-    raise DataError(f'{path}: image file not found')
-  try:
-    with Image.open(path) as im:
-      im.load()        # raises on truncated files
-      return np.asarray(im.convert('RGB'))
-  except (OSError, SyntaxError, ValueError) as e:
-    raise DataError(f'{path}: unreadable or truncated image ({e})') from e
-
-
-def check_label(label: np.ndarray, num_classes: int, image_shape, where: str) -> np.ndarray:
-  """Validates a remapped (H, W) label against its image; raises DataError naming `where`."""
-  if label.shape != tuple(image_shape[:2]):
-    raise DataError(f'{where}: label size {label.shape[1]}x{label.shape[0]} differs from its image '
-                    f'{image_shape[1]}x{image_shape[0]}')
-  bad = (label >= num_classes) & (label != IGNORE)
-  if bad.any():
-    values = sorted(set(np.unique(label[bad]).tolist()))[:8]
-    raise DataError(f'{where}: label values {values} outside [0, {num_classes}) and not {IGNORE}')
-  return label.astype(np.uint8)
-
-
-def load_label(path: str, num_classes: int, remap, image_shape) -> np.ndarray:
-  if not os.path.exists(path):
-    raise DataError(f'{path}: label file not found')
-  try:
-    with Image.open(path) as im:
-      im.load()
-      if im.mode in ('RGB', 'RGBA'):
-        raise DataError(f'{path}: label is an {im.mode} colour image; expected an index PNG '
-                        '(one class id per pixel, 255 = ignore)')
-      label = np.asarray(im)
-  except (OSError, SyntaxError) as e:
-    raise DataError(f'{path}: unreadable or truncated label ({e})') from e
-  return check_label(remap(label), num_classes, image_shape, path)
-
-
-class FileSource:
-  """Random-access reader of one split list under a dataset root."""
-
-  def __init__(self, root: str, entries: Sequence[Tuple[str, Optional[str]]], num_classes: int,
-               remap=identity_labels, with_labels: bool = True):
-    self.root, self.entries, self.num_classes, self.remap = root, list(entries), num_classes, remap
-    self.with_labels = with_labels
-
-  def __len__(self) -> int:
-    return len(self.entries)
-
-  def __getitem__(self, index: int) -> Dict[str, np.ndarray]:
-    image_rel, label_rel = self.entries[index]
-    image = load_image(os.path.join(self.root, image_rel))
-    record = dict(image=image, name=os.path.splitext(os.path.basename(image_rel))[0])
-    if self.with_labels:
-      record['label'] = load_label(os.path.join(self.root, label_rel), self.num_classes, self.remap, image.shape)
-    return record
-
-  def label_fingerprint(self) -> str:
-    """Digest of the label files' paths and bytes (the rare-class statistics' cache key)."""
-    h = hashlib.sha256()
-    for _, label_rel in self.entries:
-      path = os.path.join(self.root, label_rel)
-      try:
-        with open(path, 'rb') as f:
-          h.update(label_rel.encode() + b'\0' + hashlib.sha256(f.read()).digest())
-      except OSError as e:
-        raise DataError(f'{path}: cannot read label file ({e})') from e
-    return h.hexdigest()
 
 
 class TFDSSource:
@@ -208,7 +159,7 @@ class TFDSSource:
     if self.with_labels:
       label = np.asarray(example[self.label_key])
       label = label[..., 0] if label.ndim == 3 and label.shape[-1] == 1 else label
-      record['label'] = check_label(label, self.num_classes, image.shape, where)
+      record['label'] = files.check_label(label, self.num_classes, image.shape, where)
     return record
 
   def label_fingerprint(self) -> str:
@@ -225,6 +176,8 @@ def make_sources(config) -> Dict[str, object]:
                                           labels)
     return dict(labeled=mk(t.labeled_split, True), unlabeled=mk(t.unlabeled_split, False),
                 val=mk(t.val_split, True))
+  if d.name == 'folder':
+    return folder.make_sources(d.root, resolved(config).data.num_classes)
   if d.name == 'synthetic':
     mk = lambda split, n: synthetic.SyntheticSource(split, n, d.synthetic_size, d.num_classes, config.seed)
     return dict(labeled=mk('labeled', d.synthetic_labeled), unlabeled=mk('unlabeled', d.synthetic_unlabeled),
@@ -245,9 +198,9 @@ def make_sources(config) -> Dict[str, object]:
     raise DataError(f'{unlabeled_list}: split list not found')
   val = read_split_list(os.path.join(splits_dir(config), s.folder, 'val.txt'), need_labels=True)
   k = d.num_classes
-  return dict(labeled=FileSource(d.root, labeled, k, s.remap),
-              unlabeled=FileSource(d.root, unlabeled, k, s.remap, with_labels=False),
-              val=FileSource(d.root, val, k, s.remap))
+  return dict(labeled=files.FileSource(d.root, labeled, k, s.remap),
+              unlabeled=files.FileSource(d.root, unlabeled, k, s.remap, with_labels=False),
+              val=files.FileSource(d.root, val, k, s.remap))
 
 
 def list_unlabeled_images(root: str, folder: str, labeled) -> List[Tuple[str, None]]:

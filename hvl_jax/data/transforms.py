@@ -5,7 +5,8 @@ ignore, random crop, horizontal flip. The rescale is mmseg's keep-ratio
 `Resize(img_scale, ratio_range)` where `data.img_scale` is set (VOC, ADE20K: (2048, 512)),
 else UniMatch's: the long side drawn from [0.5, 2] of the native one (COCO, Cityscapes).
 Photometric (strong views): colour jitter, grayscale, Gaussian blur. CutMix boxes for the
-strong views.
+strong views. These run here with data.strong_views='host'; by default the train step makes the
+strong views on the accelerator from the same distributions (`strong_views`).
 """
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -157,10 +158,13 @@ def labeled_train(record, rng, cfg) -> Dict[str, np.ndarray]:
 
 
 def unlabeled_train(record, rng, cfg) -> Dict[str, np.ndarray]:
-  """Unlabeled example -> weak view, two strong views, two CutMix boxes and the valid mask."""
+  """Unlabeled example -> weak view and the valid mask; with data.strong_views='host' also two
+  strong views and two CutMix boxes (else the train step makes them, `strong_views`)."""
   image = record['image']
   dummy = np.zeros(image.shape[:2], np.uint8)      # tracks crop padding only
   weak, pad = random_geometric(image, dummy, rng, cfg.crop_size, cfg.scale_range, cfg.img_scale)
+  if cfg.strong_views != 'host':
+    return dict(image_w=weak, valid_u=pad != IGNORE)
   return dict(image_w=weak,
               image_s1=strong_photometric(weak, rng, cfg), box1=cutmix_box(cfg.crop_size, rng, cfg.cutmix_p),
               image_s2=strong_photometric(weak, rng, cfg), box2=cutmix_box(cfg.crop_size, rng, cfg.cutmix_p),

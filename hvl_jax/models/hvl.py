@@ -95,25 +95,33 @@ class HVL(nn.Module):
 
   # -- Encoders --------------------------------------------------------------
 
-  def encode(self, images, dense: bool = False):
-    """E_I: images (B, H, W, 3) CLIP-normalised -> dict(taps [3 x (B, H/16, W/16, C)], dense)."""
-    out = self.backbone(images, self.cfg.out_layers, dense=dense)
-    return dict(taps=[out['taps'][l] for l in self.cfg.out_layers], dense=out.get('dense'))
+  def encode(self, images, dense: bool = False, taps: bool = True):
+    """E_I: images (B, H, W, 3) CLIP-normalised -> dict(taps [3 x (B, H/16, W/16, C)] (empty
+    without `taps`), dense (B, h, w, E) or None). Only the blocks these read run."""
+    layers = self.cfg.out_layers if taps else ()
+    out = self.backbone(images, layers, dense=dense, embeds=False)
+    return dict(taps=[out['taps'][l] for l in layers], dense=out.get('dense'))
 
-  def reference_features(self, images):
-    """E_I^0 (frozen): dict(dense (B, h, w, E), image_embeds (B, E)), no gradient."""
-    out = self.reference_encoder(images, (), dense=True)
-    return jax.lax.stop_gradient(dict(dense=out['dense'], image_embeds=out['image_embeds']))
+  def reference_features(self, images, dense: bool = True, embeds: bool = False):
+    """E_I^0 (frozen), no gradient: dict(dense (B, h, w, E) if `dense`, image_embeds (B, E) if
+    `embeds`). Dense features alone skip the last block (they take its input)."""
+    out = self.reference_encoder(images, (), dense=dense, embeds=embeds)
+    return jax.lax.stop_gradient({k: out[k] for k in ('dense', 'image_embeds') if k in out})
 
-  def text_queries(self):
+  def fixed_text_embeddings(self):
+    """t^CLIP (K, E): the normalised embeddings of the fixed template per class, a constant of the
+    frozen text encoder (computed once per start in training), no gradient."""
+    t_clip = self.text_encoder(jnp.asarray(self.cfg.template_ids, jnp.int32))['text_embeds']
+    return jax.lax.stop_gradient(l2_normalize(t_clip.astype(jnp.float32)))
+
+  def text_queries(self, t_clip=None):
     """Class text embeddings and HTQG outputs (batch independent).
 
-    Returns dict: t_clip (K, E) normalised fixed-template embeddings (no gradient) and, for
-    queries='htqg', level_queries (L, K, D), t_hat (K, E), phi (K, E).
+    Returns dict: t_clip (K, E) (`fixed_text_embeddings`, unless given) and, for queries='htqg',
+    level_queries (L, K, D), t_hat (K, E), phi (K, E).
     """
     c = self.cfg
-    t_clip = self.text_encoder(jnp.asarray(c.template_ids, jnp.int32))['text_embeds']
-    out = dict(t_clip=jax.lax.stop_gradient(l2_normalize(t_clip.astype(jnp.float32))))
+    out = dict(t_clip=self.fixed_text_embeddings() if t_clip is None else t_clip)
     if c.queries == 'htqg':
       ids = jnp.asarray(c.prompt_ids, jnp.int32)
       embeds = self.htqg.insert_prompt(self.text_encoder.token_embeddings(ids))
@@ -133,15 +141,16 @@ class HVL(nn.Module):
     scale = jnp.exp(jax.lax.stop_gradient(self.logit_scale))
     if self.cfg.relevance.mode == 'crops':     # image-level softmax, max over the views
       views = zero_shot.crop_views(images)
-      embeds = self.reference_features(views.reshape((-1,) + images.shape[1:]))['image_embeds']
+      embeds = self.reference_features(views.reshape((-1,) + images.shape[1:]), dense=False,
+                                       embeds=True)['image_embeds']
       probs = zero_shot.image_class_probs(embeds.astype(jnp.float32), t_clip, scale)
       return self.keep_background(probs.reshape(views.shape[0], images.shape[0], -1).max(0))
-    reference = self.reference_features(images)
-    if valid is not None:
+    dense = self.cfg.relevance.mode == 'dense'
+    reference = self.reference_features(images, dense=dense, embeds=not dense)
+    if valid is not None and dense:
       valid = patch_majority(valid, images.shape[1] // reference['dense'].shape[1])
-    s = zero_shot.class_relevance(reference['dense'].astype(jnp.float32),
-                                  reference['image_embeds'].astype(jnp.float32), t_clip, scale,
-                                  self.cfg.relevance.mode, valid)
+    f32 = lambda key: reference[key].astype(jnp.float32) if key in reference else None
+    s = zero_shot.class_relevance(f32('dense'), f32('image_embeds'), t_clip, scale, self.cfg.relevance.mode, valid)
     return self.keep_background(s)
 
   def present_classes(self, relevance):

@@ -1,4 +1,4 @@
-"""Semantic inference from the network's predictions: per-pixel class distributions and scores,
+"""Semantic inference from the network's predictions: per-pixel class distributions,
 and the class logits over other class names than the training ones (open vocabulary).
 
 Functions of arrays only: cls_logits (B, Q, K+1) (the last column no-object) and mask_logits
@@ -23,23 +23,22 @@ def semantic_probs(cls_logits, mask_logits):
   return seg / jnp.maximum(seg.sum(-1, keepdims=True), 1e-6)
 
 
-def class_scores(cls_logits, mask_logits, mode: str):
-  """Per-pixel class scores (B, h, w, K) whose argmax is the prediction.
+def class_probabilities(cls_logits, mask_logits, mode: str):
+  """Per-pixel class probabilities (B, h, w, K) whose argmax is the prediction of `mode`.
 
-  'mask2former': sum_q softmax(cls)_q,c * sigmoid(mask)_q.
+  'mask2former': `semantic_probs`, sum_q softmax(cls)_q,c * sigmoid(mask)_q normalised over c.
   'query_argmax' (the paper): the query with the highest sigmoid(mask) * max_k p(k) wins the
-  pixel and gives its class (score one-hot on that class, scaled by the winning score).
+  pixel; the pixel takes that query's class distribution (without no-object, renormalised), whose
+  argmax is the query's class.
   """
-  p = jax.nn.softmax(cls_logits.astype(jnp.float32), -1)[..., :-1]     # (B, Q, K)
-  m = jax.nn.sigmoid(mask_logits.astype(jnp.float32))                  # (B, h, w, Q)
   if mode == 'mask2former':
-    return jnp.einsum('bqk,bhwq->bhwk', p, m)
+    return semantic_probs(cls_logits, mask_logits)
   if mode == 'query_argmax':
-    score = m * p.max(-1)[:, None, None, :]
-    winner = score.argmax(-1)                                          # (B, h, w)
-    cls = jnp.take_along_axis(p.argmax(-1)[:, None, None, :], winner[..., None], axis=-1)[..., 0]
-    k = p.shape[-1]
-    return jax.nn.one_hot(cls, k) * score.max(-1)[..., None]
+    p = jax.nn.softmax(cls_logits.astype(jnp.float32), -1)[..., :-1]     # (B, Q, K)
+    m = jax.nn.sigmoid(mask_logits.astype(jnp.float32))                  # (B, h, w, Q)
+    winner = (m * p.max(-1)[:, None, None, :]).argmax(-1)               # (B, h, w)
+    p = p / jnp.maximum(p.sum(-1, keepdims=True), 1e-12)
+    return jax.vmap(lambda p_b, w_b: p_b[w_b])(p, winner)
   raise ValueError(f"inference.mode must be 'query_argmax' or 'mask2former', got {mode!r}")
 
 
@@ -79,13 +78,13 @@ def open_vocabulary_logits(cls_logits, seen, num_levels: int, relevance):
   return out.at[:, rows, -1].set(jnp.log1p(-jnp.minimum(jnp.exp(log_p), 1 - 1e-7)))
 
 
-def upsampled_class_scores(cls_logits, mask_logits, out_hw: Tuple[int, int], mode: str):
-  """Class scores (B, H, W, K) at the input size (mask logits upsampled bilinearly first)."""
+def upsampled_class_probabilities(cls_logits, mask_logits, out_hw: Tuple[int, int], mode: str):
+  """Class probabilities (B, H, W, K) at the input size (mask logits upsampled bilinearly first)."""
   b, _, _, q = mask_logits.shape
   up = jax.image.resize(mask_logits.astype(jnp.float32), (b, *out_hw, q), 'bilinear')
-  return class_scores(cls_logits, up, mode)
+  return class_probabilities(cls_logits, up, mode)
 
 
 def predict_classes(cls_logits, mask_logits, out_hw: Tuple[int, int], mode: str):
   """Class map (B, H, W) at the input size."""
-  return upsampled_class_scores(cls_logits, mask_logits, out_hw, mode).argmax(-1).astype(jnp.int32)
+  return upsampled_class_probabilities(cls_logits, mask_logits, out_hw, mode).argmax(-1).astype(jnp.int32)

@@ -299,20 +299,26 @@ class VisionTransformer(nn.Module):
     self.encoder = Encoder(self.cfg.vision, self.dtype, False, self.remat, self.attention_impl, self.scan)
     self.post_layernorm = nn.LayerNorm(eps, dtype=self.dtype)
 
-  def __call__(self, images):
+  def __call__(self, images, num_layers: Optional[int] = None):
+    """images -> hidden states after the first `num_layers` blocks (all by default), the grid and,
+    after all of them, the pooled class token."""
     x, grid = self.embeddings(images)
-    states = self.encoder(self.pre_layrnorm(x))
-    return dict(hidden_states=states, pooled=self.post_layernorm(states[-1][:, 0]), grid=grid)
+    states = self.encoder(self.pre_layrnorm(x), num_layers)
+    out = dict(hidden_states=states, grid=grid)
+    if len(states) == self.cfg.vision.layers + 1:
+      out['pooled'] = self.post_layernorm(states[-1][:, 0])
+    return out
 
 
 class CLIPVisionEncoder(nn.Module):
   """Vision tower + projection.
 
   Returns a dict:
-    image_embeds: (B, E) projected CLS, equal to HF `get_image_features`.
-    hidden_states: list of (B, 1 + h*w, D), [embeddings after pre-LN, layer 1, ..., layer N].
+    image_embeds: (B, E) projected CLS, equal to HF `get_image_features` (only if `embeds`).
+    hidden_states: list of (B, 1 + h*w, D), [embeddings after pre-LN, layer 1, ..., layer n].
     taps: {layer: (B, h, w, D)} patch-token maps after each layer in `out_layers` (1-based).
     dense: (B, h, w, E) MaskCLIP-path features in CLIP space (only if `dense=True`).
+  Only the blocks these outputs read run (`blocks_needed`).
   """
   cfg: CLIPConfig
   dtype: Any = jnp.float32
@@ -324,14 +330,16 @@ class CLIPVisionEncoder(nn.Module):
     self.vision_model = VisionTransformer(self.cfg, self.dtype, self.remat, self.attention_impl, self.scan)
     self.visual_projection = nn.Dense(self.cfg.projection_dim, use_bias=False, dtype=self.dtype)
 
-  def __call__(self, images, out_layers: Sequence[int] = (), dense: bool = False):
-    out = self.vision_model(images)
+  def __call__(self, images, out_layers: Sequence[int] = (), dense: bool = False, embeds: bool = True):
+    layers = self.cfg.vision.layers
+    out = self.vision_model(images, blocks_needed(layers, out_layers, dense, embeds))
     states, (h, w) = out['hidden_states'], out['grid']
     b = images.shape[0]
-    out['image_embeds'] = self.visual_projection(out['pooled'])
+    if embeds:
+      out['image_embeds'] = self.visual_projection(out['pooled'])
     out['taps'] = {l: states[l][:, 1:].reshape(b, h, w, -1) for l in out_layers}
     if dense:
-      out['dense'] = self.maskclip_dense(states[-2]).reshape(b, h, w, -1)
+      out['dense'] = self.maskclip_dense(states[layers - 1]).reshape(b, h, w, -1)
     return out
 
   def maskclip_dense(self, penultimate):
@@ -339,6 +347,14 @@ class CLIPVisionEncoder(nn.Module):
     vm = self.vision_model
     v = vm.encoder.maskclip_value(penultimate[:, 1:])
     return self.visual_projection(vm.post_layernorm(v))
+
+
+def blocks_needed(layers: int, out_layers: Sequence[int], dense: bool, embeds: bool) -> int:
+  """How many of a vision tower's `layers` blocks run: all for the image embedding, all but the
+  last for dense (MaskCLIP) features (they take the last block's input), else the deepest tap.
+  XLA cannot drop the unread outputs of a block inside a scan over the layers, so the tower
+  does not run it."""
+  return max([layers if embeds else 0, layers - 1 if dense else 0, *out_layers])
 
 
 def eos_positions(input_ids, eos_token_id: int, xp=np):

@@ -13,13 +13,14 @@ The text tower of EVA02-CLIP is OpenAI CLIP's (with exact GELU): `clip.CLIPTextE
 Weight import: `hvl_jax.models.backbones.eva02_weights`.
 """
 import functools
-from typing import Any, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hvl_jax.models.backbones.clip import blocks_needed
 from hvl_jax.ops.attention import dot_product_attention
 from hvl_jax.ops.layer_scan import Remat, remat_layer, run_layers
 from hvl_jax.ops.position import vit_tokens
@@ -134,9 +135,10 @@ class EVA02Blocks(nn.Module):
   def setup(self):
     self.blocks = [self.make_block(self.remat, name=str(i)) for i in range(self.layers)]
 
-  def __call__(self, x, sin, cos):
-    """x (B, T, D) -> [input, after block 1, ..., after block N]."""
-    return run_layers(self, self.blocks, self.make_block(parent=None), x, self.remat, self.scan, sin, cos)
+  def __call__(self, x, sin, cos, num_layers: Optional[int] = None):
+    """x (B, T, D) -> [input, after block 1, ..., after block n] (n = num_layers, all by default)."""
+    return run_layers(self, self.blocks[:num_layers], self.make_block(parent=None), x, self.remat, self.scan,
+                      sin, cos)
 
   def maskclip_value(self, x):
     return self.blocks[-1].maskclip_value(x)
@@ -185,17 +187,19 @@ class EVA02VisionEncoder(nn.Module):
     return vit_tokens(images, self.patch_embed, self.cls_token[0, 0], self.pos_embed[0], self.grid,
                       self.cfg.patch_size, self.dtype)
 
-  def __call__(self, images, out_layers: Sequence[int] = (), dense: bool = False):
+  def __call__(self, images, out_layers: Sequence[int] = (), dense: bool = False, embeds: bool = True):
     x, (h, w) = self.embed(images)
     v = self.cfg.vision
     sin, cos = rope_tables((h, w), self.grid, v.width // v.heads)
-    states = self.blocks(x, jnp.asarray(sin), jnp.asarray(cos))
+    states = self.blocks(x, jnp.asarray(sin), jnp.asarray(cos),
+                         blocks_needed(v.layers, out_layers, dense, embeds))
     b = images.shape[0]
     out = dict(hidden_states=states, grid=(h, w))
-    out['image_embeds'] = self.head(self.norm(states[-1][:, 0]))
+    if embeds:
+      out['image_embeds'] = self.head(self.norm(states[-1][:, 0]))
     out['taps'] = {l: states[l][:, 1:].reshape(b, h, w, -1) for l in out_layers}
     if dense:
-      out['dense'] = self.maskclip_dense(states[-2]).reshape(b, h, w, -1)
+      out['dense'] = self.maskclip_dense(states[v.layers - 1]).reshape(b, h, w, -1)
     return out
 
   def maskclip_dense(self, penultimate):

@@ -1,0 +1,57 @@
+"""The resolved config as JSON: what a workdir records (`config_<mode>.json`) and what
+`Segmenter.load` and `tools.export` read back to rebuild the network without the config file."""
+import json
+import os
+from typing import Any
+
+import jax
+import ml_collections
+
+from hvl_jax import config_history
+
+TRAINING_CONFIG = 'config_train.json'
+
+
+def write(config, workdir: str, mode: str) -> str:
+  """Writes `<workdir>/config_<mode>.json` (process 0; atomically) and returns its path."""
+  path = os.path.join(workdir, f'config_{mode}.json')
+  if jax.process_index() == 0:
+    os.makedirs(workdir, exist_ok=True)
+    partial = f'{path}.partial'
+    with open(partial, 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+    os.replace(partial, path)
+  return path
+
+
+def tuples(value: Any) -> Any:
+  """JSON's lists back to the tuples the config holds (its sequences are tuples)."""
+  if isinstance(value, dict):
+    return {k: tuples(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(tuples(v) for v in value)
+  return value
+
+
+def flat_keys(tree: dict, prefix: str = ''):
+  for k, v in tree.items():
+    yield prefix + k
+    if isinstance(v, dict):
+      yield from flat_keys(v, f'{prefix}{k}.')
+
+
+def read(path: str) -> ml_collections.ConfigDict:
+  """The config written by `write`; a missing or unreadable file, or one holding a field that has
+  moved since, is a ValueError naming the file."""
+  if not os.path.isfile(path):
+    raise FileNotFoundError(f'{path}: no such config (a workdir holds {TRAINING_CONFIG} once training has started)')
+  try:
+    with open(path) as f:
+      tree = json.load(f)
+  except (OSError, json.JSONDecodeError) as e:
+    raise ValueError(f'{path}: unreadable config ({e})') from e
+  for key in flat_keys(tree):
+    message = config_history.old_field_message(key)
+    if message:
+      raise ValueError(f'{path}: {message}; written by an older hvl_jax (rename the field in the file)')
+  return ml_collections.ConfigDict(tuples(tree))
