@@ -18,13 +18,10 @@ import numpy as np
 
 from hvl_jax import inference
 from hvl_jax.data import datasets
+from hvl_jax.data import folder
 from hvl_jax.data import synthetic
 from hvl_jax.models import hvl
 from hvl_jax.models.backbones import clip_weights
-
-
-def normalised(name: str) -> str:
-  return ' '.join(name.lower().split())
 
 
 def check_names(names: Sequence[str]):
@@ -33,15 +30,15 @@ def check_names(names: Sequence[str]):
     raise ValueError(f'inference.class_names must be non-empty strings, got {tuple(names)!r}')
   seen = set()
   for n in names:
-    if normalised(n) in seen:
+    if folder.normalised(n) in seen:
       raise ValueError(f'inference.class_names names {n!r} twice')
-    seen.add(normalised(n))
+    seen.add(folder.normalised(n))
 
 
 def seen_classes(names: Sequence[str], training_names: Sequence[str]) -> np.ndarray:
   """(K',) int32: the training class of each name (the same words, case aside), -1 for a new class."""
-  index = {normalised(n): k for k, n in enumerate(training_names)}
-  return np.asarray([index.get(normalised(n), -1) for n in names], np.int32)
+  index = {folder.normalised(n): k for k, n in enumerate(training_names)}
+  return np.asarray([index.get(folder.normalised(n), -1) for n in names], np.int32)
 
 
 class OpenVocabulary(NamedTuple):
@@ -62,10 +59,10 @@ def build(config, clip: Optional[clip_weights.CLIP] = None) -> OpenVocabulary:
     raise ValueError("inference.class_names needs model.queries='htqg': random queries carry no class name")
   training = datasets.class_names(config)
   seen = seen_classes(names, training)
-  background = {normalised(training[k]) for k in config.data.background_classes}
+  background = {folder.normalised(training[k]) for k in config.data.background_classes}
   named = config.copy_and_resolve_references()
   with named.unlocked():
-    named.data.background_classes = tuple(j for j, n in enumerate(names) if normalised(n) in background)
+    named.data.background_classes = tuple(j for j, n in enumerate(names) if folder.normalised(n) in background)
   model, _ = hvl.build_model(named, names, clip, open_vocabulary=True)    # its head: data.num_classes
   with named.unlocked():
     named.data.num_classes = len(names)
@@ -79,7 +76,7 @@ def renamed_labels(config, names: Sequence[str]) -> list:
     return []
   return [f'inference.class_names[{j}]={n!r} is scored against the synthetic label {j} '
           f'({synthetic.CLASS_NAMES[j]})' for j, n in enumerate(names)
-          if j < len(synthetic.CLASS_NAMES) and normalised(n) != synthetic.CLASS_NAMES[j]]
+          if j < len(synthetic.CLASS_NAMES) and folder.normalised(n) != synthetic.CLASS_NAMES[j]]
 
 
 def split_miou(per_class: np.ndarray, seen: np.ndarray) -> dict:

@@ -21,7 +21,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
-from PIL import ImageOps
 
 from hvl_jax import config_io
 from hvl_jax import inference
@@ -39,7 +38,7 @@ def as_rgb(image: ImageLike) -> np.ndarray:
   if isinstance(image, (str, os.PathLike)):
     return files.read_image(os.fspath(image))
   if isinstance(image, Image.Image):
-    return files.to_rgb(ImageOps.exif_transpose(image), 'the PIL image')
+    return files.upright_rgb(image, 'the PIL image')
   array = np.asarray(image)
   if array.dtype != np.uint8:
     raise ValueError(f'an image array must be uint8 RGB in [0, 255], got {array.dtype} {array.shape}')

@@ -64,14 +64,19 @@ def to_rgb(im: Image.Image, path: str) -> np.ndarray:
   return np.asarray(im.convert('RGB'))
 
 
+def upright_rgb(im: Image.Image, where: str) -> np.ndarray:
+  """A PIL image -> (H, W, 3) uint8 RGB, upright (EXIF orientation applied); `where` names it."""
+  try:
+    upright = ImageOps.exif_transpose(im)
+  except (ValueError, TypeError, SyntaxError, OSError):   # a malformed EXIF block: as stored
+    upright = im
+  return to_rgb(upright, where)
+
+
 def read_image(path: str) -> np.ndarray:
   """(H, W, 3) uint8 RGB, upright (EXIF orientation applied)."""
   with open_file(path, 'image') as im:
-    try:
-      upright = ImageOps.exif_transpose(im)
-    except (ValueError, TypeError, SyntaxError, OSError):   # a malformed EXIF block: as stored
-      upright = im
-    return to_rgb(upright, path)
+    return upright_rgb(im, path)
 
 
 def read_label(path: str) -> np.ndarray:
