@@ -111,7 +111,8 @@ def network_scores(model: hvl.HVL, mode: str, mesh: Optional[Mesh] = None, seen:
 
   def scores(prepared, images, valid):
     params, text = prepared
-    out = model.apply({'params': params}, clip_lib.normalize_images(images), text=text, valid=valid)
+    out = model.apply({'params': params}, clip_lib.normalize_images(images), text=text, valid=valid,
+                      every_layer_rows=0)
     cls, masks = out['predictions'][-1]
     if seen is not None:
       cls = semantic.open_vocabulary_logits(cls, seen, model.cfg.num_levels, out['relevance'])

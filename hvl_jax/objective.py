@@ -179,8 +179,8 @@ class Forward(NamedTuple):
 
   text: `HVL.text_queries`; taps: the backbone's taps over the labeled, weak, strong 1 and
   strong 2 rows; dense: (Bl, h, w, E) dense features of the masked rows
-  (None without L_vl); predictions: per decoder layer (cls (N, Q, K+1), masks (N, h, w, Q)) of the
-  labeled rows, then the strong rows; rel_w: (Bu, K) s_k of the weak views; vl_class: (Bl,) the
+  (None without L_vl); predictions: per decoder layer (cls (Bl, Q, K+1), masks (Bl, h, w, Q)) of
+  the labeled rows, the last of the labeled rows then the strong rows (Bl + 2 Bu); rel_w: (Bu, K) s_k of the weak views; vl_class: (Bl,) the
   masked class (None without L_vl); reference: E_I^0's dense features of the unmasked labeled
   images (None without L_mask).
   """
@@ -224,7 +224,9 @@ def forward(model: hvl.HVL, params, batch: Batch, vl_key, cfg: ObjectiveConfig, 
   images = jnp.concatenate([batch.image_l] + ([batch.image_w] if bu else []) + strong)
   enc = apply(hvl.HVL.encode, images)
   rows = lambda t: jnp.concatenate([t[:bl], t[bl + bu:bl + 3 * bu]])    # labeled and strong rows
-  predictions = apply(hvl.HVL.decode, [rows(t) for t in enc['taps']], jnp.concatenate([rel_l] + rel_s), text)
+  # Deep supervision reads every layer of the labeled rows; the strong views' last layer alone.
+  predictions = apply(hvl.HVL.decode, [rows(t) for t in enc['taps']], jnp.concatenate([rel_l] + rel_s), text,
+                      every_layer_rows=bl)
   return Forward(text, enc['taps'], dense, predictions, rel_w, vl_class, reference)
 
 
@@ -240,11 +242,12 @@ def weak_probs(model: hvl.HVL, params, fwd: Forward, bl: int, bu: int, teacher_p
   """The weak views' class distribution (Bu, h, w, K), no gradient: the EMA teacher's forward
   pass when there is one, else the network's decoder over the weak rows' features."""
   if teacher_params is not None:
-    preds = model.apply({'params': teacher_params}, images_w, fwd.rel_w)['predictions'][-1]
+    preds = model.apply({'params': teacher_params}, images_w, fwd.rel_w,
+                        every_layer_rows=0)['predictions'][-1]
   else:
     taps = [jax.lax.stop_gradient(t[bl:bl + bu]) for t in fwd.taps]
     preds = model.apply({'params': params}, taps, fwd.rel_w, jax.lax.stop_gradient(fwd.text),
-                        method=hvl.HVL.decode)[-1]
+                        every_layer_rows=0, method=hvl.HVL.decode)[-1]
   return jax.lax.stop_gradient(semantic.semantic_probs(*preds))
 
 
@@ -261,7 +264,8 @@ def consistency_loss(model: hvl.HVL, params, fwd: Forward, batch: Batch, cfg: Co
   terms = {}
   fp_taps = [channel_dropout(t[bl:bl + bu], cfg.feature_dropout, jax.random.fold_in(fp_key, i))
              for i, t in enumerate(fwd.taps)]
-  fp = model.apply({'params': params}, fp_taps, fwd.rel_w, fwd.text, method=hvl.HVL.decode)[-1]
+  fp = model.apply({'params': params}, fp_taps, fwd.rel_w, fwd.text, every_layer_rows=0,
+                   method=hvl.HVL.decode)[-1]
   terms['semi_fp'] = semi.pseudo_label_loss(semantic.semantic_probs(*fp), pseudo, conf, valid, cfg.conf_threshold)
   for i, box in enumerate((batch.box1, batch.box2)):
     box = nearest_cells(box, cells)

@@ -144,7 +144,8 @@ def joint_forward(model, params, batch, vl_key, cfg, t_clip=None):
   images = jnp.concatenate([batch.image_l, batch.image_w] + strong + [jnp.where(hide, 0.0, batch.image_l)])
   enc = apply(hvl.HVL.encode, images, dense=True)
   rows = lambda t: jnp.concatenate([t[:bl], t[bl + bu:bl + 3 * bu]])
-  predictions = apply(hvl.HVL.decode, [rows(t) for t in enc['taps']], jnp.concatenate([rel_l] + rel_s), text)
+  predictions = apply(hvl.HVL.decode, [rows(t) for t in enc['taps']], jnp.concatenate([rel_l] + rel_s), text,
+                      every_layer_rows=bl)
   return objective.Forward(text, enc['taps'], enc['dense'][bl + 3 * bu:], predictions, rel_w, vl_class, reference)
 
 

@@ -6,6 +6,13 @@ robin over strides 32, 16, 8), self-attention, FFN, all post-norm. Class and
 mask predictions after the input and after every layer; each prediction's
 mask (sigmoid < 0.5 blocked, detached) restricts the next cross-attention.
 
+An attention mask is the prediction's mask logits bilinearly resized to the attended scale. The
+resize is linear and the logits are a product with the mask features, so the attention mask is
+computed from the mask features resized once per scale: a tenth of the work of full-resolution
+logits. Full-resolution masks are made only where they are read: every prediction of the rows
+under deep supervision (`every_layer_rows`), the last prediction of every row. Pseudo-labels, the
+feature-perturbation view, the strong views and inference read the last one alone.
+
 Hard relevance filtering (`keep`): the class-level queries of classes judged absent are no keys
 of the self-attention, and their predictions are a certain no-object with an empty mask, so
 they change nothing else and add nothing to a class score.
@@ -73,47 +80,67 @@ class PredictionHeads(nn.Module):
   dtype: Any = jnp.float32
 
   @nn.compact
-  def __call__(self, queries, mask_features, keep=None):
-    """queries (B, Q, D), mask_features (B, H4, W4, Dm) -> cls (B, Q, K+1), masks (B, H4, W4, Q);
-    queries not in `keep` (B, Q) bool predict no-object with certainty and an empty mask."""
+  def __call__(self, queries, keep=None):
+    """queries (B, Q, D) -> cls (B, Q, K+1) float32, mask embeddings (B, Q, Dm) (`mask_logits`);
+    queries not in `keep` (B, Q) bool predict no-object with certainty."""
     x = nn.LayerNorm(dtype=self.dtype, name='decoder_norm')(queries)
-    cls = nn.Dense(self.num_classes + 1, dtype=self.dtype, name='class_embed')(x)
+    cls = nn.Dense(self.num_classes + 1, dtype=self.dtype, name='class_embed')(x).astype(jnp.float32)
     e = nn.relu(nn.Dense(self.dim, dtype=self.dtype, name='mask_embed_0')(x))
     e = nn.relu(nn.Dense(self.dim, dtype=self.dtype, name='mask_embed_1')(e))
     e = nn.Dense(self.mask_dim, dtype=self.dtype, name='mask_embed_2')(e)
-    masks = jnp.einsum('bqc,bhwc->bhwq', e, mask_features.astype(e.dtype))
-    cls, masks = cls.astype(jnp.float32), masks.astype(jnp.float32)
-    if keep is None:
-      return cls, masks
-    no_object = jnp.full((self.num_classes + 1,), FILTERED_LOGIT).at[-1].set(0.0)
-    return (jnp.where(keep[..., None], cls, no_object),
-            jnp.where(keep[:, None, None, :], masks, FILTERED_LOGIT))
+    if keep is not None:
+      no_object = jnp.full((self.num_classes + 1,), FILTERED_LOGIT).at[-1].set(0.0)
+      cls = jnp.where(keep[..., None], cls, no_object)
+    return cls, e
 
 
 # Logit of what a filtered query predicts: probability 0 after softmax or sigmoid.
 FILTERED_LOGIT = -1e4
 
 
-def attention_mask(mask_logits, size: Tuple[int, int]):
-  """Mask2Former's attention mask from mask logits (B, H4, W4, Q) at a level of `size`.
+def mask_logits(embeddings, mask_features, keep=None):
+  """embeddings (B, Q, Dm) x mask_features (B, h, w, Dm) -> float32 logits (B, h, w, Q); queries
+  not in `keep` (B, Q) bool have an empty mask."""
+  masks = jnp.einsum('bqc,bhwc->bhwq', embeddings, mask_features.astype(embeddings.dtype)).astype(jnp.float32)
+  return masks if keep is None else jnp.where(keep[:, None, None, :], masks, FILTERED_LOGIT)
+
+
+def resized(mask_features, size: Tuple[int, int], dtype):
+  """Mask features (B, H4, W4, Dm) bilinearly resized to `size` (resized in float32)."""
+  b, _, _, d = mask_features.shape
+  return jax.image.resize(mask_features.astype(jnp.float32), (b, *size, d), 'bilinear',
+                          antialias=False).astype(dtype)
+
+
+def attention_mask(logits):
+  """Mask2Former's attention mask from mask logits (B, h, w, Q) at the size of the attended level.
 
   Returns (B, 1, Q, h*w) bool, True = attend; a fully blocked query attends everywhere.
   """
-  b, _, _, q = mask_logits.shape
-  small = jax.image.resize(mask_logits, (b, *size, q), 'bilinear', antialias=False)
-  attend = jax.nn.sigmoid(small).reshape(b, -1, q).transpose(0, 2, 1) >= 0.5
+  b, _, _, q = logits.shape
+  attend = jax.nn.sigmoid(logits).reshape(b, -1, q).transpose(0, 2, 1) >= 0.5
   attend = attend | ~attend.any(axis=-1, keepdims=True)
   return jax.lax.stop_gradient(attend)[:, None]
 
 
-def decoder_step(layer, heads, tgt, masks, query_pos, memory, memory_pos, size, mask_features,
+def predict(heads, tgt, next_features, full_features, keep=None):
+  """What the queries tgt (B, Q, D) predict: the logits of the next attention mask (B, h, w, Q),
+  at the size of `next_features` (B, h, w, Dm), and the prediction (cls (R, Q, K+1), masks
+  (R, H4, W4, Q)) of the first R rows, those of `full_features` (R, H4, W4, Dm)."""
+  cls, embed = heads(tgt, keep)
+  rows = full_features.shape[0]
+  return mask_logits(embed, next_features, keep), (
+      cls[:rows], mask_logits(embed[:rows], full_features, None if keep is None else keep[:rows]))
+
+
+def decoder_step(layer, heads, tgt, attend_logits, query_pos, memory, memory_pos, next_features, full_features,
                  initial_class, refine: bool, keep=None):
-  """One masked-attention layer on one scale, then the predictions: (tgt, (cls, masks))."""
-  tgt = layer(tgt, query_pos, memory, memory_pos, attention_mask(masks, size), keep)
+  """One masked-attention layer on one scale, then `predict`: (tgt, attention logits, (cls, masks))."""
+  tgt = layer(tgt, query_pos, memory, memory_pos, attention_mask(attend_logits), keep)
   n_class = initial_class.shape[1]
   if not refine and n_class:
     tgt = jnp.concatenate([initial_class, tgt[:, n_class:]], axis=1)
-  return tgt, heads(tgt, mask_features, keep)
+  return (tgt, *predict(heads, tgt, next_features, full_features, keep))
 
 
 def decoder_layer(cls, dim: int, cfg: DecoderConfig, compute: ComputeConfig, name: str):
@@ -131,21 +158,21 @@ class DecoderRound(nn.Module):
   num_classes: int
   dim: int
   mask_dim: int
-  sizes: Tuple[Tuple[int, int], ...]
   config: DecoderConfig
   compute: ComputeConfig
 
   @nn.compact
-  def __call__(self, carry, query_pos, memories, memory_pos, mask_features, initial_class, keep):
-    tgt, masks = carry
+  def __call__(self, carry, query_pos, memories, memory_pos, next_features, full_features, initial_class, keep):
+    tgt, attend_logits = carry
     heads = prediction_heads(self.num_classes, self.dim, self.mask_dim, self.compute)
     outputs = []
-    for l, size in enumerate(self.sizes):
+    for l in range(len(memories)):
       layer = decoder_layer(DecoderLayer, self.dim, self.config, self.compute, f'layer_{l}')
-      tgt, (cls, masks) = decoder_step(layer, heads, tgt, masks, query_pos, memories[l], memory_pos[l], size,
-                                       mask_features, initial_class, self.config.query_refinement, keep)
-      outputs.append((cls, masks))
-    return (tgt, masks), outputs
+      tgt, attend_logits, out = decoder_step(layer, heads, tgt, attend_logits, query_pos, memories[l], memory_pos[l],
+                                             next_features[l], full_features, initial_class,
+                                             self.config.query_refinement, keep)
+      outputs.append(out)
+    return (tgt, attend_logits), outputs
 
 
 class DQTD(nn.Module):
@@ -209,7 +236,7 @@ class DQTD(nn.Module):
 
   @nn.compact
   def __call__(self, class_queries: Optional[jax.Array], multi_scale: List[jax.Array], mask_features,
-               keep: Optional[jax.Array] = None):
+               keep: Optional[jax.Array] = None, every_layer_rows: Optional[int] = None):
     """Decodes.
 
     Args:
@@ -218,41 +245,55 @@ class DQTD(nn.Module):
       multi_scale: 3 maps (B, h_l, w_l, D), strides 32, 16, 8.
       mask_features: (B, H/4, W/4, mask_dim).
       keep: (B, K') bool, classes not filtered out by the relevance (None = all).
+      every_layer_rows: R, the leading rows whose every prediction is read (deep supervision;
+        None = all B); the other rows' earlier predictions are not made (module docstring).
     Returns:
-      list of layers+1 (cls_logits (B, Q, K+1), mask_logits (B, H/4, W/4, Q)), Q = L*K' + M.
+      list of layers+1 (cls_logits (R, Q, K+1), mask_logits (R, H/4, W/4, Q)), the last of all B
+      rows; Q = L*K' + M.
     """
     cfg, compute, dtype = self.config, self.compute, self.compute.jnp_dtype
     n_scales = len(multi_scale)
-    tgt, query_pos, keep, n_class = self.initial_queries(class_queries, keep, mask_features.shape[0], dtype)
+    b = mask_features.shape[0]
+    rows = b if every_layer_rows is None else every_layer_rows
+    tgt, query_pos, keep, n_class = self.initial_queries(class_queries, keep, b, dtype)
     initial_class = tgt[:, :n_class]
     memories, memory_pos, sizes = self.memories(multi_scale, dtype)
+    at_scale = [resized(mask_features, size, dtype) for size in sizes]
+    next_features = at_scale[1:] + at_scale[:1]    # a layer on scale l feeds the next, on scale l + 1
+    full_features = mask_features[:rows]
 
     heads = prediction_heads(self.num_classes, self.dim, self.mask_dim, compute)
-    cls, masks = heads(tgt, mask_features, keep)
-    predictions = [(cls, masks)]
+    attend_logits, first = predict(heads, tgt, at_scale[0], full_features, keep)
+    predictions = [first]
     # A round is one layer per scale; a last partial round (layers not a multiple of the scales)
     # keeps the decoder unrolled.
     rounds, rest = -(-cfg.layers // n_scales), cfg.layers % n_scales
     layer_cls = remat_layer(DecoderLayer, cfg.remat)
 
     def unrolled(r, carry):
-      tgt, masks = carry
+      tgt, attend_logits = carry
       outputs = []
       for i in range(r * n_scales, min((r + 1) * n_scales, cfg.layers)):
         l = i % n_scales
         layer = decoder_layer(layer_cls, self.dim, cfg, compute, f'layer_{i}')
-        tgt, (cls, masks) = decoder_step(layer, heads, tgt, masks, query_pos, memories[l], memory_pos[l],
-                                         sizes[l], mask_features, initial_class, cfg.query_refinement, keep)
-        outputs.append((cls, masks))
-      return (tgt, masks), outputs
+        tgt, attend_logits, out = decoder_step(layer, heads, tgt, attend_logits, query_pos, memories[l], memory_pos[l],
+                                               next_features[l], full_features, initial_class,
+                                               cfg.query_refinement, keep)
+        outputs.append(out)
+      return (tgt, attend_logits), outputs
 
     def step_params(p, r):
       return {'heads': p['heads'], **{f'layer_{l}': p[f'layer_{r * n_scales + l}'] for l in range(n_scales)}}
 
-    step = DecoderRound(num_classes=self.num_classes, dim=self.dim, mask_dim=self.mask_dim, sizes=tuple(sizes),
-                        config=cfg, compute=compute, parent=None)
-    _, outputs = scan_or_unroll(self, compute.scan and not rest, rounds, unrolled, step, step_params, (tgt, masks),
-                                cfg.remat, query_pos, memories, memory_pos, mask_features, initial_class, keep)
+    step = DecoderRound(num_classes=self.num_classes, dim=self.dim, mask_dim=self.mask_dim, config=cfg,
+                        compute=compute, parent=None)
+    (tgt, _), outputs = scan_or_unroll(self, compute.scan and not rest, rounds, unrolled, step, step_params,
+                                       (tgt, attend_logits), cfg.remat, query_pos, memories, memory_pos,
+                                       next_features, full_features, initial_class, keep)
     for round_outputs in outputs:
       predictions.extend(round_outputs)
+    if rows < b:    # the last prediction of the other rows too
+      cls, embed = heads(tgt, keep)
+      masks = mask_logits(embed[rows:], mask_features[rows:], None if keep is None else keep[rows:])
+      predictions[-1] = (cls, jnp.concatenate([predictions[-1][1], masks]))
     return predictions

@@ -166,15 +166,19 @@ class HVL(nn.Module):
 
   # -- Heads -----------------------------------------------------------------
 
-  def decode(self, taps: Sequence[jax.Array], relevance: Optional[jax.Array], text: dict):
+  def decode(self, taps: Sequence[jax.Array], relevance: Optional[jax.Array], text: dict,
+             every_layer_rows: Optional[int] = None):
     """Pyramid -> pixel decoder (+PTRM) -> DQTD.
 
     Args:
       taps: 3 backbone maps (B, h, w, C).
       relevance: (B, K) s_k in [0, 1] (ignored for queries='random').
       text: output of `text_queries`.
+      every_layer_rows: R, the leading rows whose every DQTD layer's prediction is read (None =
+        all; 0: the last prediction alone, with less work, `decoder.DQTD`).
     Returns:
-      list of (cls_logits (B, Q, K+1), mask_logits (B, H/4, W/4, Q)).
+      list of (cls_logits (R, Q, K+1), mask_logits (R, H/4, W/4, Q)) per layer, the last of all B
+      rows.
     """
     features = self.pyramid(taps)
     q_text, keep = None, None
@@ -190,15 +194,16 @@ class HVL(nn.Module):
     if px['queries'] is not None:
       b = px['queries'].shape[0]
       class_queries = px['queries'].reshape(b, -1, self.cfg.hidden_dim)  # level-major (l, k)
-    return self.decoder(class_queries, px['multi_scale'], px['mask_features'], keep)
+    return self.decoder(class_queries, px['multi_scale'], px['mask_features'], keep, every_layer_rows)
 
-  def __call__(self, images, relevance=None, text=None, valid=None):
+  def __call__(self, images, relevance=None, text=None, valid=None, every_layer_rows: Optional[int] = None):
     """images (B, H, W, 3) -> dict(predictions, text, relevance, present).
 
     relevance: (B, K) s_k, None = zero-shot from E_I^0 over the `valid` (B, H, W) pixels (the
     output holds the s_k used; None for queries='random');
     text: `text_queries()` computed once for many calls (they do not depend on the images);
-    present: (B, K) bool classes judged present by the gating (None without gating).
+    present: (B, K) bool classes judged present by the gating (None without gating);
+    every_layer_rows: as in `decode`.
     """
     text = self.text_queries() if text is None else text
     present = None
@@ -207,8 +212,8 @@ class HVL(nn.Module):
     if self.cfg.queries == 'htqg' and self.cfg.relevance.mode != 'all':
       present = self.present_classes(relevance)
     enc = self.encode(images)
-    return dict(predictions=self.decode(enc['taps'], relevance, text), text=text, relevance=relevance,
-                present=present)
+    return dict(predictions=self.decode(enc['taps'], relevance, text, every_layer_rows), text=text,
+                relevance=relevance, present=present)
 
 
 # -- Construction ------------------------------------------------------------
