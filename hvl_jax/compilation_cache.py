@@ -7,8 +7,9 @@ turns the cache off. JAX's own JAX_COMPILATION_CACHE_DIR, where set, is left to 
 Entries are keyed by the program, its shapes and shardings, the JAX version and the device, so a
 changed config or an upgrade compiles anew; the directory can be deleted at any time.
 """
+import contextlib
 import os
-from typing import Optional
+from typing import Iterator, List, Optional
 
 import jax
 
@@ -26,3 +27,23 @@ def enable() -> Optional[str]:
   directory = os.path.expanduser(directory)
   jax.config.update('jax_compilation_cache_dir', directory)
   return directory
+
+
+HIT_EVENT = '/jax/compilation_cache/cache_hits'
+
+
+@contextlib.contextmanager
+def hits() -> Iterator[List[str]]:
+  """Within the block, the list holds one entry per program loaded from the cache (JAX reports
+  each hit as a monitoring event)."""
+  loaded = []
+
+  def listen(event, **_):
+    if event == HIT_EVENT:
+      loaded.append(event)
+
+  jax.monitoring.register_event_listener(listen)
+  try:
+    yield loaded
+  finally:
+    jax.monitoring.unregister_event_listener(listen)

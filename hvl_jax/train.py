@@ -19,6 +19,7 @@ import optax
 from tensorboardX import SummaryWriter
 
 from hvl_jax import checkpoint as ckpt_lib
+from hvl_jax import compilation_cache
 from hvl_jax import config_io
 from hvl_jax import evaluate
 from hvl_jax import inference
@@ -137,8 +138,8 @@ class ProgressLogger:
                      if k.startswith(('total', 'seg_seg', 'seg_masks', 'semi_', 'div', 'topo', 'anchor',
                                        'vl_', 'pseudo_confident_fraction')))
     eta_s = time.strftime('%H:%M:%S', time.gmtime(eta)) if eta == eta else '--:--:--'
-    print(f'[{step}/{self.total}] {shown} lr={metrics["lr"]:.3g} img/s={rate * self.images:.1f} '
-          f'ETA {eta_s}', flush=True)
+    img_s = f'{rate * self.images:.1f}' if rate == rate else '--'
+    print(f'[{step}/{self.total}] {shown} lr={metrics["lr"]:.3g} img/s={img_s} ETA {eta_s}', flush=True)
     for k, v in metrics.items():
       self.writer.add_scalar(f'train/{k}', v, step)
     self.jsonl.write(json.dumps(dict(step=step, **metrics)) + '\n')
@@ -174,13 +175,15 @@ def mask_budget_note(config, devices: int) -> Optional[str]:
           'and micro-step, so mask-budget groups span devices; --config.loss.budget_images=1 keeps them local.')
 
 
-def compiled(jitted, *args):
-  """`jitted` compiled for `args`, with a console line saying so and how long it took (a start
-  compiles the step, or loads it from JAX's compilation cache)."""
-  print('Compiling the train step ...', flush=True)
+def compiled(jitted, *args, what: str = 'the train step'):
+  """`jitted` compiled for `args`, with a console line saying whether it was compiled or loaded
+  from JAX's compilation cache, and how long that took (tracing and lowering included)."""
+  print(f'Compiling {what} ...', flush=True)
   t0 = time.time()
-  executable = jitted.lower(*args).compile()
-  print(f'Compiled the train step in {time.time() - t0:.1f} s', flush=True)
+  with compilation_cache.hits() as loaded:
+    executable = jitted.lower(*args).compile()
+  done = f'Loaded {what} from the compilation cache' if loaded else f'Compiled {what}'
+  print(f'{done} in {time.time() - t0:.1f} s', flush=True)
   return executable
 
 
@@ -212,7 +215,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   start = int(state.step)
   logging.info('Parameters:\n%s', '\n'.join(f'  {k:34s} {n:>13,d}' for k, n in
                                               state_lib.parameter_counts(state_lib.full_params(state)).items()))
-  print(f'Training {total} steps ({accum} micro-batches each) from step {start} on {jax.device_count()} '
+  print(f'Training {total} steps ({accum} micro-batch{"es" if accum > 1 else ""} each) from step {start} on {jax.device_count()} '
         f'device(s); workdir {workdir}', flush=True)
 
   note = mask_budget_note(config, mesh.devices.size)
