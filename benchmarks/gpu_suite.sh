@@ -6,13 +6,16 @@
 # cuDNN for every attention, the DQTD's masked one included (cudnn); the backbone's
 # rematerialised blocks keeping their matmul outputs (dots); 8+8 images in one micro-step, as one
 # H100/H200 holds them (accum1); and the criterion of a VOC micro-step at the old and the new mask
-# budget (criterion).
+# budget (criterion); the step with the strong views made on the host instead of in the step,
+# beside the default in one process (feed); and the step started twice on one persistent
+# compilation cache, the second start loading what the first compiled (cache).
 # Each stage runs inside what is left of BUDGET_S seconds (default 570). On an H200 deform, voc, eva
 # and profile took about 45, 200, 170 and 180 s; STAGES picks some (default: those four), to split
 # them over calls of a 10-minute window; variants (about 530 s: 100 s of compile a variant) needs a
-# call of its own; criterion (not yet run on a GPU) should take well under a minute.
+# call of its own; criterion (not yet run on a GPU) should take well under a minute; feed (about
+# 250 s) and cache (about 300 s: two starts, the first compiling) are not yet run on a GPU either.
 # Packages the device image lacks travel as wheels in .whl/ (see README, "Benchmarks").
-# Usage (repo root): OUT=/some/dir [STAGES="deform voc eva profile variants criterion"] bash benchmarks/gpu_suite.sh
+# Usage (repo root): OUT=/some/dir [STAGES="deform voc eva profile variants criterion feed cache"] bash benchmarks/gpu_suite.sh
 set -uo pipefail
 OUT=${OUT:-/tmp/hvl_bench}
 STAGES=${STAGES:-deform voc eva profile}
@@ -47,6 +50,15 @@ stage variants 560 python3 -m benchmarks.train_step --config configs/voc_92.py -
   --variant cudnn:model.attention_impl=cudnn \
   --variant dots:model.remat.backbone=dots_with_no_batch_dims_saveable \
   --variant accum1:train.grad_accum=1
+stage feed 300 python3 -m benchmarks.train_step --config configs/voc_92.py --steps 5 --grad_accum 2 \
+  --variant host:data.strong_views=host
+# JAX reads JAX_COMPILATION_CACHE_DIR itself; "compiled in" of the second start is the load.
+for start in first second; do
+  JAX_COMPILATION_CACHE_DIR=$OUT/jax_cache stage cache 200 python3 -m benchmarks.train_step \
+    --config configs/voc_92.py --steps 2 --grad_accum 2
+  [[ " $STAGES " == *" cache "* ]] && cp "$OUT/cache.txt" "$OUT/cache_$start.txt"
+done
+[[ -d $OUT/jax_cache ]] && du -sh "$OUT/jax_cache" | tee -a "$OUT/cache_second.txt"
 stage eva 250 python3 -m benchmarks.train_step --config configs/voc_92.py:eva02l --steps 3 --grad_accum 4
 # Kernels inside CUDA graphs (command buffers) carry no op names: the profile runs without them.
 XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_enable_command_buffer=" \

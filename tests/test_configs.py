@@ -21,7 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASET_CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, 'configs', '*_[0-9]*.py')))
 # The variants benchmarks/gpu_suite.sh times.
 GPU_SUITE_VARIANTS = ['cudnn:model.attention_impl=xla', 'dots:model.remat.backbone=dots_with_no_batch_dims_saveable',
-                      'accum1:train.grad_accum=1']
+                      'accum1:train.grad_accum=1', 'host:data.strong_views=host']
 
 
 def build(config):
