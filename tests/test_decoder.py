@@ -56,7 +56,7 @@ def reference_attention_logits(masks, size):
                              for j in range(q)], -1) for i in range(b)])
 
 
-@pytest.mark.parametrize('layers,scan,rows', [(6, True, 1), (6, False, 0), (4, True, None)])
+@pytest.mark.parametrize('layers,scan,rows', [(6, True, 1), (6, True, 0), (6, False, 0), (4, True, None)])
 def test_attention_masks_from_resized_features_and_the_rows_under_deep_supervision(layers, scan, rows, rng,
                                                                                  monkeypatch):
   """The attention logits made from resized mask features are the full-resolution logits resized
