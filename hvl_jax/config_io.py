@@ -7,6 +7,7 @@ from typing import Any
 import jax
 import ml_collections
 
+from hvl_jax import atomic
 from hvl_jax import config_history
 
 TRAINING_CONFIG = 'config_train.json'
@@ -17,10 +18,7 @@ def write(config, workdir: str, mode: str) -> str:
   path = os.path.join(workdir, f'config_{mode}.json')
   if jax.process_index() == 0:
     os.makedirs(workdir, exist_ok=True)
-    partial = f'{path}.partial'
-    with open(partial, 'w') as f:
-      f.write(config.to_json_best_effort(indent=2))
-    os.replace(partial, path)
+    atomic.write_bytes(path, config.to_json_best_effort(indent=2).encode())
   return path
 
 

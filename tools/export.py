@@ -21,18 +21,12 @@ import time
 
 import jax
 
+from hvl_jax import atomic
 from hvl_jax import compilation_cache
 from hvl_jax import segmenter
 from hvl_jax.errors import CheckpointError, DataError
 
 EXPORTED = 'segmenter.jaxexport'
-
-
-def write_atomically(path: str, data: bytes):
-  partial = f'{path}.partial'
-  with open(partial, 'wb') as f:
-    f.write(data)
-  os.replace(partial, path)
 
 
 def export(seg: segmenter.Segmenter, output: str, platforms) -> dict:
@@ -48,9 +42,9 @@ def export(seg: segmenter.Segmenter, output: str, platforms) -> dict:
   os.makedirs(output, exist_ok=True)
   # The function first, the records that describe it after: a reader never sees records of a
   # function that is not there.
-  write_atomically(os.path.join(output, EXPORTED), blob)
-  write_atomically(os.path.join(output, 'classes.json'), json.dumps(list(seg.class_names), indent=0).encode())
-  write_atomically(os.path.join(output, 'export.json'), json.dumps(record, indent=2).encode())
+  atomic.write_bytes(os.path.join(output, EXPORTED), blob)
+  atomic.write_bytes(os.path.join(output, 'classes.json'), json.dumps(list(seg.class_names), indent=0).encode())
+  atomic.write_bytes(os.path.join(output, 'export.json'), json.dumps(record, indent=2).encode())
   print(f'{os.path.join(output, EXPORTED)}: {len(blob) / 2**20:.1f} MiB, {record["num_classes"]} classes, '
         f'{record["crop"]}x{record["crop"]} windows, for {", ".join(record["platforms"])} '
         f'(lowered in {time.time() - t0:.1f} s)', flush=True)

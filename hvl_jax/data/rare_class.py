@@ -14,6 +14,8 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from absl import logging
 
+from hvl_jax import atomic
+
 
 def class_statistics(source, num_classes: int, ignore: int = 255) -> Dict[str, list]:
   """Per-class pixel counts and, per class, [image index, pixels of the class] of the images holding it."""
@@ -52,10 +54,7 @@ def cached_statistics(source, num_classes: int, key: str, folders: Sequence[Opti
     path = os.path.join(folder, name)
     try:
       os.makedirs(folder, exist_ok=True)
-      tmp = f'{path}.tmp{os.getpid()}'
-      with open(tmp, 'w') as f:
-        json.dump(stats, f)
-      os.replace(tmp, path)
+      atomic.write_bytes(path, json.dumps(stats).encode())
       logging.info('Rare-class statistics cached at %s', path)
       break
     except OSError:
