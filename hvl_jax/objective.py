@@ -13,11 +13,11 @@ parts, every term returned for logging:
 (without unlabeled images, total = L_seg + the regularizers). Each part has its own small frozen
 config (`ObjectiveConfig.from_config` reads `loss`, `semi` and `data` once, outside tracing); a
 weight of 0 removes its term, and its part when all of the part's weights are 0, without touching
-the others. `forward` runs the passes the parts share: one backbone pass over labeled, weak, both
-strong and the class-masked labeled images, one decoder pass over labeled and strong images; the
-weak view and the feature-perturbation view (the weak features again after channel dropout) are
-decoded apart. Per-pixel unlabeled terms are computed at the mask-logit resolution (stride 4, or
-3.5 for patch-14 backbones).
+the others. `forward` runs the passes the parts share: one backbone pass over labeled, weak and
+both strong images (the class-masked labeled images apart: only their dense features are read),
+one decoder pass over labeled and strong images; the weak view and the feature-perturbation view
+(the weak features again after channel dropout) are decoded apart. Per-pixel unlabeled terms are
+computed at the mask-logit resolution (stride 4, or 3.5 for patch-14 backbones).
 """
 import dataclasses
 from typing import Dict, List, NamedTuple, Optional, Tuple
@@ -180,9 +180,9 @@ class Forward(NamedTuple):
   text: `HVL.text_queries`; taps: the backbone's taps over the labeled, weak, strong 1 and
   strong 2 rows; dense: (Bl, h, w, E) dense features of the masked rows
   (None without L_vl); predictions: per decoder layer (cls (Bl, Q, K+1), masks (Bl, h, w, Q)) of
-  the labeled rows, the last of the labeled rows then the strong rows (Bl + 2 Bu); rel_w: (Bu, K) s_k of the weak views; vl_class: (Bl,) the
-  masked class (None without L_vl); reference: E_I^0's dense features of the unmasked labeled
-  images (None without L_mask).
+  the labeled rows, the last of the labeled rows then the strong rows (Bl + 2 Bu); rel_w: (Bu, K)
+  s_k of the weak views; vl_class: (Bl,) the masked class (None without L_vl); reference: E_I^0's
+  dense features of the unmasked labeled images (None without L_mask).
   """
   text: dict
   taps: List[jax.Array]

@@ -215,8 +215,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   start = int(state.step)
   logging.info('Parameters:\n%s', '\n'.join(f'  {k:34s} {n:>13,d}' for k, n in
                                               state_lib.parameter_counts(state_lib.full_params(state)).items()))
-  print(f'Training {total} steps ({accum} micro-batch{"es" if accum > 1 else ""} each) from step {start} on {jax.device_count()} '
-        f'device(s); workdir {workdir}', flush=True)
+  print(f'Training {total} steps ({accum} micro-batch{"es" if accum > 1 else ""} each) from step {start} '
+        f'on {jax.device_count()} device(s); workdir {workdir}', flush=True)
 
   note = mask_budget_note(config, mesh.devices.size)
   if note:
