@@ -58,7 +58,10 @@ def get_config():
       grayscale_p=0.2,
       blur_p=0.5,
       cutmix_p=0.5,
-      # synthetic set (used when name == 'synthetic')
+      # synthetic set (used when name == 'synthetic'): its scenes are drawn from synthetic_seed,
+      # not from `seed`, so that every training seed sees the same labeled scenes and val set
+      # (as an official split); the first n labeled scenes are the same for every n.
+      synthetic_seed=0,
       synthetic_size=64,
       synthetic_labeled=16,
       synthetic_unlabeled=128,
@@ -135,6 +138,9 @@ def get_config():
   c.semi = ml_collections.ConfigDict(dict(
       conf_threshold=0.95, strong_weight=0.25, fp_weight=0.5, entropy_weight=0.1,
       feature_dropout=0.5,      # channel dropout of the feature-perturbation view
+      # how pseudo-labels teach: 'pixel_ce' (per-pixel CE, UniMatch) | 'set' (the labeled
+      # criterion L_seg, unconfident pixels ignored; hvl_jax/objective.py)
+      criterion='pixel_ce',
       ema_decay=0.0))
 
   # ---- Recipe.

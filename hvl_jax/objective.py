@@ -40,7 +40,9 @@ class Batch(NamedTuple):
 
   image_l (Bl, H, W, 3) CLIP-normalised, label_l (Bl, H, W) int32 (255 ignore);
   image_w, image_s1, image_s2 (Bu, H, W, 3); box1, box2 (Bu, H, W) bool CutMix boxes;
-  valid_u (Bu, H, W) bool (False on crop padding).
+  valid_u (Bu, H, W) bool (False on crop padding); label_u (Bu, H, W) int32, the unlabeled
+  images' own labels where the data has them (the small world): they score the pseudo-labels
+  (`pseudo_accuracy`) and never reach the loss.
   """
   image_l: jax.Array
   label_l: jax.Array
@@ -50,17 +52,32 @@ class Batch(NamedTuple):
   box1: jax.Array
   box2: jax.Array
   valid_u: jax.Array
+  label_u: Optional[jax.Array] = None
+
+
+# How the pseudo-labels teach the strong and feature-perturbation views (semi.criterion):
+#   'pixel_ce'  per-pixel cross-entropy of the class distribution (UniMatch's criterion_u);
+#   'set'       the labeled images' criterion L_seg (the Mask2Former set loss on the last
+#               prediction), the unconfident pixels ignored: both halves of the batch then
+#               speak in one loss, as UniMatch's CE on both halves does (docs/small_world.md).
+CRITERIA = ('pixel_ce', 'set')
 
 
 @dataclasses.dataclass(frozen=True)
 class ConsistencyConfig:
   """`semi`: pseudo-label confidence threshold, the weights of the strong views, the
-  feature-perturbation view and the entropy, and the perturbation's channel dropout rate."""
+  feature-perturbation view and the entropy, the perturbation's channel dropout rate, and the
+  criterion the pseudo-labels are taught with (CRITERIA)."""
   conf_threshold: float = 0.95
   strong_weight: float = 0.25
   fp_weight: float = 0.5
   entropy_weight: float = 0.1
   feature_dropout: float = 0.5
+  criterion: str = 'pixel_ce'
+
+  def __post_init__(self):
+    if self.criterion not in CRITERIA:
+      raise ValueError(f'semi.criterion must be one of {CRITERIA}, got {self.criterion!r}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,7 +125,7 @@ class ObjectiveConfig:
         supervised=segmentation.CriterionConfig.from_config(config),
         consistency=ConsistencyConfig(
             conf_threshold=sc.conf_threshold, strong_weight=sc.strong_weight, fp_weight=sc.fp_weight,
-            entropy_weight=sc.entropy_weight, feature_dropout=sc.feature_dropout),
+            entropy_weight=sc.entropy_weight, feature_dropout=sc.feature_dropout, criterion=sc.criterion),
         prompt=PromptConfig(div=lc.div, prompt=lc.prompt, reduction=lc.regularizer_reduction),
         vision_language=VisionLanguageConfig(weight=lc.vl, align=lc.align, mask=lc.mask, tau=lc.tau,
                                              ignore_index=config.data.ignore_index))
@@ -251,36 +268,72 @@ def weak_probs(model: hvl.HVL, params, fwd: Forward, bl: int, bu: int, teacher_p
   return jax.lax.stop_gradient(semantic.semantic_probs(*preds))
 
 
+def pseudo_label_term(prediction, pseudo, conf, valid, cfg: ConsistencyConfig,
+                      supervised: segmentation.CriterionConfig, key):
+  """One view taught by pseudo-labels (B, h, w) of confidence conf (B, h, w): the cross-entropy of
+  its class distribution ('pixel_ce') or L_seg with the unconfident pixels ignored ('set');
+  prediction: the view's last (cls (B, Q, K+1), masks (B, h, w, Q))."""
+  if cfg.criterion == 'set':
+    target = jnp.where((conf >= cfg.conf_threshold) & valid, pseudo, supervised.ignore_index)
+    return segmentation.set_criterion([prediction], target, supervised, key)['seg']
+  return semi.pseudo_label_loss(semantic.semantic_probs(*prediction), pseudo, conf, valid, cfg.conf_threshold)
+
+
 def consistency_loss(model: hvl.HVL, params, fwd: Forward, batch: Batch, cfg: ConsistencyConfig, fp_key,
-                     teacher_params=None) -> Tuple[Terms, Terms]:
-  """(parts, terms): pseudo-labels of the weak views teach both strong views (CutMixed with
-  them) and the feature-perturbation view; entropy of the strong views."""
+                     teacher_params=None, supervised: Optional[segmentation.CriterionConfig] = None,
+                     ) -> Tuple[Terms, Terms]:
+  """(parts, terms): the weak views' pseudo-labels, the feature-perturbation view and the strong
+  views' predictions, scored by `consistency_terms`. `supervised`: the labeled criterion, which
+  semi.criterion='set' teaches with."""
   bl, bu = batch.image_l.shape[0], batch.image_w.shape[0]
   cls, masks = fwd.predictions[-1]
-  cells = masks.shape[1:3]
   probs_w = weak_probs(model, params, fwd, bl, bu, teacher_params, batch.image_w)
-  conf, pseudo = probs_w.max(-1), probs_w.argmax(-1).astype(jnp.int32)
-  valid = nearest_cells(batch.valid_u, cells)
-  terms = {}
   fp_taps = [channel_dropout(t[bl:bl + bu], cfg.feature_dropout, jax.random.fold_in(fp_key, i))
              for i, t in enumerate(fwd.taps)]
   fp = model.apply({'params': params}, fp_taps, fwd.rel_w, fwd.text, every_layer_rows=0,
                    method=hvl.HVL.decode)[-1]
-  terms['semi_fp'] = semi.pseudo_label_loss(semantic.semantic_probs(*fp), pseudo, conf, valid, cfg.conf_threshold)
-  for i, box in enumerate((batch.box1, batch.box2)):
-    box = nearest_cells(box, cells)
-    mix = lambda x: jnp.where(box, cutmix_partner(x), x)
-    lo = bl + bu * i
-    probs_s = semantic.semantic_probs(cls[lo:lo + bu], masks[lo:lo + bu])
-    valid_s = mix(valid)
-    terms[f'semi_s{i + 1}'] = semi.pseudo_label_loss(probs_s, mix(pseudo), mix(conf), valid_s, cfg.conf_threshold)
-    terms[f'entropy_s{i + 1}'] = semi.entropy_loss(probs_s, valid_s)
-  terms['pseudo_confident_fraction'] = jax.lax.stop_gradient(
-      ((conf >= cfg.conf_threshold) & valid).sum() / jnp.maximum(valid.sum(), 1))
+  strong = [(cls[lo:lo + bu], masks[lo:lo + bu]) for lo in (bl, bl + bu)]
+  cells = masks.shape[1:3]
+  boxes = [nearest_cells(box, cells) for box in (batch.box1, batch.box2)]
+  terms = consistency_terms(probs_w, fp, strong, boxes, nearest_cells(batch.valid_u, cells), cfg, supervised,
+                            jax.random.fold_in(fp_key, len(fwd.taps)))
+  if batch.label_u is not None:
+    terms.update(semi.pseudo_label_accuracy(probs_w.argmax(-1), probs_w.max(-1), nearest_cells(batch.label_u, cells),
+                                            nearest_cells(batch.valid_u, cells), cfg.conf_threshold))
   parts = {'semi_strong': cfg.strong_weight * (terms['semi_s1'] + terms['semi_s2']) / 2,
            'semi_fp': cfg.fp_weight * terms['semi_fp'] / 2,
            'entropy': cfg.entropy_weight * (terms['entropy_s1'] + terms['entropy_s2']) / 2}
   return parts, terms
+
+
+def consistency_terms(probs_w, fp, strong, boxes, valid, cfg: ConsistencyConfig,
+                      supervised: Optional[segmentation.CriterionConfig], key) -> Terms:
+  """UniMatch's weak-to-strong terms at the mask-logit resolution (h, w).
+
+  Args:
+    probs_w: (Bu, h, w, K) the weak views' class distribution (no gradient): its argmax is the
+      pseudo-label, its max the confidence.
+    fp: the feature-perturbation view's last prediction (cls (Bu, Q, K+1), masks (Bu, h, w, Q)).
+    strong: the two strong views' last predictions, as `fp`.
+    boxes: the two CutMix boxes (Bu, h, w) bool; inside a box, a strong view shows its partner
+      (`cutmix_partner`), so its pseudo-label, confidence and valid pixels are the partner's.
+    valid: (Bu, h, w) bool, False on crop padding.
+  Returns:
+    semi_fp, semi_s1, semi_s2 (`pseudo_label_term`), entropy_s1, entropy_s2 and the
+    confident fraction of the weak views.
+  """
+  conf, pseudo = probs_w.max(-1), probs_w.argmax(-1).astype(jnp.int32)
+  keys = jax.random.split(key, 3)
+  terms = {'semi_fp': pseudo_label_term(fp, pseudo, conf, valid, cfg, supervised, keys[0])}
+  for i, (prediction, box) in enumerate(zip(strong, boxes)):
+    mix = lambda x, box=box: jnp.where(box, cutmix_partner(x), x)
+    valid_s = mix(valid)
+    terms[f'semi_s{i + 1}'] = pseudo_label_term(prediction, mix(pseudo), mix(conf), valid_s, cfg, supervised,
+                                                keys[i + 1])
+    terms[f'entropy_s{i + 1}'] = semi.entropy_loss(semantic.semantic_probs(*prediction), valid_s)
+  terms['pseudo_confident_fraction'] = jax.lax.stop_gradient(
+      ((conf >= cfg.conf_threshold) & valid).sum() / jnp.maximum(valid.sum(), 1))
+  return terms
 
 
 def prompt_loss(text: dict, cfg: PromptConfig) -> Tuple[Terms, Terms]:
@@ -323,7 +376,8 @@ def weighted_terms(model: hvl.HVL, params, batch: Batch, rng, cfg: ObjectiveConf
   more = []
   if batch.image_w.shape[0]:
     parts['seg'] = terms['seg_seg'] / 2
-    more.append(consistency_loss(model, params, fwd, batch, cfg.consistency, k_fp, teacher_params))
+    more.append(consistency_loss(model, params, fwd, batch, cfg.consistency, k_fp, teacher_params,
+                                 cfg.supervised))
   if model.cfg.queries == 'htqg' and cfg.prompt.enabled:
     more.append(prompt_loss(fwd.text, cfg.prompt))
   if cfg.vision_language.enabled:

@@ -41,11 +41,21 @@ def normalize_batch(batch: Dict[str, jax.Array]) -> objective.Batch:
   images = {k: norm(get(k, 'image_l')) for k in ('image_l', 'image_w', 'image_s1', 'image_s2')}
   return objective.Batch(images['image_l'], batch['label_l'], images['image_w'], images['image_s1'],
                          images['image_s2'], get('box1', 'label_l').astype(bool),
-                         get('box2', 'label_l').astype(bool), get('valid_u', 'label_l').astype(bool))
+                         get('box2', 'label_l').astype(bool), get('valid_u', 'label_l').astype(bool),
+                         batch.get('label_u'))
 
 
 # The strong views' key: the micro-step's key folded with this (the objective splits the key itself).
 STRONG_VIEWS_STREAM = 0x5757
+
+
+def step_inputs(batch: Dict[str, jax.Array], rng, strong: Optional[strong_views.StrongViewConfig]):
+  """The objective's inputs from a batch as the pipeline ships it: the strong views made from
+  the weak ones with the step's key where the batch has none (`strong`: how), then normalised."""
+  if strong is not None and 'image_w' in batch and 'image_s1' not in batch:
+    batch = {**batch, **strong_views.strong_views(batch['image_w'], jax.random.fold_in(rng, STRONG_VIEWS_STREAM),
+                                                  strong)}
+  return normalize_batch(batch)
 
 
 def train_step(state: state_lib.TrainState, batch, *, model, tx, loss: objective.ObjectiveConfig,
@@ -60,10 +70,7 @@ def train_step(state: state_lib.TrainState, batch, *, model, tx, loss: objective
   the step makes the strong views of a batch that has only weak ones (data.strong_views='device').
   """
   rng = jax.random.fold_in(state.rng, state.step * grad_accum + optim.micro_step(state.opt_state))
-  if strong is not None and 'image_w' in batch and 'image_s1' not in batch:
-    batch = {**batch, **strong_views.strong_views(batch['image_w'], jax.random.fold_in(rng, STRONG_VIEWS_STREAM),
-                                                  strong)}
-  inputs = normalize_batch(batch)
+  inputs = step_inputs(batch, rng, strong)
   teacher = None
   if ema_decay > 0:
     teacher = {**state.ema_params, **state.frozen}
@@ -88,12 +95,16 @@ def train_step(state: state_lib.TrainState, batch, *, model, tx, loss: objective
 
 def bind_train_step(config, model, tx, t_clip=None):
   """`train_step` with the config's static settings (read here, not while tracing) and t_clip bound."""
-  if config.data.strong_views not in ('device', 'host'):
-    raise ValueError(f"data.strong_views must be 'device' or 'host', got {config.data.strong_views!r}")
-  strong = strong_views.StrongViewConfig.from_config(config.data) if config.data.strong_views == 'device' else None
   return functools.partial(train_step, model=model, tx=tx, loss=objective.ObjectiveConfig.from_config(config),
                            grad_accum=config.train.grad_accum, ema_decay=config.semi.ema_decay, t_clip=t_clip,
-                           strong=strong)
+                           strong=strong_view_config(config))
+
+
+def strong_view_config(config) -> Optional[strong_views.StrongViewConfig]:
+  """How the step makes the strong views (data.strong_views='device'), or None ('host')."""
+  if config.data.strong_views not in ('device', 'host'):
+    raise ValueError(f"data.strong_views must be 'device' or 'host', got {config.data.strong_views!r}")
+  return strong_views.StrongViewConfig.from_config(config.data) if config.data.strong_views == 'device' else None
 
 
 def fixed_text_embeddings(model, state: state_lib.TrainState) -> np.ndarray:
@@ -136,7 +147,7 @@ class ProgressLogger:
     eta = (self.total - step) / rate if rate == rate and rate > 0 else float('nan')
     shown = ' '.join(f'{k}={v:.4g}' for k, v in sorted(metrics.items())
                      if k.startswith(('total', 'seg_seg', 'seg_masks', 'semi_', 'div', 'topo', 'anchor',
-                                       'vl_', 'pseudo_confident_fraction')))
+                                       'vl_', 'pseudo_')))
     eta_s = time.strftime('%H:%M:%S', time.gmtime(eta)) if eta == eta else '--:--:--'
     img_s = f'{rate * self.images:.1f}' if rate == rate else '--'
     print(f'[{step}/{self.total}] {shown} lr={metrics["lr"]:.3g} img/s={img_s} ETA {eta_s}', flush=True)

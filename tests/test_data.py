@@ -287,6 +287,21 @@ def test_class_statistics_cache_follows_the_label_content(tmp_path):
   assert fresh['pixel_counts'][1] == 0 and fresh['pixel_counts'][7] == 2000
 
 
+def test_an_unlabeled_label_takes_the_weak_views_geometry():
+  """label_u is the record's label under the weak view's own draw: the same rescale, padding,
+  crop and flip as the image (random_geometric on the pair with the same rng)."""
+  c = tiny_config(**{'data.scale_range': (0.6, 1.8)}).data
+  image, label = synthetic.make_scene(0, 5, 50, 5)
+  for seed in range(6):
+    out = transforms.unlabeled_train(dict(image=image, label=label), np.random.default_rng(seed), c)
+    ref_image, ref_label = transforms.random_geometric(image, label, np.random.default_rng(seed), c.crop_size,
+                                                       c.scale_range, c.img_scale)
+    np.testing.assert_array_equal(out['image_w'], ref_image)
+    np.testing.assert_array_equal(out['label_u'], ref_label)
+    np.testing.assert_array_equal(out['valid_u'], ref_label != 255)    # synthetic labels hold no ignore
+  assert 'label_u' not in transforms.unlabeled_train(dict(image=image), np.random.default_rng(0), c)
+
+
 def test_pipeline_shapes_determinism_and_state_restore(tmp_path):
   c = tiny_config()
   c.data.num_workers = 0
@@ -296,8 +311,10 @@ def test_pipeline_shapes_determinism_and_state_restore(tmp_path):
   assert first['image_l'].shape == (4, 64, 64, 3) and first['image_l'].dtype == np.uint8
   assert first['label_l'].shape == (4, 64, 64) and first['label_l'].dtype == np.int32
   # The strong views are the train step's (data.strong_views='device'): the host ships the weak one.
-  assert set(first) == {'image_l', 'label_l', 'image_w', 'valid_u'}
+  # The small world's unlabeled scenes keep their labels (label_u), for the pseudo-label accuracy.
+  assert set(first) == {'image_l', 'label_l', 'image_w', 'valid_u', 'label_u'}
   assert first['image_w'].shape == (4, 64, 64, 3) and first['valid_u'].dtype == bool
+  assert first['label_u'].shape == (4, 64, 64) and first['label_u'].dtype == np.int32
   hc = c.copy_and_resolve_references()
   hc.data.strong_views = 'host'
   host = next(iter(pipeline.train_dataset(hc, sources, str(tmp_path))))

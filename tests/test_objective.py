@@ -23,7 +23,26 @@ def test_full_semi_supervised_objective(rng):
   loss terms and gradients of decoding it with the trained rows."""
   batch = make_batch(rng)
   # Every pixel's pseudo-label counts, so the strong views' losses depend on the weak view.
-  terms, grads = finite_loss_and_grads(tiny_config(**{'semi.conf_threshold': 0.0}), batch)
+  config = tiny_config(**{'semi.conf_threshold': 0.0})
+  terms, grads = finite_loss_and_grads(config, batch)
+  # The unlabeled images' own labels score the pseudo-labels and never reach the loss: with the
+  # labels all c, for each class c in turn, the loss and its gradient stay as without them, and
+  # the accuracies of the K constant labelings add up to 1.
+  model, params = build(config)
+  loss = objective.ObjectiveConfig.from_config(config)
+  fn = jax.jit(jax.value_and_grad(
+      lambda p, hidden: objective.compute_loss(model, p, batch._replace(label_u=hidden), jax.random.PRNGKey(1),
+                                               loss), has_aux=True))
+  accuracies = []
+  for c in range(config.data.num_classes):
+    (total_c, terms_c), grads_c = fn(params, jnp.full(batch.valid_u.shape, c, jnp.int32))
+    np.testing.assert_allclose(float(total_c), float(terms['total']), rtol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-9),
+                 grads_c, grads)
+    assert terms_c['pseudo_accuracy'] == terms_c['pseudo_accuracy_all']     # threshold 0: all confident
+    accuracies.append(float(terms_c['pseudo_accuracy']))
+  np.testing.assert_allclose(sum(accuracies), 1.0, rtol=1e-6)
+  assert 'pseudo_accuracy' not in terms
   for key in ('seg_seg', 'semi_s1', 'semi_s2', 'semi_fp', 'entropy_s1', 'div', 'topo', 'anchor',
               'vl_mask', 'vl_align', 'total'):
     assert key in terms

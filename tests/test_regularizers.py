@@ -20,6 +20,24 @@ def test_semi_losses_against_numpy(rng):
   np.testing.assert_allclose(semi.entropy_loss(p, valid), (ent * valid).sum() / valid.sum(), rtol=1e-5)
 
 
+def test_pseudo_label_accuracy_against_a_pixel_count(rng):
+  pseudo = rng.randint(0, 3, (2, 5, 5))
+  labels = np.where(rng.rand(2, 5, 5) < 0.6, pseudo, rng.randint(0, 3, (2, 5, 5)))
+  labels[0, 0] = 255                     # ignore pixels are not counted
+  conf = rng.rand(2, 5, 5)
+  valid = rng.rand(2, 5, 5) > 0.2
+  got = semi.pseudo_label_accuracy(pseudo, conf, labels, valid, 0.5)
+  right = wrong = right_all = wrong_all = 0
+  for i in np.ndindex(pseudo.shape):
+    if valid[i] and labels[i] != 255:
+      ok = pseudo[i] == labels[i]
+      right_all, wrong_all = right_all + ok, wrong_all + (not ok)
+      if conf[i] >= 0.5:
+        right, wrong = right + ok, wrong + (not ok)
+  np.testing.assert_allclose(got['pseudo_accuracy'], right / (right + wrong), rtol=1e-6)
+  np.testing.assert_allclose(got['pseudo_accuracy_all'], right_all / (right_all + wrong_all), rtol=1e-6)
+
+
 def test_regularizers_against_paper_formulas(rng):
   q = rng.randn(3, 4, 8)
   ref_div = 0.0

@@ -60,8 +60,10 @@ def train_dataset(config, sources: Dict[str, object], workdir: Optional[str] = N
   """Infinite IterDataset of dicts of numpy arrays (this process's share of a global batch).
 
   Keys: image_l (Bl, S, S, 3) uint8, label_l (Bl, S, S) int32 and, with unlabeled data,
-  image_w (Bu, S, S, 3) uint8 and valid_u (Bu, S, S) bool; with data.strong_views='host' also
-  image_s1 / image_s2 (Bu, S, S, 3) uint8 and box1 / box2 (Bu, S, S) bool.
+  image_w (Bu, S, S, 3) uint8 and valid_u (Bu, S, S) bool (and label_u (Bu, S, S) int32 where
+  the unlabeled records keep their labels, `transforms.unlabeled_train`); with
+  data.strong_views='host' also image_s1 / image_s2 (Bu, S, S, 3) uint8 and box1 / box2 (Bu, S, S)
+  bool.
   """
   d = config.data
   accum = config.train.grad_accum

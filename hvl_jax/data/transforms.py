@@ -66,21 +66,23 @@ def resize(image, label, size: Tuple[int, int]):
 
 
 def pad_to(image, label, size: int):
-  """Pads bottom/right to at least size x size: image with 0, label with ignore."""
+  """Pads bottom/right to at least size x size: image with 0, label (H, W[, C]) with ignore."""
   h, w = image.shape[:2]
   ph, pw = max(0, size - h), max(0, size - w)
   if ph or pw:
     image = np.pad(image, ((0, ph), (0, pw), (0, 0)))
-    label = np.pad(label, ((0, ph), (0, pw)), constant_values=IGNORE)
+    label = np.pad(label, ((0, ph), (0, pw)) + ((0, 0),) * (label.ndim - 2), constant_values=IGNORE)
   return image, label
 
 
 def random_geometric(image, label, rng, crop: int, scale_range: Tuple[float, float],
                      img_scale: Optional[Sequence[int]] = None):
-  """Random rescale, pad (ignore), crop and flip. Returns image (crop, crop, 3), label (crop, crop)."""
+  """Random rescale, pad (ignore), crop and flip. Returns image (crop, crop, 3) and label
+  (crop, crop[, C]): a label of C channels (nearest-resized, each padded with ignore) carries
+  several maps through one draw."""
   image, label = resize(image, label, random_rescale_size(*image.shape[:2], rng, scale_range, img_scale))
   image, label = pad_to(image, label, crop)
-  h, w = label.shape
+  h, w = label.shape[:2]
   y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
   image, label = image[y:y + crop, x:x + crop], label[y:y + crop, x:x + crop]
   if rng.random() < 0.5:
@@ -159,13 +161,22 @@ def labeled_train(record, rng, cfg) -> Dict[str, np.ndarray]:
 
 def unlabeled_train(record, rng, cfg) -> Dict[str, np.ndarray]:
   """Unlabeled example -> weak view and the valid mask; with data.strong_views='host' also two
-  strong views and two CutMix boxes (else the train step makes them, `strong_views`)."""
+  strong views and two CutMix boxes (else the train step makes them, `strong_views`).
+
+  A record that keeps its label (the small world's unlabeled scenes) also gives `label_u`, that
+  label under the weak view's geometry: it scores the pseudo-labels and never reaches the loss.
+  """
   image = record['image']
-  dummy = np.zeros(image.shape[:2], np.uint8)      # tracks crop padding only
-  weak, pad = random_geometric(image, dummy, rng, cfg.crop_size, cfg.scale_range, cfg.img_scale)
-  if cfg.strong_views != 'host':
-    return dict(image_w=weak, valid_u=pad != IGNORE)
-  return dict(image_w=weak,
-              image_s1=strong_photometric(weak, rng, cfg), box1=cutmix_box(cfg.crop_size, rng, cfg.cutmix_p),
-              image_s2=strong_photometric(weak, rng, cfg), box2=cutmix_box(cfg.crop_size, rng, cfg.cutmix_p),
-              valid_u=pad != IGNORE)
+  track = np.zeros(image.shape[:2], np.uint8)      # tracks crop padding
+  hidden = record.get('label')
+  if hidden is not None:
+    track = np.stack([track, hidden], -1)
+  weak, tracked = random_geometric(image, track, rng, cfg.crop_size, cfg.scale_range, cfg.img_scale)
+  pad = tracked if hidden is None else tracked[..., 0]
+  out = dict(image_w=weak, valid_u=pad != IGNORE)
+  if hidden is not None:
+    out['label_u'] = tracked[..., 1].astype(np.int32)
+  if cfg.strong_views == 'host':
+    out.update(image_s1=strong_photometric(weak, rng, cfg), box1=cutmix_box(cfg.crop_size, rng, cfg.cutmix_p),
+               image_s2=strong_photometric(weak, rng, cfg), box2=cutmix_box(cfg.crop_size, rng, cfg.cutmix_p))
+  return out

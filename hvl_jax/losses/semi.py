@@ -1,5 +1,9 @@
-"""Semi-supervised terms on per-pixel class distributions (SemiVL/UniMatch structure)."""
+"""Semi-supervised terms on per-pixel class distributions (SemiVL/UniMatch structure), and the
+pseudo-labels' accuracy where the unlabeled images' labels are known."""
+import jax
 import jax.numpy as jnp
+
+from hvl_jax.constants import IGNORE_INDEX
 
 
 def pseudo_label_loss(probs, pseudo_labels, confidence, valid, threshold):
@@ -23,3 +27,17 @@ def entropy_loss(probs, valid):
   p = probs.astype(jnp.float32)
   ent = -(p * jnp.log(jnp.maximum(p, 1e-8))).sum(-1)
   return jnp.where(valid, ent, 0.0).sum() / jnp.maximum(valid.sum(), 1)
+
+
+def pseudo_label_accuracy(pseudo_labels, confidence, labels, valid, threshold):
+  """How right the pseudo-labels are, against labels (B, H, W) that no loss reads (the small
+  world's unlabeled scenes keep theirs). Ignore pixels of `labels` are not counted.
+
+  Returns {'pseudo_accuracy': over the confident valid pixels (those the loss trains on),
+  'pseudo_accuracy_all': over every valid pixel}, without gradients (0 where none counts).
+  """
+  known = valid & (labels != IGNORE_INDEX)
+  right = pseudo_labels == labels
+  confident = known & (confidence >= threshold)
+  share = lambda where: (right & where).sum() / jnp.maximum(where.sum(), 1)
+  return jax.lax.stop_gradient(dict(pseudo_accuracy=share(confident), pseudo_accuracy_all=share(known)))
