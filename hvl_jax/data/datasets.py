@@ -179,7 +179,7 @@ def make_sources(config) -> Dict[str, object]:
   if d.name == 'folder':
     return folder.make_sources(d.root, resolved(config).data.num_classes)
   if d.name == 'synthetic':
-    mk = lambda split, n: synthetic.SyntheticSource(split, n, d.synthetic_size, d.num_classes, config.seed)
+    mk = lambda split, n: synthetic.SyntheticSource(split, n, d.synthetic_size, d.num_classes, d.synthetic_seed)
     return dict(labeled=mk('labeled', d.synthetic_labeled), unlabeled=mk('unlabeled', d.synthetic_unlabeled),
                 val=mk('val', d.synthetic_val))
   s = spec(d.name)
