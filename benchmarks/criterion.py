@@ -18,6 +18,7 @@ import numpy as np
 from ml_collections import config_flags
 
 from benchmarks.harness import device_name, gib, planned_bytes, time_fn
+from hvl_jax.constants import IGNORE_INDEX
 from hvl_jax.losses import segmentation
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/voc_92.py', 'Config file.')
@@ -27,7 +28,7 @@ _CLASSES = flags.DEFINE_integer('classes', 3, 'Classes per label map, background
 _ITERS = flags.DEFINE_integer('iters', 10, 'Timed calls per budget (after 2 warm-up calls).')
 
 
-def label_maps(batch: int, size: int, num_classes: int, classes: int, ignore: int, rng):
+def label_maps(batch: int, size: int, num_classes: int, classes: int, rng):
   """(batch, size, size) int32: class 0 with `classes` - 1 other classes as squares, 4 rows of ignore."""
   if not 1 <= classes <= num_classes:
     raise ValueError(f'--classes={classes}: must be between 1 and the {num_classes} classes of the config')
@@ -36,7 +37,7 @@ def label_maps(batch: int, size: int, num_classes: int, classes: int, ignore: in
   for b in range(batch):
     for i, c in enumerate(rng.choice(np.arange(1, num_classes), classes - 1, replace=False)):
       labels[b, size // 2:size // 2 + side, i * side:(i + 1) * side] = c
-  labels[:, :4] = ignore
+  labels[:, :4] = IGNORE_INDEX
   return labels
 
 
@@ -50,7 +51,7 @@ def inputs(config, crit: segmentation.CriterionConfig, batch: int, classes: int,
   dtype = jnp.dtype(m.dtype)
   cls = jnp.asarray(rng.standard_normal((stages, batch, queries, k + 1)), dtype)
   masks = jnp.asarray(rng.standard_normal((stages, batch, cells, cells, queries)), dtype)
-  labels = label_maps(batch, config.data.crop_size, k, classes, config.data.ignore_index, rng)
+  labels = label_maps(batch, config.data.crop_size, k, classes, rng)
   return cls, masks, jnp.asarray(labels)
 
 

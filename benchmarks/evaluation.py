@@ -22,7 +22,6 @@ from ml_collections import config_flags
 
 from benchmarks.harness import benchmark_config, device_name
 from hvl_jax import evaluate, inference
-from hvl_jax import state as state_lib
 from hvl_jax.data import datasets
 from hvl_jax.models import hvl
 

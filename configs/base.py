@@ -15,8 +15,6 @@ from typing import Any, Mapping
 
 import ml_collections
 
-from hvl_jax import config_history
-from hvl_jax.constants import IGNORE_INDEX
 
 
 def get_config():
@@ -32,7 +30,6 @@ def get_config():
       splits_dir='',           # folder holding <dataset>/<split>/{labeled,unlabeled}.txt ('' = data/splits shipped copy)
       split='92',
       num_classes=21,
-      ignore_index=IGNORE_INDEX,
       background_classes=(0,),  # classes whose relevance s_k is always 1
       background_name='background',  # folder: the class of this name (if any) is the background class
       crop_size=512,
@@ -275,11 +272,8 @@ def parse_value(text: str) -> Any:
 def with_overrides(config, overrides: Mapping[str, Any]):
   """`config` updated in place from {'dotted.field': value} (ml_collections'
   `update_from_flattened_dict`); an unknown field or a value of another type raises a ValueError
-  that names the field (and its new name, for a field that moved)."""
+  that names the field."""
   for field, value in overrides.items():
-    moved = config_history.old_field_message(field)
-    if moved:
-      raise ValueError(moved)
     was_locked = config.is_locked
     config.lock()     # a misspelt field must not be added silently
     try:

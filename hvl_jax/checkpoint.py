@@ -1,8 +1,6 @@
 """Orbax checkpoints of the train state plus the grain iterator state.
 
-A checkpoint is numbered by the optimizer step it holds (`TrainState.step`) and carries a
-small `meta` item saying so; a checkpoint without it numbers micro-steps, which differ from
-optimizer steps under gradient accumulation and is refused there.
+A checkpoint is numbered by the optimizer step it holds (`TrainState.step`).
 
 Saves are atomic (Orbax writes a temporary directory and renames it when
 complete), so a killed save never replaces the latest good checkpoint. On
@@ -21,8 +19,6 @@ import orbax.checkpoint as ocp
 from hvl_jax.errors import CheckpointError
 
 
-META = {'step': 'optimizer'}
-
 
 class Checkpointer:
   """Checkpoint manager for `directory` keeping the `keep` newest steps."""
@@ -34,20 +30,18 @@ class Checkpointer:
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                              enable_async_checkpointing=async_save),
         item_handlers={'state': ocp.StandardCheckpointHandler(),
-                       'data': grain.checkpoint.CheckpointHandler(),
-                       'meta': ocp.JsonCheckpointHandler()})
+                       'data': grain.checkpoint.CheckpointHandler()})
 
   def steps(self):
     return sorted(self.manager.all_steps())
 
   def save(self, step: int, state, data_iterator=None, force: bool = False) -> bool:
-    items = {'state': ocp.args.StandardSave(state), 'meta': ocp.args.JsonSave(META)}
+    items = {'state': ocp.args.StandardSave(state)}
     if data_iterator is not None:
       items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
     return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
 
-  def restore(self, abstract_state, data_iterator=None, step: Optional[int] = None,
-              grad_accum: int = 1) -> Tuple[Any, int]:
+  def restore(self, abstract_state, data_iterator=None, step: Optional[int] = None) -> Tuple[Any, int]:
     """Restores `step` (default: newest readable). Returns (state, step); raises if none is readable."""
 
     def read(s):
@@ -56,9 +50,9 @@ class Checkpointer:
         items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
       return self.manager.restore(s, args=ocp.args.Composite(**items))['state']
 
-    return self.newest_readable(read, step, grad_accum)
+    return self.newest_readable(read, step)
 
-  def restore_parts(self, abstract_parts, step: Optional[int] = None, grad_accum: int = 1) -> Tuple[Any, int]:
+  def restore_parts(self, abstract_parts, step: Optional[int] = None) -> Tuple[Any, int]:
     """Only some fields of the saved state, e.g. {'params': shapes, 'frozen': shapes} for
     evaluation (no optimizer state is read, nor needs to be known). Returns ({field: tree}, step)
     with numpy leaves."""
@@ -69,20 +63,15 @@ class Checkpointer:
         return reader.restore(os.path.join(self.directory, str(s), 'state'), args=ocp.args.PyTreeRestore(
             item=abstract_parts, restore_args=restore_args, partial_restore=True))
 
-    return self.newest_readable(read, step, grad_accum)
+    return self.newest_readable(read, step)
 
-  def newest_readable(self, read: Callable[[int], Any], step: Optional[int], grad_accum: int) -> Tuple[Any, int]:
+  def newest_readable(self, read: Callable[[int], Any], step: Optional[int]) -> Tuple[Any, int]:
     """(read(s), s) for `step`, or the newest step that `read` can read; raises if none is readable."""
     candidates = [step] if step is not None else self.steps()[::-1]
     if not candidates:
       raise CheckpointError(f'{self.directory}: no checkpoint found')
     errors = []
     for s in candidates:
-      if grad_accum > 1 and not os.path.isdir(os.path.join(self.directory, str(s), 'meta')):
-        raise CheckpointError(
-            f'{self.directory}/{s}: an old-format checkpoint numbered by micro-steps; with '
-            f'train.grad_accum={grad_accum} its optimizer step would be {s // grad_accum}. It cannot be '
-            'resumed as it is: start a new workdir (or evaluate it with --config.train.grad_accum=1)')
       try:
         restored = read(s)
         if errors:

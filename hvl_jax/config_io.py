@@ -8,7 +8,6 @@ import jax
 import ml_collections
 
 from hvl_jax import atomic
-from hvl_jax import config_history
 
 TRAINING_CONFIG = 'config_train.json'
 
@@ -31,16 +30,8 @@ def tuples(value: Any) -> Any:
   return value
 
 
-def flat_keys(tree: dict, prefix: str = ''):
-  for k, v in tree.items():
-    yield prefix + k
-    if isinstance(v, dict):
-      yield from flat_keys(v, f'{prefix}{k}.')
-
-
 def read(path: str) -> ml_collections.ConfigDict:
-  """The config written by `write`; a missing or unreadable file, or one holding a field that has
-  moved since, is a ValueError naming the file."""
+  """The config written by `write`; a missing or unreadable file is an error naming the file."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f'{path}: no such config (a workdir holds {TRAINING_CONFIG} once training has started)')
   try:
@@ -48,8 +39,4 @@ def read(path: str) -> ml_collections.ConfigDict:
       tree = json.load(f)
   except (OSError, json.JSONDecodeError) as e:
     raise ValueError(f'{path}: unreadable config ({e})') from e
-  for key in flat_keys(tree):
-    message = config_history.old_field_message(key)
-    if message:
-      raise ValueError(f'{path}: {message}; written by an older hvl_jax (rename the field in the file)')
   return ml_collections.ConfigDict(tuples(tree))

@@ -21,6 +21,7 @@ from hvl_jax import inference
 from hvl_jax import metrics
 from hvl_jax import open_vocabulary
 from hvl_jax import state as state_lib
+from hvl_jax.constants import IGNORE_INDEX
 from hvl_jax.data import datasets
 from hvl_jax.models import hvl
 
@@ -37,11 +38,11 @@ def summed_over_processes(counts: np.ndarray) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(counts)).sum(0)
 
 
-def presence_counts(present: np.ndarray, label: np.ndarray, num_classes: int, ignore: int, skip) -> np.ndarray:
+def presence_counts(present: np.ndarray, label: np.ndarray, num_classes: int, skip) -> np.ndarray:
   """(true positives, false positives, false negatives) of the predicted presence `present` (K,)
   against the classes in `label`, classes in `skip` (the background, always kept) left out."""
   truth = np.zeros(num_classes, bool)
-  held = np.unique(label[label != ignore])
+  held = np.unique(label[label != IGNORE_INDEX])
   truth[held[held < num_classes]] = True
   scored = np.ones(num_classes, bool)
   scored[list(skip)] = False
@@ -118,10 +119,10 @@ class Evaluator:
       pred = self.predictor.predict(prepared, record['image'])
       if len(samples) < self.num_samples:
         samples.append((record['image'], pred.classes, record['label']))
-      conf += metrics.confusion_matrix(pred.classes, record['label'], k, d.ignore_index)
+      conf += metrics.confusion_matrix(pred.classes, record['label'], k)
       if pred.present is not None:
         gated = True
-        presence += presence_counts(pred.present, record['label'], k, d.ignore_index, d.background_classes)
+        presence += presence_counts(pred.present, record['label'], k, d.background_classes)
       progress.update(done)
     conf = summed_over_processes(conf)
     tp, fp, fn = summed_over_processes(presence)

@@ -32,7 +32,6 @@ import jax
 from ml_collections import config_flags
 
 from hvl_jax import compilation_cache
-from hvl_jax import config_history
 from hvl_jax import config_io
 from hvl_jax import evaluate
 from hvl_jax import predict
@@ -111,14 +110,18 @@ def config_path(argv) -> str:
   return ''
 
 
+def override_naming(argv, error: Exception) -> str:
+  """The dotted field of the `--config.` override in argv that holds the missing name of `error`."""
+  name = str(error.args[0]).strip('\'"') if error.args else str(error)
+  fields = [a.split('=')[0][len('--config.'):] for a in argv if a.startswith('--config.')]
+  return next((f for f in fields if name in f.split('.')), name)
+
+
 def parse_flags(argv):
   """absl's flag parsing; a bad config file or override ends with one line naming it."""
   path = config_path(argv)
   if path and not os.path.isfile(path):
     sys.exit(f'error: --config {path}: no such config file')
-  moved = config_history.old_fields_in_argv(argv)
-  if moved:
-    sys.exit(f'error: {moved}')
   try:
     return flags.FLAGS(argv)
   except (flags.Error, AttributeError, KeyError) as e:
@@ -127,7 +130,7 @@ def parse_flags(argv):
     if isinstance(e, (AttributeError, KeyError)):    # an override naming no field
       hint = re.search(r'Did you mean "?(\w+)"? instead of "?(\w+)"?', str(e))
       sys.exit(f'error: the config has no field {hint.group(2)!r} (did you mean {hint.group(1)!r}?)' if hint
-               else f'error: the config has no field {e}')
+               else f'error: the config has no field {override_naming(argv, e)!r}')
     lines = [l.strip() for l in str(e).splitlines() if l.strip()]
     sys.exit(f'error: {lines[0]} {lines[-1]}' if len(lines) > 1 else f'error: {lines[0]}')
 

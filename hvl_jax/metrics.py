@@ -7,14 +7,14 @@ import numpy as np
 from hvl_jax.constants import IGNORE_INDEX
 
 
-def confusion_matrix(pred, label, num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+def confusion_matrix(pred, label, num_classes: int) -> np.ndarray:
   """(K, K) int64 counts, rows = ground truth, columns = prediction; ignore pixels dropped.
 
   pred, label: integer arrays of the same shape.
   """
   label = np.asarray(label).astype(np.int64).ravel()
   pred = np.asarray(pred).astype(np.int64).ravel()
-  valid = (label != ignore_index) & (label >= 0) & (label < num_classes)
+  valid = (label != IGNORE_INDEX) & (label >= 0) & (label < num_classes)
   counts = np.bincount(label[valid] * num_classes + pred[valid], minlength=num_classes * num_classes)
   return counts.reshape(num_classes, num_classes)
 

@@ -95,13 +95,11 @@ class PromptConfig:
 
 @dataclasses.dataclass(frozen=True)
 class VisionLanguageConfig:
-  """`loss.vl` (w_vl), `loss.align`, `loss.mask` weights, the temperature of L_align and the
-  label value that L_vl's hidden region grows through."""
+  """`loss.vl` (w_vl), `loss.align`, `loss.mask` weights and the temperature of L_align."""
   weight: float = 0.1
   align: float = 1.0
   mask: float = 1.0
   tau: float = 0.07
-  ignore_index: int = IGNORE_INDEX
 
   @property
   def enabled(self) -> bool:
@@ -127,8 +125,7 @@ class ObjectiveConfig:
             conf_threshold=sc.conf_threshold, strong_weight=sc.strong_weight, fp_weight=sc.fp_weight,
             entropy_weight=sc.entropy_weight, feature_dropout=sc.feature_dropout, criterion=sc.criterion),
         prompt=PromptConfig(div=lc.div, prompt=lc.prompt, reduction=lc.regularizer_reduction),
-        vision_language=VisionLanguageConfig(weight=lc.vl, align=lc.align, mask=lc.mask, tau=lc.tau,
-                                             ignore_index=config.data.ignore_index))
+        vision_language=VisionLanguageConfig(weight=lc.vl, align=lc.align, mask=lc.mask, tau=lc.tau))
 
 
 def nearest_cells(x, size):
@@ -163,11 +160,11 @@ def class_region(labels, classes, patch: int):
 IGNORE_BAND_STEPS = 12
 
 
-def hidden_region(labels, classes, ignore_index: int):
+def hidden_region(labels, classes):
   """What L_vl masks in labels (B, H, W): the pixels of `classes` (B,) and the ignore band around
   them (ignore pixels reached from the class in IGNORE_BAND_STEPS steps), (B, H, W) bool."""
   hide = labels == classes[:, None, None]
-  band = labels == ignore_index
+  band = labels == IGNORE_INDEX
 
   def grow(_, region):
     near = jax.lax.reduce_window(region, False, jax.lax.bitwise_or, (1, 3, 3), (1, 1, 1), 'SAME')
@@ -228,7 +225,7 @@ def forward(model: hvl.HVL, params, batch: Batch, vl_key, cfg: ObjectiveConfig, 
   dense, vl_class, reference = None, None, None
   if vl.enabled:     # one present class per labeled image masked with the normalisation mean (0)
     vl_class = random_present_class(batch.label_l, model.cfg.num_classes, vl_key)
-    hide = hidden_region(batch.label_l, vl_class, vl.ignore_index)[..., None]
+    hide = hidden_region(batch.label_l, vl_class)[..., None]
     dense = apply(hvl.HVL.encode, jnp.where(hide, 0.0, batch.image_l), dense=True, taps=False)['dense']
     if vl.mask > 0:    # E_I^0 on the unmasked labeled images: the L_mask reference
       reference = apply(hvl.HVL.reference_features, batch.image_l)['dense']
@@ -274,7 +271,7 @@ def pseudo_label_term(prediction, pseudo, conf, valid, cfg: ConsistencyConfig,
   its class distribution ('pixel_ce') or L_seg with the unconfident pixels ignored ('set');
   prediction: the view's last (cls (B, Q, K+1), masks (B, h, w, Q))."""
   if cfg.criterion == 'set':
-    target = jnp.where((conf >= cfg.conf_threshold) & valid, pseudo, supervised.ignore_index)
+    target = jnp.where((conf >= cfg.conf_threshold) & valid, pseudo, IGNORE_INDEX)
     return segmentation.set_criterion([prediction], target, supervised, key)['seg']
   return semi.pseudo_label_loss(semantic.semantic_probs(*prediction), pseudo, conf, valid, cfg.conf_threshold)
 

@@ -80,7 +80,7 @@ def restore_params(config, model, clip, checkpoint: str):
   trainable, frozen = split_params(shapes, config)
   teacher = 'ema_params' if config.semi.ema_decay > 0 else 'params'
   parts, step = ckpt_lib.Checkpointer(directory, async_save=False).restore_parts(
-      {teacher: trainable, 'frozen': frozen}, step=step, grad_accum=config.train.grad_accum)
+      {teacher: trainable, 'frozen': frozen}, step=step)
   print(f'Restored {directory} step {step}', flush=True)
   return {**parts[teacher], **parts['frozen']}, os.path.join(directory, str(step))
 

@@ -294,20 +294,19 @@ def train_loop(config, state, step_fn, data_iter, mesh, checkpoints, progress, e
 
 def restore_or_init(config, checkpoints, abstract, data_iter, init_fn):
   """workdir checkpoint -> config.resume -> config.init (weights only) -> scratch."""
-  accum = config.train.grad_accum
   if checkpoints.steps():
-    state, step = checkpoints.restore(abstract, data_iter, grad_accum=accum)
+    state, step = checkpoints.restore(abstract, data_iter)
     print(f'Resumed from {checkpoints.directory} at step {step}', flush=True)
     return state
   if config.resume:
     source = ckpt_lib.Checkpointer(config.resume, async_save=False)
-    state, step = source.restore(abstract, data_iter, grad_accum=accum)
+    state, step = source.restore(abstract, data_iter)
     print(f'Resumed from config.resume={config.resume} at step {step}', flush=True)
     return state
   state = init_fn()
   if config.init:
     source = ckpt_lib.Checkpointer(config.init, async_save=False)
-    loaded, step = source.restore(abstract, grad_accum=accum)
+    loaded, step = source.restore(abstract)
     state = state.replace(params=loaded.params, frozen=loaded.frozen,
                           ema_params=loaded.params if state.ema_params is not None else None)
     print(f'Initialised weights from config.init={config.init} (step {step})', flush=True)

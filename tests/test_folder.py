@@ -13,7 +13,6 @@ from PIL import Image
 from configs import folder as folder_config
 from hvl_jax.data import datasets
 from hvl_jax.data import files
-from hvl_jax.data import folder
 from hvl_jax.errors import DataError
 from tools import colour_masks
 from tools import make_split

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from hvl_jax import optim
-from hvl_jax import state as state_lib
 from hvl_jax.models import hvl, queries, semantic, zero_shot
 from hvl_jax.models.backbones import clip as clip_lib
 from hvl_jax.data import datasets

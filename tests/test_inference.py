@@ -10,7 +10,6 @@ import torch
 import torch.nn.functional as F
 
 from hvl_jax import inference
-from hvl_jax import state as state_lib
 from hvl_jax.models import hvl, zero_shot
 from hvl_jax.models.backbones import clip as clip_lib
 from hvl_jax.models.backbones import registry

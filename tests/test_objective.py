@@ -150,11 +150,10 @@ def joint_forward(model, params, batch, vl_key, cfg, t_clip=None):
   del t_clip
   apply = lambda method, *a, **kw: model.apply({'params': params}, *a, method=method, **kw)
   bl, bu = batch.image_l.shape[0], batch.image_w.shape[0]
-  vl = cfg.vision_language
   text = apply(hvl.HVL.text_queries)
   rel_l = apply(objective.labeled_relevance, batch.label_l, model.cfg.num_classes)
   vl_class = objective.random_present_class(batch.label_l, model.cfg.num_classes, vl_key)
-  hide = objective.hidden_region(batch.label_l, vl_class, vl.ignore_index)[..., None]
+  hide = objective.hidden_region(batch.label_l, vl_class)[..., None]
   reference = apply(hvl.HVL.reference_features, batch.image_l, embeds=True)['dense']
   strong = objective.strong_views(batch)
   rel_w = apply(hvl.HVL.image_relevance, batch.image_w, text['t_clip'], batch.valid_u)

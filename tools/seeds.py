@@ -15,7 +15,6 @@ seed's `--result` file (default: the final mIoU) goes to `<workdir>/seeds_summar
 import json
 import os
 import shlex
-import sys
 from typing import Dict, List
 
 # As hvl_jax.main, before jax is imported: no XLA "Very slow compile?" lines that read like errors.
@@ -28,7 +27,6 @@ import numpy as np
 from ml_collections import config_flags
 
 from hvl_jax import compilation_cache
-from hvl_jax import config_history
 from hvl_jax import train
 
 FLAGS = flags.FLAGS
@@ -120,14 +118,6 @@ def main(argv):
     print(f'not finished: seeds {missing}', flush=True)
 
 
-def parse_flags(argv):
-  """absl's flag parsing; an override of a config field that moved ends with a line naming the new one."""
-  moved = config_history.old_fields_in_argv(argv)
-  if moved:
-    sys.exit(f'error: {moved}')
-  return flags.FLAGS(argv)
-
-
 if __name__ == '__main__':
   define_flags()
-  app.run(main, flags_parser=parse_flags)
+  app.run(main)

@@ -12,7 +12,7 @@ count and background class come from the folder (`resolved`). Files are read as 
 import dataclasses
 import json
 import os
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 

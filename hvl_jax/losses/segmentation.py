@@ -28,7 +28,6 @@ class CriterionConfig(NamedTuple):
   importance_sample_ratio: float = 0.75
   max_masks: int = 64        # matched (query, mask) pairs per image, shared by budget_images
   budget_images: int = 2     # consecutive images sharing one budget
-  ignore_index: int = IGNORE_INDEX
 
   @classmethod
   def from_config(cls, config):
@@ -39,7 +38,7 @@ class CriterionConfig(NamedTuple):
                class_weight=l.class_weight, mask_weight=l.mask_weight, dice_weight=l.dice_weight,
                no_object_weight=l.no_object_weight, num_points=l.num_points, oversample_ratio=l.oversample_ratio,
                importance_sample_ratio=l.importance_sample_ratio, max_masks=l.max_masks,
-               budget_images=l.budget_images, ignore_index=config.data.ignore_index)
+               budget_images=l.budget_images)
 
 
 def labels_at(labels, coords, image=None):
@@ -138,7 +137,7 @@ def match(cls_logits, mask_logits, labels, present, cfg: CriterionConfig, rng):
     coords = jax.random.uniform(rng, (b, cfg.num_points, 2))
     point_logits = point_sample(mask_logits[..., kq:], coords).transpose(0, 2, 1)   # (B, M, P)
     lab = labels_at(labels, coords)
-    valid = (lab != cfg.ignore_index).astype(jnp.float32)
+    valid = (lab != IGNORE_INDEX).astype(jnp.float32)
     onehot = (lab[:, None, :] == jnp.arange(cfg.num_classes)[None, :, None]).astype(jnp.float32)
     cost = matching_cost(cls_logits[:, kq:], point_logits, onehot, valid, cfg)
     t, m = matching.hungarian_matching(cost, present)
@@ -210,7 +209,7 @@ def mask_losses(mask_logits, labels, target_class, has_mask, cfg: CriterionConfi
     point_logits = point_sample(logits, coords)[..., 0]  # (budget, P)
     lab = labels_at(labels, coords, image)
     targets = (lab == sel_class[:, None]).astype(jnp.float32)
-    weights = (lab != cfg.ignore_index).astype(jnp.float32) * sel_valid[:, None]
+    weights = (lab != IGNORE_INDEX).astype(jnp.float32) * sel_valid[:, None]
     return (sigmoid_ce_loss(point_logits, targets, 1.0, weights),
             dice_loss(point_logits, targets, 1.0, weights), jnp.maximum(matched.sum() - budget, 0))
 
@@ -242,7 +241,7 @@ def set_criterion(predictions, labels, cfg: CriterionConfig, rng) -> Dict[str, j
 
   Args:
     predictions: list of (cls_logits (B, Q, K+1), mask_logits (B, h, w, Q)), one per decoder stage.
-    labels: (B, H, W) int32 with ignore_index.
+    labels: (B, H, W) int32, IGNORE_INDEX (255) = ignore.
   Returns:
     dict: 'seg' (weighted total), 'class', 'bce', 'dice' (each summed over stages) and
     'masks_dropped' (matched pairs over the mask budget, most in any stage).
