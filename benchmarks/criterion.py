@@ -18,7 +18,7 @@ import numpy as np
 from ml_collections import config_flags
 
 from benchmarks.harness import device_name, gib, planned_bytes, time_fn
-from hvl_jax.constants import IGNORE_INDEX
+from hvl_jax.common.constants import IGNORE_INDEX
 from hvl_jax.losses import segmentation
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/voc_92.py', 'Config file.')

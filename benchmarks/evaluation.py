@@ -21,7 +21,8 @@ import numpy as np
 from ml_collections import config_flags
 
 from benchmarks.harness import benchmark_config, device_name
-from hvl_jax import evaluate, inference
+from hvl_jax.inference import evaluator as evaluator_lib
+from hvl_jax.inference import predictor as predictor_lib
 from hvl_jax.data import datasets
 from hvl_jax.models import hvl
 
@@ -31,9 +32,9 @@ _IMAGES = flags.DEFINE_integer('images', 32, 'Validation images timed per predic
 
 def per_window_predictor(config, model):
   """One window per call, the whole network (text encoder included) in every call."""
-  prepare, scores = inference.network_scores(model, config.inference.mode)
-  batched = inference.Predictor.from_config(config, model)
-  return inference.Predictor(jax.jit(lambda params, images, valid: scores(prepare(params), images, valid)),
+  prepare, scores = predictor_lib.network_scores(model, config.inference.mode)
+  batched = predictor_lib.Predictor.from_config(config, model)
+  return predictor_lib.Predictor(jax.jit(lambda params, images, valid: scores(prepare(params), images, valid)),
                              num_classes=batched.num_classes, crop=batched.crop, stride=batched.stride,
                              protocol=batched.protocol, short_side=batched.short_side,
                              pad_multiple=batched.pad_multiple)
@@ -54,9 +55,9 @@ def main(argv):
   model, clip = hvl.build_model(config, names)
   params = hvl.init_params(model, clip, jax.random.PRNGKey(config.seed), config.data.crop_size)
   source = datasets.make_sources(config)['val']
-  images = [source[i]['image'] for i in evaluate.process_share(min(_IMAGES.value, len(source)))]
+  images = [source[i]['image'] for i in evaluator_lib.process_share(min(_IMAGES.value, len(source)))]
   old_rate, old_maps = images_per_second(per_window_predictor(config, model), params, images)
-  new_rate, new_maps = images_per_second(inference.Predictor.from_config(config, model), params, images)
+  new_rate, new_maps = images_per_second(predictor_lib.Predictor.from_config(config, model), params, images)
   agree = all(np.array_equal(a, b) for a, b in zip(old_maps, new_maps))
   print(f'device {device_name()}; config {config.data.name} crop {config.data.crop_size}, protocol '
         f'{config.inference.protocol}, images {images[0].shape[0]}x{images[0].shape[1]}, {len(images)} images')

@@ -30,9 +30,12 @@ from ml_collections import config_flags
 
 from benchmarks.harness import benchmark_config, device_name, random_batch
 from configs import base
-from hvl_jax import checkpoint as ckpt_lib
-from hvl_jax import config_io, objective, optim, train
-from hvl_jax import state as state_lib
+from hvl_jax.common import checkpoint as ckpt_lib
+from hvl_jax.common import config_io
+from hvl_jax.training import objective
+from hvl_jax.training import optim
+from hvl_jax.training import trainer
+from hvl_jax.common import state as state_lib
 from hvl_jax.data import datasets, pipeline
 from hvl_jax.models import hvl
 
@@ -52,7 +55,7 @@ def class_set(name: str):
 
 def term_gradient_norms(model, config, params, frozen, batch, rng):
   """{summand: global norm of its gradient} and the total's, w.r.t. the trainable `params`."""
-  inputs = train.step_inputs(batch, rng, train.strong_view_config(config))
+  inputs = trainer.step_inputs(batch, rng, trainer.strong_view_config(config))
 
   def parts(p):
     return objective.weighted_terms(model, {**p, **frozen}, inputs, rng,
@@ -109,7 +112,7 @@ def main(argv):
     rng = np.random.default_rng(_SEED.value)
     batches = [random_batch(config, rng) for _ in range(4)]
     measure = jax.jit(lambda s, b: term_gradient_norms(model, config, s.params, s.frozen, b, jax.random.PRNGKey(0)))
-    step = jax.jit(train.bind_train_step(config, model, tx))
+    step = jax.jit(trainer.bind_train_step(config, model, tx))
     print(f'{name} K={len(names)} reduction={config.loss.regularizer_reduction} device {device_name()} '
           f'JAX {jax.__version__}', flush=True)
     print(row('  init', measure(state, batches[0]), config.optim.clip_norm), flush=True)

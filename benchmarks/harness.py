@@ -5,8 +5,10 @@ import time
 import jax
 import numpy as np
 
-from hvl_jax import optim, sharding, train
-from hvl_jax import state as state_lib
+from hvl_jax.training import optim
+from hvl_jax.common import sharding
+from hvl_jax.training import trainer
+from hvl_jax.common import state as state_lib
 from hvl_jax.models import hvl
 from hvl_jax.data import datasets
 
@@ -130,7 +132,7 @@ def unrolled_flops(config, clip, names, tx, state, batch, recompute: bool = True
     # t^CLIP is computed once per start, outside the step, as training does; its values do not
     # change the count.
     t_clip = np.zeros((model.cfg.num_classes, model.cfg.clip.projection_dim), np.float32)
-    step = train.jit_train_step(unrolled, model, tx, mesh, state_sh, t_clip=t_clip)
+    step = trainer.jit_train_step(unrolled, model, tx, mesh, state_sh, t_clip=t_clip)
     cost = step.lower(shaped(state, state_sh), shaped(batch, batch_sh)).cost_analysis() or {}
   return float(cost.get('flops', float('nan')))
 

@@ -41,7 +41,8 @@ from benchmarks import profile_summary
 from benchmarks.harness import (benchmark_config, build_state, device_name, gib, optimizer, peak_flops, planned_bytes,
                                 random_batch, remat_summary, shaped, unrolled_flops)
 from configs import base
-from hvl_jax import sharding, train
+from hvl_jax.common import sharding
+from hvl_jax.training import trainer
 from hvl_jax.models import hvl
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/voc_92.py', 'Config file.')
@@ -93,8 +94,8 @@ class Variant:
     self.abstract = state.replace(opt_state=jax.eval_shape(self.tx.init, state.params))
     self.state_sh = sharding.state_sharding(mesh, self.abstract, config.train.fsdp)   # as training does
     self.batch = sharding.global_batch(mesh, random_batch(config, rng))
-    step = train.jit_train_step(config, model, self.tx, mesh, self.state_sh,
-                                t_clip=train.fixed_text_embeddings(model, state))
+    step = trainer.jit_train_step(config, model, self.tx, mesh, self.state_sh,
+                                t_clip=trainer.fixed_text_embeddings(model, state))
     self.lowered = step.lower(shaped(self.abstract, self.state_sh), self.batch)
 
   def adopt(self, state):

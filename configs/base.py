@@ -110,14 +110,14 @@ def get_config():
       threshold=0.5))
   c.inference = ml_collections.ConfigDict(dict(
       mode='query_argmax',      # 'query_argmax' | 'mask2former'
-      # Evaluation geometry (SemiVL; hvl_jax/inference.py): 'zegclip_sliding_window' (VOC, ADE20K:
+      # Evaluation geometry (SemiVL; hvl_jax/inference/predictor.py): 'zegclip_sliding_window' (VOC, ADE20K:
       # short side resized to short_side; COCO: short_side=0) | 'sliding_window' (Cityscapes) | 'whole'.
       protocol='zegclip_sliding_window',
       short_side=512,           # 0 = native size
       stride=426,               # window step in pixels; 0 = 2/3 of the crop
       window_batch=8,           # windows per device call (rounded up to a multiple of the local devices)
       zero_shot_baseline=False,  # also evaluate the frozen CLIP alone (dense zero-shot): zero_shot_miou
-      # Open-vocabulary inference (hvl_jax/open_vocabulary.py): the names --mode eval / predict
+      # Open-vocabulary inference (hvl_jax/inference/open_vocabulary.py): the names --mode eval / predict
       # (and the end of training, besides the closed-set evaluation) query, in label order;
       # () = the training classes only.
       class_names=()))
@@ -136,7 +136,7 @@ def get_config():
       conf_threshold=0.95, strong_weight=0.25, fp_weight=0.5, entropy_weight=0.1,
       feature_dropout=0.5,      # channel dropout of the feature-perturbation view
       # how pseudo-labels teach: 'pixel_ce' (per-pixel CE, UniMatch) | 'set' (the labeled
-      # criterion L_seg, unconfident pixels ignored; hvl_jax/objective.py)
+      # criterion L_seg, unconfident pixels ignored; hvl_jax/training/objective.py)
       criterion='pixel_ce',
       ema_decay=0.0))
 

@@ -31,15 +31,15 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-from hvl_jax import compilation_cache
-from hvl_jax import config_io
-from hvl_jax import evaluate
-from hvl_jax import predict
-from hvl_jax import preemption
-from hvl_jax import train
+from hvl_jax.common import compilation_cache
+from hvl_jax.common import config_io
+from hvl_jax.inference import evaluator as evaluator_lib
+from hvl_jax.inference import predict
+from hvl_jax.training import preemption
+from hvl_jax.training import trainer
 from hvl_jax.data import datasets
-from hvl_jax.errors import CheckpointError
-from hvl_jax.errors import DataError
+from hvl_jax.common.errors import CheckpointError
+from hvl_jax.common.errors import DataError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
@@ -75,9 +75,9 @@ def main(argv):
   print(config_summary(config, workdir, resolved, cache), flush=True)
 
   if _MODE.value == 'train':
-    train.train_and_evaluate(config, workdir)
+    trainer.train_and_evaluate(config, workdir)
   elif _MODE.value == 'eval':
-    evaluate.evaluate_checkpoint(config, workdir, _CHECKPOINT.value)
+    evaluator_lib.evaluate_checkpoint(config, workdir, _CHECKPOINT.value)
   else:
     predict.predict_files(config, workdir, _INPUT.value, _OUTPUT.value, _CHECKPOINT.value)
 

@@ -6,9 +6,9 @@ import jax
 import numpy as np
 import pytest
 
-from hvl_jax import checkpoint as ckpt_lib
-from hvl_jax import optim
-from hvl_jax import state as state_lib
+from hvl_jax.common import checkpoint as ckpt_lib
+from hvl_jax.training import optim
+from hvl_jax.common import state as state_lib
 from hvl_jax.data import datasets
 from hvl_jax.models import hvl
 from tiny import tiny_config

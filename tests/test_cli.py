@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hvl_jax import checkpoint as ckpt_lib
-from hvl_jax import optim
-from hvl_jax import state as state_lib
+from hvl_jax.common import checkpoint as ckpt_lib
+from hvl_jax.training import optim
+from hvl_jax.common import state as state_lib
 from hvl_jax.data import synthetic
 from hvl_jax.data import datasets
 from hvl_jax.models import hvl

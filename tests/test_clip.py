@@ -12,7 +12,7 @@ import pytest
 from hvl_jax.models.backbones import clip as clip_lib
 from hvl_jax.models.backbones import clip_weights
 from hvl_jax.models.backbones import registry
-from hvl_jax.errors import CheckpointError
+from hvl_jax.common.errors import CheckpointError
 from hvl_jax.models.backbones.clip_weights import load_clip, random_clip
 from hvl_jax.data import synthetic
 from hvl_jax.models import zero_shot

@@ -4,15 +4,16 @@ import os
 import subprocess
 import sys
 
-# A start as the programs make it: the cache on (hvl_jax.compilation_cache.enable), a jitted
-# function compiled through train.compiled. JAX caches only compiles of at least 1 s by default;
+# A start as the programs make it: the cache on (hvl_jax.common.compilation_cache.enable), a jitted
+# function compiled through trainer.compiled. JAX caches only compiles of at least 1 s by default;
 # this one is quicker, so the threshold is 0 here.
 START = """
 import jax, jax.numpy as jnp
-from hvl_jax import compilation_cache, train
+from hvl_jax.common import compilation_cache
+from hvl_jax.training import trainer
 print('cache', compilation_cache.enable())
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0)
-train.compiled(jax.jit(lambda x: jnp.tanh(x) @ x.T), jnp.ones((32, 32)), what='the program')
+trainer.compiled(jax.jit(lambda x: jnp.tanh(x) @ x.T), jnp.ones((32, 32)), what='the program')
 """
 
 

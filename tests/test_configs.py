@@ -11,7 +11,7 @@ import pytest
 from benchmarks import train_step
 from configs import ablations, base
 from configs import folder
-from hvl_jax import objective
+from hvl_jax.training import objective
 from hvl_jax.data import datasets
 from hvl_jax.models import hvl
 from hvl_jax.models.backbones import clip_weights, registry

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 
-from hvl_jax import objective
+from hvl_jax.training import objective
 from hvl_jax.losses import segmentation
-from hvl_jax.models import semantic
+from hvl_jax.models import semantic_inference
 
 
 def class_distribution(cls_logits, mask_logits):
@@ -60,7 +60,7 @@ def test_consistency_terms_match_unimatch(rng):
   rng = np.random.default_rng(0)
   b, h, w, q, k, thresh = 3, 8, 8, 6, 4, 0.5
   weak, fp, s1, s2 = (random_prediction(rng, b, h, w, q, k) for _ in range(4))
-  probs_w = semantic.semantic_probs(*map(jnp.asarray, weak))
+  probs_w = semantic_inference.semantic_probs(*map(jnp.asarray, weak))
   boxes = [np.zeros((b, h, w), bool) for _ in range(2)]
   boxes[0][:, 2:6, 1:5] = True
   boxes[1][1:, 4:, :3] = True

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hvl_jax import sharding
+from hvl_jax.common import sharding
 from hvl_jax.ops import sampling
 from hvl_jax.losses import matching, segmentation, semi
 

@@ -7,7 +7,7 @@ import pytest
 from scipy import ndimage
 
 from hvl_jax.models import decoder
-from hvl_jax.models.compute import ComputeConfig
+from hvl_jax.models.compute_settings import ComputeConfig
 from hvl_jax.models.decoder import DQTD, DecoderConfig, attention_mask, mask_logits, resized
 
 DIM = 16

@@ -9,7 +9,9 @@ import numpy as np
 from PIL import Image
 
 from configs import base
-from hvl_jax import evaluate, inference, metrics
+from hvl_jax.inference import evaluator as evaluator_lib
+from hvl_jax.inference import predictor as predictor_lib
+from hvl_jax.inference import metrics
 from hvl_jax.data import datasets
 from hvl_jax.data import files
 from test_inference import K, semivl_zegclip, stand_in
@@ -61,9 +63,9 @@ def test_evaluator_on_known_predictions(tmp_path, rng):
       return {'protocol': 'known'}
 
     def predict(self, prepared, image):
-      return inference.Prediction(*next(self.calls))
+      return predictor_lib.Prediction(*next(self.calls))
 
-  ev = evaluate.Evaluator(config, KnownPredictor(), FixedSource(), [f'c{i}' for i in range(5)], num_samples=2)
+  ev = evaluator_lib.Evaluator(config, KnownPredictor(), FixedSource(), [f'c{i}' for i in range(5)], num_samples=2)
   results, samples = ev.run(None, str(tmp_path), tag='known')
   # The first two images come back with their predictions, for TensorBoard.
   assert len(samples) == 2
@@ -109,12 +111,12 @@ def test_voc_fixture_evaluated_as_semivl(tmp_path):
   (splits / 'pascal/val.txt').write_text('\n'.join(lines) + '\n')
   config = base.dataset_config('voc', 92)
   config.data.update(dict(root=str(root), splits_dir=str(splits)))
-  geometry = inference.geometry(config)
+  geometry = predictor_lib.geometry(config)
   assert geometry == dict(crop=512, stride=426, protocol='zegclip_sliding_window', short_side=512)
-  predictor = inference.Predictor(stand_in, num_classes=K, **geometry, batch=2)   # the stand-in scores K classes
+  predictor = predictor_lib.Predictor(stand_in, num_classes=K, **geometry, batch=2)   # the stand-in scores K classes
   config.data.num_classes = K
   val = files.FileSource(str(root), datasets.read_split_list(str(splits / 'pascal/val.txt'), True), 21)
-  results = evaluate.Evaluator(config, predictor, val, [f'c{k}' for k in range(K)]).run(None, str(tmp_path)).results
+  results = evaluator_lib.Evaluator(config, predictor, val, [f'c{k}' for k in range(K)]).run(None, str(tmp_path)).results
   # SemiVL: PIL reads, the transcribed prediction, intersectionAndUnion summed over images.
   inter, union = np.zeros(K), np.zeros(K)
   for line in lines:

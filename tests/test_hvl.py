@@ -10,8 +10,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hvl_jax import optim
-from hvl_jax.models import hvl, queries, semantic, zero_shot
+from hvl_jax.training import optim
+from hvl_jax.models import hvl, queries, zero_shot
+from hvl_jax.models import semantic_inference
 from hvl_jax.models.backbones import clip as clip_lib
 from hvl_jax.data import datasets
 from tiny import CLASS_NAMES, build, finite_loss_and_grads, make_batch, tiny_config
@@ -28,7 +29,7 @@ def test_predictions_shapes_and_inference(rng):
   cls, masks = out['predictions'][-1]
   assert cls.shape == (2, q, 6) and masks.shape == (2, 16, 24, q)
   for mode in ('query_argmax', 'mask2former'):
-    pred = semantic.predict_classes(cls, masks, (64, 96), mode)
+    pred = semantic_inference.predict_classes(cls, masks, (64, 96), mode)
     assert pred.shape == (2, 64, 96) and pred.dtype == jnp.int32
     assert int(pred.min()) >= 0 and int(pred.max()) < 5
 
@@ -45,10 +46,10 @@ def test_class_probabilities_match_numpy(rng):
       for x in range(3):
         winner = (m[b, y, x] * p[b].max(-1)).argmax()
         ref[b, y, x] = p[b, winner] / p[b, winner].sum()
-  probs = np.asarray(semantic.class_probabilities(cls, masks, 'query_argmax'))
+  probs = np.asarray(semantic_inference.class_probabilities(cls, masks, 'query_argmax'))
   np.testing.assert_allclose(probs, ref, rtol=1e-5)
   m2f = np.einsum('bqk,bhwq->bhwk', p, m)
-  np.testing.assert_allclose(semantic.class_probabilities(cls, masks, 'mask2former'),
+  np.testing.assert_allclose(semantic_inference.class_probabilities(cls, masks, 'mask2former'),
                              m2f / m2f.sum(-1, keepdims=True), rtol=1e-5)
 
 

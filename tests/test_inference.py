@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hvl_jax import inference
+from hvl_jax.inference import predictor as predictor_lib
 from hvl_jax.models import hvl, zero_shot
 from hvl_jax.models.backbones import clip as clip_lib
 from hvl_jax.models.backbones import registry
@@ -111,8 +111,8 @@ def test_window_boxes_match_the_zegclip_windows_on_random_sizes():
       for wi in range(max(w - crop + stride - 1, 0) // stride + 1):
         y2, x2 = min(hi * stride + crop, h), min(wi * stride + crop, w)
         expected.append((max(y2 - crop, 0), y2, max(x2 - crop, 0), x2))
-    assert inference.window_boxes(h, w, crop, stride) == expected
-  assert inference.window_boxes(512, 683, 512, 426) == [(0, 512, 0, 512), (0, 512, 171, 683)]
+    assert predictor_lib.window_boxes(h, w, crop, stride) == expected
+  assert predictor_lib.window_boxes(512, 683, 512, 426) == [(0, 512, 0, 512), (0, 512, 171, 683)]
 
 
 def test_sliding_window_boxes_match_unimatch_on_random_sizes():
@@ -127,7 +127,7 @@ def test_sliding_window_boxes_match_unimatch_on_random_sizes():
         expected.append((row, min(h, row + grid), col, min(w, col + grid)))
         col += step
       row += step
-    assert inference.sliding_window_boxes(h, w, grid, step) == expected
+    assert predictor_lib.sliding_window_boxes(h, w, grid, step) == expected
 
 
 def test_resize_align_corners_matches_torch():
@@ -135,7 +135,7 @@ def test_resize_align_corners_matches_torch():
   for size in ((9, 13), (20, 31), (4, 5), (1, 7), (40, 1)):
     ref = F.interpolate(torch.from_numpy(x).permute(2, 0, 1)[None], size=size, mode='bilinear',
                         align_corners=True)[0].permute(1, 2, 0).numpy()
-    np.testing.assert_allclose(inference.resize_align_corners(x, size), ref, atol=1e-5)
+    np.testing.assert_allclose(predictor_lib.resize_align_corners(x, size), ref, atol=1e-5)
 
 
 @pytest.mark.parametrize('h,w,resize,batch', [(375, 500, True, 2), (500, 333, True, 1), (96, 150, True, 3),
@@ -149,7 +149,7 @@ def test_zegclip_protocol_matches_semivl(h, w, resize, batch):
     return stand_in(prepared, images, valid)
 
   crop, stride = (128, 106) if h < 100 else (256, 213)
-  predictor = inference.Predictor(scores, num_classes=K, crop=crop, stride=stride, batch=batch,
+  predictor = predictor_lib.Predictor(scores, num_classes=K, crop=crop, stride=stride, batch=batch,
                                   protocol='zegclip_sliding_window', short_side=512 if resize else 0)
   pred = predictor.predict(None, image)
   assert set(calls) == {batch}     # every call has the batch's static shape
@@ -169,7 +169,7 @@ def test_a_list_of_images_is_batched_and_predicted_as_each_alone():
     out = stand_in_probs(batch)
     return out, (out.reshape(out.shape[0], -1, K).max(1) > 0.5)
 
-  predictor = inference.Predictor(scores, num_classes=K, crop=256, stride=213, batch=4,
+  predictor = predictor_lib.Predictor(scores, num_classes=K, crop=256, stride=213, batch=4,
                                   protocol='zegclip_sliding_window', short_side=0)
   together = predictor.predict_many(None, images)
   n_together = len(calls)
@@ -188,7 +188,7 @@ def test_a_list_of_images_is_batched_and_predicted_as_each_alone():
 @pytest.mark.parametrize('h,w,crop', [(256, 512, 200), (100, 300, 96), (97, 61, 40)])
 def test_sliding_window_protocol_matches_unimatch(h, w, crop):
   image = random_image(np.random.RandomState(h * w), h, w)
-  predictor = inference.Predictor(stand_in, num_classes=K, crop=crop, stride=int(crop * 2 / 3), batch=2,
+  predictor = predictor_lib.Predictor(stand_in, num_classes=K, crop=crop, stride=int(crop * 2 / 3), batch=2,
                                   protocol='sliding_window')
   pred = predictor.predict(None, image).classes
   assert (pred != unimatch_sliding(image, crop)).mean() < 1e-4
@@ -202,7 +202,7 @@ def test_windows_are_padded_only_to_the_network_multiple_and_marked_valid():
     return stand_in_probs(images), np.eye(K, dtype=bool)[[1] * images.shape[0]]
 
   image = random_image(np.random.RandomState(0), 50, 70)
-  predictor = inference.Predictor(scores, num_classes=K, crop=64, stride=42, pad_multiple=16, batch=1)
+  predictor = predictor_lib.Predictor(scores, num_classes=K, crop=64, stride=42, pad_multiple=16, batch=1)
   pred = predictor.predict(None, image)
   assert seen == [((64, 64), 50, 64)] * 2     # windows 50x64: padded to 64 rows, 50 valid
   np.testing.assert_array_equal(pred.present, np.eye(K, dtype=bool)[1])
@@ -216,13 +216,13 @@ def test_whole_image_pads_to_the_multiple_and_crops_back():
     return stand_in_probs(images), None
 
   image = random_image(np.random.RandomState(0), 30, 45)
-  predictor = inference.Predictor(scores, num_classes=K, crop=24, stride=16, protocol='whole', pad_multiple=16)
+  predictor = predictor_lib.Predictor(scores, num_classes=K, crop=24, stride=16, protocol='whole', pad_multiple=16)
   pred = predictor.predict(None, image).classes
   assert seen == [((1, 32, 48, 3), 30 * 45)] and pred.shape == (30, 45)
   padded = np.pad(image, ((0, 2), (0, 3), (0, 0)))
   np.testing.assert_array_equal(pred, stand_in_probs(padded[None])[0, :30, :45].argmax(-1))
   with pytest.raises(ValueError, match='inference.protocol'):
-    inference.Predictor(scores, num_classes=K, crop=24, stride=16, protocol='tiles')
+    predictor_lib.Predictor(scores, num_classes=K, crop=24, stride=16, protocol='tiles')
 
 
 @pytest.mark.slow
@@ -233,10 +233,10 @@ def test_windows_sharded_over_two_devices_give_the_one_device_maps():
   names = datasets.class_names(config)
   model, clip = hvl.build_model(config, names)
   params = hvl.init_params(model, clip, jax.random.PRNGKey(0), config.data.crop_size)
-  sharded = inference.Predictor.from_config(config, model)
+  sharded = predictor_lib.Predictor.from_config(config, model)
   assert sharded.batch == 4          # rounded up to a multiple of the 2 devices
-  prepare, scores = inference.network_scores(model, config.inference.mode)
-  single = inference.Predictor(scores, num_classes=5, **inference.geometry(config), pad_multiple=sharded.pad_multiple, batch=4,
+  prepare, scores = predictor_lib.network_scores(model, config.inference.mode)
+  single = predictor_lib.Predictor(scores, num_classes=5, **predictor_lib.geometry(config), pad_multiple=sharded.pad_multiple, batch=4,
                                prepare=prepare)
   rng = np.random.RandomState(0)
   a, b = sharded.prepare(params), single.prepare(params)
@@ -253,7 +253,7 @@ def test_zero_shot_baseline_is_the_frozen_clip_alone():
   names = datasets.class_names(config)
   model, clip = hvl.build_model(config, names)
   params = hvl.init_params(model, clip, jax.random.PRNGKey(0), config.data.crop_size)
-  predictor = inference.Predictor.from_config(config, model, zero_shot_baseline=True)
+  predictor = predictor_lib.Predictor.from_config(config, model, zero_shot_baseline=True)
   image = random_image(np.random.RandomState(3), 64, 64)
   pred = predictor.predict(predictor.prepare(params), image)
   # The CLIP itself: MaskCLIP features against 'a photo of a {name}.', softmax, upsampled.

@@ -13,7 +13,7 @@ PACKAGES = ('hvl_jax', 'tools', 'benchmarks', 'configs')
 LOCAL_IMPORTS_ALLOWED = {'torch', 'tensorflow_datasets', 'transformers'}
 # The package's lazy attribute (`from hvl_jax import Segmenter`): imported on first use so that
 # `python -m hvl_jax.main` imports no jax before its version check. Nothing imports it back.
-LAZY_EXPORTS = {('hvl_jax', 'hvl_jax.segmenter')}
+LAZY_EXPORTS = {('hvl_jax', 'hvl_jax.inference.segmenter')}
 
 
 def modules():
@@ -69,11 +69,11 @@ def test_no_import_cycle():
   assert not cycles, f'modules on an import cycle: {cycles}'
 
 
-TRAINING = ('hvl_jax.train', 'hvl_jax.objective', 'hvl_jax.optim', 'hvl_jax.losses')
+TRAINING = ('hvl_jax.training.trainer', 'hvl_jax.training.objective', 'hvl_jax.training.optim', 'hvl_jax.losses')
 
 
-@pytest.mark.parametrize('module', ['hvl_jax.evaluate', 'hvl_jax.predict', 'hvl_jax.inference', 'hvl_jax.state',
-                                    'hvl_jax.segmenter', 'hvl_jax', 'tools.export'])
+@pytest.mark.parametrize('module', ['hvl_jax.inference.evaluator', 'hvl_jax.inference.predict', 'hvl_jax.inference.predictor', 'hvl_jax.common.state',
+                                    'hvl_jax.inference.segmenter', 'hvl_jax', 'tools.export'])
 def test_evaluation_prediction_and_the_restore_import_nothing_of_training(module):
   """Evaluating or predicting with a checkpoint builds no optimizer and traces no loss."""
   g, _ = graph()
@@ -83,7 +83,7 @@ def test_evaluation_prediction_and_the_restore_import_nothing_of_training(module
 
 def test_the_state_imports_neither_the_optimizer_nor_the_data():
   g, _ = graph()
-  assert not {n for n in g['hvl_jax.state'] if n.startswith(('hvl_jax.optim', 'hvl_jax.data'))}, g['hvl_jax.state']
+  assert not {n for n in g['hvl_jax.common.state'] if n.startswith(('hvl_jax.training.optim', 'hvl_jax.data'))}, g['hvl_jax.common.state']
 
 
 def test_losses_import_no_model():

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hvl_jax import objective
+from hvl_jax.training import objective
 from hvl_jax.data import datasets
 from hvl_jax.models import hvl
 from hvl_jax.models.backbones import clip as clip_lib
@@ -137,7 +137,7 @@ def test_vl_hides_the_ignore_band_around_the_class():
   labels[0, 10:20, 10:20] = 255          # the band around class 3
   labels[0, 12:18, 12:18] = 3
   labels[0, 30:35, 30:35] = 255          # another object's band, apart from class 3
-  hidden = np.asarray(objective.hidden_region(jnp.asarray(labels), jnp.asarray([3]), 255))[0]
+  hidden = np.asarray(objective.hidden_region(jnp.asarray(labels), jnp.asarray([3])))[0]
   expected = np.zeros((40, 40), bool)
   expected[10:20, 10:20] = True
   np.testing.assert_array_equal(hidden, expected)

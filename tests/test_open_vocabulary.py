@@ -9,10 +9,11 @@ import jax
 import numpy as np
 import pytest
 
-from hvl_jax import evaluate, open_vocabulary
+from hvl_jax.inference import evaluator as evaluator_lib
+from hvl_jax.inference import open_vocabulary
 from hvl_jax.data import datasets, synthetic
 from hvl_jax.models import hvl
-from hvl_jax.models import semantic
+from hvl_jax.models import semantic_inference
 from hvl_jax.models.backbones import clip as clip_lib
 from hvl_jax.models.decoder import FILTERED_LOGIT
 from tiny import CLASS_NAMES, build, tiny_config
@@ -42,13 +43,13 @@ def test_open_vocabulary_logits_against_numpy(rng):
   levels, m, k = 3, 4, 4
   cls = rng.randn(2, levels * len(seen) + m, k + 1).astype(np.float32)
   relevance = rng.uniform(0.05, 1, (2, len(seen))).astype(np.float32)
-  out = np.asarray(semantic.open_vocabulary_logits(cls, seen, levels, relevance))
+  out = np.asarray(semantic_inference.open_vocabulary_logits(cls, seen, levels, relevance))
   np.testing.assert_allclose(out, logits_reference(cls, seen, levels, relevance), rtol=1e-5, atol=1e-5)
   # With s = 1 a new class's probability is its query's objectness, 1 - p(no-object).
-  p = jax.nn.softmax(semantic.open_vocabulary_logits(cls, seen, levels, np.ones_like(relevance)), -1)
+  p = jax.nn.softmax(semantic_inference.open_vocabulary_logits(cls, seen, levels, np.ones_like(relevance)), -1)
   np.testing.assert_allclose(p[:, 1, 1], 1 - jax.nn.softmax(cls, -1)[:, 1, -1], rtol=1e-5)
   # The training names in order: the head's logits unchanged.
-  np.testing.assert_array_equal(np.asarray(semantic.open_vocabulary_logits(cls[:, :levels * k + m], np.arange(k), levels,
+  np.testing.assert_array_equal(np.asarray(semantic_inference.open_vocabulary_logits(cls[:, :levels * k + m], np.arange(k), levels,
                                                                        relevance[:, :k])), cls[:, :levels * k + m])
 
 
@@ -75,8 +76,8 @@ def scores_of(model, params, images, seen=None):
   out = jax.jit(lambda p, x: model.apply({'params': p}, clip_lib.normalize_images(x)))(params, images)
   cls, masks = out['predictions'][-1]
   if seen is not None:
-    cls = semantic.open_vocabulary_logits(cls, seen, model.cfg.num_levels, out['relevance'])
-  return {mode: np.asarray(semantic.upsampled_class_probabilities(cls, masks, images.shape[1:3], mode))
+    cls = semantic_inference.open_vocabulary_logits(cls, seen, model.cfg.num_levels, out['relevance'])
+  return {mode: np.asarray(semantic_inference.upsampled_class_probabilities(cls, masks, images.shape[1:3], mode))
           for mode in ('query_argmax', 'mask2former')}
 
 
@@ -128,7 +129,7 @@ def test_open_vocabulary_evaluation_on_the_nine_class_world(tmp_path):
   # The trained parameters fit the network of the 9 names (the class head keeps 5 + 1 logits).
   shapes = lambda tree: {k: v.shape for k, v in traverse_util.flatten_dict(dict(tree)).items()}
   assert shapes(hvl.init_params(ov.model, clip, jax.random.PRNGKey(1), config.data.crop_size)) == shapes(params)
-  results = evaluate.evaluate_open_vocabulary(config, model, clip, params, str(tmp_path))
+  results = evaluator_lib.evaluate_open_vocabulary(config, model, clip, params, str(tmp_path))
   saved = json.loads((tmp_path / 'eval_open_vocabulary.json').read_text())
   assert saved['class_names'] == list(synthetic.CLASS_NAMES) and saved['seen_classes'] == [0, 1, 2, 3, 4, -1, -1, -1, -1]
   per_class = [np.nan if v is None else v for v in saved['per_class_iou'].values()]

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from hvl_jax import optim
+from hvl_jax.training import optim
 from tiny import tiny_config
 
 

@@ -4,7 +4,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hvl_jax.models.compute import ComputeConfig
+from hvl_jax.models.compute_settings import ComputeConfig
 from hvl_jax.models.decoder import DQTD, DecoderConfig
 from hvl_jax.models.pixel_decoder import PixelDecoder, PixelDecoderConfig
 from hvl_jax.ops.position import sine_position_embedding

@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from hvl_jax import optim, sharding, train
-from hvl_jax import state as state_lib
+from hvl_jax.training import optim
+from hvl_jax.common import sharding
+from hvl_jax.training import trainer
+from hvl_jax.common import state as state_lib
 from hvl_jax.data import datasets, pipeline
 from hvl_jax.models.backbones.clip import normalize_images as clip_normalize
 from hvl_jax.models import hvl
@@ -51,7 +53,7 @@ def as_float(batch):
 
 def run_step(mesh, config, model, tx, state, batch, fsdp=False):
   state_sh = sharding.state_sharding(mesh, state, fsdp, min_size=1024)
-  step = train.jit_train_step(config, model, tx, mesh, state_sh, donate=False)
+  step = trainer.jit_train_step(config, model, tx, mesh, state_sh, donate=False)
   return step(jax.device_put(state, state_sh), sharding.global_batch(mesh, batch))
 
 
@@ -83,7 +85,7 @@ def test_the_step_makes_the_strong_views_from_its_state():
   config, model, tx, state = setup(repr(tiny_config().to_dict()))
   batch = next(iter(pipeline.train_dataset(config, datasets.make_sources(config))))
   assert 'image_w' in batch and 'image_s1' not in batch
-  step = jax.jit(train.bind_train_step(config, model, tx))
+  step = jax.jit(trainer.bind_train_step(config, model, tx))
   (s1, m1), (s2, m2) = step(state, batch), step(state, batch)
   assert float(m1['semi_s1']) >= 0 and np.isfinite(float(m1['total']))
   for a, b in zip(jax.tree.leaves((s1.params, m1)), jax.tree.leaves((s2.params, m2))):
@@ -97,7 +99,7 @@ def test_nan_batch_is_skipped_and_no_recompilation():
   it = iter(pipeline.train_dataset(config, sources))
   mesh = sharding.make_mesh()
   state_sh = sharding.replicated(mesh, state)
-  step = train.jit_train_step(config, model, tx, mesh, state_sh, donate=False)
+  step = trainer.jit_train_step(config, model, tx, mesh, state_sh, donate=False)
   s = jax.device_put(state, state_sh)
   for _ in range(3):      # new data every step, same shapes: one compilation
     s, m = step(s, sharding.global_batch(mesh, as_float(next(it))))
@@ -129,7 +131,7 @@ def test_host_initialisation_uses_xla_attention_on_gpu_machines(monkeypatch):
 def test_mask_budget_note_when_groups_span_devices():
   config = tiny_config()          # 4 labeled images per step, budget groups of 2
   assert config.data.labeled_batch == 4 and config.loss.budget_images == 2
-  assert train.mask_budget_note(config, 1) is None and train.mask_budget_note(config, 2) is None
-  assert 'loss.budget_images=2 does not divide the 1 labeled image(s)' in train.mask_budget_note(config, 4)
+  assert trainer.mask_budget_note(config, 1) is None and trainer.mask_budget_note(config, 2) is None
+  assert 'loss.budget_images=2 does not divide the 1 labeled image(s)' in trainer.mask_budget_note(config, 4)
   config.train.grad_accum = 4     # one labeled image per micro-step
-  assert train.mask_budget_note(config, 1) is not None
+  assert trainer.mask_budget_note(config, 1) is not None

@@ -3,7 +3,7 @@ overlays and strips."""
 import numpy as np
 from PIL import Image
 
-from hvl_jax import visualize
+from hvl_jax.inference import visualize
 
 # Pascal VOC's published colours of classes 0-4 (background, aeroplane, bicycle, bird, boat),
 # 15 (person) and 255 (void).

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import base, demo
-from hvl_jax import objective
+from hvl_jax.training import objective
 from hvl_jax.models import hvl
 
 CLASS_NAMES = ('background', 'disk', 'square', 'triangle', 'stripes')

@@ -21,10 +21,10 @@ import time
 
 import jax
 
-from hvl_jax import atomic
-from hvl_jax import compilation_cache
-from hvl_jax import segmenter
-from hvl_jax.errors import CheckpointError, DataError
+from hvl_jax.common import atomic
+from hvl_jax.common import compilation_cache
+from hvl_jax.inference import segmenter
+from hvl_jax.common.errors import CheckpointError, DataError
 
 EXPORTED = 'segmenter.jaxexport'
 

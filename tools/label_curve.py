@@ -30,8 +30,8 @@ import matplotlib
 import numpy as np
 from ml_collections import config_flags
 
-from hvl_jax import compilation_cache
-from hvl_jax import train
+from hvl_jax.common import compilation_cache
+from hvl_jax.training import trainer
 from tools import seeds as seeds_lib
 
 matplotlib.use('Agg')     # files only, no display
@@ -162,7 +162,7 @@ def main(argv):
       print(f'=== [{i + 1}/{len(todo)}] {method}, {count} labeled scenes, seed {s}: {run_dir} ===', flush=True)
       os.makedirs(run_dir, exist_ok=True)
       t0 = time.time()
-      train.train_and_evaluate(config, run_dir)
+      trainer.train_and_evaluate(config, run_dir)
       timings[f'{run_name(method, count)}/seed_{s}'] = time.time() - t0
       with open(timings_path, 'w') as f:
         json.dump(timings, f, indent=2)

@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from ml_collections import config_flags
 
-from hvl_jax import state as state_lib
+from hvl_jax.common import state as state_lib
 from hvl_jax.data import datasets
 from hvl_jax.models import hvl
 from hvl_jax.models.backbones import clip_weights

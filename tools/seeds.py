@@ -26,8 +26,8 @@ from absl import flags
 import numpy as np
 from ml_collections import config_flags
 
-from hvl_jax import compilation_cache
-from hvl_jax import train
+from hvl_jax.common import compilation_cache
+from hvl_jax.training import trainer
 
 FLAGS = flags.FLAGS
 
@@ -101,7 +101,7 @@ def main(argv):
         config.seed = s
       os.makedirs(seed_workdir(workdir, s), exist_ok=True)
       print(f'=== seed {s} ===', flush=True)
-      train.train_and_evaluate(config, seed_workdir(workdir, s))
+      trainer.train_and_evaluate(config, seed_workdir(workdir, s))
   results = collect(workdir, seeds, FLAGS.result, FLAGS.key)
   if not results:
     raise SystemExit(f'{workdir}: no finished seed run ({FLAGS.result}) among seeds {seeds}')

@@ -20,8 +20,8 @@ import numpy as np
 from PIL import Image
 from PIL import ImageOps
 
-from hvl_jax.constants import IGNORE_INDEX
-from hvl_jax.errors import DataError
+from hvl_jax.common.constants import IGNORE_INDEX
+from hvl_jax.common.errors import DataError
 
 IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.gif', '.ppm', '.pgm')
 LABEL_MODES = ('P', 'L', '1', 'I;16', 'I;16L', 'I;16B', 'I')

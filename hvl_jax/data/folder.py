@@ -16,9 +16,9 @@ orientation, image modes, label formats) is `files`' policy. Each mistake in the
 import os
 from typing import Dict, List, Optional, Tuple
 
-from hvl_jax.constants import IGNORE_INDEX
+from hvl_jax.common.constants import IGNORE_INDEX
 from hvl_jax.data import files
-from hvl_jax.errors import DataError
+from hvl_jax.common.errors import DataError
 
 CLASSES = 'classes.txt'
 LABELED_LIST = os.path.join('splits', 'labeled.txt')

@@ -14,7 +14,7 @@ from typing import Dict, List, Optional, Sequence
 import numpy as np
 from absl import logging
 
-from hvl_jax import atomic
+from hvl_jax.common import atomic
 
 
 def class_statistics(source, num_classes: int, ignore: int = 255) -> Dict[str, list]:

@@ -13,7 +13,7 @@ from typing import Dict, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from hvl_jax.constants import IGNORE_INDEX
+from hvl_jax.common.constants import IGNORE_INDEX
 
 IGNORE = IGNORE_INDEX
 

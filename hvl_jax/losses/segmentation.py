@@ -10,7 +10,7 @@ from typing import Dict, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from hvl_jax.constants import IGNORE_INDEX
+from hvl_jax.common.constants import IGNORE_INDEX
 from hvl_jax.losses import matching
 from hvl_jax.ops.sampling import point_sample
 

@@ -3,7 +3,7 @@ pseudo-labels' accuracy where the unlabeled images' labels are known."""
 import jax
 import jax.numpy as jnp
 
-from hvl_jax.constants import IGNORE_INDEX
+from hvl_jax.common.constants import IGNORE_INDEX
 
 
 def pseudo_label_loss(probs, pseudo_labels, confidence, valid, threshold):

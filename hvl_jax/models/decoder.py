@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from hvl_jax.models.compute import ComputeConfig
+from hvl_jax.models.compute_settings import ComputeConfig
 from hvl_jax.ops.attention import MultiHeadAttention
 from hvl_jax.ops.layer_scan import Remat, remat_layer, scan_or_unroll
 from hvl_jax.ops.position import sine_position_embedding

@@ -20,7 +20,7 @@ from hvl_jax.models.backbones import clip as clip_lib
 from hvl_jax.models.backbones import clip_weights
 from hvl_jax.models.backbones import pretrained
 from hvl_jax.models.backbones import registry
-from hvl_jax.models.compute import ComputeConfig, remat
+from hvl_jax.models.compute_settings import ComputeConfig, remat
 from hvl_jax.models.decoder import DQTD, DecoderConfig
 from hvl_jax.models.pixel_decoder import PixelDecoder, PixelDecoderConfig
 from hvl_jax.models.pyramid import SimpleFeaturePyramid
@@ -57,7 +57,7 @@ class HVLConfig:
   decoder: DecoderConfig = DecoderConfig()
   compute: ComputeConfig = ComputeConfig()
   # K of the class head, the training classes; None = num_classes. They differ only when other
-  # class names are given at inference (open-vocabulary, hvl_jax/open_vocabulary.py).
+  # class names are given at inference (open-vocabulary, hvl_jax/inference/open_vocabulary.py).
   head_classes: Optional[int] = None
 
   @property

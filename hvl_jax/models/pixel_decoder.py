@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hvl_jax.models.compute import ComputeConfig
+from hvl_jax.models.compute_settings import ComputeConfig
 from hvl_jax.models.pyramid import group_norm
 from hvl_jax.ops.attention import MultiHeadAttention
 from hvl_jax.ops.deform_attn import MSDeformAttn, reference_points

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hvl_jax import sharding
-from hvl_jax.errors import CheckpointError
+from hvl_jax.common import sharding
+from hvl_jax.common.errors import CheckpointError
 from hvl_jax.models.backbones.clip import CLIPConfig
 from hvl_jax.models.backbones.registry import CLIPModel
 

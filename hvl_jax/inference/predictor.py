@@ -29,10 +29,10 @@ from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from hvl_jax import sharding
+from hvl_jax.common import sharding
 from hvl_jax.data import transforms
 from hvl_jax.models import hvl
-from hvl_jax.models import semantic
+from hvl_jax.models import semantic_inference
 from hvl_jax.models import zero_shot
 from hvl_jax.models.backbones import clip as clip_lib
 
@@ -101,9 +101,9 @@ def network_scores(model: hvl.HVL, mode: str, mesh: Optional[Mesh] = None, seen:
 
   prepare(params) -> (params, text queries); scores(prepared, images (N, h, w, 3) uint8, valid
   (N, h, w) bool) -> (class probabilities (N, h, w, K) of the last DQTD layer under `mode`
-  (`semantic.class_probabilities`), present (N, K) or None),
+  (`semantic_inference.class_probabilities`), present (N, K) or None),
   the batch sharded over `mesh` when given. `seen` (K,) ints: the training class of each of the
-  model's classes, -1 for a new one (open-vocabulary inference, `semantic.open_vocabulary_logits`).
+  model's classes, -1 for a new one (open-vocabulary inference, `semantic_inference.open_vocabulary_logits`).
   """
 
   def text_queries(params):
@@ -115,8 +115,8 @@ def network_scores(model: hvl.HVL, mode: str, mesh: Optional[Mesh] = None, seen:
                       every_layer_rows=0)
     cls, masks = out['predictions'][-1]
     if seen is not None:
-      cls = semantic.open_vocabulary_logits(cls, seen, model.cfg.num_levels, out['relevance'])
-    return semantic.upsampled_class_probabilities(cls, masks, images.shape[1:3], mode), out['present']
+      cls = semantic_inference.open_vocabulary_logits(cls, seen, model.cfg.num_levels, out['relevance'])
+    return semantic_inference.upsampled_class_probabilities(cls, masks, images.shape[1:3], mode), out['present']
 
   return jitted(text_queries, scores, mesh)
 

@@ -10,7 +10,7 @@
 
 An image is an (H, W, 3) uint8 RGB array of any size (or (H, W) grayscale), a PIL image or a
 file path (PIL images and files are read as `data.files` reads photos: EXIF orientation applied).
-The geometry is the evaluation's (`inference.geometry`: windows of the crop, after the short-side
+The geometry is the evaluation's (`predictor_lib.geometry`: windows of the crop, after the short-side
 resize where the config has one), so `segment` gives what `--mode eval` scores. `export` lowers
 the network on one window with `jax.export` (tools/export.py writes it to a file).
 """
@@ -22,10 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
-from hvl_jax import config_io
-from hvl_jax import inference
-from hvl_jax import open_vocabulary
-from hvl_jax import state as state_lib
+from hvl_jax.common import config_io
+from hvl_jax.inference import predictor as predictor_lib
+from hvl_jax.inference import open_vocabulary
+from hvl_jax.common import state as state_lib
 from hvl_jax.data import datasets
 from hvl_jax.data import files
 from hvl_jax.models import hvl
@@ -55,7 +55,7 @@ class Segmenter:
   Attributes:
     config: the resolved config (open-vocabulary: with the names' class count).
     class_names: the K class names, in the order of the class ids and probabilities.
-    predictor: the `inference.Predictor` that runs the windows.
+    predictor: the `predictor_lib.Predictor` that runs the windows.
     checkpoint: the step directory the parameters come from.
   """
 
@@ -63,7 +63,7 @@ class Segmenter:
                seen: Optional[np.ndarray] = None, checkpoint: str = ''):
     self.config, self.model, self.params = config, model, params
     self.class_names, self.seen, self.checkpoint = tuple(class_names), seen, checkpoint
-    self.predictor = inference.Predictor.from_config(config, model, seen=seen)
+    self.predictor = predictor_lib.Predictor.from_config(config, model, seen=seen)
     self.prepared = self.predictor.prepare(params)
 
   @classmethod
@@ -92,8 +92,8 @@ class Segmenter:
     ov = open_vocabulary.build(named, clip)
     return cls(ov.config, ov.model, params, ov.names, ov.seen, source)
 
-  def predictions(self, images: Sequence[ImageLike]) -> List[inference.Prediction]:
-    """`inference.Prediction`s of the images, their windows batched a predictor batch of images
+  def predictions(self, images: Sequence[ImageLike]) -> List[predictor_lib.Prediction]:
+    """`predictor_lib.Prediction`s of the images, their windows batched a predictor batch of images
     at a time."""
     arrays = [as_rgb(image) for image in images]
     step = max(1, self.predictor.batch)
@@ -117,7 +117,7 @@ class Segmenter:
     """The network on one window, parameters inside, lowered for `platforms` (no accelerator
     needed): (N, S, S, 3) float32 RGB in [0, 255], N symbolic -> (N, S, S, K) float32 class
     probabilities, S the crop. Every pixel is the image's (pad partial windows yourself)."""
-    prepare, scores = inference.network_scores(self.model, self.config.inference.mode, seen=self.seen)
+    prepare, scores = predictor_lib.network_scores(self.model, self.config.inference.mode, seen=self.seen)
     prepared = prepare(self.params)
 
     def probabilities(images):

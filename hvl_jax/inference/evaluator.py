@@ -5,7 +5,7 @@ geometry under `inference`, and, where the network gates its class queries, the 
 presence precision and recall of the gating against the labels: `relevance_precision`,
 `relevance_recall`, background classes left out) and a readable per-class table
 `<workdir>/eval_<tag>.txt`. With `inference.class_names` (open-vocabulary inference,
-hvl_jax/open_vocabulary.py) the classes are the names, and `miou_seen` / `miou_unseen` split
+hvl_jax/inference/open_vocabulary.py) the classes are the names, and `miou_seen` / `miou_unseen` split
 them into the named training classes and the new ones (`evaluate_open_vocabulary`).
 """
 import json
@@ -17,11 +17,11 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-from hvl_jax import inference
-from hvl_jax import metrics
-from hvl_jax import open_vocabulary
-from hvl_jax import state as state_lib
-from hvl_jax.constants import IGNORE_INDEX
+from hvl_jax.inference import predictor as predictor_lib
+from hvl_jax.inference import metrics
+from hvl_jax.inference import open_vocabulary
+from hvl_jax.common import state as state_lib
+from hvl_jax.common.constants import IGNORE_INDEX
 from hvl_jax.data import datasets
 from hvl_jax.models import hvl
 
@@ -86,8 +86,8 @@ class Evaluation(NamedTuple):
 
 
 class Evaluator:
-  """mIoU of a parameter set on a source, with a predictor (`inference.Predictor` or any object
-  with `prepare(params)`, `describe()` and `predict(prepared, image) -> inference.Prediction`).
+  """mIoU of a parameter set on a source, with a predictor (`predictor_lib.Predictor` or any object
+  with `prepare(params)`, `describe()` and `predict(prepared, image) -> predictor_lib.Prediction`).
 
   Each process evaluates its share of the images (`process_share`); the confusion matrices are
   summed over the processes. `run` also returns (image, prediction, label) of the first
@@ -166,12 +166,12 @@ def format_table(names, per_class, miou) -> str:
 def baseline_results(config, model, source, names, params, workdir: Optional[str],
                      seen: Optional[np.ndarray] = None) -> dict:
   """{'zero_shot_miou': ...}: the frozen CLIP's own dense zero-shot mIoU on the same images and
-  classes (`inference.zero_shot_scores`, written as eval_zero_shot.json; with `seen`, also
+  classes (`predictor_lib.zero_shot_scores`, written as eval_zero_shot.json; with `seen`, also
   `zero_shot_miou_seen` and `zero_shot_miou_unseen`) when inference.zero_shot_baseline is set,
   else {}."""
   if not config.inference.zero_shot_baseline:
     return {}
-  predictor = inference.Predictor.from_config(config, model, zero_shot_baseline=True)
+  predictor = predictor_lib.Predictor.from_config(config, model, zero_shot_baseline=True)
   results = Evaluator(config, predictor, source, names, seen=seen).run(
       params, workdir, tag='zero_shot', title='Baseline, the frozen CLIP alone (dense zero-shot)').results
   return {f'zero_shot_{key}': results[key] for key in ('miou', 'miou_seen', 'miou_unseen') if key in results}
@@ -198,11 +198,11 @@ def evaluate_open_vocabulary(config, model, clip, params, workdir: Optional[str]
   if unnamed:
     print(f'No closed-set baseline: inference.class_names leaves out training classes {unnamed}', flush=True)
   else:
-    closed = open_vocabulary.Relabelled(inference.Predictor.from_config(config, model), ov.seen)
+    closed = open_vocabulary.Relabelled(predictor_lib.Predictor.from_config(config, model), ov.seen)
     extra['closed_set_miou_seen'] = evaluator(closed).run(
         params, workdir, tag='closed_set', title='The network, its training classes only').results['miou_seen']
   extra.update(baseline_results(ov.config, ov.model, source, ov.names, params, workdir, ov.seen))
-  predictor = inference.Predictor.from_config(ov.config, ov.model, seen=ov.seen)
+  predictor = predictor_lib.Predictor.from_config(ov.config, ov.model, seen=ov.seen)
   return evaluator(predictor).run(params, workdir, tag='open_vocabulary', extra=extra,
                                   title=f'The network, open vocabulary ({len(ov.names)} names)').results
 
@@ -218,5 +218,5 @@ def evaluate_checkpoint(config, workdir: str, checkpoint: Optional[str] = None):
     return evaluate_open_vocabulary(config, model, clip, params, workdir)
   source = datasets.make_sources(config)['val']
   extra = baseline_results(config, model, source, names, params, workdir)
-  return Evaluator(config, inference.Predictor.from_config(config, model), source, names).run(
+  return Evaluator(config, predictor_lib.Predictor.from_config(config, model), source, names).run(
       params, workdir, tag='eval', extra=extra, title='The trained network').results

@@ -18,17 +18,17 @@ import numpy as np
 import optax
 from tensorboardX import SummaryWriter
 
-from hvl_jax import checkpoint as ckpt_lib
-from hvl_jax import compilation_cache
-from hvl_jax import config_io
-from hvl_jax import evaluate
-from hvl_jax import inference
-from hvl_jax import objective
-from hvl_jax import optim
-from hvl_jax import preemption
-from hvl_jax import sharding
-from hvl_jax import state as state_lib
-from hvl_jax import visualize
+from hvl_jax.common import checkpoint as ckpt_lib
+from hvl_jax.common import compilation_cache
+from hvl_jax.common import config_io
+from hvl_jax.inference import evaluator as evaluator_lib
+from hvl_jax.inference import predictor as predictor_lib
+from hvl_jax.training import objective
+from hvl_jax.training import optim
+from hvl_jax.training import preemption
+from hvl_jax.common import sharding
+from hvl_jax.common import state as state_lib
+from hvl_jax.inference import visualize
 from hvl_jax.data import datasets, pipeline, strong_views
 from hvl_jax.models.backbones import clip as clip_lib
 from hvl_jax.models import hvl
@@ -234,7 +234,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     print(note, flush=True)
   step_fn = jit_train_step(config, model, tx, mesh, state_sharding, t_clip=fixed_text_embeddings(model, state))
   progress = ProgressLogger(workdir, total, config.data.labeled_batch + config.data.unlabeled_batch, lr_fn)
-  evaluator = evaluate.Evaluator(config, inference.Predictor.from_config(config, model), sources['val'], names,
+  evaluator = evaluator_lib.Evaluator(config, predictor_lib.Predictor.from_config(config, model), sources['val'], names,
                                  num_samples=4)
   state, metrics = train_loop(config, state, step_fn, data_iter, mesh, checkpoints, progress, evaluator,
                               workdir, total)
@@ -242,13 +242,13 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     checkpoints.save(total, state, data_iter, force=True)
   checkpoints.wait()
   params = state_lib.full_params(state)
-  extra = evaluate.baseline_results(config, model, sources['val'], names, params, workdir)
+  extra = evaluator_lib.baseline_results(config, model, sources['val'], names, params, workdir)
   if metrics is not None and 'pseudo_confident_fraction' in metrics:     # the last step's, for the record
     extra['train_pseudo_confident_fraction'] = float(metrics['pseudo_confident_fraction'])
   results, samples = evaluator.run(params, workdir, tag='final', extra=extra,
                                    title=f'The trained network at step {total}')
   if config.inference.class_names:
-    evaluate.evaluate_open_vocabulary(config, model, clip, params, workdir)
+    evaluator_lib.evaluate_open_vocabulary(config, model, clip, params, workdir)
   progress.scalars('eval', {'miou': results['miou']}, total)
   progress.predictions('eval_predictions', samples, total)
   progress.close()

@@ -7,7 +7,7 @@ from typing import Any
 import jax
 import ml_collections
 
-from hvl_jax import atomic
+from hvl_jax.common import atomic
 
 TRAINING_CONFIG = 'config_train.json'
 

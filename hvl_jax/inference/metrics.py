@@ -4,7 +4,7 @@ from typing import Tuple
 
 import numpy as np
 
-from hvl_jax.constants import IGNORE_INDEX
+from hvl_jax.common.constants import IGNORE_INDEX
 
 
 def confusion_matrix(pred, label, num_classes: int) -> np.ndarray:

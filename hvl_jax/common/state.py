@@ -14,9 +14,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hvl_jax import checkpoint as ckpt_lib
-from hvl_jax import sharding
-from hvl_jax.errors import CheckpointError
+from hvl_jax.common import checkpoint as ckpt_lib
+from hvl_jax.common import sharding
+from hvl_jax.common.errors import CheckpointError
 from hvl_jax.models import hvl
 
 

@@ -16,7 +16,7 @@ from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from hvl_jax import inference
+from hvl_jax.inference import predictor as predictor_lib
 from hvl_jax.data import datasets
 from hvl_jax.data import folder
 from hvl_jax.data import synthetic
@@ -98,7 +98,7 @@ class Relabelled:
   """A closed-set predictor's class maps in the names' label order (a predictor for `Evaluator`):
   training class seen[j] becomes j; every training class must be named."""
 
-  def __init__(self, predictor: inference.Predictor, seen: np.ndarray):
+  def __init__(self, predictor: predictor_lib.Predictor, seen: np.ndarray):
     k = predictor.num_classes
     missing = unnamed_training_classes(seen, k)
     if missing:
@@ -114,8 +114,8 @@ class Relabelled:
   def describe(self) -> dict:
     return self.predictor.describe()
 
-  def predict(self, prepared, image: np.ndarray) -> inference.Prediction:
+  def predict(self, prepared, image: np.ndarray) -> predictor_lib.Prediction:
     pred = self.predictor.predict(prepared, image)
     present = None if pred.present is None else np.where(self.seen >= 0, pred.present[self.seen], False)
     probabilities = np.where(self.seen >= 0, pred.probabilities[..., np.maximum(self.seen, 0)], 0)
-    return inference.Prediction(self.table[pred.classes], present, probabilities.astype(np.float32))
+    return predictor_lib.Prediction(self.table[pred.classes], present, probabilities.astype(np.float32))

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
-from hvl_jax.errors import CheckpointError
+from hvl_jax.common.errors import CheckpointError
 
 
 

@@ -26,10 +26,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from hvl_jax.constants import IGNORE_INDEX
+from hvl_jax.common.constants import IGNORE_INDEX
 from hvl_jax.losses import regularizers, segmentation, semi
 from hvl_jax.models import hvl
-from hvl_jax.models import semantic
+from hvl_jax.models import semantic_inference
 from hvl_jax.ops.sampling import patch_majority
 
 Terms = Dict[str, jax.Array]
@@ -262,7 +262,7 @@ def weak_probs(model: hvl.HVL, params, fwd: Forward, bl: int, bu: int, teacher_p
     taps = [jax.lax.stop_gradient(t[bl:bl + bu]) for t in fwd.taps]
     preds = model.apply({'params': params}, taps, fwd.rel_w, jax.lax.stop_gradient(fwd.text),
                         every_layer_rows=0, method=hvl.HVL.decode)[-1]
-  return jax.lax.stop_gradient(semantic.semantic_probs(*preds))
+  return jax.lax.stop_gradient(semantic_inference.semantic_probs(*preds))
 
 
 def pseudo_label_term(prediction, pseudo, conf, valid, cfg: ConsistencyConfig,
@@ -273,7 +273,7 @@ def pseudo_label_term(prediction, pseudo, conf, valid, cfg: ConsistencyConfig,
   if cfg.criterion == 'set':
     target = jnp.where((conf >= cfg.conf_threshold) & valid, pseudo, IGNORE_INDEX)
     return segmentation.set_criterion([prediction], target, supervised, key)['seg']
-  return semi.pseudo_label_loss(semantic.semantic_probs(*prediction), pseudo, conf, valid, cfg.conf_threshold)
+  return semi.pseudo_label_loss(semantic_inference.semantic_probs(*prediction), pseudo, conf, valid, cfg.conf_threshold)
 
 
 def consistency_loss(model: hvl.HVL, params, fwd: Forward, batch: Batch, cfg: ConsistencyConfig, fp_key,
@@ -327,7 +327,7 @@ def consistency_terms(probs_w, fp, strong, boxes, valid, cfg: ConsistencyConfig,
     valid_s = mix(valid)
     terms[f'semi_s{i + 1}'] = pseudo_label_term(prediction, mix(pseudo), mix(conf), valid_s, cfg, supervised,
                                                 keys[i + 1])
-    terms[f'entropy_s{i + 1}'] = semi.entropy_loss(semantic.semantic_probs(*prediction), valid_s)
+    terms[f'entropy_s{i + 1}'] = semi.entropy_loss(semantic_inference.semantic_probs(*prediction), valid_s)
   terms['pseudo_confident_fraction'] = jax.lax.stop_gradient(
       ((conf >= cfg.conf_threshold) & valid).sum() / jnp.maximum(valid.sum(), 1))
   return terms

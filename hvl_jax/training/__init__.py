@@ -1,0 +1,2 @@
+"""What trains: the trainer (`train_and_evaluate`), the per-step objective, the optimizer and
+preemption handling."""
