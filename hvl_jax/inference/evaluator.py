@@ -17,12 +17,13 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
-from hvl_jax.inference import predictor as predictor_lib
-from hvl_jax.inference import metrics
-from hvl_jax.inference import open_vocabulary
+from hvl_jax.common import progress as progress_lib
 from hvl_jax.common import state as state_lib
 from hvl_jax.common.constants import IGNORE_INDEX
 from hvl_jax.data import datasets
+from hvl_jax.inference import metrics
+from hvl_jax.inference import open_vocabulary
+from hvl_jax.inference import predictor as predictor_lib
 from hvl_jax.models import hvl
 
 
@@ -60,22 +61,21 @@ class Progress:
 
   def __init__(self, total: int, every_s: float = 10.0):
     self.total, self.every_s = total, every_s
-    self.t0 = self.last = time.time()
-    self.first = None
+    self.rate = progress_lib.Rate(total)
+    self.last = time.time()
 
   def update(self, done: int):
     now = time.time()
-    if done == 1:
-      self.first = now
+    self.rate.mark(done)
     if jax.process_index() != 0 or (now - self.last < self.every_s and done not in (1, self.total)):
       return
     self.last = now
     if done == 1:
-      print(f'eval 1/{self.total} images (compiling and the first image: {now - self.t0:.1f} s)', flush=True)
+      print(f'eval 1/{self.total} images (compiling and the first image: {now - self.rate.started:.1f} s)',
+            flush=True)
       return
-    rate = (done - 1) / max(now - self.first, 1e-9)
-    eta = time.strftime('%H:%M:%S', time.gmtime((self.total - done) / max(rate, 1e-9)))
-    print(f'eval {done}/{self.total} images, {rate:.2f} images/s, ETA {eta}', flush=True)
+    print(f'eval {done}/{self.total} images, {self.rate.per_second(done):.2f} images/s, ETA {self.rate.eta(done)}',
+          flush=True)
 
 
 class Evaluation(NamedTuple):
@@ -129,7 +129,7 @@ class Evaluator:
     miou, per_class = metrics.mean_iou(conf)
     results = dict(miou=miou, per_class_iou={n_: (None if np.isnan(v) else float(v))
                                              for n_, v in zip(self.names, per_class)},
-                   num_images=n, tag=tag, seconds=round(time.time() - progress.t0, 2),
+                   num_images=n, tag=tag, seconds=round(time.time() - progress.rate.started, 2),
                    inference=self.predictor.describe())
     if gated:
       results.update(relevance_precision=ratio(tp, tp + fp), relevance_recall=ratio(tp, tp + fn))

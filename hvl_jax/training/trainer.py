@@ -21,17 +21,18 @@ from tensorboardX import SummaryWriter
 from hvl_jax.common import checkpoint as ckpt_lib
 from hvl_jax.common import compilation_cache
 from hvl_jax.common import config_io
+from hvl_jax.common import progress as progress_lib
+from hvl_jax.common import sharding
+from hvl_jax.common import state as state_lib
+from hvl_jax.data import datasets, pipeline, strong_views
 from hvl_jax.inference import evaluator as evaluator_lib
 from hvl_jax.inference import predictor as predictor_lib
+from hvl_jax.inference import visualize
+from hvl_jax.models import hvl
+from hvl_jax.models.backbones import clip as clip_lib
 from hvl_jax.training import objective
 from hvl_jax.training import optim
 from hvl_jax.training import preemption
-from hvl_jax.common import sharding
-from hvl_jax.common import state as state_lib
-from hvl_jax.inference import visualize
-from hvl_jax.data import datasets, pipeline, strong_views
-from hvl_jax.models.backbones import clip as clip_lib
-from hvl_jax.models import hvl
 
 
 def normalize_batch(batch: Dict[str, jax.Array]) -> objective.Batch:
@@ -120,6 +121,10 @@ def jit_train_step(config, model, tx, mesh, state_sharding, donate: bool = True,
                  out_shardings=(state_sharding, None), donate_argnums=0 if donate else ())
 
 
+# The step's own metrics, kept in TensorBoard and metrics.jsonl but not on the console line.
+STEP_BOOKKEEPING = ('grad_norm', 'nonfinite_consecutive', 'nonfinite_total', 'lr', 'images_per_sec')
+
+
 class ProgressLogger:
   """Console line every train.log_every steps (step/total, loss terms, lr, img/s, ETA),
   TensorBoard scalars and a metrics.jsonl file (process 0 only)."""
@@ -129,28 +134,22 @@ class ProgressLogger:
     self.main = jax.process_index() == 0
     self.writer = SummaryWriter(os.path.join(workdir, 'tensorboard')) if self.main else None
     self.jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a') if self.main else None
-    self.t0, self.s0 = time.time(), None
+    self.rate = progress_lib.Rate(total_steps)
 
   def log(self, step: int, metrics: Dict[str, Any]):
-    now = time.time()
-    if self.s0 is None:
-      self.s0, self.t0 = step, now
-      rate = float('nan')
-    else:
-      rate = (step - self.s0) / max(now - self.t0, 1e-9)
+    """Every term the step returns is printed, written to TensorBoard and to metrics.jsonl."""
+    self.rate.mark(step)
+    steps_per_s = self.rate.per_second(step)
     metrics = {k: float(v) for k, v in metrics.items()}
     metrics['lr'] = float(self.lr_fn(step))
-    if rate == rate:      # no rate before the second log line
-      metrics['images_per_sec'] = rate * self.images
+    if steps_per_s == steps_per_s:      # no rate before the second log line
+      metrics['images_per_sec'] = steps_per_s * self.images
     if not self.main:
       return
-    eta = (self.total - step) / rate if rate == rate and rate > 0 else float('nan')
-    shown = ' '.join(f'{k}={v:.4g}' for k, v in sorted(metrics.items())
-                     if k.startswith(('total', 'seg_seg', 'seg_masks', 'semi_', 'div', 'topo', 'anchor',
-                                       'vl_', 'pseudo_')))
-    eta_s = time.strftime('%H:%M:%S', time.gmtime(eta)) if eta == eta else '--:--:--'
-    img_s = f'{rate * self.images:.1f}' if rate == rate else '--'
-    print(f'[{step}/{self.total}] {shown} lr={metrics["lr"]:.3g} img/s={img_s} ETA {eta_s}', flush=True)
+    shown = ' '.join(f'{k}={v:.4g}' for k, v in sorted(metrics.items()) if k not in STEP_BOOKKEEPING)
+    img_s = f'{metrics["images_per_sec"]:.1f}' if 'images_per_sec' in metrics else '--'
+    print(f'[{step}/{self.total}] {shown} lr={metrics["lr"]:.3g} img/s={img_s} ETA {self.rate.eta(step)}',
+          flush=True)
     for k, v in metrics.items():
       self.writer.add_scalar(f'train/{k}', v, step)
     self.jsonl.write(json.dumps(dict(step=step, **metrics)) + '\n')
