@@ -9,6 +9,7 @@ The argument is `variant[,labels]` (labeled VOC images, a row of Table 1; defaul
            no_refinement, full.
   Table 4: no_regularizers, prompt_only, mask_only, align_only, prompt_mask, no_prompt, no_mask,
            no_align, full.
+  Consistency: set_consistency (pseudo-labels taught with L_seg, not per-pixel CE).
 """
 from configs import base
 
@@ -29,6 +30,8 @@ VARIANTS = {
     'mask_only': {'loss.prompt': 0.0, 'loss.align': 0.0},
     'align_only': {'loss.prompt': 0.0, 'loss.mask': 0.0},
     'prompt_mask': {'loss.align': 0.0},
+    # The unlabeled views taught with the labeled criterion L_seg instead of per-pixel CE.
+    'set_consistency': {'semi.criterion': 'set'},
 }
 
 
