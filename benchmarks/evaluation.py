@@ -21,9 +21,9 @@ import numpy as np
 from ml_collections import config_flags
 
 from benchmarks.harness import benchmark_config, device_name
+from hvl_jax.data import datasets
 from hvl_jax.inference import evaluator as evaluator_lib
 from hvl_jax.inference import predictor as predictor_lib
-from hvl_jax.data import datasets
 from hvl_jax.models import hvl
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/demo.py', 'Config file.')

@@ -32,12 +32,12 @@ from benchmarks.harness import benchmark_config, device_name, random_batch
 from configs import base
 from hvl_jax.common import checkpoint as ckpt_lib
 from hvl_jax.common import config_io
-from hvl_jax.training import objective
-from hvl_jax.training import optim
-from hvl_jax.training import trainer
 from hvl_jax.common import state as state_lib
 from hvl_jax.data import datasets, pipeline
 from hvl_jax.models import hvl
+from hvl_jax.training import objective
+from hvl_jax.training import optim
+from hvl_jax.training import trainer
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/demo.py', 'Config file.')
 _WORKDIR = flags.DEFINE_string('workdir', '', 'A training workdir: measure at each of its checkpoints.')

@@ -5,12 +5,12 @@ import time
 import jax
 import numpy as np
 
-from hvl_jax.training import optim
 from hvl_jax.common import sharding
-from hvl_jax.training import trainer
 from hvl_jax.common import state as state_lib
-from hvl_jax.models import hvl
 from hvl_jax.data import datasets
+from hvl_jax.models import hvl
+from hvl_jax.training import optim
+from hvl_jax.training import trainer
 
 
 def device_name() -> str:

@@ -42,8 +42,8 @@ from benchmarks.harness import (benchmark_config, build_state, device_name, gib,
                                 random_batch, remat_summary, shaped, unrolled_flops)
 from configs import base
 from hvl_jax.common import sharding
-from hvl_jax.training import trainer
 from hvl_jax.models import hvl
+from hvl_jax.training import trainer
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/voc_92.py', 'Config file.')
 _STEPS = flags.DEFINE_integer('steps', 5, 'Timed optimizer steps per variant (after 2 warm-up steps).')

@@ -33,13 +33,13 @@ from ml_collections import config_flags
 
 from hvl_jax.common import compilation_cache
 from hvl_jax.common import config_io
+from hvl_jax.common.errors import CheckpointError
+from hvl_jax.common.errors import DataError
+from hvl_jax.data import datasets
 from hvl_jax.inference import evaluator as evaluator_lib
 from hvl_jax.inference import predict
 from hvl_jax.training import preemption
 from hvl_jax.training import trainer
-from hvl_jax.data import datasets
-from hvl_jax.common.errors import CheckpointError
-from hvl_jax.common.errors import DataError
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')

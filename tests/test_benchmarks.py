@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 from benchmarks import harness, profile_summary
-from hvl_jax.training import optim
 from hvl_jax.common import state as state_lib
 from hvl_jax.data import datasets
 from hvl_jax.models import hvl
+from hvl_jax.training import optim
 from tiny import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

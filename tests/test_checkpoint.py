@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from hvl_jax.common import checkpoint as ckpt_lib
-from hvl_jax.training import optim
 from hvl_jax.common import state as state_lib
 from hvl_jax.data import datasets
 from hvl_jax.models import hvl
+from hvl_jax.training import optim
 from tiny import tiny_config
 
 

@@ -17,11 +17,11 @@ import pytest
 from PIL import Image
 
 from hvl_jax.common import checkpoint as ckpt_lib
-from hvl_jax.training import optim
 from hvl_jax.common import state as state_lib
-from hvl_jax.data import synthetic
 from hvl_jax.data import datasets
+from hvl_jax.data import synthetic
 from hvl_jax.models import hvl
+from hvl_jax.training import optim
 from tiny import CLASS_NAMES
 import tiny_cli
 

@@ -9,13 +9,13 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from hvl_jax.common.errors import CheckpointError
+from hvl_jax.data import synthetic
+from hvl_jax.models import zero_shot
 from hvl_jax.models.backbones import clip as clip_lib
 from hvl_jax.models.backbones import clip_weights
 from hvl_jax.models.backbones import registry
-from hvl_jax.common.errors import CheckpointError
 from hvl_jax.models.backbones.clip_weights import load_clip, random_clip
-from hvl_jax.data import synthetic
-from hvl_jax.models import zero_shot
 from hvl_jax.ops import position
 from hf_flax_reference import hf_flax_params
 

@@ -11,10 +11,10 @@ import pytest
 from benchmarks import train_step
 from configs import ablations, base
 from configs import folder
-from hvl_jax.training import objective
 from hvl_jax.data import datasets
 from hvl_jax.models import hvl
 from hvl_jax.models.backbones import clip_weights, registry
+from hvl_jax.training import objective
 import folder_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

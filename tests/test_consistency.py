@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 
-from hvl_jax.training import objective
 from hvl_jax.losses import segmentation
 from hvl_jax.models import semantic_inference
+from hvl_jax.training import objective
 
 
 def class_distribution(cls_logits, mask_logits):

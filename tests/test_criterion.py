@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from hvl_jax.common import sharding
-from hvl_jax.ops import sampling
 from hvl_jax.losses import matching, segmentation, semi
+from hvl_jax.ops import sampling
 
 
 def np_bce(x, t):

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from conftest import write_tiny_tokenizer
-from hvl_jax.models.backbones import eva02
 from hvl_jax.common.errors import CheckpointError
+from hvl_jax.models.backbones import eva02
 from hvl_jax.models.backbones.eva02_weights import load_eva02_clip, load_eva02_vision
 
 torch = pytest.importorskip('torch')

@@ -9,11 +9,11 @@ import numpy as np
 from PIL import Image
 
 from configs import base
-from hvl_jax.inference import evaluator as evaluator_lib
-from hvl_jax.inference import predictor as predictor_lib
-from hvl_jax.inference import metrics
 from hvl_jax.data import datasets
 from hvl_jax.data import files
+from hvl_jax.inference import evaluator as evaluator_lib
+from hvl_jax.inference import metrics
+from hvl_jax.inference import predictor as predictor_lib
 from test_inference import K, semivl_zegclip, stand_in
 from tiny import tiny_config
 

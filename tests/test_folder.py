@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from configs import folder as folder_config
+from hvl_jax.common.errors import DataError
 from hvl_jax.data import datasets
 from hvl_jax.data import files
-from hvl_jax.common.errors import DataError
 from tools import colour_masks
 from tools import make_split
 import folder_dataset

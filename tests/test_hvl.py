@@ -10,11 +10,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hvl_jax.training import optim
+from hvl_jax.data import datasets
 from hvl_jax.models import hvl, queries, zero_shot
 from hvl_jax.models import semantic_inference
 from hvl_jax.models.backbones import clip as clip_lib
-from hvl_jax.data import datasets
+from hvl_jax.training import optim
 from tiny import CLASS_NAMES, build, finite_loss_and_grads, make_batch, tiny_config
 
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hvl_jax.data import datasets
 from hvl_jax.inference import predictor as predictor_lib
 from hvl_jax.models import hvl, zero_shot
 from hvl_jax.models.backbones import clip as clip_lib
 from hvl_jax.models.backbones import registry
-from hvl_jax.data import datasets
 from tiny import tiny_config
 
 K = 5

@@ -10,10 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hvl_jax.training import objective
 from hvl_jax.data import datasets
 from hvl_jax.models import hvl
 from hvl_jax.models.backbones import clip as clip_lib
+from hvl_jax.training import objective
 from tiny import build, finite_loss_and_grads, make_batch, tiny_config
 
 

@@ -9,9 +9,9 @@ import jax
 import numpy as np
 import pytest
 
+from hvl_jax.data import datasets, synthetic
 from hvl_jax.inference import evaluator as evaluator_lib
 from hvl_jax.inference import open_vocabulary
-from hvl_jax.data import datasets, synthetic
 from hvl_jax.models import hvl
 from hvl_jax.models import semantic_inference
 from hvl_jax.models.backbones import clip as clip_lib

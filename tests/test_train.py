@@ -10,13 +10,13 @@ import numpy as np
 import pytest
 from jax.sharding import Mesh
 
-from hvl_jax.training import optim
 from hvl_jax.common import sharding
-from hvl_jax.training import trainer
 from hvl_jax.common import state as state_lib
 from hvl_jax.data import datasets, pipeline
-from hvl_jax.models.backbones.clip import normalize_images as clip_normalize
 from hvl_jax.models import hvl
+from hvl_jax.models.backbones.clip import normalize_images as clip_normalize
+from hvl_jax.training import optim
+from hvl_jax.training import trainer
 from tiny import tiny_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,8 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from configs import base, demo
-from hvl_jax.training import objective
 from hvl_jax.models import hvl
+from hvl_jax.training import objective
 
 CLASS_NAMES = ('background', 'disk', 'square', 'triangle', 'stripes')
 

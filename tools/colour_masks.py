@@ -22,9 +22,9 @@ import numpy as np
 from PIL import Image
 
 from hvl_jax.common.constants import IGNORE_INDEX
+from hvl_jax.common.errors import DataError
 from hvl_jax.data import files
 from hvl_jax.data import folder
-from hvl_jax.common.errors import DataError
 
 IGNORE_NAME = 'ignore'
 

@@ -23,8 +23,8 @@ import jax
 
 from hvl_jax.common import atomic
 from hvl_jax.common import compilation_cache
-from hvl_jax.inference import segmenter
 from hvl_jax.common.errors import CheckpointError, DataError
+from hvl_jax.inference import segmenter
 
 EXPORTED = 'segmenter.jaxexport'
 

@@ -18,10 +18,10 @@ from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from hvl_jax.common.errors import DataError
 from hvl_jax.data import datasets
 from hvl_jax.data import files
 from hvl_jax.data import folder
-from hvl_jax.common.errors import DataError
 
 Entry = Tuple[str, Optional[str]]
 

@@ -17,10 +17,10 @@ from typing import Callable, Dict, List, Optional, Tuple
 import numpy as np
 
 from hvl_jax.common.constants import IGNORE_INDEX
+from hvl_jax.common.errors import DataError
 from hvl_jax.data import files
 from hvl_jax.data import folder
 from hvl_jax.data import synthetic
-from hvl_jax.common.errors import DataError
 
 IGNORE = IGNORE_INDEX
 SHIPPED_SPLITS = os.path.join(os.path.dirname(__file__), 'splits')

@@ -17,8 +17,8 @@ import os
 from typing import Dict, List, Optional, Tuple
 
 from hvl_jax.common.constants import IGNORE_INDEX
-from hvl_jax.data import files
 from hvl_jax.common.errors import DataError
+from hvl_jax.data import files
 
 CLASSES = 'classes.txt'
 LABELED_LIST = os.path.join('splits', 'labeled.txt')

@@ -16,10 +16,10 @@ from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
-from hvl_jax.inference import predictor as predictor_lib
 from hvl_jax.data import datasets
 from hvl_jax.data import folder
 from hvl_jax.data import synthetic
+from hvl_jax.inference import predictor as predictor_lib
 from hvl_jax.models import hvl
 from hvl_jax.models.backbones import clip_weights
 

@@ -6,10 +6,10 @@ import json
 import os
 from typing import Optional
 
+from hvl_jax.common.errors import DataError
+from hvl_jax.data import files
 from hvl_jax.inference import segmenter
 from hvl_jax.inference import visualize
-from hvl_jax.data import files
-from hvl_jax.common.errors import DataError
 
 
 def list_inputs(path: str):

@@ -23,11 +23,11 @@ import numpy as np
 from PIL import Image
 
 from hvl_jax.common import config_io
-from hvl_jax.inference import predictor as predictor_lib
-from hvl_jax.inference import open_vocabulary
 from hvl_jax.common import state as state_lib
 from hvl_jax.data import datasets
 from hvl_jax.data import files
+from hvl_jax.inference import open_vocabulary
+from hvl_jax.inference import predictor as predictor_lib
 from hvl_jax.models import hvl
 
 ImageLike = Union[np.ndarray, Image.Image, str, os.PathLike]

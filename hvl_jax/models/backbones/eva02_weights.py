@@ -20,9 +20,9 @@ from typing import Dict, Optional
 import jax.numpy as jnp
 import numpy as np
 
+from hvl_jax.common.errors import CheckpointError
 from hvl_jax.models.backbones import clip_weights
 from hvl_jax.models.backbones.clip import CLIPConfig, TowerConfig
-from hvl_jax.common.errors import CheckpointError
 
 OPEN_CLIP_FILES = ('open_clip_model.safetensors', 'open_clip_pytorch_model.bin')
 TIMM_FILES = ('model.safetensors', 'pytorch_model.bin')
