@@ -84,16 +84,17 @@ def main(argv):
 
 def config_summary(config, workdir: str, resolved: str, cache: Optional[str]) -> str:
   """A few lines saying what runs where; the whole config is in `resolved`."""
-  d, m = config.data, config.model
+  data, model = config.data, config.model
   steps = f'{config.train.steps} steps' if config.train.steps > 0 else f'{config.train.epochs} epochs'
   devices = jax.devices()
   return '\n'.join([
       f'{_MODE.value}: {config_flags.get_config_filename(flags.FLAGS["config"])} (every field in {resolved})',
-      f'  dataset  {d.name}{f" at {d.root}" if d.root else ""}, {d.num_classes} classes, crop {d.crop_size}',
-      f'  network  {m.backbone} backbone ({m.clip.pretrained or "random weights"}), {m.queries} queries, '
-      f'width {m.hidden_dim}, {m.dtype}',
-      f'  training {steps} of {d.labeled_batch} labeled + {d.unlabeled_batch} unlabeled images '
-      f'({config.train.grad_accum} micro-step{"s" if config.train.grad_accum > 1 else ""} each)',
+      f'  dataset  {data.name}{f" at {data.root}" if data.root else ""}, '
+      f'{data.num_classes} classes, crop {data.crop_size}',
+      f'  network  {model.backbone} backbone ({model.clip.pretrained or "random weights"}), '
+      f'{model.queries} queries, width {model.hidden_dim}, {model.dtype}',
+      f'  training {steps} of {data.labeled_batch} labeled + {data.unlabeled_batch} '
+      f'unlabeled images ({config.train.grad_accum} micro-step{"s" if config.train.grad_accum > 1 else ""} each)',
       f'  devices  {len(devices)} x {devices[0].platform} ({devices[0].device_kind}), JAX {jax.__version__}',
       f'  workdir  {workdir}',
       f'  compiled programs cached in {cache} (HVL_COMPILATION_CACHE=off: no cache)' if cache else

@@ -155,7 +155,7 @@ def joint_forward(model, params, batch, vl_key, cfg, t_clip=None):
   vl_class = objective.random_present_class(batch.label_l, model.cfg.num_classes, vl_key)
   hide = objective.hidden_region(batch.label_l, vl_class)[..., None]
   reference = apply(hvl.HVL.reference_features, batch.image_l, embeds=True)['dense']
-  strong = objective.strong_views(batch)
+  strong = objective.cutmix_views(batch)
   rel_w = apply(hvl.HVL.image_relevance, batch.image_w, text['t_clip'], batch.valid_u)
   rel_s = [jnp.where(box.any((1, 2))[:, None], jnp.maximum(rel_w, objective.cutmix_partner(rel_w)), rel_w)
            for box in (batch.box1, batch.box2)]

@@ -6,7 +6,7 @@ ignore, random crop, horizontal flip. The rescale is mmseg's keep-ratio
 else UniMatch's: the long side drawn from [0.5, 2] of the native one (COCO, Cityscapes).
 Photometric (strong views): colour jitter, grayscale, Gaussian blur. CutMix boxes for the
 strong views. These run here with data.strong_views='host'; by default the train step makes the
-strong views on the accelerator from the same distributions (`strong_views`).
+strong views on the accelerator from the same distributions (`device_augment`).
 """
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -161,7 +161,7 @@ def labeled_train(record, rng, cfg) -> Dict[str, np.ndarray]:
 
 def unlabeled_train(record, rng, cfg) -> Dict[str, np.ndarray]:
   """Unlabeled example -> weak view and the valid mask; with data.strong_views='host' also two
-  strong views and two CutMix boxes (else the train step makes them, `strong_views`).
+  strong views and two CutMix boxes (else the train step makes them, `device_augment`).
 
   A record that keeps its label (the small world's unlabeled scenes) also gives `label_u`, that
   label under the weak view's geometry: it scores the pseudo-labels and never reaches the loss.

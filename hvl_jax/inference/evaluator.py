@@ -163,7 +163,7 @@ def format_table(names, per_class, miou) -> str:
   return '\n'.join(lines)
 
 
-def baseline_results(config, model, source, names, params, workdir: Optional[str],
+def evaluate_zero_shot(config, model, source, names, params, workdir: Optional[str],
                      seen: Optional[np.ndarray] = None) -> dict:
   """{'zero_shot_miou': ...}: the frozen CLIP's own dense zero-shot mIoU on the same images and
   classes (`predictor_lib.zero_shot_scores`, written as eval_zero_shot.json; with `seen`, also
@@ -201,7 +201,7 @@ def evaluate_open_vocabulary(config, model, clip, params, workdir: Optional[str]
     closed = open_vocabulary.Relabelled(predictor_lib.Predictor.from_config(config, model), ov.seen)
     extra['closed_set_miou_seen'] = evaluator(closed).run(
         params, workdir, tag='closed_set', title='The network, its training classes only').results['miou_seen']
-  extra.update(baseline_results(ov.config, ov.model, source, ov.names, params, workdir, ov.seen))
+  extra.update(evaluate_zero_shot(ov.config, ov.model, source, ov.names, params, workdir, ov.seen))
   predictor = predictor_lib.Predictor.from_config(ov.config, ov.model, seen=ov.seen)
   return evaluator(predictor).run(params, workdir, tag='open_vocabulary', extra=extra,
                                   title=f'The network, open vocabulary ({len(ov.names)} names)').results
@@ -217,6 +217,6 @@ def evaluate_checkpoint(config, workdir: str, checkpoint: Optional[str] = None):
   if config.inference.class_names:
     return evaluate_open_vocabulary(config, model, clip, params, workdir)
   source = datasets.make_sources(config)['val']
-  extra = baseline_results(config, model, source, names, params, workdir)
+  extra = evaluate_zero_shot(config, model, source, names, params, workdir)
   return Evaluator(config, predictor_lib.Predictor.from_config(config, model), source, names).run(
       params, workdir, tag='eval', extra=extra, title='The trained network').results

@@ -118,10 +118,10 @@ def network_scores(model: hvl.HVL, mode: str, mesh: Optional[Mesh] = None, seen:
       cls = semantic_inference.open_vocabulary_logits(cls, seen, model.cfg.num_levels, out['relevance'])
     return semantic_inference.upsampled_class_probabilities(cls, masks, images.shape[1:3], mode), out['present']
 
-  return jitted(text_queries, scores, mesh)
+  return jit_prepare_and_scores(text_queries, scores, mesh)
 
 
-def jitted(text_fn, scores, mesh: Optional[Mesh]):
+def jit_prepare_and_scores(text_fn, scores, mesh: Optional[Mesh]):
   """(prepare, scores) jitted: prepare(params) -> (process-local params, text_fn(params));
   scores with its image batch sharded over `mesh` when given (prepared values replicated)."""
   text_fn = jax.jit(text_fn)
@@ -165,7 +165,7 @@ def zero_shot_scores(model: hvl.HVL, mesh: Optional[Mesh] = None):
     p = nn.apply(probs, model)({'params': params})
     return jax.image.resize(p, (p.shape[0],) + images.shape[1:3] + (p.shape[-1],), 'bilinear'), None
 
-  return jitted(t_clip, scores, mesh)
+  return jit_prepare_and_scores(t_clip, scores, mesh)
 
 
 class Predictor:

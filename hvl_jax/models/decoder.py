@@ -123,7 +123,7 @@ def attention_mask(logits):
   return jax.lax.stop_gradient(attend)[:, None]
 
 
-def predict(heads, tgt, next_features, full_features, keep=None):
+def query_predictions(heads, tgt, next_features, full_features, keep=None):
   """What the queries tgt (B, Q, D) predict: the logits of the next attention mask (B, h, w, Q),
   at the size of `next_features` (B, h, w, Dm), and the prediction (cls (R, Q, K+1), masks
   (R, H4, W4, Q)) of the first R rows, those of `full_features` (R, H4, W4, Dm)."""
@@ -135,12 +135,13 @@ def predict(heads, tgt, next_features, full_features, keep=None):
 
 def decoder_step(layer, heads, tgt, attend_logits, query_pos, memory, memory_pos, next_features, full_features,
                  initial_class, refine: bool, keep=None):
-  """One masked-attention layer on one scale, then `predict`: (tgt, attention logits, (cls, masks))."""
+  """One masked-attention layer on one scale, then `query_predictions`: (tgt, attention logits,
+  (cls, masks))."""
   tgt = layer(tgt, query_pos, memory, memory_pos, attention_mask(attend_logits), keep)
   n_class = initial_class.shape[1]
   if not refine and n_class:
     tgt = jnp.concatenate([initial_class, tgt[:, n_class:]], axis=1)
-  return (tgt, *predict(heads, tgt, next_features, full_features, keep))
+  return (tgt, *query_predictions(heads, tgt, next_features, full_features, keep))
 
 
 def decoder_layer(cls, dim: int, cfg: DecoderConfig, compute: ComputeConfig, name: str):
@@ -263,7 +264,7 @@ class DQTD(nn.Module):
     full_features = mask_features[:rows]
 
     heads = prediction_heads(self.num_classes, self.dim, self.mask_dim, compute)
-    attend_logits, first = predict(heads, tgt, at_scale[0], full_features, keep)
+    attend_logits, first = query_predictions(heads, tgt, at_scale[0], full_features, keep)
     predictions = [first]
     # A round is one layer per scale; a last partial round (layers not a multiple of the scales)
     # keeps the decoder unrolled.

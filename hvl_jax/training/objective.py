@@ -116,16 +116,19 @@ class ObjectiveConfig:
 
   @classmethod
   def from_config(cls, config) -> 'ObjectiveConfig':
-    sc, lc = config.semi, config.loss
-    if lc.regularizer_reduction not in ('mean', 'sum'):
-      raise ValueError(f"loss.regularizer_reduction must be 'mean' or 'sum', got {lc.regularizer_reduction!r}")
+    semi, loss = config.semi, config.loss
+    if loss.regularizer_reduction not in ('mean', 'sum'):
+      raise ValueError("loss.regularizer_reduction must be 'mean' or 'sum', "
+                       f'got {loss.regularizer_reduction!r}')
     return cls(
         supervised=segmentation.CriterionConfig.from_config(config),
         consistency=ConsistencyConfig(
-            conf_threshold=sc.conf_threshold, strong_weight=sc.strong_weight, fp_weight=sc.fp_weight,
-            entropy_weight=sc.entropy_weight, feature_dropout=sc.feature_dropout, criterion=sc.criterion),
-        prompt=PromptConfig(div=lc.div, prompt=lc.prompt, reduction=lc.regularizer_reduction),
-        vision_language=VisionLanguageConfig(weight=lc.vl, align=lc.align, mask=lc.mask, tau=lc.tau))
+            conf_threshold=semi.conf_threshold, strong_weight=semi.strong_weight,
+            fp_weight=semi.fp_weight, entropy_weight=semi.entropy_weight,
+            feature_dropout=semi.feature_dropout, criterion=semi.criterion),
+        prompt=PromptConfig(div=loss.div, prompt=loss.prompt, reduction=loss.regularizer_reduction),
+        vision_language=VisionLanguageConfig(weight=loss.vl, align=loss.align, mask=loss.mask,
+                                             tau=loss.tau))
 
 
 def nearest_cells(x, size):
@@ -207,7 +210,7 @@ class Forward(NamedTuple):
   reference: Optional[jax.Array]
 
 
-def strong_views(batch: Batch):
+def cutmix_views(batch: Batch):
   """The two CutMix strong views (Bu, H, W, 3): each image with its partner's box pasted in."""
   return [jnp.where(box[..., None], cutmix_partner(img), img)
           for box, img in ((batch.box1, batch.image_s1), (batch.box2, batch.image_s2))]
@@ -231,7 +234,7 @@ def forward(model: hvl.HVL, params, batch: Batch, vl_key, cfg: ObjectiveConfig, 
       reference = apply(hvl.HVL.reference_features, batch.image_l)['dense']
   strong, rel_w, rel_s = [], None, []
   if bu:
-    strong = strong_views(batch)
+    strong = cutmix_views(batch)
     rel_w = apply(hvl.HVL.image_relevance, batch.image_w, text['t_clip'], batch.valid_u)
     rel_s = [jnp.where(box.any((1, 2))[:, None], jnp.maximum(rel_w, cutmix_partner(rel_w)), rel_w)
              for box in (batch.box1, batch.box2)]
@@ -370,16 +373,16 @@ def weighted_terms(model: hvl.HVL, params, batch: Batch, rng, cfg: ObjectiveConf
   fwd = forward(model, params, batch, k_vl, cfg, t_clip)
   terms = supervised_loss(fwd.predictions, batch.label_l, cfg.supervised, k_crit)
   parts = {'seg': terms['seg_seg']}
-  more = []
+  branches = []
   if batch.image_w.shape[0]:
     parts['seg'] = terms['seg_seg'] / 2
-    more.append(consistency_loss(model, params, fwd, batch, cfg.consistency, k_fp, teacher_params,
-                                 cfg.supervised))
+    branches.append(consistency_loss(model, params, fwd, batch, cfg.consistency, k_fp,
+                                     teacher_params, cfg.supervised))
   if model.cfg.queries == 'htqg' and cfg.prompt.enabled:
-    more.append(prompt_loss(fwd.text, cfg.prompt))
+    branches.append(prompt_loss(fwd.text, cfg.prompt))
   if cfg.vision_language.enabled:
-    more.append(vision_language_loss(fwd, batch.label_l, cfg.vision_language))
-  for part_weighted, part_terms in more:
+    branches.append(vision_language_loss(fwd, batch.label_l, cfg.vision_language))
+  for part_weighted, part_terms in branches:
     parts.update(part_weighted)
     terms.update(part_terms)
   return parts, terms

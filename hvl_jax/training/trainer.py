@@ -24,7 +24,7 @@ from hvl_jax.common import config_io
 from hvl_jax.common import progress as progress_lib
 from hvl_jax.common import sharding
 from hvl_jax.common import state as state_lib
-from hvl_jax.data import datasets, pipeline, strong_views
+from hvl_jax.data import datasets, device_augment, pipeline
 from hvl_jax.inference import evaluator as evaluator_lib
 from hvl_jax.inference import predictor as predictor_lib
 from hvl_jax.inference import visualize
@@ -47,21 +47,22 @@ def normalize_batch(batch: Dict[str, jax.Array]) -> objective.Batch:
 
 
 # The strong views' key: the micro-step's key folded with this (the objective splits the key itself).
-STRONG_VIEWS_STREAM = 0x5757
+STRONG_VIEW_KEY_FOLD = 0x5757
 
 
-def step_inputs(batch: Dict[str, jax.Array], rng, strong: Optional[strong_views.StrongViewConfig]):
+def step_inputs(batch: Dict[str, jax.Array], rng,
+                strong: Optional[device_augment.StrongViewConfig]):
   """The objective's inputs from a batch as the pipeline ships it: the strong views made from
   the weak ones with the step's key where the batch has none (`strong`: how), then normalised."""
   if strong is not None and 'image_w' in batch and 'image_s1' not in batch:
-    batch = {**batch, **strong_views.strong_views(batch['image_w'], jax.random.fold_in(rng, STRONG_VIEWS_STREAM),
-                                                  strong)}
+    key = jax.random.fold_in(rng, STRONG_VIEW_KEY_FOLD)
+    batch = {**batch, **device_augment.make_strong_views(batch['image_w'], key, strong)}
   return normalize_batch(batch)
 
 
 def train_step(state: state_lib.TrainState, batch, *, model, tx, loss: objective.ObjectiveConfig,
                grad_accum: int = 1, ema_decay: float = 0.0, t_clip=None,
-               strong: Optional[strong_views.StrongViewConfig] = None):
+               strong: Optional[device_augment.StrongViewConfig] = None):
   """One micro-step: loss, gradients w.r.t. the trainable params, optimizer update, EMA.
 
   With grad_accum = k (train.grad_accum) the optimizer applies the mean gradient every k-th
@@ -101,11 +102,13 @@ def bind_train_step(config, model, tx, t_clip=None):
                            strong=strong_view_config(config))
 
 
-def strong_view_config(config) -> Optional[strong_views.StrongViewConfig]:
+def strong_view_config(config) -> Optional[device_augment.StrongViewConfig]:
   """How the step makes the strong views (data.strong_views='device'), or None ('host')."""
   if config.data.strong_views not in ('device', 'host'):
     raise ValueError(f"data.strong_views must be 'device' or 'host', got {config.data.strong_views!r}")
-  return strong_views.StrongViewConfig.from_config(config.data) if config.data.strong_views == 'device' else None
+  if config.data.strong_views != 'device':
+    return None
+  return device_augment.StrongViewConfig.from_config(config.data)
 
 
 def fixed_text_embeddings(model, state: state_lib.TrainState) -> np.ndarray:
@@ -241,7 +244,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     checkpoints.save(total, state, data_iter, force=True)
   checkpoints.wait()
   params = state_lib.full_params(state)
-  extra = evaluator_lib.baseline_results(config, model, sources['val'], names, params, workdir)
+  extra = evaluator_lib.evaluate_zero_shot(config, model, sources['val'], names, params, workdir)
   if metrics is not None and 'pseudo_confident_fraction' in metrics:     # the last step's, for the record
     extra['train_pseudo_confident_fraction'] = float(metrics['pseudo_confident_fraction'])
   results, samples = evaluator.run(params, workdir, tag='final', extra=extra,

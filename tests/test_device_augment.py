@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from hvl_jax.data import strong_views as sv
+from hvl_jax.data import device_augment as sv
 from hvl_jax.data import transforms
 
 N = 3000
@@ -126,7 +126,7 @@ def test_blur_matches_opencv(sigma):
 def test_views_are_a_function_of_the_key():
   """The same key gives the same views (a resumed step repeats them), another key others."""
   weak = np.random.RandomState(0).randint(0, 256, (4, 64, 64, 3)).astype(np.uint8)
-  views = jax.jit(lambda k: sv.strong_views(weak, k, CFG))
+  views = jax.jit(lambda k: sv.make_strong_views(weak, k, CFG))
   a, b, c = views(jax.random.PRNGKey(3)), views(jax.random.PRNGKey(3)), views(jax.random.PRNGKey(4))
   for k in a:
     assert a[k].shape == (weak.shape if k.startswith('image') else weak.shape[:3])

@@ -142,7 +142,7 @@ def box_mask(p, size: int):
   return inside & p['box']
 
 
-def strong_views(images_w, key, cfg: StrongViewConfig):
+def make_strong_views(images_w, key, cfg: StrongViewConfig):
   """Weak views (B, S, S, 3) uint8 -> dict(image_s1, image_s2 (B, S, S, 3) uint8, box1, box2
   (B, S, S) bool), each image's choices drawn from `key` folded with its index and view."""
   b, size = images_w.shape[0], images_w.shape[1]
