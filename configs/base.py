@@ -148,7 +148,9 @@ def get_config():
       epochs=80, steps=-1,      # steps > 0 overrides epochs
       grad_accum=1, log_every=50, ckpt_every=1000, keep_checkpoints=3,
       fsdp=False,               # shard parameters and optimizer state over the devices (ZeRO-3 style)
-      eval_every=0, max_nonfinite=10))
+      eval_every=0, max_nonfinite=10,
+      # A bucket that does not answer for this long ends the run (hvl_jax/common/checkpoint.py).
+      storage_timeout_s=600.0))
   c.resume = ''                 # checkpoint dir used when the workdir has none
   c.init = ''                   # weights-only initialisation
   return c

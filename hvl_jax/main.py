@@ -33,8 +33,10 @@ from ml_collections import config_flags
 
 from hvl_jax.common import compilation_cache
 from hvl_jax.common import config_io
+from hvl_jax.common import storage
 from hvl_jax.common.errors import CheckpointError
 from hvl_jax.common.errors import DataError
+from hvl_jax.common.errors import StorageError
 from hvl_jax.data import datasets
 from hvl_jax.inference import evaluator as evaluator_lib
 from hvl_jax.inference import predict
@@ -67,6 +69,9 @@ def main(argv):
     jax.distributed.initialize()
   if not flags.FLAGS['verbosity'].present:   # library INFO chatter (Orbax) off unless asked for
     logging.set_verbosity(logging.WARNING)
+  storage.check_writable(_WORKDIR.value, '--workdir')
+  if _OUTPUT.value:
+    storage.check_writable(_OUTPUT.value, '--output')
   cache = compilation_cache.enable()
   config, workdir = datasets.resolved(_CONFIG.value), _WORKDIR.value
   logging.info('JAX process %d/%d, local devices: %s', jax.process_index(), jax.process_count(),
@@ -142,6 +147,13 @@ def run(argv):
   except preemption.Preempted as e:
     print(e, flush=True)
     sys.exit(preemption.EXIT_CODE)
+  except StorageError as e:
+    if os.environ.get('HVL_TRACEBACK'):
+      raise
+    # The storage libraries' threads may still be retrying the store: a normal exit would wait
+    # for them.
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    os._exit(1)
   except USER_ERRORS as e:
     if os.environ.get('HVL_TRACEBACK'):
       raise

@@ -21,6 +21,9 @@ os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2 --x
                       '--xla_llvm_disable_expensive_passes=true '
                       '--xla_cpu_collective_call_terminate_timeout_seconds=120')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
+# gcsfs reads this when imported: without it, a file system first asks the bucket's layout over
+# gRPC, which the tests' GCS emulator (tests/gcs_emulator.py) does not serve.
+os.environ.setdefault('GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT', 'false')
 # The RBG generator compiles parameter initialisation ~2x faster on CPU than threefry;
 # no test depends on particular random values.
 os.environ.setdefault('JAX_DEFAULT_PRNG_IMPL', 'rbg')

@@ -21,8 +21,8 @@ import time
 
 import jax
 
-from hvl_jax.common import atomic
 from hvl_jax.common import compilation_cache
+from hvl_jax.common import storage
 from hvl_jax.common.errors import CheckpointError, DataError
 from hvl_jax.inference import segmenter
 
@@ -39,13 +39,12 @@ def export(seg: segmenter.Segmenter, output: str, platforms) -> dict:
                 stride=p.stride, short_side=p.short_side if p.protocol == 'zegclip_sliding_window' else 0,
                 jax_version=jax.__version__, source_checkpoint=seg.checkpoint, input='(N, S, S, 3) float32 RGB in [0, 255]',
                 output='(N, S, S, K) float32 class probabilities', bytes=len(blob))
-  os.makedirs(output, exist_ok=True)
   # The function first, the records that describe it after: a reader never sees records of a
   # function that is not there.
-  atomic.write_bytes(os.path.join(output, EXPORTED), blob)
-  atomic.write_bytes(os.path.join(output, 'classes.json'), json.dumps(list(seg.class_names), indent=0).encode())
-  atomic.write_bytes(os.path.join(output, 'export.json'), json.dumps(record, indent=2).encode())
-  print(f'{os.path.join(output, EXPORTED)}: {len(blob) / 2**20:.1f} MiB, {record["num_classes"]} classes, '
+  storage.write_bytes(storage.join(output, EXPORTED), blob)
+  storage.write_text(storage.join(output, 'classes.json'), json.dumps(list(seg.class_names), indent=0))
+  storage.write_text(storage.join(output, 'export.json'), json.dumps(record, indent=2))
+  print(f'{storage.join(output, EXPORTED)}: {len(blob) / 2**20:.1f} MiB, {record["num_classes"]} classes, '
         f'{record["crop"]}x{record["crop"]} windows, for {", ".join(record["platforms"])} '
         f'(lowered in {time.time() - t0:.1f} s)', flush=True)
   return record
@@ -62,6 +61,7 @@ def main(argv=None):
   names = [n.strip() for n in args.class_names.split(',') if n.strip()] or None
   compilation_cache.enable()
   try:
+    storage.check_writable(args.output, '--output')
     seg = segmenter.Segmenter.load(args.workdir, args.checkpoint, class_names=names)
     export(seg, args.output, [p.strip() for p in args.platforms.split(',') if p.strip()])
   except (DataError, CheckpointError, ValueError, FileNotFoundError) as e:

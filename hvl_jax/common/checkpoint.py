@@ -6,8 +6,11 @@ Saves are atomic (Orbax writes a temporary directory and renames it when
 complete), so a killed save never replaces the latest good checkpoint. On
 restore, a newest checkpoint that cannot be read is reported and the previous
 one is used.
+
+In a bucket, every save and the wait for an upload are bounded by `storage_timeout_s`: a store
+that stops answering ends the run with a StorageError naming it, instead of the minutes of retries
+underneath; the checkpoints finished before stay, and the same command resumes from them.
 """
-import os
 from typing import Any, Callable, Optional, Tuple
 
 from absl import logging
@@ -16,15 +19,17 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from hvl_jax.common import storage
 from hvl_jax.common.errors import CheckpointError
-
 
 
 class Checkpointer:
   """Checkpoint manager for `directory` keeping the `keep` newest steps."""
 
-  def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
-    self.directory = os.path.abspath(directory)
+  def __init__(self, directory: storage.PathLike, keep: int = 3, async_save: bool = True,
+               storage_timeout_s: float = 600):
+    self.directory = storage.path(directory)
+    self.timeout_s = storage_timeout_s
     self.manager = ocp.CheckpointManager(
         self.directory,
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
@@ -39,7 +44,17 @@ class Checkpointer:
     items = {'state': ocp.args.StandardSave(state)}
     if data_iterator is not None:
       items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
-    return self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+    save = lambda: self.manager.save(step, args=ocp.args.Composite(**items), force=force)
+    return self.guarded(save, f'saving checkpoint {step}')
+
+  def guarded(self, fn: Callable[[], Any], what: str) -> Any:
+    """fn() bounded in time when the checkpoints are in a bucket (module docstring)."""
+    if not storage.is_remote(self.directory):
+      return fn()
+    where = (f'{self.directory}: {what} (the checkpoints finished before stay; the same command '
+             'resumes from the newest once the store answers)')
+    storage.probe(self.directory, self.timeout_s)
+    return storage.bounded(fn, self.timeout_s, where)
 
   def restore(self, abstract_state, data_iterator=None, step: Optional[int] = None) -> Tuple[Any, int]:
     """Restores `step` (default: newest readable). Returns (state, step); raises if none is readable."""
@@ -60,7 +75,7 @@ class Checkpointer:
 
     def read(s):
       with ocp.PyTreeCheckpointer() as reader:
-        return reader.restore(os.path.join(self.directory, str(s), 'state'), args=ocp.args.PyTreeRestore(
+        return reader.restore(self.directory / str(s) / 'state', args=ocp.args.PyTreeRestore(
             item=abstract_parts, restore_args=restore_args, partial_restore=True))
 
     return self.newest_readable(read, step)
@@ -83,7 +98,7 @@ class Checkpointer:
     raise CheckpointError('no readable checkpoint: ' + '; '.join(errors))
 
   def wait(self):
-    self.manager.wait_until_finished()
+    self.guarded(self.manager.wait_until_finished, 'finishing a checkpoint upload')
 
   def close(self):
-    self.manager.close()
+    self.guarded(self.manager.close, 'finishing a checkpoint upload')

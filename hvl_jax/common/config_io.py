@@ -1,23 +1,21 @@
 """The resolved config as JSON: what a workdir records (`config_<mode>.json`) and what
 `Segmenter.load` and `tools.export` read back to rebuild the network without the config file."""
 import json
-import os
 from typing import Any
 
 import jax
 import ml_collections
 
-from hvl_jax.common import atomic
+from hvl_jax.common import storage
 
 TRAINING_CONFIG = 'config_train.json'
 
 
 def write(config, workdir: str, mode: str) -> str:
   """Writes `<workdir>/config_<mode>.json` (process 0; atomically) and returns its path."""
-  path = os.path.join(workdir, f'config_{mode}.json')
+  path = storage.join(workdir, f'config_{mode}.json')
   if jax.process_index() == 0:
-    os.makedirs(workdir, exist_ok=True)
-    atomic.write_bytes(path, config.to_json_best_effort(indent=2).encode())
+    storage.write_text(path, config.to_json_best_effort(indent=2))
   return path
 
 
@@ -32,11 +30,10 @@ def tuples(value: Any) -> Any:
 
 def read(path: str) -> ml_collections.ConfigDict:
   """The config written by `write`; a missing or unreadable file is an error naming the file."""
-  if not os.path.isfile(path):
+  if not storage.is_file(path):
     raise FileNotFoundError(f'{path}: no such config (a workdir holds {TRAINING_CONFIG} once training has started)')
   try:
-    with open(path) as f:
-      tree = json.load(f)
+    tree = json.loads(storage.read_text(path))
   except (OSError, json.JSONDecodeError) as e:
     raise ValueError(f'{path}: unreadable config ({e})') from e
   return ml_collections.ConfigDict(tuples(tree))

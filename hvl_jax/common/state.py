@@ -16,6 +16,7 @@ import numpy as np
 
 from hvl_jax.common import checkpoint as ckpt_lib
 from hvl_jax.common import sharding
+from hvl_jax.common import storage
 from hvl_jax.common.errors import CheckpointError
 from hvl_jax.models import hvl
 
@@ -71,10 +72,10 @@ def restore_params(config, model, clip, checkpoint: str):
   """Evaluation parameters from `checkpoint`: a checkpoint directory (its newest readable step)
   or one step directory (`.../checkpoints/300`). Reads the trained parameters (the EMA teacher's
   where there is one) and the frozen ones, nothing else. Returns (params, the step directory)."""
-  directory, step = checkpoint, None
-  if os.path.isdir(os.path.join(directory, 'state')):
-    directory, step = os.path.dirname(os.path.abspath(directory)), int(os.path.basename(directory))
-  if not os.path.isdir(directory):
+  directory, step = storage.path(checkpoint), None
+  if (directory / 'state').is_dir():
+    directory, step = directory.parent, int(directory.name)
+  if not directory.is_dir():
     raise CheckpointError(f'{checkpoint}: no such checkpoint directory (pass --checkpoint or train first)')
   shapes = jax.eval_shape(lambda: hvl.init_params(model, clip, jax.random.PRNGKey(0), config.data.crop_size))
   trainable, frozen = split_params(shapes, config)
@@ -82,7 +83,7 @@ def restore_params(config, model, clip, checkpoint: str):
   parts, step = ckpt_lib.Checkpointer(directory, async_save=False).restore_parts(
       {teacher: trainable, 'frozen': frozen}, step=step)
   print(f'Restored {directory} step {step}', flush=True)
-  return {**parts[teacher], **parts['frozen']}, os.path.join(directory, str(step))
+  return {**parts[teacher], **parts['frozen']}, os.fspath(directory / str(step))
 
 
 def parameter_counts(params) -> Dict[str, int]:

@@ -16,6 +16,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from hvl_jax.common import storage
 from hvl_jax.common.constants import IGNORE_INDEX
 from hvl_jax.common.errors import DataError
 from hvl_jax.data import files
@@ -75,8 +76,7 @@ def class_names(config) -> Tuple[str, ...]:
     return resolved(config).data.class_names
   path = os.path.join(splits_dir(config), 'classes.json')
   try:
-    with open(path) as f:
-      names = json.load(f)[spec(config.data.name).classes_key]
+    names = json.loads(storage.read_text(path))[spec(config.data.name).classes_key]
   except (OSError, KeyError, json.JSONDecodeError) as e:
     raise DataError(f'{path}: cannot read class names for {config.data.name!r} ({e})') from e
   if len(names) != k:
@@ -91,7 +91,7 @@ def resolved(config):
   d = config.data
   if d.name != 'folder' or d.class_names:
     return config
-  if not d.root or not os.path.isdir(d.root):
+  if not d.root or not storage.is_dir(d.root):
     raise DataError(f'data.root={d.root!r}: dataset folder not found (set --config.data.root to the folder '
                     f'holding {folder.CLASSES}, images/ and labels/)')
   names = folder.read_classes(d.root)
@@ -109,17 +109,16 @@ def resolved(config):
 
 def read_split_list(path: str, need_labels: bool) -> List[Tuple[str, Optional[str]]]:
   """Lines `image [label]` -> [(image, label or None)]."""
-  if not os.path.exists(path):
+  if not storage.exists(path):
     raise DataError(f'{path}: split list not found')
   entries = []
-  with open(path) as f:
-    for lineno, line in enumerate(f, 1):
-      parts = line.split()
-      if not parts:
-        continue
-      if len(parts) > 2 or (need_labels and len(parts) != 2):
-        raise DataError(f'{path}:{lineno}: expected "image_path label_path", got {line.strip()!r}')
-      entries.append((parts[0], parts[1] if len(parts) == 2 else None))
+  for lineno, line in enumerate(storage.read_text(path).splitlines(), 1):
+    parts = line.split()
+    if not parts:
+      continue
+    if len(parts) > 2 or (need_labels and len(parts) != 2):
+      raise DataError(f'{path}:{lineno}: expected "image_path label_path", got {line.strip()!r}')
+    entries.append((parts[0], parts[1] if len(parts) == 2 else None))
   if not entries:
     raise DataError(f'{path}: the split list is empty')
   return entries
@@ -183,14 +182,14 @@ def make_sources(config) -> Dict[str, object]:
     return dict(labeled=mk('labeled', d.synthetic_labeled), unlabeled=mk('unlabeled', d.synthetic_unlabeled),
                 val=mk('val', d.synthetic_val))
   s = spec(d.name)
-  if not d.root or not os.path.isdir(d.root):
+  if not d.root or not storage.is_dir(d.root):
     raise DataError(f'data.root={d.root!r}: dataset root directory not found (set --config.data.root)')
   if s.num_classes != d.num_classes:
     raise DataError(f'data.num_classes={d.num_classes} but {d.name} has {s.num_classes} classes')
   split_dir = os.path.join(splits_dir(config), s.folder, d.split)
   labeled = read_split_list(os.path.join(split_dir, 'labeled.txt'), need_labels=True)
   unlabeled_list = os.path.join(split_dir, 'unlabeled.txt')
-  if os.path.exists(unlabeled_list):
+  if storage.exists(unlabeled_list):
     unlabeled = read_split_list(unlabeled_list, need_labels=False)
   elif s.unlabeled_from_dir:
     unlabeled = list_unlabeled_images(d.root, s.unlabeled_from_dir, labeled)
@@ -206,10 +205,10 @@ def make_sources(config) -> Dict[str, object]:
 def list_unlabeled_images(root: str, folder: str, labeled) -> List[Tuple[str, None]]:
   """COCO: every image of root/folder that is not in the labeled list."""
   path = os.path.join(root, folder)
-  if not os.path.isdir(path):
+  if not storage.is_dir(path):
     raise DataError(f'{path}: image folder not found (needed for the unlabeled list)')
   taken = {img for img, _ in labeled}
-  entries = [(f'{folder}/{n}', None) for n in sorted(os.listdir(path))
+  entries = [(f'{folder}/{n}', None) for n in storage.listdir(path)
              if n.lower().endswith(('.jpg', '.jpeg', '.png')) and f'{folder}/{n}' not in taken]
   if not entries:
     raise DataError(f'{path}: no unlabeled images left after removing the labeled ones')

@@ -13,6 +13,7 @@ What a user's folder may hold, and what the reader makes of it (docs/data.md, "I
   refused with a pointer to `tools.colour_masks`, which converts them.
 """
 import hashlib
+import io
 import os
 from typing import Dict, Optional, Sequence, Tuple
 
@@ -20,6 +21,7 @@ import numpy as np
 from PIL import Image
 from PIL import ImageOps
 
+from hvl_jax.common import storage
 from hvl_jax.common.constants import IGNORE_INDEX
 from hvl_jax.common.errors import DataError
 
@@ -35,11 +37,14 @@ def identity_labels(label: np.ndarray) -> np.ndarray:
 
 
 def open_file(path: str, what: str) -> Image.Image:
-  """The loaded PIL image at `path` (`what`: 'image' or 'label', for the messages)."""
-  if not os.path.exists(path):
-    raise DataError(f'{path}: {what} file not found')
+  """The loaded PIL image at `path`, a local path or a URL (`what`: 'image' or 'label', for the
+  messages)."""
   try:
-    im = Image.open(path)
+    data = storage.read_bytes(path)
+  except FileNotFoundError as e:
+    raise DataError(f'{path}: {what} file not found') from e
+  try:
+    im = Image.open(io.BytesIO(data))
     im.load()        # raises on truncated files
     return im
   except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
@@ -163,8 +168,7 @@ class FileSource:
     for _, label_rel in self.entries:
       path = os.path.join(self.root, label_rel)
       try:
-        with open(path, 'rb') as f:
-          h.update(label_rel.encode() + b'\0' + hashlib.sha256(f.read()).digest())
+        h.update(label_rel.encode() + b'\0' + hashlib.sha256(storage.read_bytes(path)).digest())
       except OSError as e:
         raise DataError(f'{path}: cannot read label file ({e})') from e
     return h.hexdigest()

@@ -16,6 +16,7 @@ orientation, image modes, label formats) is `files`' policy. Each mistake in the
 import os
 from typing import Dict, List, Optional, Tuple
 
+from hvl_jax.common import storage
 from hvl_jax.common.constants import IGNORE_INDEX
 from hvl_jax.common.errors import DataError
 from hvl_jax.data import files
@@ -36,10 +37,9 @@ def read_classes(root: str) -> Tuple[str, ...]:
 
 def read_class_file(path: str) -> Tuple[str, ...]:
   """The class names of a classes.txt, in label order; empty or repeated names are refused."""
-  if not os.path.isfile(path):
+  if not storage.is_file(path):
     raise DataError(f'{path}: not found; write one class name per line, in label order (line 1 is label 0)')
-  with open(path, encoding='utf-8') as f:
-    lines = [line.strip() for line in f.read().splitlines()]
+  lines = [line.strip() for line in storage.read_text(path).splitlines()]
   while lines and not lines[-1]:
     lines.pop()
   first: Dict[str, int] = {}
@@ -61,10 +61,9 @@ def read_class_file(path: str) -> Tuple[str, ...]:
 def walk(folder: str) -> List[str]:
   """Every file under `folder` (dot-files aside), as sorted '/'-separated relative paths."""
   out = []
-  for parent, dirs, names in os.walk(folder):
+  for rel, dirs, names in storage.walk(folder):
     dirs[:] = [d for d in dirs if not d.startswith('.')]
-    rel = os.path.relpath(parent, folder)
-    out += [n if rel == '.' else f'{rel}/{n}'.replace(os.sep, '/') for n in names if not n.startswith('.')]
+    out += [f'{rel}/{n}' if rel else n for n in names if not n.startswith('.')]
   return sorted(out)
 
 
@@ -88,12 +87,12 @@ def stems(root: str, folder: str, extensions) -> Dict[str, str]:
 def split_pairs(root: str, split: str) -> Tuple[List[Entry], List[Entry]]:
   """(images with a label, images without) of images/<split>/, paths relative to root."""
   image_dir = os.path.join(root, 'images', split)
-  if not os.path.isdir(image_dir):
+  if not storage.is_dir(image_dir):
     raise DataError(f'{image_dir}: folder not found (the {split} images go there)')
   images = stems(root, f'images/{split}', files.IMAGE_EXTENSIONS)
   if not images:
     raise DataError(f'{image_dir}: no images')
-  labels = stems(root, f'labels/{split}', ('.png',)) if os.path.isdir(os.path.join(root, 'labels', split)) else {}
+  labels = stems(root, f'labels/{split}', ('.png',)) if storage.is_dir(os.path.join(root, 'labels', split)) else {}
   for stem, rel in labels.items():
     if stem not in images:
       raise DataError(f'{os.path.join(root, "labels", split, rel)}: a label with no image '
@@ -109,16 +108,15 @@ def read_labeled_list(root: str, labeled: List[Entry]) -> List[Entry]:
   path = os.path.join(root, LABELED_LIST)
   by_image = {image[len('images/train/'):]: (image, label) for image, label in labeled}
   out = []
-  with open(path, encoding='utf-8') as f:
-    for number, line in enumerate(f, 1):
-      rel = line.strip().replace(os.sep, '/')
-      if not rel:
-        continue
-      if rel not in by_image:
-        exists = os.path.isfile(os.path.join(root, 'images', 'train', rel))
-        raise DataError(f'{path}:{number}: {rel} ' + ('has no label in labels/train/' if exists
-                                                       else 'is not an image under images/train/'))
-      out.append(by_image[rel])
+  for number, line in enumerate(storage.read_text(path).splitlines(), 1):
+    rel = line.strip().replace(os.sep, '/')
+    if not rel:
+      continue
+    if rel not in by_image:
+      exists = storage.is_file(os.path.join(root, 'images', 'train', rel))
+      raise DataError(f'{path}:{number}: {rel} ' + ('has no label in labels/train/' if exists
+                                                     else 'is not an image under images/train/'))
+    out.append(by_image[rel])
   if not out:
     raise DataError(f'{path}: lists no image')
   return out
@@ -126,14 +124,14 @@ def read_labeled_list(root: str, labeled: List[Entry]) -> List[Entry]:
 
 def make_sources(root: str, num_classes: int) -> Dict[str, files.FileSource]:
   """{'labeled', 'unlabeled', 'val'} sources of the folder at `root` with `num_classes` classes."""
-  if not root or not os.path.isdir(root):
+  if not root or not storage.is_dir(root):
     raise DataError(f'data.root={root!r}: dataset folder not found (set --config.data.root)')
   names = read_classes(root)
   if len(names) != num_classes:
     raise DataError(f'{os.path.join(root, CLASSES)}: {len(names)} classes but data.num_classes={num_classes} '
                     '(leave it 0 to take the file\'s)')
   labeled, unlabeled = split_pairs(root, 'train')
-  if os.path.isfile(os.path.join(root, LABELED_LIST)):
+  if storage.is_file(os.path.join(root, LABELED_LIST)):
     chosen = read_labeled_list(root, labeled)
     taken = {image for image, _ in chosen}
     unlabeled = sorted(unlabeled + [(image, None) for image, _ in labeled if image not in taken])

@@ -8,13 +8,12 @@ split and the labels' content, so a changed label map is never read from a stale
 """
 import hashlib
 import json
-import os
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 from absl import logging
 
-from hvl_jax.common import atomic
+from hvl_jax.common import storage
 
 
 def class_statistics(source, num_classes: int, ignore: int = 255) -> Dict[str, list]:
@@ -43,18 +42,16 @@ def cached_statistics(source, num_classes: int, key: str, folders: Sequence[Opti
   computed and written (atomically) to the first writable folder."""
   name = f'class_stats_{key[:16]}.json'
   for folder in folders:
-    path = folder and os.path.join(folder, name)
-    if path and os.path.exists(path):
-      with open(path) as f:
-        stats = json.load(f)
+    path = folder and storage.join(folder, name)
+    if path and storage.exists(path):
+      stats = json.loads(storage.read_text(path))
       if stats.get('key') == key:
         return stats
   stats = dict(class_statistics(source, num_classes), key=key)
   for folder in filter(None, folders):
-    path = os.path.join(folder, name)
+    path = storage.join(folder, name)
     try:
-      os.makedirs(folder, exist_ok=True)
-      atomic.write_bytes(path, json.dumps(stats).encode())
+      storage.write_text(path, json.dumps(stats))
       logging.info('Rare-class statistics cached at %s', path)
       break
     except OSError:

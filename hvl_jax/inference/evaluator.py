@@ -9,7 +9,6 @@ hvl_jax/inference/open_vocabulary.py) the classes are the names, and `miou_seen`
 them into the named training classes and the new ones (`evaluate_open_vocabulary`).
 """
 import json
-import os
 import time
 from typing import List, NamedTuple, Optional, Sequence, Tuple
 
@@ -19,6 +18,7 @@ import numpy as np
 
 from hvl_jax.common import progress as progress_lib
 from hvl_jax.common import state as state_lib
+from hvl_jax.common import storage
 from hvl_jax.common.constants import IGNORE_INDEX
 from hvl_jax.data import datasets
 from hvl_jax.inference import metrics
@@ -145,10 +145,8 @@ class Evaluator:
                                 for key in shown)
     print(table, flush=True)
     if workdir and jax.process_index() == 0:
-      with open(os.path.join(workdir, f'eval_{tag}.json'), 'w') as f:
-        json.dump(results, f, indent=2)
-      with open(os.path.join(workdir, f'eval_{tag}.txt'), 'w') as f:
-        f.write(table + '\n')
+      storage.write_text(storage.join(workdir, f'eval_{tag}.json'), json.dumps(results, indent=2))
+      storage.write_text(storage.join(workdir, f'eval_{tag}.txt'), table + '\n')
     return Evaluation(results, samples)
 
 
@@ -213,7 +211,7 @@ def evaluate_checkpoint(config, workdir: str, checkpoint: Optional[str] = None):
   config = datasets.resolved(config)
   names = datasets.class_names(config)
   model, clip = hvl.build_model(config, names)
-  params, _ = state_lib.restore_params(config, model, clip, checkpoint or os.path.join(workdir, 'checkpoints'))
+  params, _ = state_lib.restore_params(config, model, clip, checkpoint or storage.join(workdir, 'checkpoints'))
   if config.inference.class_names:
     return evaluate_open_vocabulary(config, model, clip, params, workdir)
   source = datasets.make_sources(config)['val']

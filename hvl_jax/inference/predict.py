@@ -6,6 +6,7 @@ import json
 import os
 from typing import Optional
 
+from hvl_jax.common import storage
 from hvl_jax.common.errors import DataError
 from hvl_jax.data import files
 from hvl_jax.inference import segmenter
@@ -13,12 +14,13 @@ from hvl_jax.inference import visualize
 
 
 def list_inputs(path: str):
-  if os.path.isdir(path):
-    found = sorted(os.path.join(path, n) for n in os.listdir(path) if n.lower().endswith(files.IMAGE_EXTENSIONS))
+  if storage.is_dir(path):
+    found = [storage.join(path, n) for n in storage.listdir(path)
+             if n.lower().endswith(files.IMAGE_EXTENSIONS)]
     if not found:
       raise DataError(f'{path}: no images ({", ".join(files.IMAGE_EXTENSIONS)}) in the directory')
     return found
-  if not os.path.exists(path):
+  if not storage.exists(path):
     raise DataError(f'{path}: no such image or directory')
   return [path]
 
@@ -26,10 +28,8 @@ def list_inputs(path: str):
 def predict_files(config, workdir: str, input_path: str, output_dir: str, checkpoint: Optional[str] = None):
   """Writes <output_dir>/<name>.png and <name>_overlay.jpg for each input image; returns the count."""
   paths = list_inputs(input_path)
-  seg = segmenter.Segmenter.from_config(config, checkpoint or os.path.join(workdir, 'checkpoints'))
-  os.makedirs(output_dir, exist_ok=True)
-  with open(os.path.join(output_dir, 'classes.json'), 'w') as f:
-    json.dump(list(seg.class_names), f, indent=0)
+  seg = segmenter.Segmenter.from_config(config, checkpoint or storage.join(workdir, 'checkpoints'))
+  storage.write_text(storage.join(output_dir, 'classes.json'), json.dumps(list(seg.class_names), indent=0))
   step = max(1, seg.predictor.batch)
   for lo in range(0, len(paths), step):
     chunk = paths[lo:lo + step]

@@ -24,6 +24,7 @@ from PIL import Image
 
 from hvl_jax.common import config_io
 from hvl_jax.common import state as state_lib
+from hvl_jax.common import storage
 from hvl_jax.data import datasets
 from hvl_jax.data import files
 from hvl_jax.inference import open_vocabulary
@@ -72,8 +73,8 @@ class Segmenter:
     """The network trained in `workdir` (its config_train.json), with the newest checkpoint of
     `<workdir>/checkpoints` or `checkpoint` (a checkpoint directory or one step's); `class_names`
     queries other names than the training classes (open vocabulary)."""
-    config = config_io.read(os.path.join(workdir, config_io.TRAINING_CONFIG))
-    return cls.from_config(config, checkpoint or os.path.join(workdir, 'checkpoints'), class_names)
+    config = config_io.read(storage.join(workdir, config_io.TRAINING_CONFIG))
+    return cls.from_config(config, checkpoint or storage.join(workdir, 'checkpoints'), class_names)
 
   @classmethod
   def from_config(cls, config, checkpoint: str, class_names: Optional[Sequence[str]] = None) -> 'Segmenter':

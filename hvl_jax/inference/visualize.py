@@ -1,8 +1,10 @@
 """Colours for class maps: the VOC palette, index PNGs, overlays and image strips."""
-import os
+import io
 
 import numpy as np
 from PIL import Image
+
+from hvl_jax.common import storage
 
 
 def palette(num_colours: int = 256) -> np.ndarray:
@@ -34,5 +36,12 @@ def save_prediction(classes: np.ndarray, image: np.ndarray, out_dir: str, name: 
   """Writes <name>.png (palette index PNG) and <name>_overlay.jpg."""
   index = Image.fromarray(classes.astype(np.uint8), mode='P')
   index.putpalette(palette().ravel().tolist())
-  index.save(os.path.join(out_dir, f'{name}.png'))
-  Image.fromarray(overlay(image, classes, alpha)).save(os.path.join(out_dir, f'{name}_overlay.jpg'), quality=90)
+  storage.write_bytes(storage.join(out_dir, f'{name}.png'), encoded(index, 'PNG'))
+  storage.write_bytes(storage.join(out_dir, f'{name}_overlay.jpg'),
+                      encoded(Image.fromarray(overlay(image, classes, alpha)), 'JPEG', quality=90))
+
+
+def encoded(im: Image.Image, fmt: str, **options) -> bytes:
+  buf = io.BytesIO()
+  im.save(buf, fmt, **options)
+  return buf.getvalue()

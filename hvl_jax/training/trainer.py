@@ -7,7 +7,6 @@ donated. The global batch (labeled_batch + unlabeled_batch) defines the recipe;
 """
 import functools
 import json
-import os
 import time
 from typing import Any, Dict, Optional
 
@@ -24,6 +23,7 @@ from hvl_jax.common import config_io
 from hvl_jax.common import progress as progress_lib
 from hvl_jax.common import sharding
 from hvl_jax.common import state as state_lib
+from hvl_jax.common import storage
 from hvl_jax.data import datasets, device_augment, pipeline
 from hvl_jax.inference import evaluator as evaluator_lib
 from hvl_jax.inference import predictor as predictor_lib
@@ -132,11 +132,12 @@ class ProgressLogger:
   """Console line every train.log_every steps (step/total, loss terms, lr, img/s, ETA),
   TensorBoard scalars and a metrics.jsonl file (process 0 only)."""
 
-  def __init__(self, workdir, total_steps, images_per_step, lr_fn):
+  def __init__(self, workdir, total_steps, images_per_step, lr_fn, storage_timeout_s=600):
     self.total, self.images, self.lr_fn = total_steps, images_per_step, lr_fn
     self.main = jax.process_index() == 0
-    self.writer = SummaryWriter(os.path.join(workdir, 'tensorboard')) if self.main else None
-    self.jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a') if self.main else None
+    self.writer = SummaryWriter(storage.join(workdir, 'tensorboard')) if self.main else None
+    self.jsonl = (storage.LineLog(storage.join(workdir, 'metrics.jsonl'), storage_timeout_s)
+                  if self.main else None)
     self.rate = progress_lib.Rate(total_steps)
 
   def log(self, step: int, metrics: Dict[str, Any]):
@@ -221,7 +222,9 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   data = pipeline.train_dataset(config, sources, workdir)
   data_iter = iter(data)
 
-  checkpoints = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), config.train.keep_checkpoints)
+  checkpoints = ckpt_lib.Checkpointer(storage.join(workdir, 'checkpoints'),
+                                      config.train.keep_checkpoints,
+                                      storage_timeout_s=config.train.storage_timeout_s)
   state = restore_or_init(config, checkpoints, abstract, data_iter,
                           lambda: state_lib.create_state(config, model, clip, tx_fn, image_size))
   state = jax.device_put(state, state_sharding)
@@ -235,7 +238,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   if note:
     print(note, flush=True)
   step_fn = jit_train_step(config, model, tx, mesh, state_sharding, t_clip=fixed_text_embeddings(model, state))
-  progress = ProgressLogger(workdir, total, config.data.labeled_batch + config.data.unlabeled_batch, lr_fn)
+  progress = ProgressLogger(workdir, total, config.data.labeled_batch + config.data.unlabeled_batch, lr_fn,
+                            config.train.storage_timeout_s)
   evaluator = evaluator_lib.Evaluator(config, predictor_lib.Predictor.from_config(config, model), sources['val'], names,
                                  num_samples=4)
   state, metrics = train_loop(config, state, step_fn, data_iter, mesh, checkpoints, progress, evaluator,
@@ -316,10 +320,9 @@ def restore_or_init(config, checkpoints, abstract, data_iter, init_fn):
 
 
 def read_best(workdir):
-  path = os.path.join(workdir, 'best.json')
-  if os.path.exists(path):
-    with open(path) as f:
-      return json.load(f)
+  path = storage.join(workdir, 'best.json')
+  if storage.exists(path):
+    return json.loads(storage.read_text(path))
   return {'miou': -1.0, 'step': 0}
 
 
@@ -331,10 +334,9 @@ def periodic_eval(evaluator, state, step, workdir, best, progress):
   progress.predictions('eval_predictions', samples, step)
   if results['miou'] > best['miou']:
     best = {'miou': results['miou'], 'step': step}
-    keeper = ckpt_lib.Checkpointer(os.path.join(workdir, 'best'), keep=1, async_save=False)
+    keeper = ckpt_lib.Checkpointer(storage.join(workdir, 'best'), keep=1, async_save=False)
     keeper.save(step, state, force=True)
     keeper.close()
     if jax.process_index() == 0:
-      with open(os.path.join(workdir, 'best.json'), 'w') as f:
-        json.dump(best, f)
+      storage.write_text(storage.join(workdir, 'best.json'), json.dumps(best))
   return best

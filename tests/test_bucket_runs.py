@@ -1,0 +1,133 @@
+"""Runs whose workdir is a bucket (gs://, a real GCS emulator: tests/gcs_emulator.py), as a user
+starts them: train, kill -9 and the same command again (the parameters of the uninterrupted run),
+`--mode eval`, `--mode predict` into the bucket, `Segmenter.load('gs://...')`, `tools.export` into
+the bucket; a store that stops mid-run ends the run with one line naming it, the checkpoints
+finished before stay, and once the store is back the same command resumes. No local folder named
+`gs:` appears."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import gcsfs
+import jax
+import numpy as np
+from PIL import Image
+import pytest
+
+from hvl_jax.common import storage
+from hvl_jax.data import synthetic
+from hvl_jax.inference import segmenter
+import gcs_emulator
+import test_cli
+from tiny import CLASS_NAMES
+
+ROOT = test_cli.ROOT
+
+
+@pytest.fixture
+def emulator(tmp_path, monkeypatch):
+  """An emulator keeping its objects in a folder (a restarted one serves them again); this
+  process's libraries pointed at it."""
+  e = gcs_emulator.Emulator(data_dir=str(tmp_path / 'store')).start()
+  for k, v in e.env.items():
+    monkeypatch.setenv(k, v)
+  gcsfs.GCSFileSystem.clear_instance_cache()
+  yield e
+  e.stop()
+  gcsfs.GCSFileSystem.clear_instance_cache()
+
+
+def start(emulator, cwd, workdir, *args, mode='train', module='hvl_jax.main'):
+  if module == 'hvl_jax.main':
+    args = ('--config', os.path.join(ROOT, 'tests', 'tiny_cli.py'), '--workdir', workdir,
+            f'--config.train.steps={test_cli.STEPS}', '--mode', mode) + args
+  env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS=test_cli.ONE_DEVICE, **emulator.env)
+  return subprocess.Popen([sys.executable, '-m', module, *args], cwd=cwd, env=env, text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def run(emulator, cwd, workdir, *args, **kwargs):
+  process = start(emulator, cwd, workdir, *args, **kwargs)
+  out, err = process.communicate(timeout=900)
+  assert process.returncode == 0, out + err
+  return out
+
+
+def wait_for_object(emulator, name, process, deadline_s=900):
+  deadline = time.time() + deadline_s
+  while time.time() < deadline and process.poll() is None and not emulator.has(name):
+    time.sleep(0.1)
+  return emulator.has(name)
+
+
+def objects(prefix):
+  """Every object under `prefix`, relative to it (a listing as a user sees it)."""
+  return sorted(f'{rel}/{n}' if rel else n for rel, _, names in storage.walk(prefix) for n in names)
+
+
+@pytest.mark.slow
+def test_a_run_in_a_bucket(emulator, tmp_path):
+  full, cut = 'gs://hvl/full', 'gs://hvl/cut'
+  out = run(emulator, tmp_path, full)
+  assert f'[{test_cli.STEPS}/{test_cli.STEPS}]' in out and f'workdir {full}' in out
+  written = objects(full)
+  print('\n'.join(['objects of a run in gs://hvl/full:'] + written))
+  for name in ('config_train.json', 'metrics.jsonl', 'eval_final.json', 'eval_final.txt',
+               f'checkpoints/{test_cli.STEPS}/commit_success.txt'):
+    assert name in written, name
+  assert any(n.startswith('tensorboard/events.out.tfevents') for n in written)
+  final_miou = json.loads(storage.read_text(f'{full}/eval_final.json'))['miou']
+
+  # kill -9 once checkpoint 4 is in the bucket, then the same command.
+  killed = start(emulator, tmp_path, cut)
+  assert wait_for_object(emulator, 'cut/checkpoints/4/commit_success.txt', killed)
+  killed.send_signal(signal.SIGKILL)
+  killed.communicate(timeout=60)
+  out = run(emulator, tmp_path, cut)
+  assert 'from step 4' in out or 'from step 6' in out, out
+  (a, sa), _ = test_cli.final_state(f'{full}/checkpoints')
+  (b, sb), _ = test_cli.final_state(f'{cut}/checkpoints')
+  assert sa == sb == test_cli.STEPS
+  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a.params, b.params)
+
+  run(emulator, tmp_path, full, mode='eval')
+  assert json.loads(storage.read_text(f'{full}/eval_eval.json'))['miou'] == pytest.approx(final_miou, abs=1e-6)
+
+  images = tmp_path / 'images'
+  images.mkdir()
+  image, _ = synthetic.make_scene(seed=7, index=0, size=48, num_classes=len(CLASS_NAMES))
+  Image.fromarray(image).save(images / 'scene.png')
+  run(emulator, tmp_path, full, '--input', str(images), '--output', 'gs://hvl/preds', mode='predict')
+  assert objects('gs://hvl/preds') == ['classes.json', 'scene.png', 'scene_overlay.jpg']
+  with storage.open_binary('gs://hvl/preds/scene.png') as f:
+    predicted = np.asarray(Image.open(f))
+  np.testing.assert_array_equal(segmenter.Segmenter.load(full).segment(image), predicted)
+
+  run(emulator, tmp_path, None, '--workdir', full, '--output', 'gs://hvl/export', '--platforms', 'cpu',
+      module='tools.export')
+  assert objects('gs://hvl/export') == ['classes.json', 'export.json', 'segmenter.jaxexport']
+  assert not (tmp_path / 'gs:').exists() and not os.path.exists(os.path.join(ROOT, 'gs:'))
+
+
+@pytest.mark.slow
+def test_a_store_that_stops_mid_run(emulator, tmp_path):
+  workdir, timeout = 'gs://hvl/run', '--config.train.storage_timeout_s=20'
+  running = start(emulator, tmp_path, workdir, '--config.train.steps=40', timeout)
+  assert wait_for_object(emulator, 'run/checkpoints/2/commit_success.txt', running)
+  emulator.stop()
+  stopped = time.time()
+  out, err = running.communicate(timeout=300)
+  lines = err.strip().splitlines()
+  assert running.returncode == 1 and 'Traceback' not in err, out + err
+  assert lines[-1].startswith(f'error: {workdir}/') and 'did not answer within 20 s' in lines[-1], lines[-1]
+  assert time.time() - stopped < 120
+
+  emulator.start()
+  out = run(emulator, tmp_path, workdir, timeout)
+  resumed_from = int(out.split(' from step ')[1].split()[0])
+  assert resumed_from >= 2 and resumed_from % 2 == 0, out
+  assert f'[{test_cli.STEPS}/{test_cli.STEPS}]' in out
+  assert not (tmp_path / 'gs:').exists()
