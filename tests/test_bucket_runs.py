@@ -1,9 +1,9 @@
 """Runs whose workdir is a bucket (gs://, a real GCS emulator: tests/gcs_emulator.py), as a user
 starts them: train, kill -9 and the same command again (the parameters of the uninterrupted run),
 `--mode eval`, `--mode predict` into the bucket, `Segmenter.load('gs://...')`, `tools.export` into
-the bucket; a store that stops mid-run ends the run with one line naming it, the checkpoints
-finished before stay, and once the store is back the same command resumes. No local folder named
-`gs:` appears."""
+the bucket; a checkpoint whose upload was cut off is not taken as the newest; a store that stops
+mid-run ends the run with one line naming it, the checkpoints finished before stay, and once the
+store is back the same command resumes. No local folder named `gs:` appears."""
 import json
 import os
 import signal
@@ -92,6 +92,16 @@ def test_a_run_in_a_bucket(emulator, tmp_path):
   (b, sb), _ = test_cli.final_state(f'{cut}/checkpoints')
   assert sa == sb == test_cli.STEPS
   jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a.params, b.params)
+
+  # An upload cut off before Orbax marks it finished (commit_success.txt) is never the newest:
+  # checkpoint 6's objects as step 8, without the marks.
+  for name in objects(f'{full}/checkpoints/{test_cli.STEPS}'):
+    if not name.endswith('commit_success.txt'):
+      storage.write_bytes(f'{full}/checkpoints/8/{name}',
+                          storage.read_bytes(f'{full}/checkpoints/{test_cli.STEPS}/{name}'))
+  (_, newest), _ = test_cli.final_state(f'{full}/checkpoints')
+  assert newest == test_cli.STEPS
+  storage.path(f'{full}/checkpoints/8').rmtree()
 
   run(emulator, tmp_path, full, mode='eval')
   assert json.loads(storage.read_text(f'{full}/eval_eval.json'))['miou'] == pytest.approx(final_miou, abs=1e-6)
