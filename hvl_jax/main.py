@@ -98,8 +98,9 @@ def config_summary(config, workdir: str, resolved: str, cache: Optional[str]) ->
       f'{data.num_classes} classes, crop {data.crop_size}',
       f'  network  {model.backbone} backbone ({model.clip.pretrained or "random weights"}), '
       f'{model.queries} queries, width {model.hidden_dim}, {model.dtype}',
-      f'  training {steps} of {data.labeled_batch} labeled + {data.unlabeled_batch} '
-      f'unlabeled images ({config.train.grad_accum} micro-step{"s" if config.train.grad_accum > 1 else ""} each)',
+      f'  training {steps} of {data.labeled_batch} labeled + {data.unlabeled_batch} unlabeled '
+      f'images ({config.train.grad_accum} micro-step{"s" if config.train.grad_accum > 1 else ""} '
+      'each)',
       f'  devices  {len(devices)} x {devices[0].platform} ({devices[0].device_kind}), JAX {jax.__version__}',
       f'  workdir  {workdir}',
       f'  compiled programs cached in {cache} (HVL_COMPILATION_CACHE=off: no cache)' if cache else

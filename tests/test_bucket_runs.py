@@ -4,6 +4,7 @@ starts them: train, kill -9 and the same command again (the parameters of the un
 the bucket; a checkpoint whose upload was cut off is not taken as the newest; a store that stops
 mid-run ends the run with one line naming it, the checkpoints finished before stay, and once the
 store is back the same command resumes. No local folder named `gs:` appears."""
+import io
 import json
 import os
 import signal
@@ -112,8 +113,7 @@ def test_a_run_in_a_bucket(emulator, tmp_path):
   Image.fromarray(image).save(images / 'scene.png')
   run(emulator, tmp_path, full, '--input', str(images), '--output', 'gs://hvl/preds', mode='predict')
   assert objects('gs://hvl/preds') == ['classes.json', 'scene.png', 'scene_overlay.jpg']
-  with storage.open_binary('gs://hvl/preds/scene.png') as f:
-    predicted = np.asarray(Image.open(f))
+  predicted = np.asarray(Image.open(io.BytesIO(storage.read_bytes('gs://hvl/preds/scene.png'))))
   np.testing.assert_array_equal(segmenter.Segmenter.load(full).segment(image), predicted)
 
   run(emulator, tmp_path, None, '--workdir', full, '--output', 'gs://hvl/export', '--platforms', 'cpu',

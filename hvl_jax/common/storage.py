@@ -98,10 +98,6 @@ def is_file(p: PathLike) -> bool:
   return path(p).is_file()
 
 
-def makedirs(p: PathLike):
-  path(p).mkdir(parents=True, exist_ok=True)
-
-
 def listdir(p: PathLike) -> List[str]:
   """The names in folder `p`, sorted."""
   return sorted(c.name for c in path(p).iterdir())
@@ -112,9 +108,10 @@ def walk(p: PathLike) -> Iterator[Tuple[str, List[str], List[str]]]:
   '/' separators, '' for `p` itself; sub-folder names, which may be pruned in place; file names)."""
   # epath yields a bucket's folders without their scheme ('bucket/x'), local ones as given.
   unscheme = lambda s: s.split('://', 1)[-1].rstrip('/')
-  top = unscheme(os.fspath(path(p)))
-  for parent, dirs, names in path(p).walk():
-    yield unscheme(os.fspath(parent))[len(top):].lstrip('/'), dirs, names
+  top = path(p)
+  prefix = unscheme(os.fspath(top))
+  for parent, dirs, names in top.walk():
+    yield unscheme(os.fspath(parent))[len(prefix):].lstrip('/'), dirs, names
 
 
 def read_bytes(p: PathLike) -> bytes:
@@ -123,11 +120,6 @@ def read_bytes(p: PathLike) -> bytes:
 
 def read_text(p: PathLike) -> str:
   return path(p).read_text(encoding='utf-8')
-
-
-def open_binary(p: PathLike):
-  """A readable binary file object of `p` (for PIL, which reads what it needs)."""
-  return path(p).open('rb')
 
 
 def write_bytes(p: PathLike, data: bytes):

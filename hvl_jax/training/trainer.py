@@ -292,7 +292,7 @@ def train_loop(config, state, step_fn, data_iter, mesh, checkpoints, progress, e
         progress.close()
         raise preemption.Preempted(step, checkpoints.directory)
       if config.train.eval_every and step % config.train.eval_every == 0 and step != total:
-        best = periodic_eval(evaluator, state, step, workdir, best, progress)
+        best = periodic_eval(evaluator, state, step, workdir, best, progress, checkpoints.timeout_s)
   finally:
     watcher.close()
   return state, metrics
@@ -326,7 +326,7 @@ def read_best(workdir):
   return {'miou': -1.0, 'step': 0}
 
 
-def periodic_eval(evaluator, state, step, workdir, best, progress):
+def periodic_eval(evaluator, state, step, workdir, best, progress, storage_timeout_s: float):
   """Evaluates; keeps the best checkpoint in workdir/best."""
   results, samples = evaluator.run(state_lib.full_params(state), workdir, tag=f'step_{step}',
                                    title=f'The network at step {step}')
@@ -334,7 +334,8 @@ def periodic_eval(evaluator, state, step, workdir, best, progress):
   progress.predictions('eval_predictions', samples, step)
   if results['miou'] > best['miou']:
     best = {'miou': results['miou'], 'step': step}
-    keeper = ckpt_lib.Checkpointer(storage.join(workdir, 'best'), keep=1, async_save=False)
+    keeper = ckpt_lib.Checkpointer(storage.join(workdir, 'best'), keep=1, async_save=False,
+                                   storage_timeout_s=storage_timeout_s)
     keeper.save(step, state, force=True)
     keeper.close()
     if jax.process_index() == 0:
