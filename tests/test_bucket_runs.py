@@ -1,7 +1,7 @@
 """Runs whose workdir is a bucket (gs://, a real GCS emulator: tests/gcs_emulator.py), as a user
 starts them: train, kill -9 and the same command again (the parameters of the uninterrupted run),
 `--mode eval`, `--mode predict` into the bucket, `Segmenter.load('gs://...')`, `tools.export` into
-the bucket; a checkpoint whose upload was cut off is not taken as the newest; a store that stops
+the bucket; two processes (launch/multihost.sh on localhost) writing one run; a checkpoint whose upload was cut off is not taken as the newest; a store that stops
 mid-run ends the run with one line naming it, the checkpoints finished before stay, and once the
 store is back the same command resumes. No local folder named `gs:` appears."""
 import io
@@ -140,4 +140,38 @@ def test_a_store_that_stops_mid_run(emulator, tmp_path):
   resumed_from = int(out.split(' from step ')[1].split()[0])
   assert resumed_from >= 2 and resumed_from % 2 == 0, out
   assert f'[{test_cli.STEPS}/{test_cli.STEPS}]' in out
+  assert not (tmp_path / 'gs:').exists()
+
+
+@pytest.mark.slow
+def test_two_processes_write_one_run(emulator, tmp_path):
+  """launch/multihost.sh twice on localhost (one CPU device each, JAX's CPU collectives between
+  them): one checkpoint, one metrics log, and a single process restores what they wrote."""
+  workdir = 'gs://hvl/two'
+  env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS=test_cli.ONE_DEVICE, **emulator.env)
+  coordinator = f'127.0.0.1:{gcs_emulator.free_port()}'
+  processes = [subprocess.Popen(
+      ['bash', os.path.join(ROOT, 'launch', 'multihost.sh'), coordinator, '2', str(i),
+       os.path.join(ROOT, 'tests', 'tiny_cli.py'), workdir, f'--config.train.steps={test_cli.STEPS}'],
+      cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+      for i in range(2)]
+  try:
+    outs = [p.communicate(timeout=900)[0] for p in processes]
+  finally:
+    for p in processes:
+      p.kill()
+  for p, out in zip(processes, outs):
+    assert p.returncode == 0, out
+    assert 'devices  2 x cpu' in out, out
+  written = objects(workdir)
+  print('\n'.join(['objects of a two-process run in gs://hvl/two:'] + written))
+  steps = sorted(int(n.split('/')[1]) for n in written
+                 if n.startswith('checkpoints/') and n.endswith('/commit_success.txt'))
+  assert steps[-1] == test_cli.STEPS, written
+  assert not any('tmp' in n.split('/')[1] for n in written if n.startswith('checkpoints/')), written
+  logged = [json.loads(line)['step'] for line in storage.read_text(f'{workdir}/metrics.jsonl').splitlines()]
+  assert logged == sorted(set(logged)) and logged[-1] == test_cli.STEPS, logged
+  trained = json.loads(storage.read_text(f'{workdir}/eval_final.json'))['miou']
+  run(emulator, tmp_path, workdir, mode='eval')
+  assert json.loads(storage.read_text(f'{workdir}/eval_eval.json'))['miou'] == pytest.approx(trained, abs=1e-6)
   assert not (tmp_path / 'gs:').exists()
