@@ -116,6 +116,9 @@ def get_config():
       short_side=512,           # 0 = native size
       stride=426,               # window step in pixels; 0 = 2/3 of the crop
       window_batch=8,           # windows per device call (rounded up to a multiple of the local devices)
+      # Any photo in bounded memory: a long side (after the short-side resize) above this is resized
+      # down to it, and the class map back up; 0 = 4 x data.crop_size.
+      max_side=0,
       zero_shot_baseline=False,  # also evaluate the frozen CLIP alone (dense zero-shot): zero_shot_miou
       # Open-vocabulary inference (hvl_jax/inference/open_vocabulary.py): the names --mode eval / predict
       # (and the end of training, besides the closed-set evaluation) query, in label order;

@@ -153,6 +153,14 @@ def test_train_preempt_kill_resume_eval_predict(tmp_path):
   bad = tmp_path / 'bad'
   bad.mkdir()
   (bad / 'broken.png').write_bytes(b'not a png')
-  rc, out, err = run(full, '--input', str(bad), '--output', str(preds), mode='predict')
-  last = err.strip().splitlines()[-1]
-  assert rc != 0 and last.startswith('error: ') and 'broken.png' in last and 'Traceback' not in err, err
+  # Beside it a photo above inference.max_side (4 x the 64 crop): segmented at 256 px, told once,
+  # its class map at its own size.
+  large, _ = synthetic.make_scene(seed=7, index=2, size=300, num_classes=len(CLASS_NAMES))
+  Image.fromarray(large).save(bad / 'large.png')
+  rc, out, err = run(full, '--input', str(bad), '--output', str(tmp_path / 'some'), mode='predict')
+  lines = err.strip().splitlines()
+  assert rc == 1 and 'Traceback' not in err, err
+  assert [l for l in lines if 'broken.png' in l] == [lines[-2]] and lines[-2].startswith('error: '), err
+  assert lines[-1].startswith('error: 1 of 2 images could not be read'), err
+  assert out.count('note: a photo whose long side exceeds 256 px') == 1, out
+  assert Image.open(tmp_path / 'some' / 'large.png').size == (300, 300)

@@ -112,7 +112,8 @@ def test_voc_fixture_evaluated_as_semivl(tmp_path):
   config = base.dataset_config('voc', 92)
   config.data.update(dict(root=str(root), splits_dir=str(splits)))
   geometry = predictor_lib.geometry(config)
-  assert geometry == dict(crop=512, stride=426, protocol='zegclip_sliding_window', short_side=512)
+  assert geometry == dict(crop=512, stride=426, protocol='zegclip_sliding_window', short_side=512,
+                         max_side=2048)
   predictor = predictor_lib.Predictor(stand_in, num_classes=K, **geometry, batch=2)   # the stand-in scores K classes
   config.data.num_classes = K
   val = files.FileSource(str(root), datasets.read_split_list(str(splits / 'pascal/val.txt'), True), 21)
@@ -131,5 +132,6 @@ def test_voc_fixture_evaluated_as_semivl(tmp_path):
   seen = union > 0
   np.testing.assert_allclose(results['miou'], (inter[seen] / union[seen]).mean(), atol=1e-4)
   written = json.loads((tmp_path / 'eval_eval.json').read_text())
-  assert written['inference'] == dict(protocol='zegclip_sliding_window', crop=512, stride=426, short_side=512)
+  assert written['inference'] == dict(protocol='zegclip_sliding_window', crop=512, stride=426, short_side=512,
+                                      max_side=2048)
   assert 'relevance_precision' not in written        # the stand-in does no gating

@@ -185,6 +185,38 @@ def test_a_list_of_images_is_batched_and_predicted_as_each_alone():
     np.testing.assert_array_equal(a.classes, a.probabilities.argmax(-1))
 
 
+@pytest.mark.parametrize('protocol,short_side', [('whole', 0), ('zegclip_sliding_window', 0),
+                                                 ('zegclip_sliding_window', 96), ('sliding_window', 0)])
+def test_a_photo_above_max_side_is_predicted_at_it_and_its_class_map_resized_back(protocol, short_side):
+  h, w, max_side = 301, 230, 64
+  image = random_image(np.random.RandomState(3), h, w)
+  shapes = []
+
+  def scores(prepared, images, valid):
+    shapes.append(images.shape[1:3])
+    return stand_in(prepared, images, valid)
+
+  predictor = predictor_lib.Predictor(scores, num_classes=K, crop=48, stride=32, protocol=protocol,
+                                      short_side=short_side, max_side=max_side)
+  pred = predictor.predict(None, image)
+  # The long side brought to 64 (UniMatch's rounding), whatever the short-side resize made of it.
+  small = (64, int(230 * 64 / 301 + 0.5))
+  assert predictor.capped(h, w) and predictor.inference_size(h, w) == small
+  assert max(max(s) for s in shapes) <= max_side
+  assert pred.classes.shape == (h, w) and pred.probabilities.shape == small + (K,)
+  # Reference: the same windows on cv2's area-resized image, then PyTorch's bilinear
+  # (align_corners) upsampling of the probabilities and argmax.
+  reference = predictor_lib.Predictor(stand_in, num_classes=K, crop=48, stride=32, protocol=protocol)
+  resized = cv2.resize(image, small[::-1], interpolation=cv2.INTER_AREA)
+  probs = reference.predict(None, resized).probabilities
+  np.testing.assert_allclose(pred.probabilities, probs, rtol=1e-6)
+  up = F.interpolate(torch.from_numpy(probs).permute(2, 0, 1)[None], size=(h, w), mode='bilinear',
+                     align_corners=True)[0].permute(1, 2, 0).numpy()
+  assert (pred.classes != up.argmax(-1)).mean() < 1e-4
+  if not short_side:     # below the limit: as before, at the image's own size
+    assert not predictor.capped(60, 64) and predictor.predict(None, image[:60, :64]).probabilities.shape == (60, 64, K)
+
+
 @pytest.mark.parametrize('h,w,crop', [(256, 512, 200), (100, 300, 96), (97, 61, 40)])
 def test_sliding_window_protocol_matches_unimatch(h, w, crop):
   image = random_image(np.random.RandomState(h * w), h, w)

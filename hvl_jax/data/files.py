@@ -69,6 +69,18 @@ def to_rgb(im: Image.Image, path: str) -> np.ndarray:
   return np.asarray(im.convert('RGB'))
 
 
+def conversion(mode: str) -> str:
+  """What the reading policy changes in an image of PIL mode `mode`, in a user's words ('' for
+  nothing a user would miss)."""
+  if mode in SIXTEEN_BIT:
+    return 'a 16-bit image: read by its high byte (8 bits a channel)'
+  if mode == 'CMYK':
+    return 'a CMYK image: converted to RGB (its colour profile is not applied)'
+  if mode in ('RGBA', 'LA', 'PA'):
+    return 'its alpha channel is dropped'
+  return ''
+
+
 def upright_rgb(im: Image.Image, where: str) -> np.ndarray:
   """A PIL image -> (H, W, 3) uint8 RGB, upright (EXIF orientation applied); `where` names it."""
   try:

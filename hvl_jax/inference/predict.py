@@ -4,6 +4,7 @@ open-vocabulary inference). Images are read as `data.files` reads photos (EXIF o
 applied), so the outputs match what a viewer shows."""
 import json
 import os
+import sys
 from typing import Optional
 
 from hvl_jax.common import storage
@@ -26,15 +27,29 @@ def list_inputs(path: str):
 
 
 def predict_files(config, workdir: str, input_path: str, output_dir: str, checkpoint: Optional[str] = None):
-  """Writes <output_dir>/<name>.png and <name>_overlay.jpg for each input image; returns the count."""
+  """Writes <output_dir>/<name>.png and <name>_overlay.jpg for each input image; returns the count.
+
+  An image that cannot be read is named in one line on stderr and the others are segmented; a
+  DataError at the end counts them. The first photo above inference.max_side is told of once."""
   paths = list_inputs(input_path)
   seg = segmenter.Segmenter.from_config(config, checkpoint or storage.join(workdir, 'checkpoints'))
   storage.write_text(storage.join(output_dir, 'classes.json'), json.dumps(list(seg.class_names), indent=0))
-  step = max(1, seg.predictor.batch)
+  step, failed, told = max(1, seg.predictor.batch), [], False
   for lo in range(0, len(paths), step):
-    chunk = paths[lo:lo + step]
-    images = [files.read_image(p) for p in chunk]
-    for i, (path, image, classes) in enumerate(zip(chunk, images, seg.segment(images)), lo + 1):
+    read = []
+    for path in paths[lo:lo + step]:
+      try:
+        read.append((path, files.read_image(path)))
+      except DataError as e:
+        print(f'error: {e}', file=sys.stderr, flush=True)
+        failed.append(path)
+    if not told and any(seg.predictor.capped(*image.shape[:2]) for _, image in read):
+      print(f'note: {seg.predictor.limit_note()}', flush=True)
+      told = True
+    for (path, image), classes in zip(read, seg.segment([image for _, image in read]) if read else []):
       visualize.save_prediction(classes, image, output_dir, os.path.splitext(os.path.basename(path))[0])
-      print(f'[{i}/{len(paths)}] {path} -> {output_dir}', flush=True)
+      print(f'[{paths.index(path) + 1}/{len(paths)}] {path} -> {output_dir}', flush=True)
+  if failed:
+    raise DataError(f'{len(failed)} of {len(paths)} images could not be read (named above); the other '
+                    f'{len(paths) - len(failed)} are in {output_dir}')
   return len(paths)

@@ -10,6 +10,14 @@
       cut at the image's edge (`sliding_window_boxes`), probabilities averaged.
   'whole'  the whole image padded to the network's multiple (small images, the demo).
 
+Any photo, bounded memory: under every protocol an image whose long side (after the short-side
+resize) exceeds `inference.max_side` (0 = 4 x the crop) is resized down to it (area
+interpolation), predicted there, and its class map brought back to the image's size (the
+probabilities resized bilinearly, corners aligned, a band of rows at a time, then argmax). The
+network, the windows and the probabilities then never exceed max_side x max_side, and the class
+map is the only array at the photo's own size (after the short-side resize too, the probabilities
+are brought back a band of rows at a time). The benchmarks' images are below the limit.
+
 `Predictor.predict(prepared, image)` is what evaluation and prediction call (`predict_many` for a
 list of images, whose windows are batched together), with
 `prepared = predictor.prepare(params)` computed once per parameter set (for the network: the
@@ -60,28 +68,48 @@ def sliding_window_boxes(height: int, width: int, crop: int, stride: int) -> Lis
   return [(y1, y2, x1, x2) for y1, y2 in span(height) for x1, x2 in span(width)]
 
 
+def align_corners_weights(n_in: int, n_out: int) -> np.ndarray:
+  """(n_out, n_in) float32: linear interpolation along one axis with corners aligned."""
+  src = np.arange(n_out) * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
+  lo = np.minimum(np.floor(src).astype(int), n_in - 1)
+  hi = np.minimum(lo + 1, n_in - 1)
+  m = np.zeros((n_out, n_in), np.float64)
+  np.add.at(m, (np.arange(n_out), lo), 1 - (src - lo))
+  np.add.at(m, (np.arange(n_out), hi), src - lo)
+  return m.astype(np.float32)
+
+
+def resize_rows(x: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+  """x (h, w, C) -> (len(rows), len(cols), C) with the interpolation matrices rows (H', h) and
+  cols (W, w), as two BLAS matmuls."""
+  (h, w, c), out_h = x.shape, rows.shape[0]
+  y = (rows @ x.astype(np.float32).reshape(h, w * c)).reshape(out_h, w, c)
+  return (y.transpose(0, 2, 1) @ cols.T).transpose(0, 2, 1)
+
+
 def resize_align_corners(x: np.ndarray, size: Tuple[int, int]) -> np.ndarray:
   """Bilinear resize of (h, w, C) to size (H, W) with corners aligned (PyTorch's
-  `interpolate(mode='bilinear', align_corners=True)`), as two interpolation matrices."""
-  def weights(n_in, n_out):
-    src = np.arange(n_out) * ((n_in - 1) / (n_out - 1) if n_out > 1 else 0.0)
-    lo = np.minimum(np.floor(src).astype(int), n_in - 1)
-    hi = np.minimum(lo + 1, n_in - 1)
-    m = np.zeros((n_out, n_in), np.float64)
-    np.add.at(m, (np.arange(n_out), lo), 1 - (src - lo))
-    np.add.at(m, (np.arange(n_out), hi), src - lo)
-    return m.astype(np.float32)
+  `interpolate(mode='bilinear', align_corners=True)`)."""
+  (h, w, _), (out_h, out_w) = x.shape, size
+  return resize_rows(x, align_corners_weights(h, out_h), align_corners_weights(w, out_w))
 
-  (h, w, c), (out_h, out_w) = x.shape, size
-  rows, cols = weights(h, out_h), weights(w, out_w)
-  y = (rows @ x.astype(np.float32).reshape(h, w * c)).reshape(out_h, w, c)
-  return (y.transpose(0, 2, 1) @ cols.T).transpose(0, 2, 1)       # (H, W, C), BLAS matmuls
+
+def resized_argmax(x: np.ndarray, size: Tuple[int, int], band: int = 64) -> np.ndarray:
+  """(H, W) int32 argmax of `resize_align_corners(x, size)`, computed `band` output rows at a
+  time, so that only the class map is ever held at the output size."""
+  (h, w, _), (out_h, out_w) = x.shape, size
+  rows, cols = align_corners_weights(h, out_h), align_corners_weights(w, out_w)
+  out = np.empty(size, np.int32)
+  for lo in range(0, out_h, band):
+    out[lo:lo + band] = resize_rows(x, rows[lo:lo + band], cols).argmax(-1)
+  return out
 
 
 class Prediction(NamedTuple):
-  """classes (H, W) int32 at the image's size, the argmax of probabilities (H, W, K) float32 (the
-  windows' class probabilities averaged where they overlap); present (K,) bool, the classes the
-  gating kept in any window (None without gating)."""
+  """classes (H, W) int32 at the image's size: the argmax of the probabilities (h, w, K) float32
+  (the windows' class probabilities averaged where they overlap, at the size the image was
+  predicted at, `Predictor.inference_size`) resized bilinearly (corners aligned) to (H, W);
+  present (K,) bool, the classes the gating kept in any window (None without gating)."""
   classes: np.ndarray
   present: Optional[np.ndarray]
   probabilities: Optional[np.ndarray] = None
@@ -140,10 +168,10 @@ def jit_prepare_and_scores(text_fn, scores, mesh: Optional[Mesh]):
 
 def geometry(config) -> dict:
   """The Predictor's geometry from the config: crop (data.crop_size), and inference's protocol,
-  short_side and stride (0 = 2/3 of the crop)."""
+  short_side, stride (0 = 2/3 of the crop) and max_side (0 = 4 x the crop)."""
   inf, crop = config.inference, config.data.crop_size
   return dict(crop=crop, stride=inf.stride or int(crop * 2 / 3),
-              protocol=inf.protocol, short_side=inf.short_side)
+              protocol=inf.protocol, short_side=inf.short_side, max_side=inf.max_side or 4 * crop)
 
 
 def zero_shot_scores(model: hvl.HVL, mesh: Optional[Mesh] = None):
@@ -178,14 +206,15 @@ class Predictor:
     crop, stride: window size and step.
     protocol: one of PROTOCOLS.
     short_side: 'zegclip_sliding_window' resizes the image's short side to this first (0 = not).
+    max_side: a larger long side (after that) is resized down to this (0 = no limit).
     pad_multiple: windows (and whole images) are padded to a multiple of this.
     batch: windows per call of `scores` (the last batch is padded, so shapes stay static).
     prepare: params -> what `scores` takes (default: the params themselves).
   """
 
   def __init__(self, scores: Callable, *, num_classes: int, crop: int, stride: int,
-               protocol: str = 'zegclip_sliding_window', short_side: int = 0, pad_multiple: int = 1,
-               batch: int = 1, prepare: Optional[Callable] = None):
+               protocol: str = 'zegclip_sliding_window', short_side: int = 0, max_side: int = 0,
+               pad_multiple: int = 1, batch: int = 1, prepare: Optional[Callable] = None):
     if protocol not in PROTOCOLS:
       raise ValueError(f'inference.protocol must be one of {PROTOCOLS}, got {protocol!r}')
     if batch < 1:
@@ -194,6 +223,7 @@ class Predictor:
       raise ValueError(f'inference.stride must be >= 1 pixel, got {stride}')
     self.scores, self.num_classes, self.crop, self.stride = scores, num_classes, crop, stride
     self.protocol, self.short_side, self.pad_multiple, self.batch = protocol, short_side, pad_multiple, batch
+    self.max_side = max_side
     self.prepare = prepare or (lambda params: params)
 
   @classmethod
@@ -217,11 +247,34 @@ class Predictor:
   def describe(self) -> dict:
     """The geometry, as the eval json records it (the fields the protocol uses)."""
     if self.protocol == 'whole':
-      return dict(protocol=self.protocol, pad_multiple=self.pad_multiple)
-    out = dict(protocol=self.protocol, crop=self.crop, stride=self.stride)
+      return dict(protocol=self.protocol, pad_multiple=self.pad_multiple, max_side=self.max_side)
+    out = dict(protocol=self.protocol, crop=self.crop, stride=self.stride, max_side=self.max_side)
     if self.protocol == 'zegclip_sliding_window':
       out['short_side'] = self.short_side
     return out
+
+  @property
+  def short_side_resized(self) -> bool:
+    return self.protocol == 'zegclip_sliding_window' and self.short_side > 0
+
+  def protocol_size(self, height: int, width: int) -> Tuple[int, int]:
+    """The (h, w) the protocol predicts an image of this size at (after the short-side resize)."""
+    return transforms.short_side_size(height, width, self.short_side) if self.short_side_resized else (height, width)
+
+  def inference_size(self, height: int, width: int) -> Tuple[int, int]:
+    """`protocol_size`, its long side brought down to max_side where it is longer."""
+    h, w = self.protocol_size(height, width)
+    return transforms.long_side_size(h, w, self.max_side) if self.max_side and max(h, w) > self.max_side else (h, w)
+
+  def capped(self, height: int, width: int) -> bool:
+    """Whether an image of this size exceeds max_side (and is predicted smaller)."""
+    return self.protocol_size(height, width) != self.inference_size(height, width)
+
+  def limit_note(self) -> str:
+    """What happens to a photo above max_side, in a user's words."""
+    after = ' after the short-side resize' if self.short_side_resized else ''
+    return (f'a photo whose long side{after} exceeds {self.max_side} px is segmented at {self.max_side} px '
+            'and its class map resized back to the photo (inference.max_side)')
 
   def boxes(self, height: int, width: int) -> List[Box]:
     if self.protocol == 'whole':
@@ -266,12 +319,12 @@ class Predictor:
   def predict_many(self, prepared: Any, images: Sequence[np.ndarray]) -> List[Prediction]:
     """Images (H_i, W_i, 3) uint8 of any sizes -> their Predictions, the windows of all of them
     batched together."""
-    resized = self.protocol == 'zegclip_sliding_window' and self.short_side > 0
     inputs = []
     for image in images:
-      if resized:
-        rh, rw = transforms.short_side_size(*image.shape[:2], self.short_side)
-        image = cv2.resize(image, (rw, rh), interpolation=cv2.INTER_LINEAR)
+      h, w = self.inference_size(*image.shape[:2])
+      if (h, w) != image.shape[:2]:    # the limit by area interpolation, which does not alias
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if self.capped(*image.shape[:2])
+                           else cv2.INTER_LINEAR)
       inputs.append(image)
     boxes = [self.boxes(*image.shape[:2]) for image in inputs]
     scores, present = self.window_scores(
@@ -286,7 +339,7 @@ class Predictor:
         count[y1:y2, x1:x2] += 1
       at += len(image_boxes)
       mean = acc / count
-      if resized:
-        mean = resize_align_corners(mean, original.shape[:2])
-      out.append(Prediction(mean.argmax(-1).astype(np.int32), present.get(k), mean))
+      classes = (mean.argmax(-1).astype(np.int32) if mean.shape[:2] == original.shape[:2]
+                 else resized_argmax(mean, original.shape[:2]))
+      out.append(Prediction(classes, present.get(k), mean))
     return out

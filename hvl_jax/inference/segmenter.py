@@ -108,11 +108,15 @@ class Segmenter:
     return self.predictions([image])[0].classes
 
   def probabilities(self, image: Union[ImageLike, Sequence[ImageLike]]):
-    """(H, W, K) float32 class probabilities of an image (a list of them for a list); their
-    argmax is `segment`."""
-    if isinstance(image, (list, tuple)):
-      return [p.probabilities for p in self.predictions(image)]
-    return self.predictions([image])[0].probabilities
+    """(H, W, K) float32 class probabilities of an image at its size (a list of them for a list);
+    their argmax is `segment`. H x W x K floats: `predictions` keeps them at the size the image
+    is predicted at."""
+    if not isinstance(image, (list, tuple)):
+      return self.probabilities([image])[0]
+    arrays = [as_rgb(a) for a in image]
+    return [p.probabilities if p.probabilities.shape[:2] == a.shape[:2] else
+            predictor_lib.resize_align_corners(p.probabilities, a.shape[:2])
+            for a, p in zip(arrays, self.predictions(arrays))]
 
   def export(self, platforms: Sequence[str] = ('cpu', 'cuda')) -> jax.export.Exported:
     """The network on one window, parameters inside, lowered for `platforms` (no accelerator
