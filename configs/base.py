@@ -62,6 +62,9 @@ def get_config():
       synthetic_size=64,
       synthetic_labeled=16,
       synthetic_unlabeled=128,
+      # Scenes of the unlabeled pool (indices) labeled too, e.g. tools.suggest_labels' picks: they
+      # join the labeled set and leave the pool.
+      synthetic_also_labeled=(),
       synthetic_val=32,
   ))
 

@@ -178,8 +178,15 @@ def make_sources(config) -> Dict[str, object]:
   if d.name == 'folder':
     return folder.make_sources(d.root, resolved(config).data.num_classes)
   if d.name == 'synthetic':
-    mk = lambda split, n: synthetic.SyntheticSource(split, n, d.synthetic_size, d.num_classes, d.synthetic_seed)
-    return dict(labeled=mk('labeled', d.synthetic_labeled), unlabeled=mk('unlabeled', d.synthetic_unlabeled),
+    mk = lambda split, n, scenes=None: synthetic.SyntheticSource(split, n, d.synthetic_size, d.num_classes,
+                                                                d.synthetic_seed, scenes)
+    also = sorted(set(d.synthetic_also_labeled))
+    if also and not 0 <= also[0] <= also[-1] < d.synthetic_unlabeled:
+      raise DataError(f'data.synthetic_also_labeled: indices must be in [0, data.synthetic_unlabeled='
+                      f'{d.synthetic_unlabeled}), got {[i for i in also if not 0 <= i < d.synthetic_unlabeled]}')
+    labeled = [('labeled', i) for i in range(d.synthetic_labeled)] + [('unlabeled', i) for i in also]
+    pool = [('unlabeled', i) for i in range(d.synthetic_unlabeled) if i not in set(also)]
+    return dict(labeled=mk('labeled', 0, labeled), unlabeled=mk('unlabeled', 0, pool),
                 val=mk('val', d.synthetic_val))
   s = spec(d.name)
   if not d.root or not storage.is_dir(d.root):

@@ -12,7 +12,7 @@ Every scene has a caption naming its visible objects with their size and colour
 """
 import hashlib
 import os
-from typing import Dict, List, NamedTuple, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -142,13 +142,23 @@ def make_captioned_scene(seed: int, index: int, size: int, num_classes: int) -> 
   return image, label, caption(objects)
 
 
-class SyntheticSource:
-  """Random-access source of synthetic records {'image', 'label', 'name'} for one split."""
+def scene_name(split: str, index: int) -> str:
+  """'synthetic_unlabeled_000042': a scene's name, as records and tools.suggest_labels give it."""
+  return f'synthetic_{split}_{index:06d}'
 
-  def __init__(self, split: str, length: int, size: int, num_classes: int, seed: int = 0):
-    if split not in SPLIT_OFFSETS:
-      raise ValueError(f'unknown synthetic split {split!r}; valid: {sorted(SPLIT_OFFSETS)}')
-    self.split, self.length, self.size, self.num_classes, self.seed = split, length, size, num_classes, seed
+
+class SyntheticSource:
+  """Random-access source of synthetic records {'image', 'label', 'caption', 'name'}: the first
+  `length` scenes of one split, or the scenes (split, index) listed in `scenes`."""
+
+  def __init__(self, split: str, length: int, size: int, num_classes: int, seed: int = 0,
+               scenes: Optional[Sequence[Tuple[str, int]]] = None):
+    for name in {split} | {sp for sp, _ in scenes or ()}:
+      if name not in SPLIT_OFFSETS:
+        raise ValueError(f'unknown synthetic split {name!r}; valid: {sorted(SPLIT_OFFSETS)}')
+    self.split, self.size, self.num_classes, self.seed = split, size, num_classes, seed
+    self.scenes = list(scenes) if scenes is not None else [(split, i) for i in range(length)]
+    self.length = len(self.scenes)
 
   def __len__(self) -> int:
     return self.length
@@ -156,9 +166,9 @@ class SyntheticSource:
   def __getitem__(self, index: int) -> Dict[str, np.ndarray]:
     if not 0 <= index < self.length:
       raise IndexError(f'synthetic {self.split} index {index} out of range [0, {self.length})')
-    image, label, text = make_captioned_scene(self.seed, SPLIT_OFFSETS[self.split] + index, self.size,
-                                              self.num_classes)
-    return dict(image=image, label=label, caption=text, name=f'synthetic_{self.split}_{index:06d}')
+    split, i = self.scenes[index]
+    image, label, text = make_captioned_scene(self.seed, SPLIT_OFFSETS[split] + i, self.size, self.num_classes)
+    return dict(image=image, label=label, caption=text, name=scene_name(split, i))
 
   def label_fingerprint(self) -> str:
     """Digest of the generated label maps (they follow the generator's code, not only its seed)."""
