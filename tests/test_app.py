@@ -222,7 +222,7 @@ def test_the_page_in_a_browser(workdir, tmp_path):
       shown = np.asarray(Image.open(io.BytesIO(tab.request.get(src).body())).convert('RGB'))
       np.testing.assert_array_equal(shown, visualize.overlay(image, classes))
       tab.wait_for_function('() => { const i = document.querySelector("#view img"); '
-                            'return i && i.complete && i.naturalWidth > 0; }', timeout=60_000)
+                            'return i && i.complete && i.naturalWidth > 0; }', timeout=120_000)
       os.makedirs(ARTIFACTS, exist_ok=True)
       tab.screenshot(path=os.path.join(ARTIFACTS, 'app_page.png'), full_page=True)
 

@@ -207,20 +207,22 @@ def build(page: Page) -> gr.Blocks:
       out = page.segment(files_in, text)
       photos, names_out, probs = out[4], out[5], out[6]
       # shown first: the first photo's most probable class
-      first = names_out[int(probs[photos[0]].mean((0, 1)).argmax())] if photos else None
+      first = int(probs[photos[0]].mean((0, 1)).argmax()) if photos else None
       return (out[0], out[1], out[2], out[3], gr.Dropdown(choices=photos, value=photos[0] if photos else None),
-              gr.Dropdown(choices=names_out, value=first), probs, names_out)
+              gr.Dropdown(choices=names_out, value=None if first is None else names_out[first]), probs, names_out,
+              None if first is None else probability_view(probs[photos[0]], first))
 
     def show(probs, names_out, which, k):
       if not probs or which not in probs or k not in names_out:
         return None
       return probability_view(probs[which], names_out.index(k))
 
+    # The view comes with the results; the dropdowns' own events are the user's picks only (a
+    # `change` event would also fire on the results' update, racing them with stale state).
     run.click(segment, inputs=[uploads, names],
-              outputs=[overlays, legend, status, downloads, photo, klass, probabilities, class_names]).then(
-                  show, inputs=[probabilities, class_names, photo, klass], outputs=view)
+              outputs=[overlays, legend, status, downloads, photo, klass, probabilities, class_names, view])
     for choice in (photo, klass):
-      choice.change(show, inputs=[probabilities, class_names, photo, klass], outputs=view)
+      choice.input(show, inputs=[probabilities, class_names, photo, klass], outputs=view)
   return blocks
 
 
