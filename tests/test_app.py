@@ -188,6 +188,7 @@ def test_the_page_in_a_browser(workdir, tmp_path):
     with sync_playwright() as p:
       browser = p.chromium.launch(executable_path=browser_path, args=['--no-sandbox'])
       tab = browser.new_page(viewport={'width': 1280, 'height': 1000})
+      tab.set_default_timeout(180_000)     # the other test worker's compiles share the 2 cores
       hosts = set()
       tab.on('request', lambda r: hosts.add(r.url.split('/')[2]))
       tab.goto(f'http://127.0.0.1:{port}/')
@@ -199,6 +200,7 @@ def test_the_page_in_a_browser(workdir, tmp_path):
         before = tab.inner_text('#status')
         if tab.query_selector('#photos button[aria-label="Clear"]'):
           tab.click('#photos button[aria-label="Clear"]')
+          tab.wait_for_selector('#photos input[type=file]', state='attached')
         tab.set_input_files('#photos input[type=file]', [upload])
         tab.wait_for_selector('#photos :text("%s")' % os.path.basename(upload))
         tab.fill('#names textarea', names)
