@@ -10,7 +10,6 @@ from its file and segmented twice: the first call compiles, the second is the st
 Prints the size the photo was predicted at (inference.max_side), the peak RSS before and after the
 photo, and both times.
 """
-import importlib
 import os
 import resource
 import subprocess
@@ -23,6 +22,7 @@ from absl import flags
 import cv2
 import jax
 import numpy as np
+from ml_collections import config_flags
 
 from benchmarks.harness import benchmark_config, device_name
 from hvl_jax.data import datasets
@@ -32,15 +32,13 @@ from hvl_jax.models import hvl
 CONFIGS = ('configs/demo.py', 'configs/folder.py:tiny', 'configs/folder.py')
 FOLDER_CLASSES = ('background', 'person', 'dog', 'bicycle')
 
-_CONFIG = flags.DEFINE_string('config', '', 'One config (path[:arg]); empty: each of CONFIGS.')
+_CONFIG = config_flags.DEFINE_config_file('config', None, 'One config (path[:arg]); none: each of CONFIGS.')
 _SIZE = flags.DEFINE_string('size', '4000x3000', 'The photo, WIDTHxHEIGHT.')
 
 
-def load_config(spec: str):
-  """configs/x.py[:arg] -> its config, as --config reads it."""
-  path, _, arg = spec.partition(':')
-  module = importlib.import_module(os.path.splitext(path)[0].replace('/', '.'))
-  config = benchmark_config(module.get_config(arg) if arg else module.get_config())
+def prepared_config(config):
+  """`config` with a random CLIP of its sizes; a folder config gets FOLDER_CLASSES."""
+  config = benchmark_config(config)
   if config.data.name == 'folder':
     config.data.class_names, config.data.num_classes = FOLDER_CLASSES, len(FOLDER_CLASSES)
   return config
@@ -56,8 +54,8 @@ def peak_rss_mib() -> float:
   return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(spec: str, width: int, height: int) -> str:
-  config = load_config(spec)
+def measure(spec: str, config, width: int, height: int) -> str:
+  config = prepared_config(config)
   names = datasets.class_names(config)
   model, clip = hvl.build_model(config, names)
   params = hvl.init_params(model, clip, jax.random.PRNGKey(0), config.data.crop_size)
@@ -81,8 +79,9 @@ def measure(spec: str, width: int, height: int) -> str:
 def main(argv):
   del argv
   width, height = (int(v) for v in _SIZE.value.split('x'))
-  if _CONFIG.value:
-    print(measure(_CONFIG.value, width, height), flush=True)
+  if _CONFIG.value is not None:
+    spec = config_flags.get_config_filename(flags.FLAGS['config'])
+    print(measure(spec, _CONFIG.value, width, height), flush=True)
     return
   print(f'{device_name()}, JAX {jax.__version__}')
   print('| config | protocol | photo -> predicted at | peak RSS before (MiB) | peak RSS after (MiB) | '

@@ -33,14 +33,14 @@ from hvl_jax.inference import segmenter
 from hvl_jax.inference import visualize
 from hvl_jax.models import hvl
 from hvl_jax.training import optim
+import gcs_emulator
+import test_cli
 from tiny import tiny_config
 from tools import app as app_lib
 from tools import suggest_labels
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ARTIFACTS = os.path.join(ROOT, 'test-artifacts')
-ONE_DEVICE = os.environ.get('XLA_FLAGS', '').replace('--xla_force_host_platform_device_count=2',
-                                                    '--xla_force_host_platform_device_count=1')
 OTHER_NAMES = ('background', 'disk', 'square', 'triangle', 'star', 'cross')
 
 
@@ -103,7 +103,7 @@ def test_the_small_worlds_picks_join_the_labeled_set():
 
 @pytest.mark.slow
 def test_suggest_labels_ranks_the_pool_by_entropy(workdir):
-  env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS=ONE_DEVICE)
+  env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS=test_cli.ONE_DEVICE)
   out = subprocess.run([sys.executable, '-m', 'tools.suggest_labels', '--workdir', workdir, '--count', '5'],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
   assert out.returncode == 0, out.stdout + out.stderr
@@ -153,12 +153,6 @@ def test_the_page_segments_uploads_and_names_the_bad_ones(workdir, tmp_path):
   assert page.segment([paths['scene.png']], ' , ')[2] == '**Type at least one class name.**'
 
 
-def free_port() -> int:
-  with socket.socket() as s:
-    s.bind(('127.0.0.1', 0))
-    return s.getsockname()[1]
-
-
 def chromium() -> str:
   found = shutil.which('chromium') or shutil.which('chromium-browser')
   if not found:
@@ -172,8 +166,8 @@ def chromium() -> str:
 def test_the_page_in_a_browser(workdir, tmp_path):
   browser_path = chromium()
   paths = bad_uploads(str(tmp_path))
-  port = free_port()
-  env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS=ONE_DEVICE)
+  port = gcs_emulator.free_port()
+  env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS=test_cli.ONE_DEVICE)
   server = subprocess.Popen([sys.executable, '-m', 'tools.app', '--workdir', workdir, '--port', str(port)],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
   try:

@@ -1,9 +1,10 @@
 """Runs whose workdir is a bucket (gs://, a real GCS emulator: tests/gcs_emulator.py), as a user
 starts them: train, kill -9 and the same command again (the parameters of the uninterrupted run),
 `--mode eval`, `--mode predict` into the bucket, `Segmenter.load('gs://...')`, `tools.export` into
-the bucket; two processes (launch/multihost.sh on localhost) writing one run; a checkpoint whose upload was cut off is not taken as the newest; a store that stops
-mid-run ends the run with one line naming it, the checkpoints finished before stay, and once the
-store is back the same command resumes. No local folder named `gs:` appears."""
+the bucket; two processes (launch/multihost.sh on localhost) writing one run; a checkpoint whose
+upload was cut off is not taken as the newest; a store that stops mid-run ends the run with one
+line naming it, the checkpoints finished before stay, and once the store is back the same command
+resumes. No local folder named `gs:` appears."""
 import io
 import json
 import os

@@ -22,7 +22,7 @@ import json
 import os
 import tempfile
 import time
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 os.environ.setdefault('GRADIO_ANALYTICS_ENABLED', 'False')   # read when gradio is imported
 
@@ -90,6 +90,21 @@ def probability_view(probabilities: np.ndarray, k: int) -> np.ndarray:
   return heat[..., ::-1].copy()
 
 
+class Results(NamedTuple):
+  """What one press of Segment shows."""
+  overlays: List[Tuple[np.ndarray, str]]     # (overlay (H, W, 3) uint8, photo name)
+  legends: str                               # HTML, one legend per photo
+  status: str                                # markdown: time taken, messages
+  downloads: List[str]                       # index PNG and overlay paths
+  photos: List[str]                          # names of the photos segmented
+  class_names: List[str]
+  probabilities: Dict[str, np.ndarray]       # photo name -> (h, w, K) at the predicted size
+
+  @classmethod
+  def message(cls, status: str, class_names: Sequence[str] = ()) -> 'Results':
+    return cls([], '', status, [], [], list(class_names), {})
+
+
 class Page:
   """What the page does, without the page: segmenters by class names, uploads to results."""
 
@@ -132,26 +147,24 @@ class Page:
     lines += [f'| {i} | {r["image"]} | {r["score"]:.4f} |' for i, r in enumerate(ranked['ranking'][:SHOWN_SUGGESTIONS], 1)]
     return '\n'.join(lines)
 
-  def segment(self, uploads: Optional[Sequence[str]], names_text: str):
-    """Uploaded file paths and the class-names text -> (overlays [(image, caption)], legends HTML,
-    status markdown, downloads [paths], photo names, class names, predictions {photo: (h, w, K)})."""
+  def segment(self, uploads: Optional[Sequence[str]], names_text: str) -> 'Results':
+    """Uploaded file paths and the class-names text -> Results."""
     names = parse_names(names_text)
     if not names:
-      return [], '', '**Type at least one class name.**', [], [], [], {}
+      return Results.message('**Type at least one class name.**')
     if len(set(n.lower() for n in names)) != len(names):
-      return [], '', '**Each class name must be different.**', [], [], [], {}
+      return Results.message('**Each class name must be different.**')
     if not uploads:
-      return [], '', '**Upload a photo first.**', [], [], names, {}
+      return Results.message('**Upload a photo first.**', names)
     seg = self.segmenter(names)
     messages, read = [], []
     for path in uploads:
       try:
-        image = files.read_image(path)
+        with files.open_file(path, 'image') as im:       # read once: the pixels and what was converted
+          image, changed = files.upright_rgb(im, path), files.conversion(im.mode)
       except DataError as e:
         messages.append(upload_message(path, e))
         continue
-      with Image.open(path) as im:
-        changed = files.conversion(im.mode)
       if changed:
         messages.append(f'{os.path.basename(path)}: {changed}')
       read.append((os.path.basename(path), image))
@@ -171,8 +184,8 @@ class Page:
     status = [f'Segmented {len(read)} photo{"s" if len(read) != 1 else ""} in {elapsed:.2f} s '
               f'with {len(seg.class_names)} class names.' if read else 'No photo could be read.']
     status += [f'- {html.escape(m)}' for m in messages]
-    return (overlays, ''.join(legends), '\n'.join(status), downloads, [n for n, _ in read],
-            list(seg.class_names), probabilities)
+    return Results(overlays, ''.join(legends), '\n'.join(status), downloads, [n for n, _ in read],
+                   list(seg.class_names), probabilities)
 
 
 def build(page: Page) -> gr.Blocks:
@@ -205,10 +218,11 @@ def build(page: Page) -> gr.Blocks:
 
     def segment(files_in, text):
       out = page.segment(files_in, text)
-      photos, names_out, probs = out[4], out[5], out[6]
+      photos, names_out, probs = out.photos, out.class_names, out.probabilities
       # shown first: the first photo's most probable class
       first = int(probs[photos[0]].mean((0, 1)).argmax()) if photos else None
-      return (out[0], out[1], out[2], out[3], gr.Dropdown(choices=photos, value=photos[0] if photos else None),
+      return (out.overlays, out.legends, out.status, out.downloads,
+              gr.Dropdown(choices=photos, value=photos[0] if photos else None),
               gr.Dropdown(choices=names_out, value=None if first is None else names_out[first]), probs, names_out,
               None if first is None else probability_view(probs[photos[0]], first))
 

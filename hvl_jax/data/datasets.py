@@ -185,7 +185,8 @@ def make_sources(config) -> Dict[str, object]:
       raise DataError(f'data.synthetic_also_labeled: indices must be in [0, data.synthetic_unlabeled='
                       f'{d.synthetic_unlabeled}), got {[i for i in also if not 0 <= i < d.synthetic_unlabeled]}')
     labeled = [('labeled', i) for i in range(d.synthetic_labeled)] + [('unlabeled', i) for i in also]
-    pool = [('unlabeled', i) for i in range(d.synthetic_unlabeled) if i not in set(also)]
+    taken = set(also)
+    pool = [('unlabeled', i) for i in range(d.synthetic_unlabeled) if i not in taken]
     return dict(labeled=mk('labeled', 0, labeled), unlabeled=mk('unlabeled', 0, pool),
                 val=mk('val', d.synthetic_val))
   s = spec(d.name)

@@ -37,18 +37,18 @@ def predict_files(config, workdir: str, input_path: str, output_dir: str, checkp
   step, failed, told = max(1, seg.predictor.batch), [], False
   for lo in range(0, len(paths), step):
     read = []
-    for path in paths[lo:lo + step]:
+    for number, path in enumerate(paths[lo:lo + step], lo + 1):
       try:
-        read.append((path, files.read_image(path)))
+        read.append((number, path, files.read_image(path)))
       except DataError as e:
         print(f'error: {e}', file=sys.stderr, flush=True)
         failed.append(path)
-    if not told and any(seg.predictor.capped(*image.shape[:2]) for _, image in read):
+    if not told and any(seg.predictor.capped(*image.shape[:2]) for _, _, image in read):
       print(f'note: {seg.predictor.limit_note()}', flush=True)
       told = True
-    for (path, image), classes in zip(read, seg.segment([image for _, image in read]) if read else []):
+    for (number, path, image), classes in zip(read, seg.segment([image for _, _, image in read]) if read else []):
       visualize.save_prediction(classes, image, output_dir, os.path.splitext(os.path.basename(path))[0])
-      print(f'[{paths.index(path) + 1}/{len(paths)}] {path} -> {output_dir}', flush=True)
+      print(f'[{number}/{len(paths)}] {path} -> {output_dir}', flush=True)
   if failed:
     raise DataError(f'{len(failed)} of {len(paths)} images could not be read (named above); the other '
                     f'{len(paths) - len(failed)} are in {output_dir}')

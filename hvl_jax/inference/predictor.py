@@ -321,9 +321,9 @@ class Predictor:
     batched together."""
     inputs = []
     for image in images:
-      h, w = self.inference_size(*image.shape[:2])
+      protocol_size, (h, w) = self.protocol_size(*image.shape[:2]), self.inference_size(*image.shape[:2])
       if (h, w) != image.shape[:2]:    # the limit by area interpolation, which does not alias
-        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if self.capped(*image.shape[:2])
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if (h, w) != protocol_size
                            else cv2.INTER_LINEAR)
       inputs.append(image)
     boxes = [self.boxes(*image.shape[:2]) for image in inputs]
