@@ -168,8 +168,12 @@ def test_the_page_in_a_browser(workdir, tmp_path):
   paths = bad_uploads(str(tmp_path))
   port = gcs_emulator.free_port()
   env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS=test_cli.ONE_DEVICE)
-  server = subprocess.Popen([sys.executable, '-m', 'tools.app', '--workdir', workdir, '--port', str(port)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+  log_path = tmp_path / 'server.log'
+  with open(log_path, 'w') as log:
+    server = subprocess.Popen([sys.executable, '-m', 'tools.app', '--workdir', workdir, '--port', str(port)],
+                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+  # What the server and the page said, for a failure's message (a step that times out says why).
+  said = []
   try:
     deadline = time.time() + 300
     while time.time() < deadline and server.poll() is None:
@@ -178,60 +182,75 @@ def test_the_page_in_a_browser(workdir, tmp_path):
         break
       except OSError:
         time.sleep(0.5)
-    assert server.poll() is None, server.communicate()[0]
+    assert server.poll() is None, log_path.read_text()
     with sync_playwright() as p:
       browser = p.chromium.launch(executable_path=browser_path, args=['--no-sandbox'])
       tab = browser.new_page(viewport={'width': 1280, 'height': 1000})
       tab.set_default_timeout(180_000)     # the other test worker's compiles share the 2 cores
       hosts = set()
       tab.on('request', lambda r: hosts.add(r.url.split('/')[2]))
-      tab.goto(f'http://127.0.0.1:{port}/')
-      trained = datasets.class_names(config_io.read(os.path.join(workdir, config_io.TRAINING_CONFIG)))
-      assert tab.input_value('#names textarea') == ', '.join(trained)
-
-      def segment(upload, names):
-        """Uploads one photo in place of the last, types the names, presses Segment; the new status."""
-        before = tab.inner_text('#status')
-        if tab.query_selector('#photos button[aria-label="Clear"]'):
-          tab.click('#photos button[aria-label="Clear"]')
-          tab.wait_for_selector('#photos input[type=file]', state='attached')
-        tab.set_input_files('#photos input[type=file]', [upload])
-        tab.wait_for_selector('#photos :text("%s")' % os.path.basename(upload))
-        tab.fill('#names textarea', names)
-        tab.click('#segment')
-        tab.wait_for_function('([before]) => { const t = document.querySelector("#status").innerText; '
-                              'return t !== before && /^(Segmented|No photo)/.test(t.trim()); }', arg=[before],
-                              timeout=300_000)
-        return tab.inner_text('#status')
-
-      status = segment(paths['scene.png'], ', '.join(OTHER_NAMES))
-      assert 'Segmented 1 photo' in status, status
-      tab.wait_for_selector('#legend .legend')
-      rows = [r.split('\t') for r in tab.inner_text('#legend .legend table').strip().splitlines()]
-      image = np.asarray(Image.open(paths['scene.png']))
-      classes = segmenter.Segmenter.load(workdir, class_names=OTHER_NAMES).segment(image)
-      counts = np.bincount(classes.ravel(), minlength=len(OTHER_NAMES))
-      expected = [(OTHER_NAMES[k], f'{counts[k] / classes.size:.1%}') for k in np.argsort(-counts, kind='stable')
-                  if counts[k]]
-      assert [(r[-2].strip(), r[-1].strip()) for r in rows] == expected, rows
-      src = tab.get_attribute('#overlays img', 'src')
-      shown = np.asarray(Image.open(io.BytesIO(tab.request.get(src).body())).convert('RGB'))
-      np.testing.assert_array_equal(shown, visualize.overlay(image, classes))
-      tab.wait_for_function('() => { const i = document.querySelector("#view img"); '
-                            'return i && i.complete && i.naturalWidth > 0; }', timeout=120_000)
-      os.makedirs(ARTIFACTS, exist_ok=True)
-      tab.screenshot(path=os.path.join(ARTIFACTS, 'app_page.png'), full_page=True)
-
-      status = segment(paths['notes.png'], ', '.join(OTHER_NAMES))
-      assert 'notes.png: unreadable or truncated image' in status and 'No photo could be read' in status, status
-      # The page keeps serving: the photos from before with other names.
-      tab.fill('#names textarea', 'background, disk')
-      tab.click('#segment')
-      tab.wait_for_function('() => /^No photo/.test(document.querySelector("#status").innerText.trim()) && '
-                            '!document.querySelector("#status").innerText.includes("s\\n")')
-      assert re.search(r'(background|disk)\s+\d+\.\d%', tab.inner_text('#legend')) is None
+      tab.on('console', lambda m: said.append(f'console {m.type}: {m.text}'))
+      tab.on('requestfailed', lambda r: said.append(f'failed {r.method} {r.url}: {r.failure}'))
+      tab.on('response', lambda r: r.status >= 400 and said.append(f'{r.status} {r.request.method} {r.url}'))
+      try:
+        run_the_page(tab, port, workdir, paths)
+      except Exception as e:
+        raise AssertionError(f'{e}\n-- the page said:\n' + '\n'.join(said[-40:]) +
+                             '\n-- the server said:\n' + log_path.read_text()[-4000:]) from e
       assert hosts == {f'127.0.0.1:{port}'}, hosts      # no request left the machine
       browser.close()
   finally:
     server.kill()
-    server.communicate()
+    server.wait()
+
+
+def run_the_page(tab, port: int, workdir: str, paths: dict):
+  """The user's steps on the page at `port`, with what each must show."""
+  tab.goto(f'http://127.0.0.1:{port}/')
+  trained = datasets.class_names(config_io.read(os.path.join(workdir, config_io.TRAINING_CONFIG)))
+  assert tab.input_value('#names textarea') == ', '.join(trained)
+
+  def segment(upload, names):
+    """Uploads one photo in place of the last, types the names, presses Segment; the new status."""
+    before = tab.inner_text('#status')
+    if tab.query_selector('#photos button[aria-label="Clear"]'):
+      tab.click('#photos button[aria-label="Clear"]')
+      tab.wait_for_selector('#photos input[type=file]', state='attached')
+    with tab.expect_response(lambda r: '/upload' in r.url and r.request.method == 'POST') as uploaded:
+      tab.set_input_files('#photos input[type=file]', [upload])
+    assert uploaded.value.ok, f'upload of {upload}: HTTP {uploaded.value.status}'
+    # The file list names each file in its cell's aria-label (its text is split in stem and ext).
+    tab.wait_for_selector('#photos td.filename[aria-label="%s"]' % os.path.basename(upload))
+    tab.fill('#names textarea', names)
+    tab.click('#segment')
+    tab.wait_for_function('([before]) => { const t = document.querySelector("#status").innerText; '
+                          'return t !== before && /^(Segmented|No photo)/.test(t.trim()); }', arg=[before],
+                          timeout=300_000)
+    return tab.inner_text('#status')
+
+  status = segment(paths['scene.png'], ', '.join(OTHER_NAMES))
+  assert 'Segmented 1 photo' in status, status
+  tab.wait_for_selector('#legend .legend')
+  rows = [r.split('\t') for r in tab.inner_text('#legend .legend table').strip().splitlines()]
+  image = np.asarray(Image.open(paths['scene.png']))
+  classes = segmenter.Segmenter.load(workdir, class_names=OTHER_NAMES).segment(image)
+  counts = np.bincount(classes.ravel(), minlength=len(OTHER_NAMES))
+  expected = [(OTHER_NAMES[k], f'{counts[k] / classes.size:.1%}') for k in np.argsort(-counts, kind='stable')
+              if counts[k]]
+  assert [(r[-2].strip(), r[-1].strip()) for r in rows] == expected, rows
+  src = tab.get_attribute('#overlays img', 'src')
+  shown = np.asarray(Image.open(io.BytesIO(tab.request.get(src).body())).convert('RGB'))
+  np.testing.assert_array_equal(shown, visualize.overlay(image, classes))
+  tab.wait_for_function('() => { const i = document.querySelector("#view img"); '
+                        'return i && i.complete && i.naturalWidth > 0; }', timeout=120_000)
+  os.makedirs(ARTIFACTS, exist_ok=True)
+  tab.screenshot(path=os.path.join(ARTIFACTS, 'app_page.png'), full_page=True)
+
+  status = segment(paths['notes.png'], ', '.join(OTHER_NAMES))
+  assert 'notes.png: unreadable or truncated image' in status and 'No photo could be read' in status, status
+  # The page keeps serving: the photos from before with other names.
+  tab.fill('#names textarea', 'background, disk')
+  tab.click('#segment')
+  tab.wait_for_function('() => /^No photo/.test(document.querySelector("#status").innerText.trim()) && '
+                        '!document.querySelector("#status").innerText.includes("s\\n")')
+  assert re.search(r'(background|disk)\s+\d+\.\d%', tab.inner_text('#legend')) is None

@@ -149,7 +149,8 @@ def test_two_processes_write_one_run(emulator, tmp_path):
   """launch/multihost.sh twice on localhost (one CPU device each, JAX's CPU collectives between
   them): one checkpoint, one metrics log, and a single process restores what they wrote."""
   workdir = 'gs://hvl/two'
-  env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS=test_cli.ONE_DEVICE, **emulator.env)
+  env = dict(os.environ, PYTHONPATH=ROOT, PYTHON=sys.executable, XLA_FLAGS=test_cli.ONE_DEVICE,
+             **emulator.env)
   coordinator = f'127.0.0.1:{gcs_emulator.free_port()}'
   processes = [subprocess.Popen(
       ['bash', os.path.join(ROOT, 'launch', 'multihost.sh'), coordinator, '2', str(i),
