@@ -47,11 +47,11 @@ stage deform 90 python3 -m benchmarks.deform_attn --batch 8
 stage criterion 90 python3 -m benchmarks.criterion --config configs/voc_92.py --batch 4 --max_masks 64,32
 stage voc 250 python3 -m benchmarks.train_step --config configs/voc_92.py --steps 5 --grad_accum 2
 stage variants 560 python3 -m benchmarks.train_step --config configs/voc_92.py --steps 5 --grad_accum 2 \
-  --variant cudnn:model.attention_impl=cudnn \
-  --variant dots:model.remat.backbone=dots_with_no_batch_dims_saveable \
+  --variant cudnn:model.compute.attention_impl=cudnn \
+  --variant dots:model.backbone_remat=dots_with_no_batch_dims_saveable \
   --variant accum1:train.grad_accum=1
 stage feed 300 python3 -m benchmarks.train_step --config configs/voc_92.py --steps 5 --grad_accum 2 \
-  --variant host:data.strong_views=host
+  --variant host:data.strong_view.where=host
 # JAX reads JAX_COMPILATION_CACHE_DIR itself; "compiled in" of the second start is the load.
 for start in first second; do
   JAX_COMPILATION_CACHE_DIR=$OUT/jax_cache stage cache 200 python3 -m benchmarks.train_step \

@@ -1,7 +1,7 @@
 r"""Each loss term's share of the gradient before clipping.
 
   python -m benchmarks.grad_shares --config configs/demo.py [--datasets voc,coco,ade,cityscapes] \
-      [--steps 100] [--config.loss.regularizer_reduction=sum]
+      [--steps 100] [--config.loss.prompt.reduction=sum]
   python -m benchmarks.grad_shares --workdir runs/demo [--batches 8]
 
 At the real class counts (--config): for each dataset, the config's network (a random CLIP of its
@@ -59,7 +59,7 @@ def term_gradient_norms(model, config, params, frozen, batch, rng):
 
   def parts(p):
     return objective.weighted_terms(model, {**p, **frozen}, inputs, rng,
-                                    objective.ObjectiveConfig.from_config(config))[0]
+                                    objective.objective_config(config, model.cfg))[0]
 
   grads = jax.jacrev(parts)(params)
   norms = {name: optax.tree.norm(g) for name, g in grads.items()}
@@ -84,7 +84,7 @@ def along_run(workdir: str, num_batches: int):
   stream = iter(pipeline.train_dataset(config, sources))
   batches = [next(stream) for _ in range(num_batches)]
   shapes = jax.eval_shape(lambda: hvl.init_params(model, clip, jax.random.PRNGKey(0), config.data.crop_size))
-  trainable, frozen = state_lib.split_params(shapes, config)
+  trainable, frozen = state_lib.split_params(shapes, model)
   checkpoints = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), async_save=False)
   measure = jax.jit(lambda p, f, b: term_gradient_norms(model, config, p, f, b, jax.random.PRNGKey(0)))
   print(f'{workdir}: {num_batches} batches of its stream, device {device_name()} JAX {jax.__version__}', flush=True)
@@ -113,7 +113,7 @@ def main(argv):
     batches = [random_batch(config, rng) for _ in range(4)]
     measure = jax.jit(lambda s, b: term_gradient_norms(model, config, s.params, s.frozen, b, jax.random.PRNGKey(0)))
     step = jax.jit(trainer.bind_train_step(config, model, tx))
-    print(f'{name} K={len(names)} reduction={config.loss.regularizer_reduction} device {device_name()} '
+    print(f'{name} K={len(names)} reduction={config.loss.prompt.reduction} device {device_name()} '
           f'JAX {jax.__version__}', flush=True)
     print(row('  init', measure(state, batches[0]), config.optim.clip_norm), flush=True)
     for i in range(_STEPS.value):

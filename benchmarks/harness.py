@@ -5,6 +5,7 @@ import time
 import jax
 import numpy as np
 
+from configs import base
 from hvl_jax.common import sharding
 from hvl_jax.common import state as state_lib
 from hvl_jax.data import datasets
@@ -62,7 +63,7 @@ def peak_flops() -> float:
 
 def random_batch(config, rng: np.random.Generator):
   """One micro-batch (global) of uint8 images and blob labels of the configured shapes, as the
-  input pipeline ships it (strong views only with data.strong_views='host')."""
+  input pipeline ships it (strong views only with data.strong_view.where='host')."""
   d, accum = config.data, config.train.grad_accum
   s, bl, bu = d.crop_size, d.labeled_batch // accum, d.unlabeled_batch // accum
   labels = np.zeros((bl, s, s), np.int32)
@@ -121,9 +122,9 @@ def unrolled_flops(config, clip, names, tx, state, batch, recompute: bool = True
   cuBLAS/cuDNN calls from a compiled one).
   """
   unrolled = config.copy_and_resolve_references()
-  unrolled.model.scan_layers = False
+  unrolled.model.compute.scan = False
   if not recompute:
-    unrolled.model.remat.update(dict(backbone='none', pixel_decoder='none', decoder='none'))
+    base.set_remat(unrolled, 'none')
   with sharding.on_host_cpu():   # also selects XLA attention, which a CPU lowering needs
     mesh = sharding.make_mesh(jax.local_devices(backend='cpu')[:1])
     state_sh = sharding.replicated(mesh, state)
@@ -137,6 +138,3 @@ def unrolled_flops(config, clip, names, tx, state, batch, recompute: bool = True
   return float(cost.get('flops', float('nan')))
 
 
-def remat_summary(m) -> str:
-  """'backbone nothing_saveable, pixel_decoder none, ...': each tower's rematerialisation."""
-  return ', '.join(f'{tower} {policy}' for tower, policy in m.remat.items())

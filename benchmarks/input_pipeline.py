@@ -7,12 +7,12 @@ the cores it takes to feed a train step.
 Writes VOC-sized JPEGs and index PNGs to a temporary directory in the VOC layout, then times, on
 one core (no workers): decoding, the labeled path (decode + scale/crop/flip), the unlabeled path
 with the strong views made on the host (weak view + two strong views + CutMix boxes,
-data.strong_views='host') and with them made in the train step (the weak view only, 'device'),
+data.strong_view.where='host') and with them made in the train step (the weak view only, 'device'),
 and the mixed batch a train step consumes (as many unlabeled as labeled images) for both. The
 cores needed divide a step's images per second by the mixed rate: for the step measured on an
 H200 (--step_ms, benchmarks/RESULTS.md) and for a step at 35% MFU (--target_ms). What the device
 path costs inside the step: `python -m benchmarks.train_step --config configs/demo.py --variant
-host:data.strong_views=host` (step times side by side) and `--flops_only` on configs/voc_92.py.
+host:data.strong_view.where=host` (step times side by side) and `--flops_only` on configs/voc_92.py.
 """
 import argparse
 import os

@@ -4,8 +4,8 @@ r"""Benchmark the real train step on random inputs of the real shapes (no datase
   python -m benchmarks.train_step --config configs/demo.py --steps 3      # tiny, for CPU
   python -m benchmarks.train_step --config configs/voc_92.py --grad_accum 2 --flops_only
   python -m benchmarks.train_step --config configs/voc_92.py --grad_accum 2 \
-      --variant 'dots:model.remat.backbone=dots_with_no_batch_dims_saveable' \
-      --variant 'big:train.grad_accum=1,model.attention_impl=cudnn'
+      --variant 'dots:model.backbone_remat=dots_with_no_batch_dims_saveable' \
+      --variant 'big:train.grad_accum=1,model.compute.attention_impl=cudnn'
   XLA_FLAGS=--xla_gpu_enable_command_buffer= \
   python -m benchmarks.train_step --config configs/voc_92.py --grad_accum 2 --profile /tmp/prof
 
@@ -39,7 +39,7 @@ from ml_collections import config_flags
 
 from benchmarks import profile_summary
 from benchmarks.harness import (benchmark_config, build_state, device_name, gib, optimizer, peak_flops, planned_bytes,
-                                random_batch, remat_summary, shaped, unrolled_flops)
+                                random_batch, shaped, unrolled_flops)
 from configs import base
 from hvl_jax.common import sharding
 from hvl_jax.models import hvl
@@ -127,8 +127,8 @@ def describe(config, images: int) -> str:
   d, accum = config.data, config.train.grad_accum
   return (f'config {d.name} {d.split} crop {d.crop_size}, {d.labeled_batch}+{d.unlabeled_batch} images/step, '
           f'grad_accum {accum} ({d.labeled_batch // accum}+{d.unlabeled_batch // accum} per micro-step over '
-          f'{jax.device_count()} device(s)), backbone {config.model.backbone}, dtype {config.model.dtype}, '
-          f'remat {remat_summary(config.model)}; {images} images/step')
+          f'{jax.device_count()} device(s)), backbone {config.model.backbone}, dtype {config.model.compute.dtype}, '
+          f'remat {base.remat_summary(config.model)}; {images} images/step')
 
 
 def main(argv):
@@ -181,7 +181,7 @@ def main(argv):
     m = runs[name].config
     print(f'{name:<14}{step_s * 1e3:>9.1f}{results.get("base", float("nan")) / step_s:>8.2f}x'
           f'{images / step_s:>10.2f}{flops / step_s / peak:>7.1%}{gib(planned_bytes(compiled[name])):>11}  '
-          f'{m.train.grad_accum}, {m.model.attention_impl}, {remat_summary(m.model)}')
+          f'{m.train.grad_accum}, {m.model.compute.attention_impl}, {base.remat_summary(m.model)}')
   if _PROFILE.value:
     v = runs[_PROFILE_VARIANT.value]
     profiled = v.lowered.compile(NO_CUDA_GRAPHS)

@@ -22,16 +22,16 @@ VARIANTS = {
     'no_instance': {'model.decoder.instance_queries': 0},
     'no_refinement': {'model.decoder.query_refinement': False},
     # Table 4's rows without one regularizer, each one field.
-    'no_prompt': {'loss.prompt': 0.0},
-    'no_mask': {'loss.mask': 0.0},
-    'no_align': {'loss.align': 0.0},
-    'no_regularizers': {'loss.prompt': 0.0, 'loss.mask': 0.0, 'loss.align': 0.0},
-    'prompt_only': {'loss.mask': 0.0, 'loss.align': 0.0},
-    'mask_only': {'loss.prompt': 0.0, 'loss.align': 0.0},
-    'align_only': {'loss.prompt': 0.0, 'loss.mask': 0.0},
-    'prompt_mask': {'loss.align': 0.0},
+    'no_prompt': {'loss.prompt.weight': 0.0},
+    'no_mask': {'loss.vision_language.mask': 0.0},
+    'no_align': {'loss.vision_language.align': 0.0},
+    'no_regularizers': {'loss.prompt.weight': 0.0, 'loss.vision_language.mask': 0.0, 'loss.vision_language.align': 0.0},
+    'prompt_only': {'loss.vision_language.mask': 0.0, 'loss.vision_language.align': 0.0},
+    'mask_only': {'loss.prompt.weight': 0.0, 'loss.vision_language.align': 0.0},
+    'align_only': {'loss.prompt.weight': 0.0, 'loss.vision_language.mask': 0.0},
+    'prompt_mask': {'loss.vision_language.align': 0.0},
     # The unlabeled views taught with the labeled criterion L_seg instead of per-pixel CE.
-    'set_consistency': {'semi.criterion': 'set'},
+    'set_consistency': {'loss.consistency.criterion': 'set'},
 }
 
 

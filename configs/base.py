@@ -15,148 +15,26 @@ from typing import Any, Mapping
 
 import ml_collections
 
+from hvl_jax.common.config_tree import to_tree
+from hvl_jax.data.data_config import DataConfig
+from hvl_jax.inference.predictor import InferenceConfig
+from hvl_jax.models.hvl import ModelConfig
+from hvl_jax.training.objective import ObjectiveConfig
+from hvl_jax.training.optim import OptimConfig
+from hvl_jax.training.trainer import TrainConfig
 
 
 def get_config():
-  """The paper's recipe for Pascal VOC with CLIP ViT-B/16."""
+  """The paper's recipe for Pascal VOC with CLIP ViT-B/16: each subtree is its component's
+  config dataclass with its defaults (their docstrings say what each field does)."""
   c = ml_collections.ConfigDict()
   c.seed = 0
-
-  # ---- Data.
-  c.data = ml_collections.ConfigDict(dict(
-      name='voc',              # voc | coco | ade | cityscapes | folder (your own) | synthetic | tfds
-      class_names=(),           # override of the class names (required for tfds; folder: classes.txt's)
-      root='',                 # dataset root directory
-      splits_dir='',           # folder holding <dataset>/<split>/{labeled,unlabeled}.txt ('' = data/splits shipped copy)
-      split='92',
-      num_classes=21,
-      background_classes=(0,),  # classes whose relevance s_k is always 1
-      background_name='background',  # folder: the class of this name (if any) is the background class
-      crop_size=512,
-      # Training rescale (SemiVL): mmseg's keep-ratio Resize(img_scale, ratio_range=scale_range)
-      # where img_scale is set (VOC, ADE20K), else the native size times a ratio in scale_range.
-      img_scale=(2048, 512),
-      scale_range=(0.5, 2.0),
-      labeled_batch=8,          # global, per step
-      unlabeled_batch=8,        # global, per step
-      num_workers=4,
-      prefetch=2,
-      rare_class_sampling=True,
-      rcs_temperature=0.01,
-      # DAFormer: an image is drawn for class c if it holds more than rcs_min_pixels of it; its
-      # crop is re-drawn (up to 10 times) until it keeps rcs_min_pixels * rcs_min_crop_ratio.
-      rcs_min_pixels=3000,
-      rcs_min_crop_ratio=0.5,
-      # Where the unlabeled images' two strong views are made: 'device' (inside the train step, from
-      # its RNG; the host ships the weak view only) | 'host' (numpy/OpenCV in the input pipeline).
-      strong_views='device',
-      color_jitter=(0.5, 0.5, 0.5, 0.25),
-      color_jitter_p=0.8,
-      grayscale_p=0.2,
-      blur_p=0.5,
-      cutmix_p=0.5,
-      # synthetic set (used when name == 'synthetic'): its scenes are drawn from synthetic_seed,
-      # not from `seed`, so that every training seed sees the same labeled scenes and val set
-      # (as an official split); the first n labeled scenes are the same for every n.
-      synthetic_seed=0,
-      synthetic_size=64,
-      synthetic_labeled=16,
-      synthetic_unlabeled=128,
-      # Scenes of the unlabeled pool (indices) labeled too, e.g. tools.suggest_labels' picks: they
-      # join the labeled set and leave the pool.
-      synthetic_also_labeled=(),
-      synthetic_val=32,
-  ))
-
-  # Any TFDS dataset with an image and a segmentation-mask feature (data.name='tfds').
-  c.data.tfds = ml_collections.ConfigDict(dict(
-      name='', data_dir='', labeled_split='train[:92]', unlabeled_split='train[92:]',
-      val_split='validation', image_key='image', label_key='segmentation_mask'))
-
-  # ---- Network: one subtree per module (hvl_jax/models/), each read by that module's config
-  # dataclass with its fields as keyword arguments (`hvl.build_model`).
-  c.model = ml_collections.ConfigDict(dict(
-      backbone='clip',         # 'clip' (HF CLIP checkpoints) | 'eva02_clip_l14' (open_clip EVA02-CLIP)
-      out_layers=(4, 8, 12),
-      hidden_dim=256,
-      queries='htqg',           # 'htqg' | 'random'
-      freeze_backbone=False,
-      dtype='bfloat16',         # compute dtype; params stay float32
-      attention_impl='auto',    # 'auto' (cuDNN on GPU where unmasked) | 'xla' | 'cudnn' (also masked)
-      scan_layers=True,         # lax.scan over repeated layers (compiles each once); False unrolls
-  ))
-  # What each tower's rematerialised layers keep for the backward pass (layer_scan.REMAT_POLICIES):
-  # 'nothing_saveable' recomputes a layer whole (least memory, and the fastest measured on a GPU,
-  # benchmarks/RESULTS.md); 'dots_with_no_batch_dims_saveable' keeps its projection/MLP outputs;
-  # 'none' does not rematerialise.
-  c.model.remat = ml_collections.ConfigDict(dict(
-      backbone='nothing_saveable', pixel_decoder='nothing_saveable', decoder='nothing_saveable'))
-  c.model.clip = ml_collections.ConfigDict(dict(
-      pretrained='openai/clip-vit-base-patch16',  # HF dir or hub name; '' = random init, sizes below
-      tokenizer='',             # EVA02: dir/hub name with CLIP's vocab.json + merges.txt
-      vision_width=768, vision_layers=12, vision_heads=12, vision_mlp_dim=3072,
-      patch_size=16, image_size=224,
-      text_width=512, text_layers=12, text_heads=8, text_mlp_dim=2048,
-      vocab_size=49408, context_length=77, projection_dim=512,
-  ))
-  c.model.htqg = ml_collections.ConfigDict(dict(levels=3, mlp_hidden=256, prompt_tokens=8))
-  c.model.pixel_decoder = ml_collections.ConfigDict(dict(
-      layers=6, heads=8, points=4, ffn_dim=1024, query_chunk=0,
-      ptrm=True, ptrm_heads=8))   # the PTRM blocks between the encoder layers
-  c.model.decoder = ml_collections.ConfigDict(dict(
-      layers=9, heads=8, ffn_dim=2048,
-      instance_queries=100,     # M; 0 disables Q_vis
-      query_refinement=True))   # False: class-level queries are not updated by the DQTD
-  c.model.relevance = ml_collections.ConfigDict(dict(
-      mode='dense',             # s_k: 'dense' (max over pixels) | 'global' (image embedding) | 'crops' | 'all' (no gating)
-      gating='hard',            # 'hard': queries of classes with s_k < threshold filtered out | 'soft': s_k * q
-      threshold=0.5))
-  c.inference = ml_collections.ConfigDict(dict(
-      mode='query_argmax',      # 'query_argmax' | 'mask2former'
-      # Evaluation geometry (SemiVL; hvl_jax/inference/predictor.py): 'zegclip_sliding_window' (VOC, ADE20K:
-      # short side resized to short_side; COCO: short_side=0) | 'sliding_window' (Cityscapes) | 'whole'.
-      protocol='zegclip_sliding_window',
-      short_side=512,           # 0 = native size
-      stride=426,               # window step in pixels; 0 = 2/3 of the crop
-      window_batch=8,           # windows per device call (rounded up to a multiple of the local devices)
-      # Any photo in bounded memory: a long side (after the short-side resize) above this is resized
-      # down to it, and the class map back up; 0 = 4 x data.crop_size.
-      max_side=0,
-      zero_shot_baseline=False,  # also evaluate the frozen CLIP alone (dense zero-shot): zero_shot_miou
-      # Open-vocabulary inference (hvl_jax/inference/open_vocabulary.py): the names --mode eval / predict
-      # (and the end of training, besides the closed-set evaluation) query, in label order;
-      # () = the training classes only.
-      class_names=()))
-
-  # ---- Objective.
-  c.loss = ml_collections.ConfigDict(dict(
-      class_weight=2.0, mask_weight=5.0, dice_weight=5.0, no_object_weight=0.1,
-      num_points=12544, oversample_ratio=3.0, importance_sample_ratio=0.75,
-      max_masks=64,             # matched (query, mask) pairs given a mask loss, per image
-      budget_images=2,          # images sharing their budgets; a divisor of the labeled per device
-      div=0.1, prompt=1.0, vl=0.1, mask=1.0, align=1.0, tau=0.07,
-      # L_div, L_topo, L_anchor: 'mean' over classes and pairs (no term grows with K) | 'sum' (the
-      # paper's formulas as written; docs/method.md has the gradient shares of both)
-      regularizer_reduction='mean'))
-  c.semi = ml_collections.ConfigDict(dict(
-      conf_threshold=0.95, strong_weight=0.25, fp_weight=0.5, entropy_weight=0.1,
-      feature_dropout=0.5,      # channel dropout of the feature-perturbation view
-      # how pseudo-labels teach: 'pixel_ce' (per-pixel CE, UniMatch) | 'set' (the labeled
-      # criterion L_seg, unconfident pixels ignored; hvl_jax/training/objective.py)
-      criterion='pixel_ce',
-      ema_decay=0.0))
-
-  # ---- Recipe.
-  c.optim = ml_collections.ConfigDict(dict(
-      lr=1e-4, weight_decay=0.01, backbone_lr_mult=0.1, clip_norm=0.01,
-      warmup_steps=1500, poly_power=0.9, b1=0.9, b2=0.999))
-  c.train = ml_collections.ConfigDict(dict(
-      epochs=80, steps=-1,      # steps > 0 overrides epochs
-      grad_accum=1, log_every=50, ckpt_every=1000, keep_checkpoints=3,
-      fsdp=False,               # shard parameters and optimizer state over the devices (ZeRO-3 style)
-      eval_every=0, max_nonfinite=10,
-      # A bucket that does not answer for this long ends the run (hvl_jax/common/checkpoint.py).
-      storage_timeout_s=600.0))
+  c.data = to_tree(DataConfig())            # hvl_jax/data/data_config.py
+  c.model = to_tree(ModelConfig())          # hvl_jax/models/hvl.py, one subtree per module
+  c.inference = to_tree(InferenceConfig())  # hvl_jax/inference/predictor.py
+  c.loss = to_tree(ObjectiveConfig())       # hvl_jax/training/objective.py, one subtree per part
+  c.optim = to_tree(OptimConfig())          # hvl_jax/training/optim.py
+  c.train = to_tree(TrainConfig())          # hvl_jax/training/trainer.py
   c.resume = ''                 # checkpoint dir used when the workdir has none
   c.init = ''                   # weights-only initialisation
   return c
@@ -164,7 +42,7 @@ def get_config():
 
 # Per-dataset differences from the VOC recipe.
 # max_masks: an image with c classes has (levels + 1) * c matched (query, mask) pairs; each
-# group of loss.budget_images images shares max_masks per image (segmentation.mask_losses),
+# group of loss.supervised.budget_images images shares max_masks per image (segmentation.mask_losses),
 # and pairs over the budget are counted in the `seg_masks_dropped` metric. VOC images hold a
 # few classes (32 allows 8 per image on average); all 19 Cityscapes classes fit in 76.
 # Geometry as SemiVL configures it (its experiments.py): img_scale=(2048, 512) for VOC and ADE20K,
@@ -241,12 +119,23 @@ def dataset_config(name: str, labels: int, backbone: str = 'clip'):
   c.data.background_classes = d['background_classes']
   c.data.crop_size = d['crop_size']
   c.train.epochs = d['epochs']
-  c.loss.max_masks = d['max_masks']
+  c.loss.supervised.max_masks = d['max_masks']
   c.data.img_scale = d['img_scale']
   c.inference.update(dict(protocol=d['protocol'], short_side=d['short_side'], stride=d['stride']))
   if BACKBONE_ARGS[backbone] == 'eva02_clip_l14':
     use_eva02_clip_l14(c, EVA02_CROPS[name])
   return c
+
+
+def set_remat(c, policy: str):
+  """Every tower of `c.model` rematerialised with `policy` ('none': not rematerialised)."""
+  c.model.backbone_remat = c.model.pixel_decoder.remat = c.model.decoder.remat = policy
+
+
+def remat_summary(model) -> str:
+  """'backbone nothing_saveable, pixel_decoder none, decoder none' of a `model` subtree."""
+  return (f'backbone {model.backbone_remat}, pixel_decoder {model.pixel_decoder.remat}, '
+          f'decoder {model.decoder.remat}')
 
 
 def use_eva02_clip_l14(c, crop: int):

@@ -34,15 +34,15 @@ def get_config():
   c.model.relevance.update(dict(mode='crops', gating='hard', threshold=0.7))
   c.model.hidden_dim = 64
   c.model.decoder.instance_queries = 8
-  c.model.dtype = 'float32'
-  c.model.remat.update(dict(backbone='none', pixel_decoder='none', decoder='none'))  # tiny: no rematerialisation
+  c.model.compute.dtype = 'float32'
+  base.set_remat(c, 'none')       # tiny: no rematerialisation
   c.model.pixel_decoder.update(dict(layers=2, heads=4, ffn_dim=128))
   c.model.decoder.update(dict(layers=3, heads=4, ffn_dim=128))
   c.model.htqg.mlp_hidden = 64
-  c.loss.num_points = 1024
+  c.loss.supervised.num_points = 1024
   c.optim.lr = 5e-4
   c.optim.warmup_steps = 20
-  c.semi.conf_threshold = 0.9
+  c.loss.consistency.conf_threshold = 0.9
   c.train.steps = 500
   c.train.log_every = 20
   c.train.ckpt_every = 250

@@ -46,7 +46,7 @@ def get_config(arg: str = 'clip'):
   if arg not in base.BACKBONE_ARGS:
     raise ValueError(f"config argument {arg!r}: expected 'tiny' or one of {sorted(base.BACKBONE_ARGS)}")
   c = folder_data(base.get_config())
-  c.loss.max_masks = 64            # a user's images may hold many classes
+  c.loss.supervised.max_masks = 64            # a user's images may hold many classes
   if base.BACKBONE_ARGS[arg] == 'eva02_clip_l14':
     base.use_eva02_clip_l14(c, base.EVA02_CROPS['voc'])
   return c

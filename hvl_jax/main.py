@@ -40,6 +40,7 @@ from hvl_jax.common.errors import StorageError
 from hvl_jax.data import datasets
 from hvl_jax.inference import evaluator as evaluator_lib
 from hvl_jax.inference import predict
+from hvl_jax.models import hvl
 from hvl_jax.training import preemption
 from hvl_jax.training import trainer
 
@@ -89,7 +90,7 @@ def main(argv):
 
 def config_summary(config, workdir: str, resolved: str, cache: Optional[str]) -> str:
   """A few lines saying what runs where; the whole config is in `resolved`."""
-  data, model = config.data, config.model
+  data, model = config.data, hvl.model_config(config)
   steps = f'{config.train.steps} steps' if config.train.steps > 0 else f'{config.train.epochs} epochs'
   devices = jax.devices()
   return '\n'.join([
@@ -97,7 +98,7 @@ def config_summary(config, workdir: str, resolved: str, cache: Optional[str]) ->
       f'  dataset  {data.name}{f" at {data.root}" if data.root else ""}, '
       f'{data.num_classes} classes, crop {data.crop_size}',
       f'  network  {model.backbone} backbone ({model.clip.pretrained or "random weights"}), '
-      f'{model.queries} queries, width {model.hidden_dim}, {model.dtype}',
+      f'{model.queries} queries, width {model.hidden_dim}, {model.compute.dtype}',
       f'  training {steps} of {data.labeled_batch} labeled + {data.unlabeled_batch} unlabeled '
       f'images ({config.train.grad_accum} micro-step{"s" if config.train.grad_accum > 1 else ""} '
       'each)',

@@ -50,7 +50,7 @@ def test_cudnn_request_runs_xla_off_gpu_and_is_refused_without_one(monkeypatch):
   assert attention.select_implementation(q, q, None, False, 'cudnn') == 'xla'
   monkeypatch.setattr(attention, '_target_platform', lambda: 'gpu')
   assert attention.select_implementation(q, q, q[0, 0, 0] > 0, False, 'cudnn') == 'cudnn'
-  for impl, message in [('cudnn', "model.attention_impl='cudnn' needs a GPU"),
-                        ('flash', 'model.attention_impl must be one of')]:
+  for impl, message in [('cudnn', "model.compute.attention_impl='cudnn' needs a GPU"),
+                        ('flash', 'model.compute.attention_impl must be one of')]:
     with pytest.raises(ValueError, match=message):
-      hvl.build_model(tiny_config(**{'model.attention_impl': impl}), CLASS_NAMES)
+      hvl.build_model(tiny_config(**{'model.compute.attention_impl': impl}), CLASS_NAMES)

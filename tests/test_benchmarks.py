@@ -52,7 +52,7 @@ def test_unrolled_flops_cover_the_backbone_passes_and_recomputation():
   # Lower bounds, counted by hand at 2 FLOPs per weight per token: every image of the micro-batch
   # goes at least once forward through the vision tower, and with the backbone rematerialised
   # the labeled images' forward pass runs again in the backward pass.
-  config = tiny_config(**{'model.remat.backbone': 'nothing_saveable'})
+  config = tiny_config(**{'model.backbone_remat': 'nothing_saveable'})
   names = datasets.class_names(config)
   model, clip = hvl.build_model(config, names)
   tx_fn = lambda p: optim.make_optimizer(config, p, 10)
@@ -68,26 +68,26 @@ def test_unrolled_flops_cover_the_backbone_passes_and_recomputation():
   assert executed - model_flops > 2 * weights * tokens * config.data.labeled_batch, (executed, model_flops)
   # Keeping the matmul outputs leaves only the cheaper element-wise work to recompute.
   dots = config.copy_and_resolve_references()
-  dots.model.remat.backbone = 'dots_with_no_batch_dims_saveable'
+  dots.model.backbone_remat = 'dots_with_no_batch_dims_saveable'
   assert model_flops < flops(dots) < executed - 2 * weights * tokens * config.data.labeled_batch
 
 
 def test_step_variants_override_typed_fields_and_name_bad_ones():
   from benchmarks import train_step   # defines the benchmark's flags: only this test needs them
-  config = tiny_config(**{'model.remat.decoder': 'nothing_saveable'})
+  config = tiny_config(**{'model.decoder.remat': 'nothing_saveable'})
   (base_name, base), (name, fast) = train_step.variants(
-      config, ['fast:model.remat.decoder=none,train.grad_accum=2,model.attention_impl=cudnn,optim.lr=5e-4'])
+      config, ['fast:model.decoder.remat=none,train.grad_accum=2,model.compute.attention_impl=cudnn,optim.lr=5e-4'])
   assert (base_name, name) == ('base', 'fast')
-  assert fast.model.remat.decoder == 'none' and fast.train.grad_accum == 2
-  assert fast.model.attention_impl == 'cudnn' and fast.optim.lr == 5e-4
-  assert base is config and config.model.remat.decoder == 'nothing_saveable' and config.model.attention_impl == 'auto'
+  assert fast.model.decoder.remat == 'none' and fast.train.grad_accum == 2
+  assert fast.model.compute.attention_impl == 'cudnn' and fast.optim.lr == 5e-4
+  assert base is config and config.model.decoder.remat == 'nothing_saveable' and config.model.compute.attention_impl == 'auto'
   for spec, message in [('x:model.nope=1', "no field 'model.nope'"),
-                        ('x:model.scan_layers=maybe', "model.scan_layers: 'maybe' does not fit"),
+                        ('x:model.compute.scan=maybe', "model.compute.scan: 'maybe' does not fit"),
                         ('x:train.grad_accum=two', "train.grad_accum: 'two' does not fit"),
                         ('x:model.out_layers=1', 'model.out_layers: 1 does not fit'),
-                        ('x:model.remat.decoder', 'is not FIELD=VALUE'),
-                        ('model.remat.decoder=none', 'expected NAME:FIELD=VALUE'),
-                        ('base:model.remat.decoder=none', 'names must differ')]:
+                        ('x:model.decoder.remat', 'is not FIELD=VALUE'),
+                        ('model.decoder.remat=none', 'expected NAME:FIELD=VALUE'),
+                        ('base:model.decoder.remat=none', 'names must differ')]:
     with pytest.raises(ValueError, match=re.escape(message)):
       train_step.variants(config, [spec])
 

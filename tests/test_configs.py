@@ -1,5 +1,7 @@
 """Configs: every dataset config (both backbones), ablation, demo, folder and benchmark variant builds a
-model; dotted overrides name a bad field; the command line rejects mistakes in one line."""
+model and every other component from its subtree; the base config is the components' dataclasses'
+defaults, field for field; dotted overrides name a bad field; the command line rejects mistakes in
+one line."""
 import glob
 import importlib
 import os
@@ -11,25 +13,59 @@ import pytest
 from benchmarks import train_step
 from configs import ablations, base
 from configs import folder
+from hvl_jax.common import config_tree
 from hvl_jax.data import datasets
+from hvl_jax.data.data_config import DataConfig
+from hvl_jax.inference.predictor import InferenceConfig
 from hvl_jax.models import hvl
 from hvl_jax.models.backbones import clip_weights, registry
 from hvl_jax.training import objective
+from hvl_jax.training.optim import OptimConfig
+from hvl_jax.training.trainer import TrainConfig
 import folder_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DATASET_CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(ROOT, 'configs', '*_[0-9]*.py')))
 # The variants benchmarks/gpu_suite.sh times.
-GPU_SUITE_VARIANTS = ['cudnn:model.attention_impl=xla', 'dots:model.remat.backbone=dots_with_no_batch_dims_saveable',
-                      'accum1:train.grad_accum=1', 'host:data.strong_views=host']
+GPU_SUITE_VARIANTS = ['cudnn:model.compute.attention_impl=xla', 'dots:model.backbone_remat=dots_with_no_batch_dims_saveable',
+                      'accum1:train.grad_accum=1', 'host:data.strong_view.where=host']
+
+
+# Each subtree of the config and the dataclass that holds its fields and defaults.
+SUBTREES = {'data': DataConfig, 'model': hvl.ModelConfig, 'inference': InferenceConfig,
+            'loss': objective.ObjectiveConfig, 'optim': OptimConfig, 'train': TrainConfig}
 
 
 def build(config):
-  """The HVL module of a config, with a CLIP of its sizes that holds no weights (nothing loaded)."""
-  cfg = registry.clip_config(config.model.clip, config.model.backbone)
+  """The HVL module of a config, with a CLIP of its sizes that holds no weights (nothing loaded);
+  every other subtree builds its component's config too."""
+  for name, cls in SUBTREES.items():
+    assert isinstance(config_tree.build(cls, config[name], name), cls)
+  settings = hvl.model_config(config)
+  cfg = registry.clip_config(settings.clip, settings.backbone)
   clip = clip_weights.CLIP(cfg, None, clip_weights.HashTokenizer(cfg.vocab_size, cfg.context_length))
   model, _ = hvl.build_model(config, datasets.class_names(config), clip)
   return model
+
+
+def test_the_base_config_is_the_dataclasses_defaults():
+  """One source per default: each subtree of configs/base.py holds exactly its dataclass's
+  fields, at their defaults; a subtree without a field (a run's config from before the field
+  existed) takes the default, and a key the dataclass lacks is named with its path."""
+  config = base.get_config()
+  assert set(config.keys()) == set(SUBTREES) | {'seed', 'resume', 'init'}
+  for name, cls in SUBTREES.items():
+    assert config_tree.build(cls, config[name], name) == cls(), name
+  tree = config.model.to_dict()
+  del tree['decoder']['remat'], tree['hidden_dim']
+  built = config_tree.build(hvl.ModelConfig, tree, 'model')
+  assert (built.decoder.remat, built.hidden_dim) == ('nothing_saveable', 256)
+  tree['decoder']['layerz'] = 3
+  with pytest.raises(ValueError, match=r'model\.decoder\.layerz: no such config field \(the fields of '
+                                       r'model\.decoder are layers, heads, '):
+    config_tree.build(hvl.ModelConfig, tree, 'model')
+  # The fields the network fills in are not settings.
+  assert 'num_classes' not in config.loss.supervised and 'num_levels' not in config.loss.supervised
 
 
 def test_every_table_1_row_has_a_config():
@@ -69,9 +105,9 @@ def test_ablations_build(variant):
   assert model.cfg.decoder.instance_queries == config.model.decoder.instance_queries
   assert model.cfg.decoder.query_refinement == config.model.decoder.query_refinement
   assert model.cfg.relevance.mode == config.model.relevance.mode
-  loss = objective.ObjectiveConfig.from_config(config)
-  assert (loss.prompt.prompt, loss.vision_language.mask, loss.vision_language.align) == (
-      config.loss.prompt, config.loss.mask, config.loss.align)
+  loss = objective.objective_config(config, model.cfg)
+  assert (loss.prompt.weight, loss.vision_language.mask, loss.vision_language.align) == (
+      config.loss.prompt.weight, config.loss.vision_language.mask, config.loss.vision_language.align)
 
 
 @pytest.mark.parametrize('name', ['demo', 'demo_supervised', 'demo_open_vocabulary'])
@@ -127,9 +163,9 @@ def test_bad_values_are_refused_where_the_config_is_read():
   for field, value, message in [('model.queries', 'fancy', 'model.queries'),
                                 ('model.relevance.mode', 'local', 'model.relevance.mode'),
                                 ('model.relevance.gating', 'medium', 'model.relevance.gating'),
-                                ('model.remat.decoder', 'some', 'model.remat.decoder'),
-                                ('model.attention_impl', 'flash', 'model.attention_impl'),
-                                ('model.dtype', 'float8', 'model.dtype'),
+                                ('model.decoder.remat', 'some', 'model.decoder.remat'),
+                                ('model.compute.attention_impl', 'flash', 'model.compute.attention_impl'),
+                                ('model.compute.dtype', 'float8', 'model.compute.dtype'),
                                 ('model.htqg.levels', 0, 'model.htqg'),
                                 ('model.decoder.instance_queries', -1, 'model.decoder.instance_queries')]:
     with pytest.raises(ValueError, match=message):

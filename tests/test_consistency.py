@@ -88,7 +88,7 @@ def test_consistency_terms_match_unimatch(rng):
 
 
 def test_the_set_criterion_teaches_the_confident_pixels_only(rng):
-  """semi.criterion='set': L_seg of the view against the pseudo-labels, unconfident and padded
+  """loss.consistency.criterion='set': L_seg of the view against the pseudo-labels, unconfident and padded
   pixels ignored, equals the criterion called on that target directly."""
   rng = np.random.default_rng(1)
   b, h, w, k, levels, m = 2, 8, 8, 3, 2, 2

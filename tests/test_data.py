@@ -180,8 +180,7 @@ def test_transforms(rng):
   assert box.any() and not transforms.cutmix_box(64, np.random.default_rng(1), p=0.0).any()
   ys, xs = np.nonzero(box)
   assert box[ys.min():ys.max() + 1, xs.min():xs.max() + 1].all()   # one rectangle
-  c = tiny_config().data
-  strong = transforms.strong_photometric(image, np.random.default_rng(2), c)
+  strong = transforms.strong_photometric(image, np.random.default_rng(2), tiny_config().data.strong_view)
   assert strong.shape == image.shape and strong.dtype == np.uint8
   gray = transforms.color_jitter(image, np.random.default_rng(0), 0, 0, 0, 0)
   np.testing.assert_allclose(gray.astype(int), image.astype(int), atol=2)   # identity jitter
@@ -310,13 +309,13 @@ def test_pipeline_shapes_determinism_and_state_restore(tmp_path):
   first = next(it)
   assert first['image_l'].shape == (4, 64, 64, 3) and first['image_l'].dtype == np.uint8
   assert first['label_l'].shape == (4, 64, 64) and first['label_l'].dtype == np.int32
-  # The strong views are the train step's (data.strong_views='device'): the host ships the weak one.
+  # The strong views are the train step's (data.strong_view.where='device'): the host ships the weak one.
   # The small world's unlabeled scenes keep their labels (label_u), for the pseudo-label accuracy.
   assert set(first) == {'image_l', 'label_l', 'image_w', 'valid_u', 'label_u'}
   assert first['image_w'].shape == (4, 64, 64, 3) and first['valid_u'].dtype == bool
   assert first['label_u'].shape == (4, 64, 64) and first['label_u'].dtype == np.int32
   hc = c.copy_and_resolve_references()
-  hc.data.strong_views = 'host'
+  hc.data.strong_view.where = 'host'
   host = next(iter(pipeline.train_dataset(hc, sources, str(tmp_path))))
   for k in ('image_w', 'image_s1', 'image_s2'):
     assert host[k].shape == (4, 64, 64, 3)

@@ -1,10 +1,9 @@
-"""Strong views on the accelerator (data.strong_views='device') against the host's numpy/OpenCV
+"""Strong views on the accelerator (data.strong_view.where='device') against the host's numpy/OpenCV
 ones (`transforms.strong_photometric`, `transforms.cutmix_box`, UniMatch's): the distributions of
 many draws (each factor, the hue shift, the blur sigma, the CutMix box's area and aspect, each
 probability), the pixels under the same choices, and the train step's views, drawn from its RNG."""
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import pytest
 from scipy import stats
@@ -15,8 +14,6 @@ from hvl_jax.data import transforms
 N = 3000
 SIZE = 64
 CFG = sv.StrongViewConfig()
-HOST_CFG = ml_collections.ConfigDict(dict(color_jitter=CFG.color_jitter, color_jitter_p=CFG.color_jitter_p,
-                                          grayscale_p=CFG.grayscale_p, blur_p=CFG.blur_p))
 
 
 class Recording:
@@ -42,7 +39,7 @@ def host_draws():
                          'box', 'area', 'aspect')}
   for i in range(N):
     rec = Recording(i)
-    transforms.strong_photometric(image, rec, HOST_CFG)
+    transforms.strong_photometric(image, rec, CFG)
     randoms = [v for name, _, v in rec.calls if name == 'random']
     uniforms = [(args, v) for name, args, v in rec.calls if name == 'uniform']
     jitter = [v for args, v in uniforms if args[0] == 1 - CFG.color_jitter[0]]

@@ -78,8 +78,8 @@ def test_eva02_backbone_at_patch_14(rng):
 
 
 def test_bad_remat_policy_names_the_field():
-  with pytest.raises(ValueError, match="model.remat.decoder must be 'none' or one of .*got 'dots'"):
-    hvl.build_model(tiny_config(**{'model.remat.decoder': 'dots'}), CLASS_NAMES)
+  with pytest.raises(ValueError, match="model.decoder.remat must be 'none' or one of .*got 'dots'"):
+    hvl.build_model(tiny_config(**{'model.decoder.remat': 'dots'}), CLASS_NAMES)
 
 
 def test_text_encoder_runs_over_the_longest_prompt_only():

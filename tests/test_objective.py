@@ -23,13 +23,13 @@ def test_full_semi_supervised_objective(rng):
   loss terms and gradients of decoding it with the trained rows."""
   batch = make_batch(rng)
   # Every pixel's pseudo-label counts, so the strong views' losses depend on the weak view.
-  config = tiny_config(**{'semi.conf_threshold': 0.0})
+  config = tiny_config(**{'loss.consistency.conf_threshold': 0.0})
   terms, grads = finite_loss_and_grads(config, batch)
   # The unlabeled images' own labels score the pseudo-labels and never reach the loss: with the
   # labels all c, for each class c in turn, the loss and its gradient stay as without them, and
   # the accuracies of the K constant labelings add up to 1.
   model, params = build(config)
-  loss = objective.ObjectiveConfig.from_config(config)
+  loss = objective.objective_config(config, model.cfg)
   fn = jax.jit(jax.value_and_grad(
       lambda p, hidden: objective.compute_loss(model, p, batch._replace(label_u=hidden), jax.random.PRNGKey(1),
                                                loss), has_aux=True))
@@ -74,18 +74,18 @@ def test_the_total_composes_the_parts_and_a_zero_weight_removes_only_its_part(rn
   model, params = build(tiny_config())
 
   def objective_of(**overrides):
-    config = tiny_config(**{'semi.conf_threshold': 0.0, **overrides})
-    return config, objective.ObjectiveConfig.from_config(config)
+    config = tiny_config(**{'loss.consistency.conf_threshold': 0.0, **overrides})
+    return config, objective.objective_config(config, model.cfg)
 
   config, loss = objective_of()
   parts, terms = jax.jit(lambda p: objective.weighted_terms(model, p, batch, key, loss))(params)
   part_grads = jax.jit(jax.jacrev(lambda p: objective.weighted_terms(model, p, batch, key, loss)[0]))(params)
   np.testing.assert_allclose(float(sum(parts.values())), float(paper_total(terms, config)), rtol=1e-6)
-  for field, removed in [('loss.prompt', {'topo', 'anchor'}), ('loss.mask', {'vl_mask'}),
-                         ('loss.align', {'vl_align'})]:
+  for field, removed in [('loss.prompt.weight', {'topo', 'anchor'}), ('loss.vision_language.mask', {'vl_mask'}),
+                         ('loss.vision_language.align', {'vl_align'})]:
     without, loss_0 = objective_of(**{field: 0.0})
     fn = lambda p, loss_0=loss_0: objective.compute_loss(model, p, batch, key, loss_0)
-    if field == 'loss.mask':
+    if field == 'loss.vision_language.mask':
       (total_0, terms_0), grads_0 = jax.jit(jax.value_and_grad(fn, has_aux=True))(params)
     else:
       total_0, terms_0 = jax.jit(fn)(params)
@@ -127,7 +127,7 @@ def test_150_classes_with_duplicate_names_give_finite_gradients(rng):
     names = tuple(json.load(f)['ade'])
   names = names[:148] + (names[3], names[3])      # one name three times
   config = tiny_config(**{'data.num_classes': 150, 'data.background_classes': (), 'model.relevance.mode': 'dense',
-                          'loss.max_masks': 32})
+                          'loss.supervised.max_masks': 32})
   terms, _ = finite_loss_and_grads(config, make_batch(rng), names)
   assert float(terms['anchor']) != 0
 
@@ -172,9 +172,9 @@ def test_the_step_without_unread_work_has_the_same_losses_and_gradients(rng, mon
   """t^CLIP once, no block whose output is unread, dense features of the masked rows only: the
   terms and gradients of the joint formulation, with zero-shot gating on (E_I^0 in the step)."""
   batch = make_batch(rng)
-  config = tiny_config(**{'semi.conf_threshold': 0.0, 'model.relevance.mode': 'dense', 'model.relevance.threshold': 0.2})
+  config = tiny_config(**{'loss.consistency.conf_threshold': 0.0, 'model.relevance.mode': 'dense', 'model.relevance.threshold': 0.2})
   model, params = build(config)
-  loss = objective.ObjectiveConfig.from_config(config)
+  loss = objective.objective_config(config, model.cfg)
   key = jax.random.PRNGKey(3)
   t_clip = jax.jit(lambda p: model.apply({'params': p}, method=hvl.HVL.fixed_text_embeddings))(params)
 

@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def supervised_config(**kw):
   c = tiny_config(**kw)
   c.data.unlabeled_batch = 0
-  c.loss.vl = 0.0
+  c.loss.vision_language.weight = 0.0
   return c
 
 
@@ -130,8 +130,8 @@ def test_host_initialisation_uses_xla_attention_on_gpu_machines(monkeypatch):
 
 def test_mask_budget_note_when_groups_span_devices():
   config = tiny_config()          # 4 labeled images per step, budget groups of 2
-  assert config.data.labeled_batch == 4 and config.loss.budget_images == 2
+  assert config.data.labeled_batch == 4 and config.loss.supervised.budget_images == 2
   assert trainer.mask_budget_note(config, 1) is None and trainer.mask_budget_note(config, 2) is None
-  assert 'loss.budget_images=2 does not divide the 1 labeled image(s)' in trainer.mask_budget_note(config, 4)
+  assert 'loss.supervised.budget_images=2 does not divide the 1 labeled image(s)' in trainer.mask_budget_note(config, 4)
   config.train.grad_accum = 4     # one labeled image per micro-step
   assert trainer.mask_budget_note(config, 1) is not None

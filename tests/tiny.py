@@ -27,8 +27,8 @@ def tiny_config(**overrides):
   c.model.decoder.instance_queries = 4
   c.model.pixel_decoder.update(dict(layers=1, heads=2, points=2, ffn_dim=64, ptrm_heads=2))
   c.model.decoder.update(dict(layers=2, heads=2, ffn_dim=64))
-  c.loss.num_points = 128
-  c.loss.max_masks = 12
+  c.loss.supervised.num_points = 128
+  c.loss.supervised.max_masks = 12
   return base.with_overrides(c, overrides)
 
 
@@ -51,7 +51,7 @@ def make_batch(rng, bl=2, bu=2, size=64):
 def finite_loss_and_grads(config, batch, names=CLASS_NAMES):
   """(terms, grads) of the jitted objective, all finite."""
   model, params = build(config, names)
-  loss = objective.ObjectiveConfig.from_config(config)
+  loss = objective.objective_config(config, model.cfg)
   fn = jax.jit(jax.value_and_grad(lambda p: objective.compute_loss(model, p, batch, jax.random.PRNGKey(1), loss),
                                   has_aux=True))
   (loss, terms), grads = fn(params)

@@ -11,7 +11,7 @@ def get_config():
   c = tiny_config()
   c.data.unlabeled_batch = 0
   c.data.synthetic_val = 4
-  c.loss.vl = 0.0
+  c.loss.vision_language.weight = 0.0
   c.train.grad_accum = 2
   c.train.ckpt_every = 2
   c.train.log_every = 2

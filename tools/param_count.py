@@ -24,7 +24,8 @@ FROZEN_ROWS = ('text encoder E_T (frozen)', 'reference encoder E_I^0 (frozen)')
 def main(argv):
   del argv
   config = _CONFIG.value
-  cfg = registry.clip_config(config.model.clip, config.model.backbone)
+  settings = hvl.model_config(config)
+  cfg = registry.clip_config(settings.clip, settings.backbone)
   abstract_clip = clip_weights.CLIP(cfg, None, clip_weights.HashTokenizer(cfg.vocab_size, cfg.context_length))
   model, _ = hvl.build_model(config, datasets.class_names(config), abstract_clip)
   size = config.data.crop_size
@@ -34,7 +35,7 @@ def main(argv):
   rows = state_lib.parameter_counts(dict(shapes, reference_encoder=shapes['backbone']))
   total = sum(rows.values())
   print(f'HVL parameters, config {config.data.name} {config.data.split}, K={config.data.num_classes}, '
-        f'backbone {config.model.backbone} (width {cfg.vision.width} x {cfg.vision.layers})')
+        f'backbone {settings.backbone} (width {cfg.vision.width} x {cfg.vision.layers})')
   print(f'| {"component":34s} | {"parameters":>13s} |')
   print(f'|{"-" * 36}|{"-" * 15}|')
   for name, n in list(rows.items()) + [('total', total), ('trainable', total - sum(rows[r] for r in FROZEN_ROWS))]:

@@ -35,13 +35,13 @@ class TrainState:
   rng: jax.Array
 
 
-def frozen_keys(config) -> Tuple[str, ...]:
-  return hvl.FROZEN + (('backbone',) if config.model.freeze_backbone else ())
+def frozen_keys(model: hvl.HVL) -> Tuple[str, ...]:
+  return hvl.FROZEN + (('backbone',) if model.cfg.freeze_backbone else ())
 
 
-def split_params(params, config):
-  """(trainable, frozen) top-level subtrees of the full parameter dict."""
-  keys = frozen_keys(config)
+def split_params(params, model: hvl.HVL):
+  """(trainable, frozen) top-level subtrees of the full parameter dict of `model`."""
+  keys = frozen_keys(model)
   return ({k: v for k, v in params.items() if k not in keys}, {k: v for k, v in params.items() if k in keys})
 
 
@@ -50,9 +50,9 @@ def create_state(config, model, clip, tx_fn, image_size: int) -> TrainState:
   with sharding.on_host_cpu():
     rng = jax.random.PRNGKey(config.seed)
     params = hvl.init_params(model, clip, jax.random.fold_in(rng, 1), image_size)
-    trainable, frozen = split_params(params, config)
+    trainable, frozen = split_params(params, model)
     tx = tx_fn(trainable)
-    ema = jax.tree.map(jnp.copy, trainable) if config.semi.ema_decay > 0 else None
+    ema = jax.tree.map(jnp.copy, trainable) if config.loss.consistency.ema_decay > 0 else None
     return TrainState(step=jnp.zeros((), jnp.int32), params=trainable, frozen=frozen,
                       opt_state=tx.init(trainable), ema_params=ema, rng=jax.random.fold_in(rng, 2))
 
@@ -78,8 +78,8 @@ def restore_params(config, model, clip, checkpoint: str):
   if not directory.is_dir():
     raise CheckpointError(f'{checkpoint}: no such checkpoint directory (pass --checkpoint or train first)')
   shapes = jax.eval_shape(lambda: hvl.init_params(model, clip, jax.random.PRNGKey(0), config.data.crop_size))
-  trainable, frozen = split_params(shapes, config)
-  teacher = 'ema_params' if config.semi.ema_decay > 0 else 'params'
+  trainable, frozen = split_params(shapes, model)
+  teacher = 'ema_params' if config.loss.consistency.ema_decay > 0 else 'params'
   parts, step = ckpt_lib.Checkpointer(directory, async_save=False).restore_parts(
       {teacher: trainable, 'frozen': frozen}, step=step)
   print(f'Restored {directory} step {step}', flush=True)

@@ -1,4 +1,4 @@
-"""UniMatch's strong views made on the accelerator, inside the train step (data.strong_views='device').
+"""UniMatch's strong views made on the accelerator, inside the train step (data.strong_view.where='device').
 
 The host ships one geometric (weak) view per unlabeled image; the step draws, per image and from
 its own RNG, what `transforms.strong_photometric` and `transforms.cutmix_box` draw on the host, from
@@ -30,18 +30,25 @@ BOX_RATIO = (0.3, 1 / 0.3)
 BOX_CANDIDATES = 64
 
 
+# Where the strong views are made: in the train step from its RNG (the host ships the weak view
+# only) or by numpy/OpenCV in the input pipeline (`transforms.unlabeled_train`).
+PLACES = ('device', 'host')
+
+
 @dataclasses.dataclass(frozen=True)
 class StrongViewConfig:
-  """The data config's strong-view fields (data.color_jitter, ..._p)."""
+  """`data.strong_view`: where the views are made (PLACES) and UniMatch's probabilities and
+  colour-jitter strengths (brightness, contrast, saturation, hue)."""
+  where: str = 'device'
   color_jitter: Tuple[float, float, float, float] = (0.5, 0.5, 0.5, 0.25)
   color_jitter_p: float = 0.8
   grayscale_p: float = 0.2
   blur_p: float = 0.5
   cutmix_p: float = 0.5
 
-  @classmethod
-  def from_config(cls, data) -> 'StrongViewConfig':
-    return cls(tuple(data.color_jitter), data.color_jitter_p, data.grayscale_p, data.blur_p, data.cutmix_p)
+  def __post_init__(self):
+    if self.where not in PLACES:
+      raise ValueError(f'data.strong_view.where must be one of {PLACES}, got {self.where!r}')
 
 
 def draw(key, size: int, cfg: StrongViewConfig) -> Dict[str, jax.Array]:

@@ -12,7 +12,9 @@ from typing import Dict, Optional
 import grain
 import jax
 
+from hvl_jax.common import config_tree
 from hvl_jax.data import datasets, rare_class, transforms
+from hvl_jax.data.data_config import DataConfig
 
 
 def per_process(global_batch: int, name: str) -> int:
@@ -62,14 +64,14 @@ def train_dataset(config, sources: Dict[str, object], workdir: Optional[str] = N
   Keys: image_l (Bl, S, S, 3) uint8, label_l (Bl, S, S) int32 and, with unlabeled data,
   image_w (Bu, S, S, 3) uint8 and valid_u (Bu, S, S) bool (and label_u (Bu, S, S) int32 where
   the unlabeled records keep their labels, `transforms.unlabeled_train`); with
-  data.strong_views='host' also image_s1 / image_s2 (Bu, S, S, 3) uint8 and box1 / box2 (Bu, S, S)
+  data.strong_view.where='host' also image_s1 / image_s2 (Bu, S, S, 3) uint8 and box1 / box2 (Bu, S, S)
   bool.
   """
-  d = config.data
+  d = config_tree.build(DataConfig, config.data, 'data')    # what the workers' transforms read
   accum = config.train.grad_accum
   for name in ('labeled_batch', 'unlabeled_batch'):
-    if d[name] % accum:
-      raise ValueError(f'data.{name}={d[name]} is not divisible by train.grad_accum={accum}')
+    if getattr(d, name) % accum:
+      raise ValueError(f'data.{name}={getattr(d, name)} is not divisible by train.grad_accum={accum}')
   lab_b = per_process(d.labeled_batch // accum, 'labeled_batch')
   unl_b = per_process(d.unlabeled_batch // accum, 'unlabeled_batch')
   labeled = _stream(labeled_records(sources['labeled'], config, workdir),

@@ -5,7 +5,7 @@ ignore, random crop, horizontal flip. The rescale is mmseg's keep-ratio
 `Resize(img_scale, ratio_range)` where `data.img_scale` is set (VOC, ADE20K: (2048, 512)),
 else UniMatch's: the long side drawn from [0.5, 2] of the native one (COCO, Cityscapes).
 Photometric (strong views): colour jitter, grayscale, Gaussian blur. CutMix boxes for the
-strong views. These run here with data.strong_views='host'; by default the train step makes the
+strong views. These run here with data.strong_view.where='host'; by default the train step makes the
 strong views on the accelerator from the same distributions (`device_augment`).
 """
 from typing import Dict, Optional, Sequence, Tuple
@@ -160,7 +160,7 @@ def labeled_train(record, rng, cfg) -> Dict[str, np.ndarray]:
 
 
 def unlabeled_train(record, rng, cfg) -> Dict[str, np.ndarray]:
-  """Unlabeled example -> weak view and the valid mask; with data.strong_views='host' also two
+  """Unlabeled example -> weak view and the valid mask; with data.strong_view.where='host' also two
   strong views and two CutMix boxes (else the train step makes them, `device_augment`).
 
   A record that keeps its label (the small world's unlabeled scenes) also gives `label_u`, that
@@ -176,7 +176,8 @@ def unlabeled_train(record, rng, cfg) -> Dict[str, np.ndarray]:
   out = dict(image_w=weak, valid_u=pad != IGNORE)
   if hidden is not None:
     out['label_u'] = tracked[..., 1].astype(np.int32)
-  if cfg.strong_views == 'host':
-    out.update(image_s1=strong_photometric(weak, rng, cfg), box1=cutmix_box(cfg.crop_size, rng, cfg.cutmix_p),
-               image_s2=strong_photometric(weak, rng, cfg), box2=cutmix_box(cfg.crop_size, rng, cfg.cutmix_p))
+  strong = cfg.strong_view
+  if strong.where == 'host':
+    out.update(image_s1=strong_photometric(weak, rng, strong), box1=cutmix_box(cfg.crop_size, rng, strong.cutmix_p),
+               image_s2=strong_photometric(weak, rng, strong), box2=cutmix_box(cfg.crop_size, rng, strong.cutmix_p))
   return out

@@ -55,8 +55,6 @@ def build(config, clip: Optional[clip_weights.CLIP] = None) -> OpenVocabulary:
   """The network of `config` querying inference.class_names; it takes the trained parameters."""
   names = tuple(config.inference.class_names)
   check_names(names)
-  if config.model.queries != 'htqg':
-    raise ValueError("inference.class_names needs model.queries='htqg': random queries carry no class name")
   training = datasets.class_names(config)
   seen = seen_classes(names, training)
   background = {folder.normalised(training[k]) for k in config.data.background_classes}
@@ -64,6 +62,8 @@ def build(config, clip: Optional[clip_weights.CLIP] = None) -> OpenVocabulary:
   with named.unlocked():
     named.data.background_classes = tuple(j for j, n in enumerate(names) if folder.normalised(n) in background)
   model, _ = hvl.build_model(named, names, clip, open_vocabulary=True)    # its head: data.num_classes
+  if model.cfg.queries != 'htqg':
+    raise ValueError("inference.class_names needs model.queries='htqg': random queries carry no class name")
   with named.unlocked():
     named.data.num_classes = len(names)
   return OpenVocabulary(named, model, names, seen)

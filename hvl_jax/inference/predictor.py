@@ -27,6 +27,7 @@ present (N, K) bool or None)` function works, e.g. a stand-in in tests. Windows 
 in batches of `batch` on the device (sharded over the local devices); each is padded (bottom,
 right) only to the network's multiple, and `valid` marks the image's own pixels.
 """
+import dataclasses
 from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import cv2
@@ -37,6 +38,7 @@ from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from hvl_jax.common import config_tree
 from hvl_jax.common import sharding
 from hvl_jax.data import transforms
 from hvl_jax.models import hvl
@@ -45,6 +47,30 @@ from hvl_jax.models import zero_shot
 from hvl_jax.models.backbones import clip as clip_lib
 
 PROTOCOLS = ('zegclip_sliding_window', 'sliding_window', 'whole')
+
+
+@dataclasses.dataclass(frozen=True)
+class InferenceConfig:
+  """`inference`: how a class map is made (SemiVL's geometry; the module docstring).
+
+  mode: 'query_argmax' | 'mask2former' (`semantic_inference`); protocol: one of PROTOCOLS
+  ('zegclip_sliding_window' for VOC and ADE20K with short_side 512, COCO with short_side 0;
+  'sliding_window' for Cityscapes; 'whole'); short_side: 0 = the native size; stride: the window
+  step in pixels (0 = 2/3 of the crop); window_batch: windows per device call (rounded up to a
+  multiple of the local devices); max_side: a long side above it is resized down to it and the
+  class map back up (0 = 4 x data.crop_size); zero_shot_baseline: also evaluate the frozen CLIP
+  alone (zero_shot_miou); class_names: the names --mode eval / predict (and the end of training,
+  besides the closed-set evaluation) query, in label order (open vocabulary,
+  hvl_jax/inference/open_vocabulary.py); () = the training classes only.
+  """
+  mode: str = 'query_argmax'
+  protocol: str = 'zegclip_sliding_window'
+  short_side: int = 512
+  stride: int = 426
+  window_batch: int = 8
+  max_side: int = 0
+  zero_shot_baseline: bool = False
+  class_names: Tuple[str, ...] = ()
 Box = Tuple[int, int, int, int]     # (y1, y2, x1, x2)
 
 
@@ -169,7 +195,7 @@ def jit_prepare_and_scores(text_fn, scores, mesh: Optional[Mesh]):
 def geometry(config) -> dict:
   """The Predictor's geometry from the config: crop (data.crop_size), and inference's protocol,
   short_side, stride (0 = 2/3 of the crop) and max_side (0 = 4 x the crop)."""
-  inf, crop = config.inference, config.data.crop_size
+  inf, crop = config_tree.build(InferenceConfig, config.inference, 'inference'), config.data.crop_size
   return dict(crop=crop, stride=inf.stride or int(crop * 2 / 3),
               protocol=inf.protocol, short_side=inf.short_side, max_side=inf.max_side or 4 * crop)
 
@@ -233,13 +259,14 @@ class Predictor:
     `zero_shot_baseline`, its frozen CLIP's, `zero_shot_scores`), windows in batches of
     inference.window_batch (rounded up to a multiple of the local devices, over which each batch
     is sharded); `seen` as in `network_scores`."""
+    inf = config_tree.build(InferenceConfig, config.inference, 'inference')
     devices = jax.local_devices()
-    batch = -(-config.inference.window_batch // len(devices)) * len(devices)
-    windowed = config.inference.protocol != 'whole'
+    batch = -(-inf.window_batch // len(devices)) * len(devices)
+    windowed = inf.protocol != 'whole'
     # Whole images come one at a time: nothing to shard.
     mesh = sharding.make_mesh(devices) if windowed and len(devices) > 1 else None
     prepare, scores = (zero_shot_scores(model, mesh) if zero_shot_baseline
-                       else network_scores(model, config.inference.mode, mesh, seen))
+                       else network_scores(model, inf.mode, mesh, seen))
     # the coarsest pyramid level halves the token grid
     return cls(scores, num_classes=model.cfg.num_classes, **geometry(config), pad_multiple=2 * model.cfg.clip.patch_size,
                batch=batch if windowed else 1, prepare=prepare)

@@ -4,7 +4,7 @@ Literal ('sum', as written in the paper):
   L_div    = sum_{l != l'} cos(q_k^l, q_k^l')^2, averaged over classes k.
   L_topo   = sum_i sum_j (t_i . t_j - tc_i . tc_j)^2
   L_anchor = sum_k [ ||Phi(t_k) - tc_k|| - sum_{j != k} log(1 + ||Phi(t_k) - Phi(t_j)||) ]
-Default ('mean', `loss.regularizer_reduction`): every sum over classes or pairs is a mean, so no
+Default ('mean', `loss.prompt.reduction`): every sum over classes or pairs is a mean, so no
 term grows with the class count K (the literal L_anchor is minimised at |Phi| of about K - 2,
 where its value and gradient dwarf the segmentation loss at K = 150; docs/method.md).
   L_mask   = 1/|M| sum_{i in M} (1 - cos(x_mask_i, x_ref_i))
@@ -25,7 +25,7 @@ DISTANCE_EPS = 1e-12
 
 def check_reduction(reduction: str):
   if reduction not in REDUCTIONS:
-    raise ValueError(f'loss.regularizer_reduction must be one of {REDUCTIONS}, got {reduction!r}')
+    raise ValueError(f'loss.prompt.reduction must be one of {REDUCTIONS}, got {reduction!r}')
 
 
 def safe_norm(x, axis: int = -1):

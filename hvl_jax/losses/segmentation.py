@@ -5,20 +5,26 @@ Shapes: B images, Q = L*K class-level + M instance queries, mask logits
 Ignore pixels carry weight 0 at every point that lands on them, so they never
 contribute to a loss or its gradient.
 """
-from typing import Dict, NamedTuple
+import dataclasses
+from typing import Dict
 
 import jax
 import jax.numpy as jnp
 
+from hvl_jax.common import config_tree
 from hvl_jax.common.constants import IGNORE_INDEX
 from hvl_jax.losses import matching
 from hvl_jax.ops.sampling import point_sample
 
 
-class CriterionConfig(NamedTuple):
-  """Weights and sampling settings (config.loss)."""
-  num_classes: int
-  num_levels: int            # class-level query levels L (0 when queries='random')
+@dataclasses.dataclass(frozen=True)
+class CriterionConfig:
+  """`loss.supervised`: the weights, the sampled points and the mask budget of L_seg.
+
+  max_masks: matched (query, mask) pairs given a mask loss per image, shared by budget_images
+  consecutive images (a divisor of the labeled images per device). num_classes (K) and
+  num_levels (L, 0 for random queries) are the network's (`for_network`).
+  """
   class_weight: float = 2.0
   mask_weight: float = 5.0
   dice_weight: float = 5.0
@@ -26,19 +32,13 @@ class CriterionConfig(NamedTuple):
   num_points: int = 12544
   oversample_ratio: float = 3.0
   importance_sample_ratio: float = 0.75
-  max_masks: int = 64        # matched (query, mask) pairs per image, shared by budget_images
-  budget_images: int = 2     # consecutive images sharing one budget
+  max_masks: int = 64
+  budget_images: int = 2
+  num_classes: int = config_tree.derived(0)
+  num_levels: int = config_tree.derived(0)
 
-  @classmethod
-  def from_config(cls, config):
-    """From `loss` (weights, points, mask budget), `data` (classes) and `model` (query levels)."""
-    l = config.loss
-    return cls(num_classes=config.data.num_classes,
-               num_levels=config.model.htqg.levels if config.model.queries == 'htqg' else 0,
-               class_weight=l.class_weight, mask_weight=l.mask_weight, dice_weight=l.dice_weight,
-               no_object_weight=l.no_object_weight, num_points=l.num_points, oversample_ratio=l.oversample_ratio,
-               importance_sample_ratio=l.importance_sample_ratio, max_masks=l.max_masks,
-               budget_images=l.budget_images)
+  def for_network(self, num_classes: int, num_levels: int) -> 'CriterionConfig':
+    return dataclasses.replace(self, num_classes=num_classes, num_levels=num_levels)
 
 
 def labels_at(labels, coords, image=None):
@@ -191,7 +191,7 @@ def mask_losses(mask_logits, labels, target_class, has_mask, cfg: CriterionConfi
   b, h, w, q = mask_logits.shape
   n = min(cfg.budget_images, b)
   if b % n:
-    raise ValueError(f'loss.budget_images={n} does not divide the {b} labeled images of a step')
+    raise ValueError(f'loss.supervised.budget_images={n} does not divide the {b} labeled images of a step')
   groups = b // n
   budget = min(cfg.max_masks * n, n * q)
 

@@ -1,9 +1,7 @@
-"""How the network computes, across all its modules: compute dtype, attention kernel, scanned layers,
-rematerialisation.
+"""How the network computes, across all its modules: compute dtype, attention kernel, scanned layers.
 
-`ComputeConfig` holds `model.dtype`, `model.attention_impl` and `model.scan_layers`; each module
-takes a `compute` field (parameters stay float32 whatever the dtype). `remat` reads one tower's
-`model.remat.<tower>`.
+`ComputeConfig` is `model.compute`; each module takes a `compute` field (parameters stay float32
+whatever the dtype). What each tower rematerialises is that tower's own `remat` field.
 """
 import dataclasses
 
@@ -11,7 +9,6 @@ import jax
 import jax.numpy as jnp
 
 from hvl_jax.ops import attention
-from hvl_jax.ops.layer_scan import REMAT_POLICIES, Remat
 
 DTYPES = ('float32', 'bfloat16', 'float16')
 
@@ -26,23 +23,15 @@ class ComputeConfig:
 
   def __post_init__(self):
     if self.dtype not in DTYPES:
-      raise ValueError(f'model.dtype must be one of {DTYPES}, got {self.dtype!r}')
+      raise ValueError(f'model.compute.dtype must be one of {DTYPES}, got {self.dtype!r}')
     if self.attention_impl not in attention.IMPLEMENTATIONS:
-      raise ValueError(f'model.attention_impl must be one of {attention.IMPLEMENTATIONS}, '
+      raise ValueError(f'model.compute.attention_impl must be one of {attention.IMPLEMENTATIONS}, '
                        f'got {self.attention_impl!r}')
     if self.attention_impl == 'cudnn' and jax.default_backend() != 'gpu':
-      raise ValueError(f"model.attention_impl='cudnn' needs a GPU; JAX's default backend here is "
+      raise ValueError(f"model.compute.attention_impl='cudnn' needs a GPU; JAX's default backend here is "
                        f"{jax.default_backend()!r} (use 'auto', which picks cuDNN where it applies)")
 
   @property
   def jnp_dtype(self):
     return jnp.dtype(self.dtype)
 
-
-def remat(policy: str, tower: str) -> Remat:
-  """A module's `remat` field from `model.remat.<tower>`: False for 'none', else the policy."""
-  if policy == 'none':
-    return False
-  if policy not in REMAT_POLICIES:
-    raise ValueError(f"model.remat.{tower} must be 'none' or one of {REMAT_POLICIES}, got {policy!r}")
-  return policy

@@ -26,7 +26,7 @@ import jax.numpy as jnp
 
 from hvl_jax.models.compute_settings import ComputeConfig
 from hvl_jax.ops.attention import MultiHeadAttention
-from hvl_jax.ops.layer_scan import Remat, remat_layer, scan_or_unroll
+from hvl_jax.ops.layer_scan import Remat, check_remat, remat_layer, scan_or_unroll
 from hvl_jax.ops.position import sine_position_embedding
 
 
@@ -35,17 +35,18 @@ class DecoderConfig:
   """Sizes of the DQTD (`model.decoder`) and its query switches.
 
   layers, heads, ffn_dim: 9, 8, 2048; instance_queries: M (0 disables Q_vis); query_refinement:
-  refine the class-level queries in every layer; remat: False or the rematerialisation policy
-  of each layer (`model.remat.decoder`).
+  refine the class-level queries in every layer; remat: 'none' or the rematerialisation policy
+  of each layer (`layer_scan`).
   """
   layers: int = 9
   heads: int = 8
   ffn_dim: int = 2048
   instance_queries: int = 100
   query_refinement: bool = True
-  remat: Remat = False
+  remat: Remat = 'none'
 
   def __post_init__(self):
+    check_remat(self.remat, 'model.decoder.remat')
     if self.instance_queries < 0:
       raise ValueError(f'model.decoder.instance_queries must be >= 0, got {self.instance_queries}')
 

@@ -4,8 +4,9 @@
   (textual queries from the HTQG, gated by relevance s_k) -> DQTD -> predictions.
 
 Also holds the frozen reference encoder E_I^0 (zero-shot relevance, L_mask) and
-the frozen text encoder E_T. `build_model` turns the ml_collections config into
-an `HVL` module and `init_params` loads pretrained CLIP weights into it.
+the frozen text encoder E_T. `ModelConfig` holds the `model` settings and their defaults,
+`build_model` turns the config into an `HVL` module and `init_params` loads pretrained CLIP
+weights into it.
 """
 import dataclasses
 from typing import Optional, Sequence, Tuple
@@ -15,17 +16,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hvl_jax.common import config_tree
 from hvl_jax.models import zero_shot
 from hvl_jax.models.backbones import clip as clip_lib
 from hvl_jax.models.backbones import clip_weights
 from hvl_jax.models.backbones import pretrained
 from hvl_jax.models.backbones import registry
-from hvl_jax.models.compute_settings import ComputeConfig, remat
+from hvl_jax.models.compute_settings import ComputeConfig
 from hvl_jax.models.decoder import DQTD, DecoderConfig
 from hvl_jax.models.pixel_decoder import PixelDecoder, PixelDecoderConfig
 from hvl_jax.models.pyramid import SimpleFeaturePyramid
 from hvl_jax.models.queries import HTQG, HTQGConfig, prompt_layout, template_layout, trim_to_longest
-from hvl_jax.ops.layer_scan import Remat
+from hvl_jax.ops.layer_scan import Remat, check_remat
 from hvl_jax.ops.sampling import l2_normalize, patch_majority
 
 # Parameter subtrees that never train (excluded from the optimizer).
@@ -33,29 +35,63 @@ FROZEN = ('text_encoder', 'reference_encoder', 'logit_scale')
 
 
 @dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """`model`: the network's settings, one nested config per module (the paper's recipe).
+
+  backbone: 'clip' (HF CLIP checkpoints) | 'eva02_clip_l14' (open_clip EVA02-CLIP); out_layers:
+  the backbone blocks tapped for the pyramid; queries: 'htqg' | 'random' (Table 3's Mask2Former
+  baseline); freeze_backbone: E_I does not train; backbone_remat: what the backbone's
+  rematerialised blocks keep for the backward pass ('none' or a `layer_scan.REMAT_POLICIES`
+  name: 'nothing_saveable' recomputes a block whole, least memory and the fastest measured on a
+  GPU, benchmarks/RESULTS.md), as the pixel decoder's and the DQTD's `remat` fields.
+  """
+  backbone: str = 'clip'
+  out_layers: Tuple[int, ...] = (4, 8, 12)
+  hidden_dim: int = 256
+  queries: str = 'htqg'
+  freeze_backbone: bool = False
+  backbone_remat: Remat = 'nothing_saveable'
+  compute: ComputeConfig = ComputeConfig(dtype='bfloat16')
+  clip: registry.CLIPSource = registry.CLIPSource()
+  htqg: HTQGConfig = HTQGConfig()
+  pixel_decoder: PixelDecoderConfig = PixelDecoderConfig(remat='nothing_saveable')
+  decoder: DecoderConfig = DecoderConfig(remat='nothing_saveable')
+  relevance: zero_shot.RelevanceConfig = zero_shot.RelevanceConfig()
+
+  def __post_init__(self):
+    if self.queries not in ('htqg', 'random'):
+      raise ValueError(f"model.queries must be 'htqg' or 'random', got {self.queries!r}")
+    check_remat(self.backbone_remat, 'model.backbone_remat')
+
+
+# The settings the network module reads, as ModelConfig holds them.
+NETWORK_SETTINGS = ('out_layers', 'hidden_dim', 'queries', 'freeze_backbone', 'backbone_remat',
+                    'compute', 'htqg', 'pixel_decoder', 'decoder', 'relevance')
+
+
+@dataclasses.dataclass(frozen=True)
 class HVLConfig:
   """Static description of the network (hashable: tuples and frozen dataclasses only).
 
-  The token layouts come from the class names and the CLIP tokenizer (`build_model`); the nested
-  configs are the `model` ConfigDict's subtrees (`model.htqg`, `model.pixel_decoder`,
-  `model.decoder`, `model.relevance`) as keyword arguments.
+  `build_model` makes it: the token layouts from the class names and the CLIP tokenizer, the
+  sizes of the CLIP checkpoint, the NETWORK_SETTINGS of `ModelConfig`.
   """
   clip: clip_lib.CLIPConfig
   num_classes: int               # K: the classes of the text queries (and of s_k)
   prompt_ids: Tuple[Tuple[int, ...], ...]
   prompt_eos: Tuple[int, ...]
   template_ids: Tuple[Tuple[int, ...], ...]
-  background_classes: Tuple[int, ...] = (0,)
-  out_layers: Tuple[int, ...] = (4, 8, 12)
-  hidden_dim: int = 256
-  queries: str = 'htqg'          # 'htqg' | 'random' (Table 3's Mask2Former baseline)
-  relevance: zero_shot.RelevanceConfig = zero_shot.RelevanceConfig()
-  # False, or the rematerialisation policy of the backbone's blocks (`layer_scan.checkpoint_policy`).
-  remat_backbone: Remat = False
-  htqg: HTQGConfig = HTQGConfig()
-  pixel_decoder: PixelDecoderConfig = PixelDecoderConfig()
-  decoder: DecoderConfig = DecoderConfig()
-  compute: ComputeConfig = ComputeConfig()
+  background_classes: Tuple[int, ...]
+  out_layers: Tuple[int, ...]
+  hidden_dim: int
+  queries: str
+  freeze_backbone: bool
+  backbone_remat: Remat
+  compute: ComputeConfig
+  htqg: HTQGConfig
+  pixel_decoder: PixelDecoderConfig
+  decoder: DecoderConfig
+  relevance: zero_shot.RelevanceConfig
   # K of the class head, the training classes; None = num_classes. They differ only when other
   # class names are given at inference (open-vocabulary, hvl_jax/inference/open_vocabulary.py).
   head_classes: Optional[int] = None
@@ -66,8 +102,12 @@ class HVLConfig:
 
   @property
   def num_levels(self) -> int:
-    """Class-query levels (0 for the random-query ablation)."""
-    return self.htqg.levels if self.queries == 'htqg' else 0
+    return query_levels(self)
+
+
+def query_levels(settings) -> int:
+  """Class-query levels of a `ModelConfig` or `HVLConfig` (0 for the random-query ablation)."""
+  return settings.htqg.levels if settings.queries == 'htqg' else 0
 
 
 class HVL(nn.Module):
@@ -80,7 +120,7 @@ class HVL(nn.Module):
     dtype = compute.jnp_dtype
     tower = lambda remat: dict(cfg=c.clip, dtype=dtype, remat=remat, attention_impl=compute.attention_impl,
                                scan=compute.scan)
-    self.backbone = registry.vision_encoder(**tower(c.remat_backbone))
+    self.backbone = registry.vision_encoder(**tower(c.backbone_remat))
     self.reference_encoder = registry.vision_encoder(**tower(False))
     self.text_encoder = clip_lib.CLIPTextEncoder(**tower(False))
     self.logit_scale = self.param('logit_scale', nn.initializers.constant(np.log(100.0)), ())
@@ -218,28 +258,31 @@ class HVL(nn.Module):
 
 # -- Construction ------------------------------------------------------------
 
+def model_config(config) -> ModelConfig:
+  """The `model` subtree of the config as a `ModelConfig` (validated)."""
+  return config_tree.build(ModelConfig, config.model, 'model')
+
+
 def build_model(config, class_names: Sequence[str], clip: Optional[clip_weights.CLIP] = None,
                 open_vocabulary: bool = False):
   """HVL module from the config; `clip` (pretrained or random) supplies sizes and tokenizer.
 
-  The one place where the network's config is read: each module's config dataclass takes its
-  `config.model` subtree as keyword arguments and validates it. The text queries are of
-  `class_names`, which are the config's data.num_classes classes but with `open_vocabulary`,
-  where any names are queried by a network whose class head keeps the data.num_classes training
-  classes (and data.background_classes index `class_names`).
+  The one reader of `config.model` (`model_config`). The text queries are of `class_names`,
+  which are the config's data.num_classes classes but with `open_vocabulary`, where any names
+  are queried by a network whose class head keeps the data.num_classes training classes (and
+  data.background_classes index `class_names`).
   """
-  if not open_vocabulary and len(class_names) != config.data.num_classes:
-    raise ValueError(f'data.num_classes={config.data.num_classes} but {len(class_names)} class names')
+  data = config.data
+  if not open_vocabulary and len(class_names) != data.num_classes:
+    raise ValueError(f'data.num_classes={data.num_classes} but {len(class_names)} class names')
+  settings = model_config(config)
   if clip is None:
-    clip = pretrained.load(config)
-  if config.data.crop_size % clip.config.patch_size:
-    raise ValueError(f'data.crop_size={config.data.crop_size} is not divisible by the backbone\'s patch '
+    clip = pretrained.load(settings.clip, settings.backbone, config.seed)
+  if data.crop_size % clip.config.patch_size:
+    raise ValueError(f'data.crop_size={data.crop_size} is not divisible by the backbone\'s patch '
                      f'size {clip.config.patch_size}')
-  m = config.model
-  if m.queries not in ('htqg', 'random'):
-    raise ValueError(f"model.queries must be 'htqg' or 'random', got {m.queries!r}")
-  htqg = HTQGConfig(**m.htqg)
-  ids, eos = prompt_layout(clip.tokenizer, class_names, htqg.prompt_tokens, clip.config.context_length)
+  ids, eos = prompt_layout(clip.tokenizer, class_names, settings.htqg.prompt_tokens,
+                           clip.config.context_length)
   ids = trim_to_longest(ids, eos)
   templates = template_layout(clip.tokenizer, class_names)
   templates = trim_to_longest(templates, clip_lib.eos_positions(templates, clip.config.eos_token_id))
@@ -247,13 +290,9 @@ def build_model(config, class_names: Sequence[str], clip: Optional[clip_weights.
   cfg = HVLConfig(
       clip=clip.config, num_classes=len(class_names), prompt_ids=as_tuple(ids),
       prompt_eos=tuple(eos.tolist()), template_ids=as_tuple(templates),
-      background_classes=tuple(config.data.background_classes), out_layers=tuple(m.out_layers),
-      hidden_dim=m.hidden_dim, queries=m.queries, relevance=zero_shot.RelevanceConfig(**m.relevance),
-      remat_backbone=remat(m.remat.backbone, 'backbone'), htqg=htqg,
-      pixel_decoder=PixelDecoderConfig(**m.pixel_decoder, remat=remat(m.remat.pixel_decoder, 'pixel_decoder')),
-      decoder=DecoderConfig(**m.decoder, remat=remat(m.remat.decoder, 'decoder')),
-      compute=ComputeConfig(dtype=m.dtype, attention_impl=m.attention_impl, scan=m.scan_layers),
-      head_classes=config.data.num_classes if open_vocabulary else None)
+      background_classes=tuple(data.background_classes),
+      head_classes=data.num_classes if open_vocabulary else None,
+      **{name: getattr(settings, name) for name in NETWORK_SETTINGS})
   return HVL(cfg), clip
 
 

@@ -18,7 +18,7 @@ from hvl_jax.models.compute_settings import ComputeConfig
 from hvl_jax.models.pyramid import group_norm
 from hvl_jax.ops.attention import MultiHeadAttention
 from hvl_jax.ops.deform_attn import MSDeformAttn, reference_points
-from hvl_jax.ops.layer_scan import Remat, remat_layer, scan_or_unroll
+from hvl_jax.ops.layer_scan import Remat, check_remat, remat_layer, scan_or_unroll
 from hvl_jax.ops.position import sine_position_embedding
 
 LEVEL_STRIDES = (32, 16, 8)
@@ -30,7 +30,7 @@ class PixelDecoderConfig:
 
   layers, heads, points, ffn_dim: deformable encoder (6, 8, 4, 1024); query_chunk: queries per
   deformable-attention chunk (0 = all at once); ptrm: interleave PTRM blocks; ptrm_heads: their
-  heads; remat: False or the rematerialisation policy of each encoder layer.
+  heads; remat: 'none' or the rematerialisation policy of each encoder layer (`layer_scan`).
   """
   layers: int = 6
   heads: int = 8
@@ -39,7 +39,10 @@ class PixelDecoderConfig:
   query_chunk: int = 0
   ptrm: bool = True
   ptrm_heads: int = 8
-  remat: Remat = False
+  remat: Remat = 'none'
+
+  def __post_init__(self):
+    check_remat(self.remat, 'model.pixel_decoder.remat')
 
 
 class PTRM(nn.Module):

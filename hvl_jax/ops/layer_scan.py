@@ -20,22 +20,29 @@ import jax.numpy as jnp
 # MLPs; with them: also attention scores that XLA computes as batched matmuls).
 REMAT_POLICIES = ('nothing_saveable', 'dots_with_no_batch_dims_saveable', 'dots_saveable')
 
-Remat = Union[bool, str]   # a module's `remat` field: False, True (= 'nothing_saveable') or a policy name
+# A module's `remat` field: 'none' (or False), a policy name, or True (= 'nothing_saveable').
+Remat = Union[bool, str]
+
+
+def check_remat(remat: Remat, field: str):
+  """Raises naming the config `field` unless `remat` is 'none', a bool or one of REMAT_POLICIES."""
+  if not isinstance(remat, bool) and remat != 'none' and remat not in REMAT_POLICIES:
+    raise ValueError(f"{field} must be 'none' or one of {REMAT_POLICIES}, got {remat!r}")
 
 
 def checkpoint_policy(remat: Remat) -> Optional[object]:
   """The `jax.checkpoint` policy for a `remat` field (None when remat is off)."""
-  if not remat:
+  if not remat or remat == 'none':
     return None
   name = 'nothing_saveable' if remat is True else remat
-  if name not in REMAT_POLICIES:
-    raise ValueError(f'unknown rematerialisation policy {name!r}; expected one of {REMAT_POLICIES}')
+  check_remat(name, 'remat')
   return getattr(jax.checkpoint_policies, name)
 
 
 def remat_layer(layer_cls, remat: Remat, **kw):
   """`layer_cls` wrapped in `nn.remat` with the policy of `remat` (unchanged when remat is off)."""
-  return nn.remat(layer_cls, policy=checkpoint_policy(remat), **kw) if remat else layer_cls
+  policy = checkpoint_policy(remat)
+  return layer_cls if policy is None else nn.remat(layer_cls, policy=policy, **kw)
 
 
 def scan_layers(module: nn.Module, layer_params: Sequence[dict], carry, remat: Remat, *args):
@@ -57,8 +64,9 @@ def scan_layers(module: nn.Module, layer_params: Sequence[dict], carry, remat: R
   def body(c, params):
     return module.apply({'params': params}, c, *args)
 
-  if remat:
-    body = jax.checkpoint(body, prevent_cse=False, policy=checkpoint_policy(remat))
+  policy = checkpoint_policy(remat)
+  if policy is not None:
+    body = jax.checkpoint(body, prevent_cse=False, policy=policy)
   return jax.lax.scan(body, carry, stacked)
 
 

@@ -11,7 +11,7 @@ parts, every term returned for logging:
           + w_div L_div + w_prompt (L_topo + L_anchor) + w_vl (w_align L_align + w_mask L_mask)
 
 (without unlabeled images, total = L_seg + the regularizers). Each part has its own small frozen
-config (`ObjectiveConfig.from_config` reads `loss`, `semi` and `data` once, outside tracing); a
+config, the `loss` subtree of the same name (`objective_config`, read once outside tracing); a
 weight of 0 removes its term, and its part when all of the part's weights are 0, without touching
 the others. `forward` runs the passes the parts share: one backbone pass over labeled, weak and
 both strong images (the class-masked labeled images apart: only their dense features are read),
@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from hvl_jax.common import config_tree
 from hvl_jax.common.constants import IGNORE_INDEX
 from hvl_jax.losses import regularizers, segmentation, semi
 from hvl_jax.models import hvl
@@ -55,7 +56,7 @@ class Batch(NamedTuple):
   label_u: Optional[jax.Array] = None
 
 
-# How the pseudo-labels teach the strong and feature-perturbation views (semi.criterion):
+# How the pseudo-labels teach the strong and feature-perturbation views (loss.consistency.criterion):
 #   'pixel_ce'  per-pixel cross-entropy of the class distribution (UniMatch's criterion_u);
 #   'set'       the labeled images' criterion L_seg (the Mask2Former set loss on the last
 #               prediction), the unconfident pixels ignored: both halves of the batch then
@@ -65,37 +66,45 @@ CRITERIA = ('pixel_ce', 'set')
 
 @dataclasses.dataclass(frozen=True)
 class ConsistencyConfig:
-  """`semi`: pseudo-label confidence threshold, the weights of the strong views, the
-  feature-perturbation view and the entropy, the perturbation's channel dropout rate, and the
-  criterion the pseudo-labels are taught with (CRITERIA)."""
+  """`loss.consistency`: the pseudo-labels' confidence threshold, the weights of the strong
+  views, the feature-perturbation view and the entropy, the perturbation's channel dropout, the
+  criterion the pseudo-labels teach with (CRITERIA) and the teacher: the student itself
+  (ema_decay 0, as UniMatch and SemiVL) or an EMA of it with this decay."""
   conf_threshold: float = 0.95
   strong_weight: float = 0.25
   fp_weight: float = 0.5
   entropy_weight: float = 0.1
   feature_dropout: float = 0.5
   criterion: str = 'pixel_ce'
+  ema_decay: float = 0.0
 
   def __post_init__(self):
     if self.criterion not in CRITERIA:
-      raise ValueError(f'semi.criterion must be one of {CRITERIA}, got {self.criterion!r}')
+      raise ValueError(f'loss.consistency.criterion must be one of {CRITERIA}, got {self.criterion!r}')
 
 
 @dataclasses.dataclass(frozen=True)
 class PromptConfig:
-  """`loss.div` (L_div) and `loss.prompt` (L_topo + L_anchor) weights, and their reduction over
-  classes ('mean' | 'sum', `losses.regularizers`)."""
+  """`loss.prompt`: the weights of L_div (div) and of L_prompt = L_topo + L_anchor (weight), and
+  their reduction: 'mean' over classes and pairs (no term grows with K) | 'sum' (the paper's
+  formulas as written; docs/method.md has the gradient shares of both)."""
   div: float = 0.1
-  prompt: float = 1.0
+  weight: float = 1.0
   reduction: str = 'mean'
+
+  def __post_init__(self):
+    if self.reduction not in ('mean', 'sum'):
+      raise ValueError(f"loss.prompt.reduction must be 'mean' or 'sum', got {self.reduction!r}")
 
   @property
   def enabled(self) -> bool:
-    return self.div > 0 or self.prompt > 0
+    return self.div > 0 or self.weight > 0
 
 
 @dataclasses.dataclass(frozen=True)
 class VisionLanguageConfig:
-  """`loss.vl` (w_vl), `loss.align`, `loss.mask` weights and the temperature of L_align."""
+  """`loss.vision_language`: w_vl (weight), the weights of L_align and L_mask inside it, and the
+  temperature of L_align."""
   weight: float = 0.1
   align: float = 1.0
   mask: float = 1.0
@@ -108,27 +117,18 @@ class VisionLanguageConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ObjectiveConfig:
-  """The four parts' configs."""
-  supervised: segmentation.CriterionConfig
+  """`loss`: the four parts' configs."""
+  supervised: segmentation.CriterionConfig = segmentation.CriterionConfig()
   consistency: ConsistencyConfig = ConsistencyConfig()
   prompt: PromptConfig = PromptConfig()
   vision_language: VisionLanguageConfig = VisionLanguageConfig()
 
-  @classmethod
-  def from_config(cls, config) -> 'ObjectiveConfig':
-    semi, loss = config.semi, config.loss
-    if loss.regularizer_reduction not in ('mean', 'sum'):
-      raise ValueError("loss.regularizer_reduction must be 'mean' or 'sum', "
-                       f'got {loss.regularizer_reduction!r}')
-    return cls(
-        supervised=segmentation.CriterionConfig.from_config(config),
-        consistency=ConsistencyConfig(
-            conf_threshold=semi.conf_threshold, strong_weight=semi.strong_weight,
-            fp_weight=semi.fp_weight, entropy_weight=semi.entropy_weight,
-            feature_dropout=semi.feature_dropout, criterion=semi.criterion),
-        prompt=PromptConfig(div=loss.div, prompt=loss.prompt, reduction=loss.regularizer_reduction),
-        vision_language=VisionLanguageConfig(weight=loss.vl, align=loss.align, mask=loss.mask,
-                                             tau=loss.tau))
+
+def objective_config(config, network: hvl.HVLConfig) -> ObjectiveConfig:
+  """The `loss` subtree for `network` (its classes and query levels size L_seg's matching)."""
+  cfg = config_tree.build(ObjectiveConfig, config.loss, 'loss')
+  return dataclasses.replace(cfg, supervised=cfg.supervised.for_network(network.num_classes,
+                                                                        network.num_levels))
 
 
 def nearest_cells(x, size):
@@ -284,7 +284,7 @@ def consistency_loss(model: hvl.HVL, params, fwd: Forward, batch: Batch, cfg: Co
                      ) -> Tuple[Terms, Terms]:
   """(parts, terms): the weak views' pseudo-labels, the feature-perturbation view and the strong
   views' predictions, scored by `consistency_terms`. `supervised`: the labeled criterion, which
-  semi.criterion='set' teaches with."""
+  loss.consistency.criterion='set' teaches with."""
   bl, bu = batch.image_l.shape[0], batch.image_w.shape[0]
   cls, masks = fwd.predictions[-1]
   probs_w = weak_probs(model, params, fwd, bl, bu, teacher_params, batch.image_w)
@@ -342,10 +342,10 @@ def prompt_loss(text: dict, cfg: PromptConfig) -> Tuple[Terms, Terms]:
   if cfg.div > 0:
     terms['div'] = regularizers.diversity_loss(text['level_queries'], cfg.reduction)
     parts['div'] = cfg.div * terms['div']
-  if cfg.prompt > 0:
+  if cfg.weight > 0:
     terms['topo'] = regularizers.topology_loss(text['t_hat'], text['t_clip'], cfg.reduction)
     terms['anchor'] = regularizers.anchor_loss(text['phi'], text['t_clip'], cfg.reduction)
-    parts.update(topo=cfg.prompt * terms['topo'], anchor=cfg.prompt * terms['anchor'])
+    parts.update(topo=cfg.weight * terms['topo'], anchor=cfg.weight * terms['anchor'])
   return parts, terms
 
 

@@ -1,7 +1,11 @@
 """Optimizer: AdamW with parameter groups, warm-up + poly schedule, clipping, NaN skipping."""
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
+
+from hvl_jax.common import config_tree
 
 # Leaves never weight-decayed besides biases and norms (all 1-D): embeddings and learned queries.
 # Embeddings and tokens are not decayed (CLIP's and EVA02's position embeddings and class tokens
@@ -10,9 +14,23 @@ NO_DECAY_NAMES = ('embedding', 'class_embedding', 'pos_embed', 'cls_token', 'pro
                   'level_embed', 'class_query_pos')
 
 
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+  """`optim`: AdamW (lr, weight_decay, b1, b2; the backbone at lr x backbone_lr_mult), gradients
+  clipped at a global norm of clip_norm, linear warm-up over warmup_steps then poly decay."""
+  lr: float = 1e-4
+  weight_decay: float = 0.01
+  backbone_lr_mult: float = 0.1
+  clip_norm: float = 0.01
+  warmup_steps: int = 1500
+  poly_power: float = 0.9
+  b1: float = 0.9
+  b2: float = 0.999
+
+
 def learning_rate_schedule(config, total_steps: int) -> optax.Schedule:
   """Linear warm-up to optim.lr over warmup_steps, then poly(power) decay to 0 at total_steps."""
-  o = config.optim
+  o = config_tree.build(OptimConfig, config.optim, 'optim')
   warmup = min(o.warmup_steps, max(total_steps - 1, 0))
   return optax.join_schedules([
       optax.linear_schedule(0.0, o.lr, max(warmup, 1)),
@@ -78,8 +96,9 @@ def over_group_vectors(inner: optax.GradientTransformation, vectors: GroupVector
 
 
 def make_optimizer(config, params, total_steps: int) -> optax.GradientTransformation:
-  """The full transformation for the trainable `params` tree (see `over_group_vectors`)."""
-  o = config.optim
+  """The full transformation for the trainable `params` tree (see `over_group_vectors`), with
+  train.grad_accum micro-steps per update."""
+  o = config_tree.build(OptimConfig, config.optim, 'optim')
   schedule = learning_rate_schedule(config, total_steps)
 
   def adamw(group):

@@ -5,6 +5,7 @@ mesh ('data' axis: batch sharded, parameters replicated) with the state
 donated. The global batch (labeled_batch + unlabeled_batch) defines the recipe;
 `train.grad_accum` splits it into micro-batches on small devices.
 """
+import dataclasses
 import functools
 import json
 import time
@@ -20,6 +21,7 @@ from tensorboardX import SummaryWriter
 from hvl_jax.common import checkpoint as ckpt_lib
 from hvl_jax.common import compilation_cache
 from hvl_jax.common import config_io
+from hvl_jax.common import config_tree
 from hvl_jax.common import progress as progress_lib
 from hvl_jax.common import sharding
 from hvl_jax.common import state as state_lib
@@ -61,16 +63,16 @@ def step_inputs(batch: Dict[str, jax.Array], rng,
 
 
 def train_step(state: state_lib.TrainState, batch, *, model, tx, loss: objective.ObjectiveConfig,
-               grad_accum: int = 1, ema_decay: float = 0.0, t_clip=None,
-               strong: Optional[device_augment.StrongViewConfig] = None):
+               grad_accum: int = 1, t_clip=None, strong: Optional[device_augment.StrongViewConfig] = None):
   """One micro-step: loss, gradients w.r.t. the trainable params, optimizer update, EMA.
 
   With grad_accum = k (train.grad_accum) the optimizer applies the mean gradient every k-th
   micro-step; `state.step` (optimizer steps) advances then, and so does the EMA teacher
-  (semi.ema_decay > 0). t_clip: (K, E) `fixed_text_embeddings` of the frozen text encoder,
+  (loss.consistency.ema_decay > 0). t_clip: (K, E) `fixed_text_embeddings` of the frozen text encoder,
   computed once per start (`fixed_text_embeddings`); None computes them in the step. strong: how
-  the step makes the strong views of a batch that has only weak ones (data.strong_views='device').
+  the step makes the strong views of a batch that has only weak ones (data.strong_view.where='device').
   """
+  ema_decay = loss.consistency.ema_decay
   rng = jax.random.fold_in(state.rng, state.step * grad_accum + optim.micro_step(state.opt_state))
   inputs = step_inputs(batch, rng, strong)
   teacher = None
@@ -95,20 +97,36 @@ def train_step(state: state_lib.TrainState, batch, *, model, tx, loss: objective
   return new_state, metrics
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+  """`train`: the schedule's length (steps > 0 overrides epochs), grad_accum micro-steps per
+  step, logging, checkpoints (every ckpt_every steps, the keep_checkpoints newest kept),
+  parameters and optimizer state sharded over the devices (fsdp, ZeRO-3 style), an evaluation
+  every eval_every steps (0 = at the end only), a stop after max_nonfinite non-finite losses in a
+  row, and a bucket that does not answer for storage_timeout_s ending the run
+  (hvl_jax/common/checkpoint.py)."""
+  epochs: int = 80
+  steps: int = -1
+  grad_accum: int = 1
+  log_every: int = 50
+  ckpt_every: int = 1000
+  keep_checkpoints: int = 3
+  fsdp: bool = False
+  eval_every: int = 0
+  max_nonfinite: int = 10
+  storage_timeout_s: float = 600.0
+
+
 def bind_train_step(config, model, tx, t_clip=None):
   """`train_step` with the config's static settings (read here, not while tracing) and t_clip bound."""
-  return functools.partial(train_step, model=model, tx=tx, loss=objective.ObjectiveConfig.from_config(config),
-                           grad_accum=config.train.grad_accum, ema_decay=config.semi.ema_decay, t_clip=t_clip,
-                           strong=strong_view_config(config))
+  return functools.partial(train_step, model=model, tx=tx, loss=objective.objective_config(config, model.cfg),
+                           grad_accum=config.train.grad_accum, t_clip=t_clip, strong=strong_view_config(config))
 
 
 def strong_view_config(config) -> Optional[device_augment.StrongViewConfig]:
-  """How the step makes the strong views (data.strong_views='device'), or None ('host')."""
-  if config.data.strong_views not in ('device', 'host'):
-    raise ValueError(f"data.strong_views must be 'device' or 'host', got {config.data.strong_views!r}")
-  if config.data.strong_views != 'device':
-    return None
-  return device_augment.StrongViewConfig.from_config(config.data)
+  """How the step makes the strong views (`data.strong_view`), or None where the host makes them."""
+  strong = config_tree.build(device_augment.StrongViewConfig, config.data.strong_view, 'data.strong_view')
+  return strong if strong.where == 'device' else None
 
 
 def fixed_text_embeddings(model, state: state_lib.TrainState) -> np.ndarray:
@@ -179,14 +197,14 @@ class ProgressLogger:
 
 
 def mask_budget_note(config, devices: int) -> Optional[str]:
-  """A note when loss.budget_images does not divide the labeled images per device and micro-step:
+  """A note when loss.supervised.budget_images does not divide the labeled images per device and micro-step:
   the criterion's mask-budget groups then span devices (correct, but their data crosses them)."""
   per_device = config.data.labeled_batch // config.train.grad_accum // devices
-  group = config.loss.budget_images
+  group = config.loss.supervised.budget_images
   if per_device < 1 or per_device % group == 0:
     return None
-  return (f'Note: loss.budget_images={group} does not divide the {per_device} labeled image(s) per device '
-          'and micro-step, so mask-budget groups span devices; --config.loss.budget_images=1 keeps them local.')
+  return (f'Note: loss.supervised.budget_images={group} does not divide the {per_device} labeled image(s) per device '
+          'and micro-step, so mask-budget groups span devices; --config.loss.supervised.budget_images=1 keeps them local.')
 
 
 def compiled(jitted, *args, what: str = 'the train step'):
@@ -206,25 +224,26 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   The workdir records the config (config_train.json, which `Segmenter.load` reads)."""
   config = datasets.resolved(config)
   config_io.write(config, workdir, 'train')
+  train = config_tree.build(TrainConfig, config.train, 'train')
   mesh = sharding.make_mesh()
   names = datasets.class_names(config)
   model, clip = hvl.build_model(config, names)
   sources = datasets.make_sources(config)
   total = pipeline.total_steps(config, sources)
-  accum = config.train.grad_accum
+  accum = train.grad_accum
   lr_fn = optim.learning_rate_schedule(config, total)
   tx_fn = lambda params: optim.make_optimizer(config, params, total)
   image_size = config.data.crop_size
 
   abstract = state_lib.abstract_state(config, model, clip, tx_fn)
   tx = tx_fn(abstract.params)
-  state_sharding = sharding.state_sharding(mesh, abstract, config.train.fsdp)
+  state_sharding = sharding.state_sharding(mesh, abstract, train.fsdp)
   data = pipeline.train_dataset(config, sources, workdir)
   data_iter = iter(data)
 
   checkpoints = ckpt_lib.Checkpointer(storage.join(workdir, 'checkpoints'),
-                                      config.train.keep_checkpoints,
-                                      storage_timeout_s=config.train.storage_timeout_s)
+                                      train.keep_checkpoints,
+                                      storage_timeout_s=train.storage_timeout_s)
   state = restore_or_init(config, checkpoints, abstract, data_iter,
                           lambda: state_lib.create_state(config, model, clip, tx_fn, image_size))
   state = jax.device_put(state, state_sharding)
@@ -239,10 +258,10 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
     print(note, flush=True)
   step_fn = jit_train_step(config, model, tx, mesh, state_sharding, t_clip=fixed_text_embeddings(model, state))
   progress = ProgressLogger(workdir, total, config.data.labeled_batch + config.data.unlabeled_batch, lr_fn,
-                            config.train.storage_timeout_s)
+                            train.storage_timeout_s)
   evaluator = evaluator_lib.Evaluator(config, predictor_lib.Predictor.from_config(config, model), sources['val'], names,
                                  num_samples=4)
-  state, metrics = train_loop(config, state, step_fn, data_iter, mesh, checkpoints, progress, evaluator,
+  state, metrics = train_loop(train, state, step_fn, data_iter, mesh, checkpoints, progress, evaluator,
                               workdir, total)
   if start < total:       # a finished run started again only evaluates
     checkpoints.save(total, state, data_iter, force=True)
@@ -262,11 +281,11 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   return results
 
 
-def train_loop(config, state, step_fn, data_iter, mesh, checkpoints, progress, evaluator, workdir: str,
+def train_loop(train: TrainConfig, state, step_fn, data_iter, mesh, checkpoints, progress, evaluator, workdir: str,
                total: int):
   """Optimizer steps state.step + 1 ... `total`: logging, non-finite checks, checkpoints,
   preemption and periodic evaluation. Returns (state, the last logged metrics)."""
-  accum, start = config.train.grad_accum, int(state.step)
+  accum, start = train.grad_accum, int(state.step)
   best = read_best(workdir)
   metrics = None
   watcher = preemption.Watcher()
@@ -277,21 +296,21 @@ def train_loop(config, state, step_fn, data_iter, mesh, checkpoints, progress, e
         if metrics is None:     # the first micro-step of this start
           step_fn = compiled(step_fn, state, batch)
         state, metrics = step_fn(state, batch)
-      if step % config.train.log_every == 0 or step == total:
+      if step % train.log_every == 0 or step == total:
         metrics = jax.device_get(metrics)
         progress.log(step, metrics)
-        if metrics['nonfinite_consecutive'] >= config.train.max_nonfinite:
+        if metrics['nonfinite_consecutive'] >= train.max_nonfinite:
           raise FloatingPointError(f'{int(metrics["nonfinite_consecutive"])} non-finite losses in a row at '
-                                   f'step {step}: stopping (train.max_nonfinite={config.train.max_nonfinite})')
+                                   f'step {step}: stopping (train.max_nonfinite={train.max_nonfinite})')
       preempted = step != total and watcher.reached(step)
-      if (step % config.train.ckpt_every == 0 and step != total) or preempted:
+      if (step % train.ckpt_every == 0 and step != total) or preempted:
         checkpoints.save(step, state, data_iter, force=preempted)
       if preempted:
         checkpoints.wait()
         checkpoints.close()
         progress.close()
         raise preemption.Preempted(step, checkpoints.directory)
-      if config.train.eval_every and step % config.train.eval_every == 0 and step != total:
+      if train.eval_every and step % train.eval_every == 0 and step != total:
         best = periodic_eval(evaluator, state, step, workdir, best, progress, checkpoints.timeout_s)
   finally:
     watcher.close()

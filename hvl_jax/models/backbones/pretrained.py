@@ -5,12 +5,12 @@ from hvl_jax.models.backbones import eva02_weights
 from hvl_jax.models.backbones import registry
 
 
-def load(config) -> clip_weights.CLIP:
-  """Weights, sizes and tokenizer of the config's backbone."""
-  c, backbone = config.model.clip, config.model.backbone
-  cfg = registry.clip_config(c, backbone)   # also checks the backbone name
-  if not c.pretrained:
-    return clip_weights.random_clip(cfg, seed=config.seed)
+def load(source: registry.CLIPSource, backbone: str, seed: int = 0) -> clip_weights.CLIP:
+  """Weights, sizes and tokenizer of `source` for the `model.backbone` name (a random CLIP's
+  weights from `seed`)."""
+  cfg = registry.clip_config(source, backbone)   # also checks the backbone name
+  if not source.pretrained:
+    return clip_weights.random_clip(cfg, seed=seed)
   if backbone == 'eva02_clip_l14':
-    return eva02_weights.load_eva02_clip(c.pretrained, c.tokenizer)
-  return clip_weights.load_clip(c.pretrained)
+    return eva02_weights.load_eva02_clip(source.pretrained, source.tokenizer)
+  return clip_weights.load_clip(source.pretrained)

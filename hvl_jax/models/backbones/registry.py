@@ -4,6 +4,7 @@
   eva02_clip_l14  EVA02-CLIP (open_clip/timm checkpoints), `eva02.EVA02VisionEncoder`
 Both share CLIP's causal text tower (`clip.CLIPTextEncoder`).
 """
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -16,11 +17,35 @@ from hvl_jax.ops.layer_scan import Remat
 BACKBONES = ('clip', 'eva02_clip_l14')
 
 
-def clip_config(fields: Any, backbone: str = 'clip') -> CLIPConfig:
-  """Sizes from the `model.clip` ConfigDict of configs/base.py and the `model.backbone` name."""
+@dataclasses.dataclass(frozen=True)
+class CLIPSource:
+  """`model.clip`: the checkpoint and the sizes of its towers (CLIP ViT-B/16's by default).
+
+  pretrained: a Hugging Face CLIP directory or hub name, an open_clip EVA02-CLIP one for
+  model.backbone='eva02_clip_l14', or '' for a random CLIP of these sizes; tokenizer: for
+  EVA02-CLIP, a directory or hub name holding CLIP's vocab.json and merges.txt.
+  """
+  pretrained: str = 'openai/clip-vit-base-patch16'
+  tokenizer: str = ''
+  vision_width: int = 768
+  vision_layers: int = 12
+  vision_heads: int = 12
+  vision_mlp_dim: int = 3072
+  patch_size: int = 16
+  image_size: int = 224
+  text_width: int = 512
+  text_layers: int = 12
+  text_heads: int = 8
+  text_mlp_dim: int = 2048
+  vocab_size: int = 49408
+  context_length: int = 77
+  projection_dim: int = 512
+
+
+def clip_config(c: CLIPSource, backbone: str = 'clip') -> CLIPConfig:
+  """The towers' sizes from `model.clip` and the `model.backbone` name."""
   if backbone not in BACKBONES:
     raise ValueError(f'model.backbone={backbone!r}: expected one of {", ".join(BACKBONES)}')
-  c = fields
   if c.image_size % c.patch_size:
     raise ValueError(f'model.clip.image_size={c.image_size} is not divisible by model.clip.patch_size='
                      f'{c.patch_size}')
