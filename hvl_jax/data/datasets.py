@@ -88,17 +88,17 @@ def resolved(config):
   """`config` with what a folder dataset derives from its folder: data.class_names (classes.txt),
   data.num_classes and data.background_classes (the class named data.background_name, if any).
   Other datasets, and a config resolved before, come back as they are."""
-  d = config.data
-  if d.name != 'folder' or d.class_names:
+  data = config.data
+  if data.name != 'folder' or data.class_names:
     return config
-  if not d.root or not storage.is_dir(d.root):
-    raise DataError(f'data.root={d.root!r}: dataset folder not found (set --config.data.root to the folder '
+  if not data.root or not storage.is_dir(data.root):
+    raise DataError(f'data.root={data.root!r}: dataset folder not found (set --config.data.root to the folder '
                     f'holding {folder.CLASSES}, images/ and labels/)')
-  names = folder.read_classes(d.root)
-  if d.num_classes and d.num_classes != len(names):
-    raise DataError(f'{os.path.join(d.root, folder.CLASSES)}: {len(names)} classes but data.num_classes='
-                    f'{d.num_classes} (leave it 0 to take the file\'s)')
-  background = folder.normalised(d.background_name)
+  names = folder.read_classes(data.root)
+  if data.num_classes and data.num_classes != len(names):
+    raise DataError(f'{os.path.join(data.root, folder.CLASSES)}: {len(names)} classes but data.num_classes='
+                    f'{data.num_classes} (leave it 0 to take the file\'s)')
+  background = folder.normalised(data.background_name)
   out = config.copy_and_resolve_references()
   with out.unlocked():
     out.data.class_names = names
@@ -168,46 +168,46 @@ class TFDSSource:
 
 def make_sources(config) -> Dict[str, object]:
   """{'labeled', 'unlabeled', 'val'} sources for config.data (unlabeled may be empty)."""
-  d = config.data
-  if d.name == 'tfds':
-    t = d.tfds
-    mk = lambda split, labels: TFDSSource(t.name, split, t.data_dir, d.num_classes, t.image_key, t.label_key,
+  data = config.data
+  if data.name == 'tfds':
+    t = data.tfds
+    mk = lambda split, labels: TFDSSource(t.name, split, t.data_dir, data.num_classes, t.image_key, t.label_key,
                                           labels)
     return dict(labeled=mk(t.labeled_split, True), unlabeled=mk(t.unlabeled_split, False),
                 val=mk(t.val_split, True))
-  if d.name == 'folder':
-    return folder.make_sources(d.root, resolved(config).data.num_classes)
-  if d.name == 'synthetic':
-    mk = lambda split, n, scenes=None: synthetic.SyntheticSource(split, n, d.synthetic_size, d.num_classes,
-                                                                d.synthetic_seed, scenes)
-    also = sorted(set(d.synthetic_also_labeled))
-    if also and not 0 <= also[0] <= also[-1] < d.synthetic_unlabeled:
+  if data.name == 'folder':
+    return folder.make_sources(data.root, resolved(config).data.num_classes)
+  if data.name == 'synthetic':
+    mk = lambda split, n, scenes=None: synthetic.SyntheticSource(split, n, data.synthetic_size, data.num_classes,
+                                                                data.synthetic_seed, scenes)
+    also = sorted(set(data.synthetic_also_labeled))
+    if also and not 0 <= also[0] <= also[-1] < data.synthetic_unlabeled:
       raise DataError(f'data.synthetic_also_labeled: indices must be in [0, data.synthetic_unlabeled='
-                      f'{d.synthetic_unlabeled}), got {[i for i in also if not 0 <= i < d.synthetic_unlabeled]}')
-    labeled = [('labeled', i) for i in range(d.synthetic_labeled)] + [('unlabeled', i) for i in also]
+                      f'{data.synthetic_unlabeled}), got {[i for i in also if not 0 <= i < data.synthetic_unlabeled]}')
+    labeled = [('labeled', i) for i in range(data.synthetic_labeled)] + [('unlabeled', i) for i in also]
     taken = set(also)
-    pool = [('unlabeled', i) for i in range(d.synthetic_unlabeled) if i not in taken]
+    pool = [('unlabeled', i) for i in range(data.synthetic_unlabeled) if i not in taken]
     return dict(labeled=mk('labeled', 0, labeled), unlabeled=mk('unlabeled', 0, pool),
-                val=mk('val', d.synthetic_val))
-  s = spec(d.name)
-  if not d.root or not storage.is_dir(d.root):
-    raise DataError(f'data.root={d.root!r}: dataset root directory not found (set --config.data.root)')
-  if s.num_classes != d.num_classes:
-    raise DataError(f'data.num_classes={d.num_classes} but {d.name} has {s.num_classes} classes')
-  split_dir = os.path.join(splits_dir(config), s.folder, d.split)
+                val=mk('val', data.synthetic_val))
+  s = spec(data.name)
+  if not data.root or not storage.is_dir(data.root):
+    raise DataError(f'data.root={data.root!r}: dataset root directory not found (set --config.data.root)')
+  if s.num_classes != data.num_classes:
+    raise DataError(f'data.num_classes={data.num_classes} but {data.name} has {s.num_classes} classes')
+  split_dir = os.path.join(splits_dir(config), s.folder, data.split)
   labeled = read_split_list(os.path.join(split_dir, 'labeled.txt'), need_labels=True)
   unlabeled_list = os.path.join(split_dir, 'unlabeled.txt')
   if storage.exists(unlabeled_list):
     unlabeled = read_split_list(unlabeled_list, need_labels=False)
   elif s.unlabeled_from_dir:
-    unlabeled = list_unlabeled_images(d.root, s.unlabeled_from_dir, labeled)
+    unlabeled = list_unlabeled_images(data.root, s.unlabeled_from_dir, labeled)
   else:
     raise DataError(f'{unlabeled_list}: split list not found')
   val = read_split_list(os.path.join(splits_dir(config), s.folder, 'val.txt'), need_labels=True)
-  k = d.num_classes
-  return dict(labeled=files.FileSource(d.root, labeled, k, s.remap),
-              unlabeled=files.FileSource(d.root, unlabeled, k, s.remap, with_labels=False),
-              val=files.FileSource(d.root, val, k, s.remap))
+  k = data.num_classes
+  return dict(labeled=files.FileSource(data.root, labeled, k, s.remap),
+              unlabeled=files.FileSource(data.root, unlabeled, k, s.remap, with_labels=False),
+              val=files.FileSource(data.root, val, k, s.remap))
 
 
 def list_unlabeled_images(root: str, folder: str, labeled) -> List[Tuple[str, None]]:

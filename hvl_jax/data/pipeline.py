@@ -26,23 +26,23 @@ def per_process(global_batch: int, name: str) -> int:
 
 def rare_class_folders(config, workdir: Optional[str]):
   """Where the rare-class statistics are cached: beside the split list (if writable), the workdir."""
-  d = config.data
-  folders = [os.path.join(datasets.splits_dir(config), datasets.spec(d.name).folder, d.split)
-             if d.name in datasets.SPECS else None]
+  data = config.data
+  folders = [os.path.join(datasets.splits_dir(config), datasets.spec(data.name).folder, data.split)
+             if data.name in datasets.SPECS else None]
   return folders + [workdir]
 
 
 def labeled_records(source, config, workdir: Optional[str]) -> grain.MapDataset:
   """Labeled records in training order: shuffled and repeated, or drawn by rare-class sampling
   (each record then carries its drawn class as 'rare_class')."""
-  d = config.data
+  data = config.data
   read = lambda i: source[int(i)]
-  if not d.rare_class_sampling:
+  if not data.rare_class_sampling:
     return grain.MapDataset.range(len(source)).shuffle(seed=config.seed).repeat().map(read)
-  split = d.tfds.labeled_split if d.name == 'tfds' else d.split
-  key = rare_class.cache_key(source, f'{d.name}/{split}', d.num_classes)
-  stats = rare_class.cached_statistics(source, d.num_classes, key, rare_class_folders(config, workdir))
-  sampler = rare_class.RareClassSampler(stats, d.rcs_temperature, d.rcs_min_pixels)
+  split = data.tfds.labeled_split if data.name == 'tfds' else data.split
+  key = rare_class.cache_key(source, f'{data.name}/{split}', data.num_classes)
+  stats = rare_class.cached_statistics(source, data.num_classes, key, rare_class_folders(config, workdir))
+  sampler = rare_class.RareClassSampler(stats, data.rcs_temperature, data.rcs_min_pixels)
 
   def draw(_, rng):
     index, c = sampler(rng)
@@ -67,37 +67,37 @@ def train_dataset(config, sources: Dict[str, object], workdir: Optional[str] = N
   data.strong_view.where='host' also image_s1 / image_s2 (Bu, S, S, 3) uint8 and box1 / box2 (Bu, S, S)
   bool.
   """
-  d = config_tree.build(DataConfig, config.data, 'data')    # what the workers' transforms read
+  data = config_tree.build(DataConfig, config.data, 'data')    # what the workers' transforms read
   accum = config.train.grad_accum
   for name in ('labeled_batch', 'unlabeled_batch'):
-    if getattr(d, name) % accum:
-      raise ValueError(f'data.{name}={getattr(d, name)} is not divisible by train.grad_accum={accum}')
-  lab_b = per_process(d.labeled_batch // accum, 'labeled_batch')
-  unl_b = per_process(d.unlabeled_batch // accum, 'unlabeled_batch')
+    if getattr(data, name) % accum:
+      raise ValueError(f'data.{name}={getattr(data, name)} is not divisible by train.grad_accum={accum}')
+  lab_b = per_process(data.labeled_batch // accum, 'labeled_batch')
+  unl_b = per_process(data.unlabeled_batch // accum, 'unlabeled_batch')
   labeled = _stream(labeled_records(sources['labeled'], config, workdir),
-                    lambda r, rng: transforms.labeled_train(r, rng, d), lab_b, config.seed + 1)
+                    lambda r, rng: transforms.labeled_train(r, rng, data), lab_b, config.seed + 1)
   if unl_b:
     if not len(sources['unlabeled']):
       raise datasets.DataError('the unlabeled split is empty but data.unlabeled_batch > 0')
     order = grain.MapDataset.range(len(sources['unlabeled'])).shuffle(seed=config.seed + 2).repeat()
     unlabeled = _stream(order.map(lambda i: sources['unlabeled'][int(i)]),
-                        lambda r, rng: transforms.unlabeled_train(r, rng, d), unl_b, config.seed + 3)
+                        lambda r, rng: transforms.unlabeled_train(r, rng, data), unl_b, config.seed + 3)
     n = min(len(labeled), len(unlabeled))    # both "infinite"; zip needs equal lengths
     ds = grain.experimental.ZipMapDataset([labeled[:n], unlabeled[:n]]).map(lambda ab: {**ab[0], **ab[1]})
   else:
     ds = labeled
-  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, d.num_workers), prefetch_buffer_size=d.prefetch))
-  if d.num_workers > 0:
-    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=d.num_workers))
+  it = ds.to_iter_dataset(grain.ReadOptions(num_threads=max(1, data.num_workers), prefetch_buffer_size=data.prefetch))
+  if data.num_workers > 0:
+    it = it.mp_prefetch(grain.MultiprocessingOptions(num_workers=data.num_workers))
   return it
 
 
 def steps_per_epoch(config, sources) -> int:
   """One epoch = one pass over the unlabeled list (labeled list when training supervised only)."""
-  d = config.data
-  if d.unlabeled_batch:
-    return max(1, -(-len(sources['unlabeled']) // d.unlabeled_batch))
-  return max(1, -(-len(sources['labeled']) // d.labeled_batch))
+  data = config.data
+  if data.unlabeled_batch:
+    return max(1, -(-len(sources['unlabeled']) // data.unlabeled_batch))
+  return max(1, -(-len(sources['labeled']) // data.labeled_batch))
 
 
 def total_steps(config, sources) -> int:

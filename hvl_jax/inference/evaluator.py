@@ -105,7 +105,7 @@ class Evaluator:
     """Evaluates `params`; `extra` entries are added to the results (and the json). The table
     printed (and written) is headed by `title`: what was evaluated."""
     k = len(self.names)
-    d = self.config.data
+    data = self.config.data
     conf = np.zeros((k, k), np.int64)
     presence = np.zeros(3, np.int64)       # gating's TP, FP, FN over images and classes
     n = len(self.source)
@@ -122,7 +122,7 @@ class Evaluator:
       conf += metrics.confusion_matrix(pred.classes, record['label'], k)
       if pred.present is not None:
         gated = True
-        presence += presence_counts(pred.present, record['label'], k, d.background_classes)
+        presence += presence_counts(pred.present, record['label'], k, data.background_classes)
       progress.update(done)
     conf = summed_over_processes(conf)
     tp, fp, fn = summed_over_processes(presence)
