@@ -66,7 +66,8 @@ IMPLEMENTATIONS = (
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--batch', type=int, default=8)
   parser.add_argument('--dtypes', default='float32,bfloat16')
   args = parser.parse_args()
@@ -78,8 +79,10 @@ def main():
       results[label] = measure(impl, value, locs, attn)
       report(label, name, results[label])
     ours = results['ms_deform_attn']
-    err = float(jnp.abs(deform_attn.ms_deform_attn(value, SHAPES, locs, attn).astype(jnp.float32)
-                        - reference_ms_deform_attn(value, SHAPES, locs, attn).astype(jnp.float32)).max())
+    err = float(
+        jnp.abs(
+            deform_attn.ms_deform_attn(value, SHAPES, locs, attn).astype(jnp.float32) -
+            reference_ms_deform_attn(value, SHAPES, locs, attn).astype(jnp.float32)).max())
     for label, ref in list(results.items())[1:]:
       print(f'{name:9s} ms_deform_attn over {label}: fwd {ref["fwd"] / ours["fwd"]:.2f}x, '
             f'fwd+bwd {ref["fwd_bwd"] / ours["fwd_bwd"]:.2f}x', flush=True)

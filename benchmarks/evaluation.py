@@ -34,10 +34,10 @@ def per_window_predictor(config, model):
   """One window per call, the whole network (text encoder included) in every call."""
   prepare, scores = predictor_lib.network_scores(model, config.inference.mode)
   batched = predictor_lib.Predictor.from_config(config, model)
-  return predictor_lib.Predictor(jax.jit(lambda params, images, valid: scores(prepare(params), images, valid)),
-                             num_classes=batched.num_classes, crop=batched.crop, stride=batched.stride,
-                             protocol=batched.protocol, short_side=batched.short_side,
-                             pad_multiple=batched.pad_multiple)
+  return predictor_lib.Predictor(
+      jax.jit(lambda params, images, valid: scores(prepare(params), images, valid)),
+      num_classes=batched.num_classes, crop=batched.crop, stride=batched.stride,
+      protocol=batched.protocol, short_side=batched.short_side, pad_multiple=batched.pad_multiple)
 
 
 def images_per_second(predictor, params, images):
@@ -55,14 +55,22 @@ def main(argv):
   model, clip = hvl.build_model(config, names)
   params = hvl.init_params(model, clip, jax.random.PRNGKey(config.seed), config.data.crop_size)
   source = datasets.make_sources(config)['val']
-  images = [source[i]['image'] for i in evaluator_lib.process_share(min(_IMAGES.value, len(source)))]
+  images = [
+      source[i]['image'] for i in evaluator_lib.process_share(min(_IMAGES.value, len(source)))
+  ]
   old_rate, old_maps = images_per_second(per_window_predictor(config, model), params, images)
-  new_rate, new_maps = images_per_second(predictor_lib.Predictor.from_config(config, model), params, images)
+  new_rate, new_maps = images_per_second(predictor_lib.Predictor.from_config(config, model), params,
+                                         images)
   agree = all(np.array_equal(a, b) for a, b in zip(old_maps, new_maps))
-  print(f'device {device_name()}; config {config.data.name} crop {config.data.crop_size}, protocol '
-        f'{config.inference.protocol}, images {images[0].shape[0]}x{images[0].shape[1]}, {len(images)} images')
-  print(f'per_window {old_rate:.2f} images/s; batched {new_rate:.2f} images/s; ratio {new_rate / old_rate:.2f}x; '
-        f'class maps {"identical" if agree else "DIFFER"}')
+  print(
+      f'device {device_name()}; config {config.data.name} crop {config.data.crop_size}, protocol '
+      f'{config.inference.protocol}, images {images[0].shape[0]}x{images[0].shape[1]}, '
+      f'{len(images)} images'
+  )
+  print(
+      f'per_window {old_rate:.2f} images/s; batched {new_rate:.2f} images/s; ratio '
+      f'{new_rate / old_rate:.2f}x; '
+      f'class maps {"identical" if agree else "DIFFER"}')
 
 
 if __name__ == '__main__':

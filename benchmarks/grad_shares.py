@@ -40,9 +40,12 @@ from hvl_jax.training import optim
 from hvl_jax.training import trainer
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/demo.py', 'Config file.')
-_WORKDIR = flags.DEFINE_string('workdir', '', 'A training workdir: measure at each of its checkpoints.')
-_BATCHES = flags.DEFINE_integer('batches', 8, 'With --workdir: batches of the training stream averaged.')
-_DATASETS = flags.DEFINE_list('datasets', ['voc', 'coco', 'ade', 'cityscapes'], 'Class sets to measure.')
+_WORKDIR = flags.DEFINE_string('workdir', '',
+                               'A training workdir: measure at each of its checkpoints.')
+_BATCHES = flags.DEFINE_integer('batches', 8,
+                                'With --workdir: batches of the training stream averaged.')
+_DATASETS = flags.DEFINE_list('datasets', ['voc', 'coco', 'ade', 'cityscapes'],
+                              'Class sets to measure.')
 _STEPS = flags.DEFINE_integer('steps', 100, 'Optimizer steps between the two measurements.')
 _SEED = flags.DEFINE_integer('seed', 0, 'Seed of the random batches.')
 
@@ -83,11 +86,16 @@ def along_run(workdir: str, num_batches: int):
   sources = datasets.make_sources(config)
   stream = iter(pipeline.train_dataset(config, sources))
   batches = [next(stream) for _ in range(num_batches)]
-  shapes = jax.eval_shape(lambda: hvl.init_params(model, clip, jax.random.PRNGKey(0), config.data.crop_size))
+  shapes = jax.eval_shape(
+      lambda: hvl.init_params(model, clip, jax.random.PRNGKey(0), config.data.crop_size))
   trainable, frozen = state_lib.split_params(shapes, model)
   checkpoints = ckpt_lib.Checkpointer(os.path.join(workdir, 'checkpoints'), async_save=False)
-  measure = jax.jit(lambda p, f, b: term_gradient_norms(model, config, p, f, b, jax.random.PRNGKey(0)))
-  print(f'{workdir}: {num_batches} batches of its stream, device {device_name()} JAX {jax.__version__}', flush=True)
+  measure = jax.jit(
+      lambda p, f, b: term_gradient_norms(model, config, p, f, b, jax.random.PRNGKey(0)))
+  print(
+      f'{workdir}: {num_batches} batches of its stream, device {device_name()} JAX '
+      f'{jax.__version__}',
+      flush=True)
   for step in checkpoints.steps():
     parts, _ = checkpoints.restore_parts({'params': trainable, 'frozen': frozen}, step=step)
     norms = [measure(parts['params'], parts['frozen'], b) for b in batches]
@@ -111,14 +119,16 @@ def main(argv):
     tx = tx_fn(state.params)
     rng = np.random.default_rng(_SEED.value)
     batches = [random_batch(config, rng) for _ in range(4)]
-    measure = jax.jit(lambda s, b: term_gradient_norms(model, config, s.params, s.frozen, b, jax.random.PRNGKey(0)))
+    measure = jax.jit(lambda s, b: term_gradient_norms(model, config, s.params, s.frozen, b,
+                                                       jax.random.PRNGKey(0)))
     step = jax.jit(trainer.bind_train_step(config, model, tx))
     print(f'{name} K={len(names)} reduction={config.loss.prompt.reduction} device {device_name()} '
           f'JAX {jax.__version__}', flush=True)
     print(row('  init', measure(state, batches[0]), config.optim.clip_norm), flush=True)
     for i in range(_STEPS.value):
       state, _ = step(state, batches[i % len(batches)])
-    print(row(f'  after {_STEPS.value} steps', measure(state, batches[0]), config.optim.clip_norm), flush=True)
+    print(row(f'  after {_STEPS.value} steps', measure(state, batches[0]), config.optim.clip_norm),
+          flush=True)
 
 
 if __name__ == '__main__':

@@ -73,7 +73,8 @@ def random_batch(config, rng: np.random.Generator):
       labels[i, y:y + h + 8, x:x + w + 8] = rng.integers(1, d.num_classes)
   batch = dict(image_l=rng.integers(0, 255, (bl, s, s, 3), np.uint8), label_l=labels)
   if bu:
-    batch.update(image_w=rng.integers(0, 255, (bu, s, s, 3), np.uint8), valid_u=np.ones((bu, s, s), bool))
+    batch.update(image_w=rng.integers(0, 255, (bu, s, s, 3), np.uint8), valid_u=np.ones((bu, s, s),
+                                                                                        bool))
   if bu and d.strong_views == 'host':
     for k in ('image_s1', 'image_s2'):
       batch[k] = rng.integers(0, 255, (bu, s, s, 3), np.uint8)
@@ -102,13 +103,16 @@ def build_state(config):
   """(model, clip, class names, fresh train state on the host CPU) for a benchmark config."""
   names = datasets.class_names(config)
   model, clip = hvl.build_model(config, names)
-  state = state_lib.create_state(config, model, clip, lambda p: optimizer(config, p), config.data.crop_size)
+  state = state_lib.create_state(config, model, clip, lambda p: optimizer(config, p),
+                                 config.data.crop_size)
   return model, clip, names, state
 
 
 def shaped(tree, shardings):
-  """ShapeDtypeStructs of `tree`'s leaves with `shardings` (what lowering a jitted function takes)."""
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
+  """ShapeDtypeStructs of `tree`'s leaves with `shardings` (what lowering a jitted function
+  takes)."""
+  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree,
+                      shardings)
 
 
 def unrolled_flops(config, clip, names, tx, state, batch, recompute: bool = True) -> float:
@@ -136,5 +140,3 @@ def unrolled_flops(config, clip, names, tx, state, batch, recompute: bool = True
     step = trainer.jit_train_step(unrolled, model, tx, mesh, state_sh, t_clip=t_clip)
     cost = step.lower(shaped(state, state_sh), shaped(batch, batch_sh)).cost_analysis() or {}
   return float(cost.get('flops', float('nan')))
-
-

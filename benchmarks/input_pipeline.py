@@ -36,7 +36,8 @@ def write_fixture(root: str, n: int, w: int, h: int):
     os.makedirs(f'{root}/JPEGImages', exist_ok=True)
     os.makedirs(f'{root}/SegmentationClass', exist_ok=True)
     Image.fromarray(img).save(f'{root}/JPEGImages/{i:05d}.jpg', quality=90)
-    Image.fromarray(((xx // 50 + yy // 50 + i) % 21).astype(np.uint8)).save(f'{root}/SegmentationClass/{i:05d}.png')
+    Image.fromarray(((xx // 50 + yy // 50 + i) % 21).astype(
+        np.uint8)).save(f'{root}/SegmentationClass/{i:05d}.png')
     entries.append((f'JPEGImages/{i:05d}.jpg', f'SegmentationClass/{i:05d}.png'))
   return entries
 
@@ -50,11 +51,13 @@ def rate(fn, n):
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--images', type=int, default=64)
   parser.add_argument('--size', default='500x375')
   parser.add_argument('--crop', type=int, default=512)
-  parser.add_argument('--step_ms', type=float, default=503.6, help='a measured step (VOC 8+8 on an H200)')
+  parser.add_argument('--step_ms', type=float, default=503.6,
+                      help='a measured step (VOC 8+8 on an H200)')
   parser.add_argument('--target_ms', type=float, default=131.0, help='the step at 35%% MFU')
   parser.add_argument('--images_per_step', type=int, default=16)
   args = parser.parse_args()
@@ -70,7 +73,8 @@ def main():
     unlabeled = {}
     for where in ('host', 'device'):
       cfg.strong_views = where
-      unlabeled[where] = rate(lambda i: transforms.unlabeled_train(src[i % n], np.random.default_rng(i), cfg), n)
+      unlabeled[where] = rate(
+          lambda i: transforms.unlabeled_train(src[i % n], np.random.default_rng(i), cfg), n)
   print(f'one CPU core, {w}x{h} JPEGs -> {args.crop}x{args.crop} crops:')
   print(f'  decode only (image + label)                  {decode:7.1f} images/s')
   print(f'  labeled (decode + geometric)                 {lab:7.1f} images/s')
@@ -79,9 +83,11 @@ def main():
   for where in ('host', 'device'):
     mixed = 2 / (1 / lab + 1 / unlabeled[where])
     need = lambda ms: args.images_per_step / (ms / 1e3) / mixed
-    print(f'  mixed 1:1 batch, strong views on the {where:6s} {mixed:7.1f} images/s per core, '
-          f'{mixed / decode:.2f} of decode-only; cores to feed a {args.step_ms:.0f} ms step: {need(args.step_ms):.1f}, '
-          f'a {args.target_ms:.0f} ms step (35% MFU): {need(args.target_ms):.1f}')
+    print(
+        f'  mixed 1:1 batch, strong views on the {where:6s} {mixed:7.1f} images/s per core, '
+        f'{mixed / decode:.2f} of decode-only; cores to feed a {args.step_ms:.0f} ms step: '
+        f'{need(args.step_ms):.1f}, '
+        f'a {args.target_ms:.0f} ms step (35% MFU): {need(args.target_ms):.1f}')
 
 
 if __name__ == '__main__':

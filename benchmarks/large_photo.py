@@ -1,6 +1,7 @@
 r"""A phone-sized photo (4000 x 3000 JPEG) through `Segmenter.segment`: time and peak memory.
 
-  python -m benchmarks.large_photo                        # the three configs below, one process each
+  python -m benchmarks.large_photo                        # the three configs below, one process
+  each
   python -m benchmarks.large_photo --config configs/folder.py:tiny [--size 4000x3000]
 
 Each config runs in a process of its own, so that its peak resident memory (RSS, the process's
@@ -32,7 +33,8 @@ from hvl_jax.models import hvl
 CONFIGS = ('configs/demo.py', 'configs/folder.py:tiny', 'configs/folder.py')
 FOLDER_CLASSES = ('background', 'person', 'dog', 'bicycle')
 
-_CONFIG = config_flags.DEFINE_config_file('config', None, 'One config (path[:arg]); none: each of CONFIGS.')
+_CONFIG = config_flags.DEFINE_config_file('config', None,
+                                          'One config (path[:arg]); none: each of CONFIGS.')
 _SIZE = flags.DEFINE_string('size', '4000x3000', 'The photo, WIDTHxHEIGHT.')
 
 
@@ -46,7 +48,8 @@ def prepared_config(config):
 
 def photo(width: int, height: int) -> np.ndarray:
   """A smooth random (height, width, 3) uint8 photo (blobs of colour, as a JPEG holds them)."""
-  small = np.random.default_rng(0).integers(0, 255, (height // 200 + 2, width // 200 + 2, 3), np.uint8)
+  small = np.random.default_rng(0).integers(0, 255, (height // 200 + 2, width // 200 + 2, 3),
+                                            np.uint8)
   return cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
 
 
@@ -84,13 +87,20 @@ def main(argv):
     print(measure(spec, _CONFIG.value, width, height), flush=True)
     return
   print(f'{device_name()}, JAX {jax.__version__}')
-  print('| config | protocol | photo -> predicted at | peak RSS before (MiB) | peak RSS after (MiB) | '
-        'first call (s) | second call (s) |')
+  print(
+      '| config | protocol | photo -> predicted at | peak RSS before (MiB) | '
+      'peak RSS after (MiB) | '
+      ''
+      ''
+      ''
+      ''
+      'first call (s) | second call (s) |')
   print('|---|---|---|---|---|---|---|')
   for spec in CONFIGS:
     out = subprocess.run([sys.executable, '-m', 'benchmarks.large_photo', f'--config={spec}',
                           f'--size={_SIZE.value}'], capture_output=True, text=True, check=False)
-    print(out.stdout.strip() or f'| {spec} | failed: {out.stderr.strip().splitlines()[-1:]} |', flush=True)
+    print(out.stdout.strip() or f'| {spec} | failed: {out.stderr.strip().splitlines()[-1:]} |',
+          flush=True)
 
 
 if __name__ == '__main__':

@@ -80,11 +80,18 @@ def summarize(trace_dir: str, hlo_text: str, steps: int, top: int = 12) -> str:
   total = sum(v[0] for v in per.values()) or 1.0
   lines = [f'device time per step {total / steps / 1e3:.1f} ms (kernels only), by component:']
   for name, (t, bwd) in sorted(per.items(), key=lambda kv: -kv[1][0]):
-    lines.append(f'  {name:40s} {t / steps / 1e3:8.1f} ms  {t / total:6.1%}  (backward {bwd / max(t, 1e-9):.0%})')
+    lines.append(
+        f'  {name:40s} {t / steps / 1e3:8.1f} ms  {t / total:6.1%}  (backward '
+        f'{bwd / max(t, 1e-9):.0%})'
+    )
   buffered = sum(t for (op, _), t in kernels.items() if op.startswith('command_buffer'))
   if buffered > total / 2:
-    lines.append(f'  note: {buffered / total:.0%} of the time is in CUDA graphs (command buffers), whose kernels '
-                 'carry no op names; profile with XLA_FLAGS=--xla_gpu_enable_command_buffer= to attribute them')
+    lines.append(
+        f'  note: {buffered / total:.0%} of the time is in CUDA graphs (command buffers), whose '
+        f'kernels '
+        'carry no op names; profile with XLA_FLAGS=--xla_gpu_enable_command_buffer= to attribute '
+        'them'
+    )
   lines.append('top kernels:')
   for (op, path), t in kernels.most_common(top):
     lines.append(f'  {t / steps / 1e3:7.2f} ms  {op[:40]:40s} {path[-110:]}')

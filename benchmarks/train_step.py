@@ -38,20 +38,25 @@ import numpy as np
 from ml_collections import config_flags
 
 from benchmarks import profile_summary
-from benchmarks.harness import (benchmark_config, build_state, device_name, gib, optimizer, peak_flops, planned_bytes,
-                                random_batch, shaped, unrolled_flops)
+from benchmarks.harness import (benchmark_config, build_state, device_name, gib, optimizer,
+                                peak_flops, planned_bytes, random_batch, shaped, unrolled_flops)
 from configs import base
 from hvl_jax.common import sharding
 from hvl_jax.models import hvl
 from hvl_jax.training import trainer
 
 _CONFIG = config_flags.DEFINE_config_file('config', 'configs/voc_92.py', 'Config file.')
-_STEPS = flags.DEFINE_integer('steps', 5, 'Timed optimizer steps per variant (after 2 warm-up steps).')
-_ACCUM = flags.DEFINE_integer('grad_accum', 0, 'Override train.grad_accum of every variant (0: keep).')
-_VARIANTS = flags.DEFINE_multi_string('variant', [], 'NAME:FIELD=VALUE[,FIELD=VALUE...] (repeatable).')
-_FLOPS_ONLY = flags.DEFINE_bool('flops_only', False, 'Print the FLOPs per step (CPU lowering) and stop.')
-_PROFILE = flags.DEFINE_string('profile', '', 'Trace 2 steps of --profile_variant into this directory and '
-                               'print the device time per network component.')
+_STEPS = flags.DEFINE_integer('steps', 5,
+                              'Timed optimizer steps per variant (after 2 warm-up steps).')
+_ACCUM = flags.DEFINE_integer('grad_accum', 0,
+                              'Override train.grad_accum of every variant (0: keep).')
+_VARIANTS = flags.DEFINE_multi_string('variant', [],
+                                      'NAME:FIELD=VALUE[,FIELD=VALUE...] (repeatable).')
+_FLOPS_ONLY = flags.DEFINE_bool('flops_only', False,
+                                'Print the FLOPs per step (CPU lowering) and stop.')
+_PROFILE = flags.DEFINE_string(
+    'profile', '', 'Trace 2 steps of --profile_variant into this directory and '
+    'print the device time per network component.')
 _PROFILE_VARIANT = flags.DEFINE_string('profile_variant', 'base', 'The variant to profile.')
 
 # Lets a compile's kernels keep their op names in a trace (GPU only; other backends ignore it).
@@ -92,7 +97,8 @@ class Variant:
     model, _ = hvl.build_model(config, names, clip)
     self.tx = optimizer(config, state.params)
     self.abstract = state.replace(opt_state=jax.eval_shape(self.tx.init, state.params))
-    self.state_sh = sharding.state_sharding(mesh, self.abstract, config.train.fsdp)   # as training does
+    self.state_sh = sharding.state_sharding(mesh, self.abstract,
+                                            config.train.fsdp)  # as training does
     self.batch = sharding.global_batch(mesh, random_batch(config, rng))
     step = trainer.jit_train_step(config, model, self.tx, mesh, self.state_sh,
                                 t_clip=trainer.fixed_text_embeddings(model, state))
@@ -125,10 +131,14 @@ class Variant:
 
 def describe(config, images: int) -> str:
   d, accum = config.data, config.train.grad_accum
-  return (f'config {d.name} {d.split} crop {d.crop_size}, {d.labeled_batch}+{d.unlabeled_batch} images/step, '
-          f'grad_accum {accum} ({d.labeled_batch // accum}+{d.unlabeled_batch // accum} per micro-step over '
-          f'{jax.device_count()} device(s)), backbone {config.model.backbone}, dtype {config.model.compute.dtype}, '
-          f'remat {base.remat_summary(config.model)}; {images} images/step')
+  return (
+      f'config {d.name} {d.split} crop {d.crop_size}, {d.labeled_batch}+{d.unlabeled_batch} '
+      f'images/step, '
+      f'grad_accum {accum} ({d.labeled_batch // accum}+{d.unlabeled_batch // accum} per micro-step '
+      f'over '
+      f'{jax.device_count()} device(s)), backbone {config.model.backbone}, dtype '
+      f'{config.model.compute.dtype}, '
+      f'remat {base.remat_summary(config.model)}; {images} images/step')
 
 
 def main(argv):
@@ -136,7 +146,8 @@ def main(argv):
   config = benchmark_config(_CONFIG.value, _ACCUM.value)
   configs = variants(config, _VARIANTS.value)
   if _PROFILE.value and _PROFILE_VARIANT.value not in dict(configs):
-    raise ValueError(f'--profile_variant {_PROFILE_VARIANT.value!r} is none of {[n for n, _ in configs]}')
+    raise ValueError(
+        f'--profile_variant {_PROFILE_VARIANT.value!r} is none of {[n for n, _ in configs]}')
   t0 = time.perf_counter()
   mesh = sharding.make_mesh()
   _, clip, names, state = build_state(config)
@@ -147,10 +158,13 @@ def main(argv):
   runs = {name: Variant(name, c, clip, names, state, mesh, rng) for name, c in configs}
   base_run = runs['base']
   t = time.perf_counter()
-  flops, executed = base_run.flops(clip, names, recompute=False), base_run.flops(clip, names, recompute=True)
-  print(f'FLOPs/step {flops / 1e12:.2f} TFLOP model ({flops / images / 1e9:.0f} GFLOP/image), '
-        f'{executed / 1e12:.2f} TFLOP executed (with recomputation); counted in {time.perf_counter() - t:.1f} s',
-        flush=True)
+  flops, executed = base_run.flops(clip, names,
+                                   recompute=False), base_run.flops(clip, names, recompute=True)
+  print(
+      f'FLOPs/step {flops / 1e12:.2f} TFLOP model ({flops / images / 1e9:.0f} GFLOP/image), '
+      f'{executed / 1e12:.2f} TFLOP executed (with recomputation); counted in '
+      f'{time.perf_counter() - t:.1f} s',
+      flush=True)
   if _FLOPS_ONLY.value:
     return
   compiled, results = {}, {}
@@ -160,28 +174,37 @@ def main(argv):
     try:
       compiled[name] = v.lowered.compile()
     except Exception as e:  # pylint: disable=broad-except
-      print(f'{name}: compile failed: {e}', flush=True)   # e.g. a shape cuDNN rejects: the rest still run
+      print(f'{name}: compile failed: {e}',
+            flush=True)  # e.g. a shape cuDNN rejects: the rest still run
       continue
     compile_s = time.perf_counter() - t
     state = v.adopt(state)
     state, metrics, step_s = v.run(compiled[name], state, _STEPS.value)
     results[name] = step_s
-    print(f'{name}: compiled in {compile_s:.1f} s; step {step_s * 1e3:.1f} ms, {images / step_s:.2f} images/s, '
-          f'loss {float(metrics["total"]):.3f}, XLA plan per micro-step {gib(planned_bytes(compiled[name]))}',
-          flush=True)
+    print(
+        f'{name}: compiled in {compile_s:.1f} s; step {step_s * 1e3:.1f} ms, {images / step_s:.2f} '
+        f'images/s, '
+        f'loss {float(metrics["total"]):.3f}, XLA plan per micro-step '
+        f'{gib(planned_bytes(compiled[name]))}',
+        flush=True)
   stats = jax.local_devices()[0].memory_stats() or {}
-  print(f'peak device memory {gib(stats.get("peak_bytes_in_use", -1))} (allocator, over all variants)')
+  print(
+      f'peak device memory {gib(stats.get("peak_bytes_in_use", -1))} (allocator, over all variants)'
+  )
   if 'base' in results:
     step_s = results['base']
-    print(f'base: achieved {executed / step_s / 1e12:.1f} TFLOP/s; MFU {flops / step_s / peak:.1%}, '
-          f'HFU {executed / step_s / peak:.1%} of {peak / 1e12:.0f} TFLOP/s')
+    print(
+        f'base: achieved {executed / step_s / 1e12:.1f} TFLOP/s; MFU {flops / step_s / peak:.1%}, '
+        f'HFU {executed / step_s / peak:.1%} of {peak / 1e12:.0f} TFLOP/s')
   print(f'{"variant":<14}{"step ms":>9}{"vs base":>9}{"images/s":>10}{"MFU":>7}{"XLA plan":>11}  '
         f'grad_accum, attention, remat')
   for name, step_s in results.items():
     m = runs[name].config
-    print(f'{name:<14}{step_s * 1e3:>9.1f}{results.get("base", float("nan")) / step_s:>8.2f}x'
-          f'{images / step_s:>10.2f}{flops / step_s / peak:>7.1%}{gib(planned_bytes(compiled[name])):>11}  '
-          f'{m.train.grad_accum}, {m.model.compute.attention_impl}, {base.remat_summary(m.model)}')
+    print(
+        f'{name:<14}{step_s * 1e3:>9.1f}{results.get("base", float("nan")) / step_s:>8.2f}x'
+        f'{images / step_s:>10.2f}{flops / step_s / peak:>7.1%}'
+        f'{gib(planned_bytes(compiled[name])):>11}  '
+        f'{m.train.grad_accum}, {m.model.compute.attention_impl}, {base.remat_summary(m.model)}')
   if _PROFILE.value:
     v = runs[_PROFILE_VARIANT.value]
     profiled = v.lowered.compile(NO_CUDA_GRAPHS)

@@ -16,8 +16,10 @@ from configs import base
 VARIANTS = {
     'full': {},
     'random_queries': {'model.queries': 'random', 'model.pixel_decoder.ptrm': False},
-    'htqg_only': {'model.pixel_decoder.ptrm': False, 'model.decoder.instance_queries': 0,
-                  'model.decoder.query_refinement': False},
+    'htqg_only': {
+        'model.pixel_decoder.ptrm': False, 'model.decoder.instance_queries': 0,
+        'model.decoder.query_refinement': False
+    },
     'no_ptrm': {'model.pixel_decoder.ptrm': False},
     'no_instance': {'model.decoder.instance_queries': 0},
     'no_refinement': {'model.decoder.query_refinement': False},
@@ -25,7 +27,10 @@ VARIANTS = {
     'no_prompt': {'loss.prompt.weight': 0.0},
     'no_mask': {'loss.vision_language.mask': 0.0},
     'no_align': {'loss.vision_language.align': 0.0},
-    'no_regularizers': {'loss.prompt.weight': 0.0, 'loss.vision_language.mask': 0.0, 'loss.vision_language.align': 0.0},
+    'no_regularizers': {
+        'loss.prompt.weight': 0.0, 'loss.vision_language.mask': 0.0,
+        'loss.vision_language.align': 0.0
+    },
     'prompt_only': {'loss.vision_language.mask': 0.0, 'loss.vision_language.align': 0.0},
     'mask_only': {'loss.prompt.weight': 0.0, 'loss.vision_language.align': 0.0},
     'align_only': {'loss.prompt.weight': 0.0, 'loss.vision_language.mask': 0.0},

@@ -42,22 +42,27 @@ def get_config():
 
 # Per-dataset differences from the VOC recipe.
 # max_masks: an image with c classes has (levels + 1) * c matched (query, mask) pairs; each
-# group of loss.supervised.budget_images images shares max_masks per image (segmentation.mask_losses),
+# group of loss.supervised.budget_images images shares max_masks per image
+# (segmentation.mask_losses),
 # and pairs over the budget are counted in the `seg_masks_dropped` metric. VOC images hold a
 # few classes (32 allows 8 per image on average); all 19 Cityscapes classes fit in 76.
 # Geometry as SemiVL configures it (its experiments.py): img_scale=(2048, 512) for VOC and ADE20K,
 # None (a ratio of the native size) for COCO and Cityscapes; evaluation with zegclip windows at
 # stride 426 (after a short-side resize to 512 for VOC and ADE20K), UniMatch's sliding window
 # for Cityscapes.
-_RESIZED = dict(img_scale=(2048, 512), protocol='zegclip_sliding_window', short_side=512, stride=426)
+_RESIZED = dict(img_scale=(2048, 512), protocol='zegclip_sliding_window', short_side=512,
+                stride=426)
 DATASETS = {
-    'voc': dict(num_classes=21, background_classes=(0,), crop_size=512, epochs=80, max_masks=32, **_RESIZED),
+    'voc': dict(num_classes=21, background_classes=(0,), crop_size=512, epochs=80, max_masks=32,
+                **_RESIZED),
     'coco': dict(num_classes=81, background_classes=(0,), crop_size=512, epochs=10, max_masks=64,
                  img_scale=(), protocol='zegclip_sliding_window', short_side=0, stride=426),
-    'ade': dict(num_classes=150, background_classes=(), crop_size=512, epochs=40, max_masks=64, **_RESIZED),
+    'ade': dict(num_classes=150, background_classes=(), crop_size=512, epochs=40, max_masks=64,
+                **_RESIZED),
     # 801 in SemiVL; 800 is the nearest size divisible by the ViT patch and stride 32.
-    'cityscapes': dict(num_classes=19, background_classes=(), crop_size=800, epochs=240, max_masks=76,
-                       img_scale=(), protocol='sliding_window', short_side=0, stride=0),
+    'cityscapes': dict(num_classes=19, background_classes=(), crop_size=800, epochs=240,
+                       max_masks=76, img_scale=(), protocol='sliding_window', short_side=0,
+                       stride=0),
 }
 
 

@@ -1,4 +1,5 @@
-r"""Demo: the small world. Synthetic scenes, the tiny CLIP pretrained on their captions, CPU, minutes.
+r"""Demo: the small world. Synthetic scenes, the tiny CLIP pretrained on their captions, CPU,
+minutes.
 
   python -m hvl_jax.main --config configs/demo.py --workdir runs/demo
 
@@ -24,12 +25,13 @@ def get_config():
   c.data.num_workers = 0
   c.data.synthetic_labeled = 16
   c.data.synthetic_unlabeled = 1024
-  c.data.synthetic_val = 1024       # 64 scenes left a 2.4-point spread on one network (docs/small_world.md)
+  # 64 scenes left a 2.4-point spread on one network (docs/small_world.md)
+  c.data.synthetic_val = 1024
   # The sizes of the shipped tiny CLIP (a random CLIP of these sizes where it is not loaded).
-  c.model.clip.update(dict(
-      pretrained=synthetic.TINY_CLIP, vision_width=64, vision_layers=4, vision_heads=4, vision_mlp_dim=128,
-      patch_size=8, image_size=64, text_width=64, text_layers=2, text_heads=4, text_mlp_dim=128,
-      vocab_size=181, context_length=32, projection_dim=64))
+  c.model.clip.update(
+      dict(pretrained=synthetic.TINY_CLIP, vision_width=64, vision_layers=4, vision_heads=4,
+           vision_mlp_dim=128, patch_size=8, image_size=64, text_width=64, text_layers=2,
+           text_heads=4, text_mlp_dim=128, vocab_size=181, context_length=32, projection_dim=64))
   c.model.out_layers = (2, 3, 4)
   c.model.relevance.update(dict(mode='crops', gating='hard', threshold=0.7))
   c.model.hidden_dim = 64

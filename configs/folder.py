@@ -1,11 +1,13 @@
 r"""Your own dataset: a folder of photos, a few index-PNG labels and a list of class names, one GPU.
 
-  python -m hvl_jax.main --config configs/folder.py --workdir runs/mine --config.data.root=/data/mine
+  python -m hvl_jax.main --config configs/folder.py --workdir runs/mine
+  --config.data.root=/data/mine
 
 What a user sets:
   data.root       the folder: classes.txt, images/{train,val}/, labels/{train,val}/ and optionally
                   splits/labeled.txt (the layout and the reading rules: docs/data.md).
-  the backbone    optional: CLIP ViT-B/16 by default, EVA02-CLIP-L/14 with `configs/folder.py:eva02l`.
+  the backbone    optional: CLIP ViT-B/16 by default, EVA02-CLIP-L/14 with
+    `configs/folder.py:eva02l`.
 
 Everything else is derived from the folder: the class names and their number from classes.txt,
 the background class from the class named data.background_name ('background'), if there is one.
@@ -36,7 +38,7 @@ def get_config(arg: str = 'clip'):
   if arg == 'tiny':
     c = folder_data(demo.get_config())
     c.model.clip.pretrained = ''                  # a random CLIP of the demo's sizes
-    c.model.relevance.mode = 'all'                 # a random CLIP's relevance means nothing: no gating
+    c.model.relevance.mode = 'all'  # a random CLIP's relevance means nothing: no gating
     c.data.synthetic_labeled = c.data.synthetic_unlabeled = c.data.synthetic_val = 0
     c.train.steps = 300
     c.train.ckpt_every = 100
@@ -44,7 +46,8 @@ def get_config(arg: str = 'clip'):
                             zero_shot_baseline=False))
     return c
   if arg not in base.BACKBONE_ARGS:
-    raise ValueError(f"config argument {arg!r}: expected 'tiny' or one of {sorted(base.BACKBONE_ARGS)}")
+    raise ValueError(
+        f"config argument {arg!r}: expected 'tiny' or one of {sorted(base.BACKBONE_ARGS)}")
   c = folder_data(base.get_config())
   c.loss.supervised.max_masks = 64            # a user's images may hold many classes
   if base.BACKBONE_ARGS[arg] == 'eva02_clip_l14':

@@ -1,6 +1,7 @@
 """hvl_jax: HVL (hierarchical vision-language queries) for semi-supervised segmentation in JAX.
 
-`from hvl_jax import Segmenter` gives a trained network as a Python object (hvl_jax/inference/segmenter.py).
+`from hvl_jax import Segmenter` gives a trained network as a Python object
+(hvl_jax/inference/segmenter.py).
 """
 
 

@@ -16,8 +16,10 @@ import sys
 from typing import Optional
 
 if sys.version_info < (3, 12):   # before jax, whose releases for this code need 3.12
-  sys.exit(f'error: hvl_jax needs Python 3.12 or later, this is {sys.version.split()[0]}: install python3.12, '
-           'then `python3.12 -m venv .venv && .venv/bin/python -m pip install -r requirements.txt`')
+  sys.exit(
+      f'error: hvl_jax needs Python 3.12 or later, this is {sys.version.split()[0]}: install '
+      f'python3.12, '
+      'then `python3.12 -m venv .venv && .venv/bin/python -m pip install -r requirements.txt`')
 # Before jax and transformers are imported. XLA logs a compilation of more than a few seconds as
 # an error ("Very slow compile?") that reads like a failure: the console says instead that the
 # step compiles and how long it took (XLA's real errors still raise). transformers advises at
@@ -47,7 +49,8 @@ from hvl_jax.training import trainer
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file.', lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for checkpoints, logs and results.')
 _MODE = flags.DEFINE_enum('mode', 'train', ['train', 'eval', 'predict'], 'What to run.')
-_CHECKPOINT = flags.DEFINE_string('checkpoint', None, 'Checkpoint to evaluate (default: latest in workdir).')
+_CHECKPOINT = flags.DEFINE_string('checkpoint', None,
+                                  'Checkpoint to evaluate (default: latest in workdir).')
 _INPUT = flags.DEFINE_string('input', None, 'predict: an image or a directory of images.')
 _OUTPUT = flags.DEFINE_string('output', None, 'predict: where index PNGs and overlays go.')
 flags.mark_flags_as_required(['config', 'workdir'])
@@ -91,10 +94,12 @@ def main(argv):
 def config_summary(config, workdir: str, resolved: str, cache: Optional[str]) -> str:
   """A few lines saying what runs where; the whole config is in `resolved`."""
   data, model = config.data, hvl.model_config(config)
-  steps = f'{config.train.steps} steps' if config.train.steps > 0 else f'{config.train.epochs} epochs'
+  train = config.train
+  steps = f'{train.steps} steps' if train.steps > 0 else f'{train.epochs} epochs'
   devices = jax.devices()
   return '\n'.join([
-      f'{_MODE.value}: {config_flags.get_config_filename(flags.FLAGS["config"])} (every field in {resolved})',
+      f'{_MODE.value}: {config_flags.get_config_filename(flags.FLAGS["config"])} (every field in '
+      f'{resolved})',
       f'  dataset  {data.name}{f" at {data.root}" if data.root else ""}, '
       f'{data.num_classes} classes, crop {data.crop_size}',
       f'  network  {model.backbone} backbone ({model.clip.pretrained or "random weights"}), '
@@ -102,10 +107,12 @@ def config_summary(config, workdir: str, resolved: str, cache: Optional[str]) ->
       f'  training {steps} of {data.labeled_batch} labeled + {data.unlabeled_batch} unlabeled '
       f'images ({config.train.grad_accum} micro-step{"s" if config.train.grad_accum > 1 else ""} '
       'each)',
-      f'  devices  {len(devices)} x {devices[0].platform} ({devices[0].device_kind}), JAX {jax.__version__}',
+      f'  devices  {len(devices)} x {devices[0].platform} ({devices[0].device_kind}), JAX '
+      f'{jax.__version__}',
       f'  workdir  {workdir}',
-      f'  compiled programs cached in {cache} (HVL_COMPILATION_CACHE=off: no cache)' if cache else
-      '  compiled programs not cached (HVL_COMPILATION_CACHE is off)'])
+      f'  compiled programs cached in {cache} (HVL_COMPILATION_CACHE=off: no cache)'
+      if cache else '  compiled programs not cached (HVL_COMPILATION_CACHE is off)'
+  ])
 
 
 def config_path(argv) -> str:
@@ -137,8 +144,8 @@ def parse_flags(argv):
       raise
     if isinstance(e, (AttributeError, KeyError)):    # an override naming no field
       hint = re.search(r'Did you mean "?(\w+)"? instead of "?(\w+)"?', str(e))
-      sys.exit(f'error: the config has no field {hint.group(2)!r} (did you mean {hint.group(1)!r}?)' if hint
-               else f'error: the config has no field {override_naming(argv, e)!r}')
+      sys.exit(f'error: the config has no field {hint.group(2)!r} (did you mean {hint.group(1)!r}?)'
+               if hint else f'error: the config has no field {override_naming(argv, e)!r}')
     lines = [l.strip() for l in str(e).splitlines() if l.strip()]
     sys.exit(f'error: {lines[0]} {lines[-1]}' if len(lines) > 1 else f'error: {lines[0]}')
 

@@ -17,9 +17,10 @@ from hf_flax_reference import hf_flax_params
 # within 40 s by default, which a device thread slowed by the other test worker's compiles on 2
 # cores may miss (XLA then aborts the process): the tests allow 2 minutes (a hung collective
 # fails after that, see tests/test_cli.py).
-os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0 '
-                      '--xla_llvm_disable_expensive_passes=true '
-                      '--xla_cpu_collective_call_terminate_timeout_seconds=120')
+os.environ.setdefault(
+    'XLA_FLAGS', '--xla_force_host_platform_device_count=2 --xla_backend_optimization_level=0 '
+    '--xla_llvm_disable_expensive_passes=true '
+    '--xla_cpu_collective_call_terminate_timeout_seconds=120')
 os.environ.setdefault('JAX_PLATFORMS', 'cpu')
 # gcsfs reads this when imported: without it, a file system first asks the bucket's layout over
 # gRPC, which the tests' GCS emulator (tests/gcs_emulator.py) does not serve.

@@ -42,7 +42,9 @@ def make(root, seed: int = 0, crop: int = 64):
   with open(os.path.join(root, 'classes.txt'), 'w') as f:
     f.write('\n'.join(CLASSES) + '\n')
   sizes = [(71, 53), (90, 67), (64, 64), (101, 77), (66, 95), (80, 80)]
-  labeled = ['field/a_0.jpg', 'field/north/b_1.png', 'c_2.jpg', 'field/north/d_3.jpg', 'e_4.png', 'f_5.jpg']
+  labeled = [
+      'field/a_0.jpg', 'field/north/b_1.png', 'c_2.jpg', 'field/north/d_3.jpg', 'e_4.png', 'f_5.jpg'
+  ]
   for (h, w), rel in zip(sizes, labeled):
     image, label = scene(rng, h, w)
     save(root, f'images/train/{rel}', image, **({'quality': 95} if rel.endswith('.jpg') else {}))
@@ -54,7 +56,7 @@ def make(root, seed: int = 0, crop: int = 64):
   # A photo stored sideways with EXIF orientation 6 (shown turned 90 degrees clockwise); its
   # label is drawn on the upright photo, as annotation tools show it.
   upright, upright_label = scene(rng, 70, 92)
-  stored = np.ascontiguousarray(np.rot90(upright, k=1))        # rotating it clockwise gives `upright`
+  stored = np.ascontiguousarray(np.rot90(upright, k=1))  # rotating it clockwise gives `upright`
   exif = Image.Exif()
   exif[EXIF_ORIENTATION] = 6
   save(root, 'images/train/phone/r_7.jpg', stored, quality=95, exif=exif.tobytes())

@@ -59,14 +59,18 @@ class Emulator:
 
   def __init__(self, port: Optional[int] = None, data_dir: str = '', lifetime_s: float = 1800,
                bucket: str = 'hvl'):
-    self.port, self.data_dir, self.lifetime_s, self.bucket = port or free_port(), data_dir, lifetime_s, bucket
+    self.port, self.data_dir, self.lifetime_s, self.bucket = port or free_port(
+    ), data_dir, lifetime_s, bucket
     self.url = f'http://127.0.0.1:{self.port}'
     self.env = environment(self.url)
     self.process = None
 
   def start(self, timeout_s: float = 60) -> 'Emulator':
-    cmd = [sys.executable, __file__, '--port', str(self.port), '--bucket', self.bucket,
-           '--lifetime', str(self.lifetime_s)] + (['--data_dir', self.data_dir] if self.data_dir else [])
+    cmd = [
+        sys.executable, __file__, '--port',
+        str(self.port), '--bucket', self.bucket, '--lifetime',
+        str(self.lifetime_s)
+    ] + (['--data_dir', self.data_dir] if self.data_dir else [])
     self.process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + timeout_s
     while time.time() < deadline:
@@ -82,8 +86,9 @@ class Emulator:
   def has(self, name: str) -> bool:
     """Whether object `name` of the bucket exists (asked of the emulator, no client cache)."""
     try:
-      urllib.request.urlopen(f'{self.url}/storage/v1/b/{self.bucket}/o/{urllib.parse.quote(name, safe="")}',
-                             timeout=5).read()
+      urllib.request.urlopen(
+          f'{self.url}/storage/v1/b/{self.bucket}/o/{urllib.parse.quote(name, safe="")}',
+          timeout=5).read()
       return True
     except OSError:
       return False
@@ -110,7 +115,8 @@ def main():
   emulator = server.create_server('127.0.0.1', args.port, in_memory=not args.data_dir,
                                 default_bucket=args.bucket, data_dir=args.data_dir or None)
   emulator.start()
-  print(f'serving http://127.0.0.1:{args.port} (bucket {args.bucket}), pid {os.getpid()}', flush=True)
+  print(f'serving http://127.0.0.1:{args.port} (bucket {args.bucket}), pid {os.getpid()}',
+        flush=True)
   try:
     time.sleep(args.lifetime)
   finally:

@@ -9,9 +9,11 @@ def hf_flax_params(model):
   weight -> kernel (H, W, in, out), Linear weight -> kernel (in, out); biases and bare parameters
   (class_embedding, logit_scale) keep their names. Buffers (position_ids) are not parameters."""
   import torch
-  renames = {torch.nn.LayerNorm: ('scale', lambda w: w), torch.nn.Embedding: ('embedding', lambda w: w),
-             torch.nn.Conv2d: ('kernel', lambda w: w.transpose(2, 3, 1, 0)),
-             torch.nn.Linear: ('kernel', lambda w: w.T)}
+  renames = {
+      torch.nn.LayerNorm: ('scale', lambda w: w), torch.nn.Embedding: ('embedding', lambda w: w),
+      torch.nn.Conv2d: ('kernel', lambda w: w.transpose(2, 3, 1, 0)),
+      torch.nn.Linear: ('kernel', lambda w: w.T)
+  }
   modules = dict(model.named_modules())
   tree = {}
   for name, tensor in model.named_parameters():

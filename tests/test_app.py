@@ -66,7 +66,10 @@ def scene(index=0, size=64):
 def bad_uploads(folder):
   """{name: path} of uploads the readers refuse or convert."""
   os.makedirs(folder, exist_ok=True)
-  paths = {n: os.path.join(folder, n) for n in ('notes.png', 'cut.jpg', 'deep.png', 'print.jpg', 'scene.png')}
+  paths = {
+      n: os.path.join(folder, n)
+      for n in ('notes.png', 'cut.jpg', 'deep.png', 'print.jpg', 'scene.png')
+  }
   with open(paths['notes.png'], 'w') as f:
     f.write('not an image')
   buf = io.BytesIO()
@@ -83,7 +86,8 @@ def test_uncertainty_scores_match_scipy_and_numpy():
   rng = np.random.default_rng(0)
   logits = rng.normal(size=(7, 9, 4)) * 3
   p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-  assert suggest_labels.mean_entropy(p) == pytest.approx(stats.entropy(p.reshape(-1, 4), axis=1).mean(), rel=1e-9)
+  assert suggest_labels.mean_entropy(p) == pytest.approx(
+      stats.entropy(p.reshape(-1, 4), axis=1).mean(), rel=1e-9)
   assert suggest_labels.share_below(0.9)(p) == np.count_nonzero(p.max(-1) < 0.9) / 63
 
 
@@ -98,14 +102,16 @@ def test_the_small_worlds_picks_join_the_labeled_set():
   np.testing.assert_array_equal(sources['labeled'][4]['label'], synthetic.make_scene(
       0, synthetic.SPLIT_OFFSETS['unlabeled'] + 4, config.data.synthetic_size, 5)[1])
   with pytest.raises(ValueError, match=r'synthetic_also_labeled.*\[9\]'):
-    datasets.make_sources(tiny_config(**{'data.synthetic_unlabeled': 6, 'data.synthetic_also_labeled': (9,)}))
+    datasets.make_sources(
+        tiny_config(**{'data.synthetic_unlabeled': 6, 'data.synthetic_also_labeled': (9,)}))
 
 
 @pytest.mark.slow
 def test_suggest_labels_ranks_the_pool_by_entropy(workdir):
   env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS=test_cli.ONE_DEVICE)
-  out = subprocess.run([sys.executable, '-m', 'tools.suggest_labels', '--workdir', workdir, '--count', '5'],
-                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
+  out = subprocess.run(
+      [sys.executable, '-m', 'tools.suggest_labels', '--workdir', workdir, '--count', '5'],
+      cwd=ROOT, env=env, capture_output=True, text=True, timeout=600, check=False)
   assert out.returncode == 0, out.stdout + out.stderr
   ranked = json.loads(open(os.path.join(workdir, 'suggested_labels.json')).read())
   suggested = open(os.path.join(workdir, 'suggested_labels.txt')).read().split()
@@ -116,10 +122,12 @@ def test_suggest_labels_ranks_the_pool_by_entropy(workdir):
   seg = segmenter.Segmenter.load(workdir)
   config = seg.config
   for r in ranked['ranking'][:3] + ranked['ranking'][-2:]:
-    image, _ = synthetic.make_scene(config.data.synthetic_seed, synthetic.SPLIT_OFFSETS['unlabeled'] + int(r['image']),
+    image, _ = synthetic.make_scene(config.data.synthetic_seed,
+                                    synthetic.SPLIT_OFFSETS['unlabeled'] + int(r['image']),
                                     config.data.synthetic_size, config.data.num_classes)
     probs = seg.predictions([image])[0].probabilities
-    assert r['score'] == pytest.approx(stats.entropy(probs.reshape(-1, probs.shape[-1]), axis=1).mean(), rel=1e-4)
+    assert r['score'] == pytest.approx(
+        stats.entropy(probs.reshape(-1, probs.shape[-1]), axis=1).mean(), rel=1e-4)
   scores = [r['score'] for r in ranked['ranking']]
   assert scores == sorted(scores, reverse=True)
   page = app_lib.Page(workdir)
@@ -133,7 +141,8 @@ def test_the_page_segments_uploads_and_names_the_bad_ones(workdir, tmp_path):
   overlays, legends, status, downloads, photos, names, probabilities = page.segment(
       list(paths.values()), ', '.join(OTHER_NAMES))
   assert photos == ['deep.png', 'print.jpg', 'scene.png'] and tuple(names) == OTHER_NAMES
-  assert 'notes.png: unreadable or truncated image' in status and 'cut.jpg: unreadable or truncated image' in status
+  assert 'notes.png: unreadable or truncated image' in status
+  assert 'cut.jpg: unreadable or truncated image' in status
   assert 'deep.png: a 16-bit image' in status and 'print.jpg: a CMYK image' in status
   assert 'Segmented 3 photos' in status and len(downloads) == 6 and len(overlays) == 3
   reference = segmenter.Segmenter.load(workdir, class_names=OTHER_NAMES)
@@ -143,8 +152,10 @@ def test_the_page_segments_uploads_and_names_the_bad_ones(workdir, tmp_path):
   counts = np.bincount(classes.ravel(), minlength=len(OTHER_NAMES))
   for (colour, name, share) in app_lib.legend_rows(classes, OTHER_NAMES):
     k = OTHER_NAMES.index(name)
-    assert share == counts[k] / classes.size and colour == '#%02x%02x%02x' % tuple(visualize.palette()[k])
-  assert f'{OTHER_NAMES[int(np.argmax(counts))]}</td><td class="share">{counts.max() / classes.size:.1%}' in legends
+    assert share == counts[k] / classes.size and colour == '#%02x%02x%02x' % tuple(
+        visualize.palette()[k])
+  top = OTHER_NAMES[int(np.argmax(counts))]
+  assert f'{top}</td><td class="share">{counts.max() / classes.size:.1%}' in legends
   assert probabilities['scene.png'].shape == (64, 64, len(OTHER_NAMES))
   # A photo above inference.max_side (4 x the 64 crop) is told of.
   Image.fromarray(scene(4, size=300)).save(tmp_path / 'large.png')
@@ -170,8 +181,9 @@ def test_the_page_in_a_browser(workdir, tmp_path):
   env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS=test_cli.ONE_DEVICE)
   log_path = tmp_path / 'server.log'
   with open(log_path, 'w') as log:
-    server = subprocess.Popen([sys.executable, '-m', 'tools.app', '--workdir', workdir, '--port', str(port)],
-                              cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+    server = subprocess.Popen(
+        [sys.executable, '-m', 'tools.app', '--workdir', workdir, '--port',
+         str(port)], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
   # What the server and the page said, for a failure's message (a step that times out says why).
   said = []
   try:
@@ -191,7 +203,8 @@ def test_the_page_in_a_browser(workdir, tmp_path):
       tab.on('request', lambda r: hosts.add(r.url.split('/')[2]))
       tab.on('console', lambda m: said.append(f'console {m.type}: {m.text}'))
       tab.on('requestfailed', lambda r: said.append(f'failed {r.method} {r.url}: {r.failure}'))
-      tab.on('response', lambda r: r.status >= 400 and said.append(f'{r.status} {r.request.method} {r.url}'))
+      tab.on('response',
+             lambda r: r.status >= 400 and said.append(f'{r.status} {r.request.method} {r.url}'))
       try:
         run_the_page(tab, port, workdir, paths)
       except Exception as e:
@@ -216,16 +229,18 @@ def run_the_page(tab, port: int, workdir: str, paths: dict):
     if tab.query_selector('#photos button[aria-label="Clear"]'):
       tab.click('#photos button[aria-label="Clear"]')
       tab.wait_for_selector('#photos input[type=file]', state='attached')
-    with tab.expect_response(lambda r: '/upload' in r.url and r.request.method == 'POST') as uploaded:
+    with tab.expect_response(
+        lambda r: '/upload' in r.url and r.request.method == 'POST') as uploaded:
       tab.set_input_files('#photos input[type=file]', [upload])
     assert uploaded.value.ok, f'upload of {upload}: HTTP {uploaded.value.status}'
     # The file list names each file in its cell's aria-label (its text is split in stem and ext).
     tab.wait_for_selector('#photos td.filename[aria-label="%s"]' % os.path.basename(upload))
     tab.fill('#names textarea', names)
     tab.click('#segment')
-    tab.wait_for_function('([before]) => { const t = document.querySelector("#status").innerText; '
-                          'return t !== before && /^(Segmented|No photo)/.test(t.trim()); }', arg=[before],
-                          timeout=300_000)
+    tab.wait_for_function(
+        '([before]) => { const t = document.querySelector("#status").innerText; '
+        'return t !== before && /^(Segmented|No photo)/.test(t.trim()); }', arg=[before],
+        timeout=300_000)
     return tab.inner_text('#status')
 
   status = segment(paths['scene.png'], ', '.join(OTHER_NAMES))
@@ -235,7 +250,8 @@ def run_the_page(tab, port: int, workdir: str, paths: dict):
   image = np.asarray(Image.open(paths['scene.png']))
   classes = segmenter.Segmenter.load(workdir, class_names=OTHER_NAMES).segment(image)
   counts = np.bincount(classes.ravel(), minlength=len(OTHER_NAMES))
-  expected = [(OTHER_NAMES[k], f'{counts[k] / classes.size:.1%}') for k in np.argsort(-counts, kind='stable')
+  expected = [(OTHER_NAMES[k], f'{counts[k] / classes.size:.1%}')
+              for k in np.argsort(-counts, kind='stable')
               if counts[k]]
   assert [(r[-2].strip(), r[-1].strip()) for r in rows] == expected, rows
   src = tab.get_attribute('#overlays img', 'src')
@@ -247,10 +263,12 @@ def run_the_page(tab, port: int, workdir: str, paths: dict):
   tab.screenshot(path=os.path.join(ARTIFACTS, 'app_page.png'), full_page=True)
 
   status = segment(paths['notes.png'], ', '.join(OTHER_NAMES))
-  assert 'notes.png: unreadable or truncated image' in status and 'No photo could be read' in status, status
+  assert 'notes.png: unreadable or truncated image' in status, status
+  assert 'No photo could be read' in status, status
   # The page keeps serving: the photos from before with other names.
   tab.fill('#names textarea', 'background, disk')
   tab.click('#segment')
-  tab.wait_for_function('() => /^No photo/.test(document.querySelector("#status").innerText.trim()) && '
-                        '!document.querySelector("#status").innerText.includes("s\\n")')
+  tab.wait_for_function(
+      '() => /^No photo/.test(document.querySelector("#status").innerText.trim()) && '
+      '!document.querySelector("#status").innerText.includes("s\\n")')
   assert re.search(r'(background|disk)\s+\d+\.\d%', tab.inner_text('#legend')) is None

@@ -11,7 +11,8 @@ from tiny import CLASS_NAMES, tiny_config
 
 
 def numpy_attention(q, k, v, mask):
-  """Masked softmax attention in float64: q (B, T, N, H), k/v (B, S, N, H), mask (B|1, N|1, T, S)."""
+  """Masked softmax attention in float64: q (B, T, N, H), k/v (B, S, N, H), mask (B|1, N|1, T,
+  S)."""
   q, k, v = (np.asarray(x, np.float64) for x in (q, k, v))
   scores = np.einsum('btnh,bsnh->bnts', q, k) / np.sqrt(q.shape[-1])
   scores = np.where(mask, scores, -np.inf)
@@ -38,15 +39,16 @@ def test_cudnn_path_keeps_the_mask(monkeypatch, t, s, mask_shape):
   k, v = (rng.standard_normal((2, s, 2, 8)).astype(np.float32) for _ in range(2))
   mask = rng.random(mask_shape) < 0.3
   mask[..., 0] = True   # every query attends somewhere
-  out = attention.dot_product_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v), mask=jnp.asarray(mask),
-                                        implementation='cudnn')
+  out = attention.dot_product_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v),
+                                        mask=jnp.asarray(mask), implementation='cudnn')
   full_mask = np.broadcast_to(mask.reshape((1,) * (4 - mask.ndim) + mask.shape), (2, 2, t, s))
   np.testing.assert_allclose(np.asarray(out), numpy_attention(q, k, v, full_mask), atol=1e-5)
 
 
 def test_cudnn_request_runs_xla_off_gpu_and_is_refused_without_one(monkeypatch):
   q = jnp.zeros((1, 64, 2, 64), jnp.bfloat16)
-  # The state is initialised on the host CPU also where training runs on a GPU (sharding.on_host_cpu).
+  # The state is initialised on the host CPU also where training runs on a GPU
+  # (sharding.on_host_cpu).
   assert attention.select_implementation(q, q, None, False, 'cudnn') == 'xla'
   monkeypatch.setattr(attention, '_target_platform', lambda: 'gpu')
   assert attention.select_implementation(q, q, q[0, 0, 0] > 0, False, 'cudnn') == 'cudnn'

@@ -39,10 +39,14 @@ def test_profile_summary_by_component(tmp_path):
   with jax.profiler.trace(str(tmp_path), create_perfetto_trace=True):
     jax.block_until_ready(step(params, x))
   paths = profile_summary.op_paths(compiled.as_text())
-  assert any('/backbone/' in p for p in paths.values()) and any('/decoder/' in p for p in paths.values())
+  assert any('/backbone/' in p for p in paths.values()) and any(
+      '/decoder/' in p for p in paths.values())
   text = profile_summary.summarize(str(tmp_path), compiled.as_text(), steps=1)
-  lines = {l.split('  ')[1].strip(): l for l in text.splitlines()[1:] if l.startswith('  ') and ' ms ' in l
-           and '%' in l}
+  lines = {
+      l.split('  ')[1].strip(): l
+      for l in text.splitlines()[1:]
+      if l.startswith('  ') and ' ms ' in l and '%' in l
+  }
   assert 'backbone E_I' in lines and 'DQTD' in lines, text
   assert '(backward' in lines['backbone E_I']
 
@@ -58,14 +62,16 @@ def test_unrolled_flops_cover_the_backbone_passes_and_recomputation():
   tx_fn = lambda p: optim.make_optimizer(config, p, 10)
   state = state_lib.create_state(config, model, clip, tx_fn, config.data.crop_size)
   batch = harness.random_batch(config, np.random.default_rng(0))
-  flops = lambda c, recompute=True: harness.unrolled_flops(c, clip, names, tx_fn(state.params), state, batch,
-                                                             recompute)
+  flops = lambda c, recompute=True: harness.unrolled_flops(c, clip, names, tx_fn(state.params),
+                                                           state, batch, recompute)
   model_flops, executed = flops(config, recompute=False), flops(config)
   tokens = (config.data.crop_size // config.model.clip.patch_size) ** 2 + 1
   weights = sum(x.size for x in jax.tree.leaves(state.params['backbone']) if x.ndim == 2)
   images = config.data.labeled_batch + config.data.unlabeled_batch
-  assert np.isfinite(model_flops) and model_flops > 2 * weights * tokens * images, (model_flops, weights, tokens)
-  assert executed - model_flops > 2 * weights * tokens * config.data.labeled_batch, (executed, model_flops)
+  assert np.isfinite(model_flops) and model_flops > 2 * weights * tokens * images, (model_flops,
+                                                                                    weights, tokens)
+  assert executed - model_flops > 2 * weights * tokens * config.data.labeled_batch, (executed,
+                                                                                     model_flops)
   # Keeping the matmul outputs leaves only the cheaper element-wise work to recompute.
   dots = config.copy_and_resolve_references()
   dots.model.backbone_remat = 'dots_with_no_batch_dims_saveable'
@@ -75,12 +81,14 @@ def test_unrolled_flops_cover_the_backbone_passes_and_recomputation():
 def test_step_variants_override_typed_fields_and_name_bad_ones():
   from benchmarks import train_step   # defines the benchmark's flags: only this test needs them
   config = tiny_config(**{'model.decoder.remat': 'nothing_saveable'})
-  (base_name, base), (name, fast) = train_step.variants(
-      config, ['fast:model.decoder.remat=none,train.grad_accum=2,model.compute.attention_impl=cudnn,optim.lr=5e-4'])
+  (base_name, base), (name, fast) = train_step.variants(config, [
+      'fast:model.decoder.remat=none,train.grad_accum=2,'
+      'model.compute.attention_impl=cudnn,optim.lr=5e-4'])
   assert (base_name, name) == ('base', 'fast')
   assert fast.model.decoder.remat == 'none' and fast.train.grad_accum == 2
   assert fast.model.compute.attention_impl == 'cudnn' and fast.optim.lr == 5e-4
-  assert base is config and config.model.decoder.remat == 'nothing_saveable' and config.model.compute.attention_impl == 'auto'
+  assert base is config and config.model.decoder.remat == 'nothing_saveable'
+  assert config.model.compute.attention_impl == 'auto'
   for spec, message in [('x:model.nope=1', "no field 'model.nope'"),
                         ('x:model.compute.scan=maybe', "model.compute.scan: 'maybe' does not fit"),
                         ('x:train.grad_accum=two', "train.grad_accum: 'two' does not fit"),

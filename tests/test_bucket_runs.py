@@ -93,7 +93,8 @@ def test_a_run_in_a_bucket(emulator, tmp_path):
   (a, sa), _ = test_cli.final_state(f'{full}/checkpoints')
   (b, sb), _ = test_cli.final_state(f'{cut}/checkpoints')
   assert sa == sb == test_cli.STEPS
-  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a.params, b.params)
+  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a.params,
+               b.params)
 
   # An upload cut off before Orbax marks it finished (commit_success.txt) is never the newest:
   # checkpoint 6's objects as step 8, without the marks.
@@ -106,19 +107,21 @@ def test_a_run_in_a_bucket(emulator, tmp_path):
   storage.path(f'{full}/checkpoints/8').rmtree()
 
   run(emulator, tmp_path, full, mode='eval')
-  assert json.loads(storage.read_text(f'{full}/eval_eval.json'))['miou'] == pytest.approx(final_miou, abs=1e-6)
+  assert json.loads(storage.read_text(f'{full}/eval_eval.json'))['miou'] == pytest.approx(
+      final_miou, abs=1e-6)
 
   images = tmp_path / 'images'
   images.mkdir()
   image, _ = synthetic.make_scene(seed=7, index=0, size=48, num_classes=len(CLASS_NAMES))
   Image.fromarray(image).save(images / 'scene.png')
-  run(emulator, tmp_path, full, '--input', str(images), '--output', 'gs://hvl/preds', mode='predict')
+  run(emulator, tmp_path, full, '--input', str(images), '--output', 'gs://hvl/preds',
+      mode='predict')
   assert objects('gs://hvl/preds') == ['classes.json', 'scene.png', 'scene_overlay.jpg']
   predicted = np.asarray(Image.open(io.BytesIO(storage.read_bytes('gs://hvl/preds/scene.png'))))
   np.testing.assert_array_equal(segmenter.Segmenter.load(full).segment(image), predicted)
 
-  run(emulator, tmp_path, None, '--workdir', full, '--output', 'gs://hvl/export', '--platforms', 'cpu',
-      module='tools.export')
+  run(emulator, tmp_path, None, '--workdir', full, '--output', 'gs://hvl/export', '--platforms',
+      'cpu', module='tools.export')
   assert objects('gs://hvl/export') == ['classes.json', 'export.json', 'segmenter.jaxexport']
   assert not (tmp_path / 'gs:').exists() and not os.path.exists(os.path.join(ROOT, 'gs:'))
 
@@ -133,7 +136,8 @@ def test_a_store_that_stops_mid_run(emulator, tmp_path):
   out, err = running.communicate(timeout=300)
   lines = err.strip().splitlines()
   assert running.returncode == 1 and 'Traceback' not in err, out + err
-  assert lines[-1].startswith(f'error: {workdir}/') and 'did not answer within 20 s' in lines[-1], lines[-1]
+  assert lines[-1].startswith(
+      f'error: {workdir}/') and 'did not answer within 20 s' in lines[-1], lines[-1]
   assert time.time() - stopped < 120
 
   emulator.start()
@@ -152,11 +156,16 @@ def test_two_processes_write_one_run(emulator, tmp_path):
   env = dict(os.environ, PYTHONPATH=ROOT, PYTHON=sys.executable, XLA_FLAGS=test_cli.ONE_DEVICE,
              **emulator.env)
   coordinator = f'127.0.0.1:{gcs_emulator.free_port()}'
-  processes = [subprocess.Popen(
-      ['bash', os.path.join(ROOT, 'launch', 'multihost.sh'), coordinator, '2', str(i),
-       os.path.join(ROOT, 'tests', 'tiny_cli.py'), workdir, f'--config.train.steps={test_cli.STEPS}'],
-      cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-      for i in range(2)]
+  processes = [
+      subprocess.Popen([
+          'bash',
+          os.path.join(ROOT, 'launch', 'multihost.sh'), coordinator, '2',
+          str(i),
+          os.path.join(ROOT, 'tests', 'tiny_cli.py'), workdir,
+          f'--config.train.steps={test_cli.STEPS}'
+      ], cwd=tmp_path, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+      for i in range(2)
+  ]
   try:
     outs = [p.communicate(timeout=900)[0] for p in processes]
   finally:
@@ -171,9 +180,13 @@ def test_two_processes_write_one_run(emulator, tmp_path):
                  if n.startswith('checkpoints/') and n.endswith('/commit_success.txt'))
   assert steps[-1] == test_cli.STEPS, written
   assert not any('tmp' in n.split('/')[1] for n in written if n.startswith('checkpoints/')), written
-  logged = [json.loads(line)['step'] for line in storage.read_text(f'{workdir}/metrics.jsonl').splitlines()]
+  logged = [
+      json.loads(line)['step']
+      for line in storage.read_text(f'{workdir}/metrics.jsonl').splitlines()
+  ]
   assert logged == sorted(set(logged)) and logged[-1] == test_cli.STEPS, logged
   trained = json.loads(storage.read_text(f'{workdir}/eval_final.json'))['miou']
   run(emulator, tmp_path, workdir, mode='eval')
-  assert json.loads(storage.read_text(f'{workdir}/eval_eval.json'))['miou'] == pytest.approx(trained, abs=1e-6)
+  assert json.loads(storage.read_text(f'{workdir}/eval_eval.json'))['miou'] == pytest.approx(
+      trained, abs=1e-6)
   assert not (tmp_path / 'gs:').exists()

@@ -39,8 +39,10 @@ ONE_DEVICE = os.environ.get('XLA_FLAGS', '').replace('--xla_force_host_platform_
 
 def start(workdir, *args, mode='train', merged=False):
   """The command in a subprocess; `merged` sends its stderr to its stdout (read line by line)."""
-  cmd = [sys.executable, '-m', 'hvl_jax.main', '--config', 'tests/tiny_cli.py', '--workdir', str(workdir),
-         f'--config.train.steps={STEPS}', '--mode', mode] + list(args)
+  cmd = [
+      sys.executable, '-m', 'hvl_jax.main', '--config', 'tests/tiny_cli.py', '--workdir',
+      str(workdir), f'--config.train.steps={STEPS}', '--mode', mode
+  ] + list(args)
   env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS=ONE_DEVICE)
   return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT if merged else subprocess.PIPE, text=True)
@@ -111,7 +113,8 @@ def test_train_preempt_kill_resume_eval_predict(tmp_path):
   (b, sb), _ = final_state(checkpoints)
   assert sa == sb == STEPS and int(a.step) == int(b.step) == STEPS
   assert int(optim.micro_step(a.opt_state)) == 0
-  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a.params, b.params)
+  jax.tree.map(lambda x, y: np.testing.assert_array_equal(np.asarray(x), np.asarray(y)), a.params,
+               b.params)
 
   # A corrupt newest checkpoint falls back to the previous one with a warning.
   for root, _, files in os.walk(checkpoints / str(STEPS) / 'state'):
@@ -136,19 +139,24 @@ def test_train_preempt_kill_resume_eval_predict(tmp_path):
   preds = tmp_path / 'preds'
   rc, out, err = run(full, '--input', str(images), '--output', str(preds), mode='predict')
   assert rc == 0, out + err
-  assert sorted(os.listdir(preds)) == ['classes.json', 'scene_0.png', 'scene_0_overlay.jpg', 'scene_1.png',
-                                       'scene_1_overlay.jpg']
+  assert sorted(os.listdir(preds)) == [
+      'classes.json', 'scene_0.png', 'scene_0_overlay.jpg', 'scene_1.png', 'scene_1_overlay.jpg'
+  ]
   index = Image.open(preds / 'scene_1.png')
   assert index.mode == 'P' and index.size == (48, 48)
   assert np.asarray(index).max() < len(CLASS_NAMES)
   assert Image.open(preds / 'scene_1_overlay.jpg').size == (48, 48)
-  assert json.loads((preds / 'classes.json').read_text()) == list(synthetic.CLASS_NAMES[:len(CLASS_NAMES)])
+  assert json.loads(
+      (preds / 'classes.json').read_text()) == list(synthetic.CLASS_NAMES[:len(CLASS_NAMES)])
 
   # Open vocabulary: the world's 9 class names at inference.
-  rc, out, err = run(full, '--input', str(images), '--output', str(tmp_path / 'named'), named, mode='predict')
+  rc, out, err = run(full, '--input', str(images), '--output', str(tmp_path / 'named'), named,
+                     mode='predict')
   assert rc == 0, out + err
-  assert json.loads((tmp_path / 'named' / 'classes.json').read_text()) == list(synthetic.CLASS_NAMES)
-  assert np.asarray(Image.open(tmp_path / 'named' / 'scene_1.png')).max() < len(synthetic.CLASS_NAMES)
+  assert json.loads(
+      (tmp_path / 'named' / 'classes.json').read_text()) == list(synthetic.CLASS_NAMES)
+  assert np.asarray(Image.open(tmp_path / 'named' / 'scene_1.png')).max() < len(
+      synthetic.CLASS_NAMES)
 
   bad = tmp_path / 'bad'
   bad.mkdir()
@@ -160,7 +168,8 @@ def test_train_preempt_kill_resume_eval_predict(tmp_path):
   rc, out, err = run(full, '--input', str(bad), '--output', str(tmp_path / 'some'), mode='predict')
   lines = err.strip().splitlines()
   assert rc == 1 and 'Traceback' not in err, err
-  assert [l for l in lines if 'broken.png' in l] == [lines[-2]] and lines[-2].startswith('error: '), err
+  assert [l for l in lines if 'broken.png' in l] == [lines[-2]
+                                                    ] and lines[-2].startswith('error: '), err
   assert lines[-1].startswith('error: 1 of 2 images could not be read'), err
   assert out.count('note: a photo whose long side exceeds 256 px') == 1, out
   assert Image.open(tmp_path / 'some' / 'large.png').size == (300, 300)

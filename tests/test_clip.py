@@ -1,4 +1,5 @@
-"""CLIP port: parity with transformers' PyTorch CLIP (HF-Flax and PyTorch checkpoints), prompt path, resize, errors."""
+"""CLIP port: parity with transformers' PyTorch CLIP (HF-Flax and PyTorch checkpoints), prompt path,
+resize, errors."""
 import json
 import os
 import shutil
@@ -33,7 +34,8 @@ def torch_features(hf, ids, images):
   import torch
   with torch.no_grad():
     text = hf.get_text_features(input_ids=torch.tensor(ids, dtype=torch.long)).pooler_output
-    image = hf.get_image_features(pixel_values=torch.tensor(images.transpose(0, 3, 1, 2))).pooler_output
+    image = hf.get_image_features(
+        pixel_values=torch.tensor(images.transpose(0, 3, 1, 2))).pooler_output
   return text.numpy(), image.numpy()
 
 
@@ -57,9 +59,10 @@ def test_msgpack_parity_with_torch_clip(hf_flax_checkpoint, rng):
   import torch
   clip, hf, ids, images = loaded_matches_torch(hf_flax_checkpoint, rng)
   with torch.no_grad():
-    hf_out = hf(input_ids=torch.tensor(ids), pixel_values=torch.tensor(images.transpose(0, 3, 1, 2)),
-                output_hidden_states=True)
-  ours_v = clip.module.apply({'params': clip.params}, images, method=registry.CLIPModel.encode_image)
+    hf_out = hf(input_ids=torch.tensor(ids),
+                pixel_values=torch.tensor(images.transpose(0, 3, 1, 2)), output_hidden_states=True)
+  ours_v = clip.module.apply({'params': clip.params}, images,
+                             method=registry.CLIPModel.encode_image)
   ours_t = clip.module.apply({'params': clip.params}, ids, method=registry.CLIPModel.encode_text)
   for a, b in zip(ours_v['hidden_states'], hf_out.vision_model_output.hidden_states):
     np.testing.assert_allclose(a, b.numpy(), atol=1e-5)
@@ -95,10 +98,13 @@ def test_shipped_tiny_clip_matches_torch_clip(rng):
   clip = load_clip(synthetic.TINY_CLIP)
   hf = CLIPModel.from_pretrained(synthetic.TINY_CLIP).eval()
   tok = CLIPTokenizer.from_pretrained(synthetic.TINY_CLIP)
-  prompts = [f'a photo of a {n}.' for n in synthetic.CLASS_NAMES] + ['a photo of a large red disk and a cat.']
+  prompts = [f'a photo of a {n}.' for n in synthetic.CLASS_NAMES
+            ] + ['a photo of a large red disk and a cat.']
   ids = clip.tokenize(prompts)
-  np.testing.assert_array_equal(ids, tok(prompts, padding='max_length', max_length=clip.config.context_length,
-                                          return_tensors='np')['input_ids'])
+  np.testing.assert_array_equal(
+      ids,
+      tok(prompts, padding='max_length', max_length=clip.config.context_length,
+          return_tensors='np')['input_ids'])
   assert all(len(tok(w, add_special_tokens=False)['input_ids']) == 1 for w in synthetic.WORDS)
   images = rng.randn(3, 64, 64, 3).astype(np.float32)
   ref_t, ref_i = torch_features(hf, ids, images)
@@ -150,7 +156,8 @@ def test_position_embedding_resize():
   np.testing.assert_array_equal(out[0], pos[0])
   # A constant grid stays constant under bicubic interpolation (weights sum to 1).
   const = jnp.ones((17, 8))
-  np.testing.assert_allclose(position.resize_position_embedding(const, (4, 4), (8, 8)), 1, atol=1e-5)
+  np.testing.assert_allclose(position.resize_position_embedding(const, (4, 4), (8, 8)), 1,
+                             atol=1e-5)
 
 
 def test_vision_any_size_taps_and_dense(hf_flax_checkpoint, rng):
@@ -174,7 +181,8 @@ def test_vision_any_size_taps_and_dense(hf_flax_checkpoint, rng):
   def dense(x, p):
     return x @ np.asarray(p['kernel']) + (np.asarray(p['bias']) if 'bias' in p else 0)
 
-  y = dense(dense(ln(x, blk['layer_norm1']), blk['self_attn']['v_proj']), blk['self_attn']['out_proj'])
+  y = dense(dense(ln(x, blk['layer_norm1']), blk['self_attn']['v_proj']),
+            blk['self_attn']['out_proj'])
   y = dense(ln(y, v['post_layernorm']), clip.params['vision']['visual_projection'])
   np.testing.assert_allclose(out['dense'].reshape(2, 18, 24), y, atol=1e-5)
   with pytest.raises(ValueError, match='not divisible by the patch size'):
@@ -187,7 +195,8 @@ def test_remat_and_bf16_options(hf_flax_checkpoint, rng):
   clip = load_clip(path)
   images = jnp.asarray(rng.randn(2, 32, 32, 3), jnp.float32)
   ref = clip.encode_image(images)
-  loss = lambda p, m: m.apply({'params': p}, images, method=registry.CLIPModel.encode_image)['image_embeds'].sum()
+  loss = lambda p, m: m.apply({'params': p}, images, method=registry.CLIPModel.encode_image)[
+      'image_embeds'].sum()
   g_ref = jax.grad(loss)(clip.params, clip.module)
   for remat in (True, 'dots_with_no_batch_dims_saveable', 'dots_saveable'):
     for scan in (True, False):
@@ -202,8 +211,9 @@ def test_remat_and_bf16_options(hf_flax_checkpoint, rng):
 
 
 def test_random_clip_any_size():
-  cfg = clip_lib.CLIPConfig(text=clip_lib.TowerConfig(16, 1, 2, 32), vision=clip_lib.TowerConfig(16, 2, 2, 32),
-                            projection_dim=8, vocab_size=50, context_length=10, patch_size=4, image_size=16)
+  cfg = clip_lib.CLIPConfig(text=clip_lib.TowerConfig(16, 1, 2, 32),
+                            vision=clip_lib.TowerConfig(16, 2, 2, 32), projection_dim=8,
+                            vocab_size=50, context_length=10, patch_size=4, image_size=16)
   clip = random_clip(cfg)
   ids = clip.tokenize(['a photo of a cat.', 'dog'])
   assert ids.shape == (2, 10) and ids[0, 0] == 48 and (ids == 49).any(axis=1).all()
@@ -215,7 +225,9 @@ def test_zero_shot_matches_numpy(hf_flax_checkpoint, rng):
   path, _ = hf_flax_checkpoint
   clip = load_clip(path)
   text = zero_shot.class_text_embeddings(clip, ['cat', 'dog', 'car'])
-  raw = np.asarray(clip.encode_text(clip.tokenize(['a photo of a cat.', 'a photo of a dog.', 'a photo of a car.'])))
+  raw = np.asarray(
+      clip.encode_text(
+          clip.tokenize(['a photo of a cat.', 'a photo of a dog.', 'a photo of a car.'])))
   raw = raw / np.linalg.norm(raw, axis=-1, keepdims=True)
   np.testing.assert_allclose(text, raw, atol=1e-6)
   img = rng.randn(2, 24).astype(np.float32)
@@ -232,7 +244,8 @@ def test_zero_shot_matches_numpy(hf_flax_checkpoint, rng):
   valid = np.zeros((2, 3, 4), bool)
   valid[:, :2, :3] = True
   rel_valid = zero_shot.class_relevance(dense, img, text, 100.0, 'dense', valid)
-  np.testing.assert_allclose(rel_valid, np.asarray(per_pixel)[:, :2, :3].reshape(2, 6, 3).max(1), atol=1e-6)
+  np.testing.assert_allclose(rel_valid,
+                             np.asarray(per_pixel)[:, :2, :3].reshape(2, 6, 3).max(1), atol=1e-6)
 
 
 def test_bad_checkpoints(hf_flax_checkpoint, tmp_path):
@@ -248,7 +261,8 @@ def test_bad_checkpoints(hf_flax_checkpoint, tmp_path):
   cfg = json.load(open(bad / 'config.json'))
   cfg['projection_dim'] = 7
   json.dump(cfg, open(bad / 'config.json', 'w'))
-  with pytest.raises(CheckpointError, match=r'flax_model.msgpack: parameter text/text_projection/kernel has shape'):
+  with pytest.raises(CheckpointError,
+                     match=r'flax_model.msgpack: parameter text/text_projection/kernel has shape'):
     load_clip(str(bad))
   cfg['model_type'] = 'siglip'
   json.dump(cfg, open(bad / 'config.json', 'w'))

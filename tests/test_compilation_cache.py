@@ -23,8 +23,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def start(cache: str, home) -> str:
   env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
   env.update(HVL_COMPILATION_CACHE=cache, HOME=str(home), PYTHONPATH=ROOT)
-  out = subprocess.run([sys.executable, '-c', START], env=env, cwd=home, capture_output=True, text=True,
-                       timeout=300)
+  out = subprocess.run([sys.executable, '-c', START], env=env, cwd=home, capture_output=True,
+                       text=True, timeout=300)
   assert out.returncode == 0, out.stderr[-2000:]
   return out.stdout
 

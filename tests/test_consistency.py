@@ -21,7 +21,8 @@ def class_distribution(cls_logits, mask_logits):
   return seg / seg.sum(1, keepdim=True).clamp_min(1e-6)
 
 
-def unimatch_unlabeled_loss(pred_u_w, pred_u_s1, pred_u_s2, pred_u_w_fp, box1, box2, ignore_mask, thresh):
+def unimatch_unlabeled_loss(pred_u_w, pred_u_s1, pred_u_s2, pred_u_w_fp, box1, box2, ignore_mask,
+                            thresh):
   """UniMatch's unlabeled half, line by line; its `_mix` batch is each image's partner (the
   batch rolled by one, as `objective.cutmix_partner`). pred_*: (B, K, h, w) class distributions
   (CE takes their log as logits: log_softmax(log p) = log p); ignore_mask (B, h, w), 255 on
@@ -31,8 +32,10 @@ def unimatch_unlabeled_loss(pred_u_w, pred_u_s1, pred_u_s2, pred_u_w_fp, box1, b
   conf_u_w, mask_u_w = pred_u_w.max(dim=1)
   roll = lambda x: torch.roll(x, 1, 0)
   mask_u_w_mix, conf_u_w_mix, ignore_mask_mix = roll(mask_u_w), roll(conf_u_w), roll(ignore_mask)
-  mask_u_w_cutmixed1, conf_u_w_cutmixed1, ignore_mask_cutmixed1 = mask_u_w.clone(), conf_u_w.clone(), ignore_mask.clone()
-  mask_u_w_cutmixed2, conf_u_w_cutmixed2, ignore_mask_cutmixed2 = mask_u_w.clone(), conf_u_w.clone(), ignore_mask.clone()
+  mask_u_w_cutmixed1, conf_u_w_cutmixed1, ignore_mask_cutmixed1 = mask_u_w.clone(), conf_u_w.clone(
+  ), ignore_mask.clone()
+  mask_u_w_cutmixed2, conf_u_w_cutmixed2, ignore_mask_cutmixed2 = mask_u_w.clone(), conf_u_w.clone(
+  ), ignore_mask.clone()
   mask_u_w_cutmixed1[box1 == 1] = mask_u_w_mix[box1 == 1]
   conf_u_w_cutmixed1[box1 == 1] = conf_u_w_mix[box1 == 1]
   ignore_mask_cutmixed1[box1 == 1] = ignore_mask_mix[box1 == 1]
@@ -53,7 +56,9 @@ def unimatch_unlabeled_loss(pred_u_w, pred_u_s1, pred_u_s2, pred_u_w_fp, box1, b
 
 
 def random_prediction(rng, b, h, w, q, k):
-  return rng.normal(0, 2, (b, q, k + 1)).astype(np.float32), rng.normal(0, 2, (b, h, w, q)).astype(np.float32)
+  return rng.normal(0, 2,
+                    (b, q, k + 1)).astype(np.float32), rng.normal(0, 2,
+                                                                  (b, h, w, q)).astype(np.float32)
 
 
 def test_consistency_terms_match_unimatch(rng):
@@ -69,12 +74,15 @@ def test_consistency_terms_match_unimatch(rng):
   cfg = objective.ConsistencyConfig(conf_threshold=thresh)
   terms = objective.consistency_terms(probs_w, tuple(map(jnp.asarray, fp)),
                                       [tuple(map(jnp.asarray, s)) for s in (s1, s2)],
-                                      [jnp.asarray(x) for x in boxes], jnp.asarray(valid), cfg, None,
-                                      jax.random.PRNGKey(0))
+                                      [jnp.asarray(x) for x in boxes], jnp.asarray(valid), cfg,
+                                      None, jax.random.PRNGKey(0))
   t = lambda x: torch.tensor(np.asarray(x))
-  ref = unimatch_unlabeled_loss(class_distribution(t(weak[0]), t(weak[1])), class_distribution(t(s1[0]), t(s1[1])),
-                                class_distribution(t(s2[0]), t(s2[1])), class_distribution(t(fp[0]), t(fp[1])),
-                                t(boxes[0]).long(), t(boxes[1]).long(), t(np.where(valid, 0, 255)), thresh)
+  ref = unimatch_unlabeled_loss(class_distribution(t(weak[0]), t(weak[1])),
+                                class_distribution(t(s1[0]), t(s1[1])),
+                                class_distribution(t(s2[0]), t(s2[1])),
+                                class_distribution(t(fp[0]), t(fp[1])),
+                                t(boxes[0]).long(),
+                                t(boxes[1]).long(), t(np.where(valid, 0, 255)), thresh)
   for name, r in zip(('semi_s1', 'semi_s2', 'semi_fp'), ref):
     np.testing.assert_allclose(float(terms[name]), r.item(), rtol=1e-5, err_msg=name)
   conf = np.asarray(probs_w).max(-1)
@@ -82,14 +90,15 @@ def test_consistency_terms_match_unimatch(rng):
   # UniMatch's total: (loss_x + 0.25 loss_u_s1 + 0.25 loss_u_s2 + 0.5 loss_u_w_fp) / 2.
   parts_u = 0.25 * (terms['semi_s1'] + terms['semi_s2']) / 2 + 0.5 * terms['semi_fp'] / 2
   base = objective.ConsistencyConfig()
-  np.testing.assert_allclose(float(parts_u), (0.25 * ref[0].item() + 0.25 * ref[1].item() + 0.5 * ref[2].item()) / 2,
-                             rtol=1e-5)
+  np.testing.assert_allclose(
+      float(parts_u), (0.25 * ref[0].item() + 0.25 * ref[1].item() + 0.5 * ref[2].item()) / 2,
+      rtol=1e-5)
   assert (base.strong_weight, base.fp_weight, base.feature_dropout) == (0.25, 0.5, 0.5)
 
 
 def test_the_set_criterion_teaches_the_confident_pixels_only(rng):
-  """loss.consistency.criterion='set': L_seg of the view against the pseudo-labels, unconfident and padded
-  pixels ignored, equals the criterion called on that target directly."""
+  """loss.consistency.criterion='set': L_seg of the view against the pseudo-labels, unconfident and
+  padded pixels ignored, equals the criterion called on that target directly."""
   rng = np.random.default_rng(1)
   b, h, w, k, levels, m = 2, 8, 8, 3, 2, 2
   q = levels * k + m
@@ -108,5 +117,6 @@ def test_the_set_criterion_teaches_the_confident_pixels_only(rng):
   low = np.argwhere(np.asarray(conf) < 0.6)[0]
   moved = np.asarray(pseudo).copy()
   moved[tuple(low)] = (moved[tuple(low)] + 1) % k
-  np.testing.assert_allclose(float(objective.pseudo_label_term(pred, jnp.asarray(moved), conf, valid, cfg, sup, key)),
-                             float(got), rtol=1e-6)
+  np.testing.assert_allclose(
+      float(objective.pseudo_label_term(pred, jnp.asarray(moved), conf, valid, cfg, sup, key)),
+      float(got), rtol=1e-6)

@@ -37,7 +37,8 @@ def budget_case(rng):
   labels = np.zeros((2, 32, 32), np.int32)
   labels[0, :, 10:20], labels[0, :, 20:] = 1, 2
   labels[0, :3] = 255
-  target, has_mask = matching.fixed_matching(3, 2, segmentation.classes_present(jnp.asarray(labels), 3))
+  target, has_mask = matching.fixed_matching(3, 2,
+                                             segmentation.classes_present(jnp.asarray(labels), 3))
   logits = jnp.asarray(rng.randn(2, 8, 8, 6), jnp.float32)
   return logits, jnp.asarray(labels), target, has_mask
 
@@ -45,7 +46,8 @@ def budget_case(rng):
 def test_bce_dice_ce_against_numpy(rng):
   x = rng.randn(5, 40).astype(np.float32) * 3
   t = (rng.rand(5, 40) > 0.5).astype(np.float32)
-  np.testing.assert_allclose(segmentation.sigmoid_ce_loss(x, t, 3.0), np_bce(x, t).mean(1).sum() / 3, rtol=1e-5)
+  np.testing.assert_allclose(segmentation.sigmoid_ce_loss(x, t, 3.0),
+                             np_bce(x, t).mean(1).sum() / 3, rtol=1e-5)
   p = 1 / (1 + np.exp(-x))
   dice = 1 - (2 * (p * t).sum(1) + 1) / (p.sum(1) + t.sum(1) + 1)
   np.testing.assert_allclose(segmentation.dice_loss(x, t, 3.0), dice.sum() / 3, rtol=1e-5)
@@ -54,7 +56,8 @@ def test_bce_dice_ce_against_numpy(rng):
   w = np.where(target == 3, 0.1, 1.0)
   logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   nll = -np.take_along_axis(logp, target[..., None], -1)[..., 0]
-  np.testing.assert_allclose(segmentation.class_ce_loss(logits, target, 0.1), (w * nll).sum() / w.sum(), rtol=1e-5)
+  np.testing.assert_allclose(segmentation.class_ce_loss(logits, target, 0.1),
+                             (w * nll).sum() / w.sum(), rtol=1e-5)
 
 
 def test_matching_cost_against_numpy(rng):
@@ -79,7 +82,8 @@ def test_point_sample_is_grid_sample():
   maps = np.arange(12, dtype=np.float32).reshape(1, 3, 4, 1)
   coords = np.asarray([[[0.5 / 4, 0.5 / 3], [0.25, 0.5], [1.0, 1.0]]], np.float32)
   out = np.asarray(sampling.point_sample(jnp.asarray(maps), jnp.asarray(coords)))[0, :, 0]
-  # pixel (0, 0) centre; halfway between columns 0 and 1 of row 1; the corner reads 1/4 of pixel (2, 3).
+  # pixel (0, 0) centre; halfway between columns 0 and 1 of row 1; the corner reads 1/4 of pixel (2,
+  # 3).
   np.testing.assert_allclose(out, [0.0, 4.5, 11 / 4], atol=1e-6)
 
 
@@ -111,9 +115,9 @@ def test_mask_losses_against_numpy(rng):
 def test_mask_budget_is_shared_by_a_groups_images(rng):
   logits, labels, target, has_mask = budget_case(rng)
   key = jax.random.key(0, impl='threefry2x32')
-  run = lambda *args, **kw: segmentation.mask_losses(*(args or (logits, labels, target, has_mask)),
-                                                     segmentation.CriterionConfig(
-                                                         num_classes=3, num_levels=2, num_points=64, **kw), key)
+  run = lambda *args, **kw: segmentation.mask_losses(
+      *(args or (logits, labels, target, has_mask)),
+      segmentation.CriterionConfig(num_classes=3, num_levels=2, num_points=64, **kw), key)
   full = run(max_masks=6)
   # 4 per image on average: image 0's 6 pairs use what image 1 leaves, nothing is dropped.
   for got in (run(max_masks=4), run(max_masks=6, budget_images=1)):
@@ -146,7 +150,8 @@ def test_criterion_keeps_each_devices_images_local(rng):
   # may not. The shapes say which is which, whatever name the op carries.
   oversampled = int(cfg.num_points * cfg.oversample_ratio)
   assert moved
-  assert all(math.prod(dims(shape)) <= 2 * 3 or dims(shape)[-1] == oversampled for shape in moved), moved
+  assert all(
+      math.prod(dims(shape)) <= 2 * 3 or dims(shape)[-1] == oversampled for shape in moved), moved
 
 
 @pytest.mark.slow
@@ -156,7 +161,8 @@ def test_ignore_pixels_have_zero_gradient(rng):
   labels[:, :32] = 255
   cls = jnp.asarray(rng.randn(2, 5, 4), jnp.float32)
   masks = jnp.asarray(rng.randn(2, 16, 16, 5), jnp.float32)
-  loss = lambda m: segmentation.set_criterion([(cls, m)], jnp.asarray(labels), cfg, jax.random.PRNGKey(0))['seg']
+  loss = lambda m: segmentation.set_criterion([(cls, m)], jnp.asarray(labels), cfg,
+                                              jax.random.PRNGKey(0))['seg']
   g = np.asarray(jax.grad(loss)(masks))
   # Logit rows 0..6 are only read by points on ignore pixels (rows < 32 of 64).
   assert np.all(g[:, :7] == 0)

@@ -37,7 +37,8 @@ def voc_fixture(root, splits, n_labeled=3, n_unlabeled=4, n_val=2):
     return lines
   os.makedirs(f'{splits}/pascal/92', exist_ok=True)
   open(f'{splits}/pascal/92/labeled.txt', 'w').write('\n'.join(entries('lab', n_labeled)) + '\n')
-  open(f'{splits}/pascal/92/unlabeled.txt', 'w').write('\n'.join(entries('unl', n_unlabeled)) + '\n')
+  open(f'{splits}/pascal/92/unlabeled.txt',
+       'w').write('\n'.join(entries('unl', n_unlabeled)) + '\n')
   open(f'{splits}/pascal/val.txt', 'w').write('\n'.join(entries('val', n_val)) + '\n')
   import shutil
   shutil.copy(os.path.join(datasets.SHIPPED_SPLITS, 'classes.json'), f'{splits}/classes.json')
@@ -45,7 +46,8 @@ def voc_fixture(root, splits, n_labeled=3, n_unlabeled=4, n_val=2):
 
 def voc_config(root, splits):
   c = tiny_config()
-  c.data.update(dict(name='voc', root=str(root), splits_dir=str(splits), split='92', num_classes=21))
+  c.data.update(dict(name='voc', root=str(root), splits_dir=str(splits), split='92',
+                     num_classes=21))
   return c
 
 
@@ -70,7 +72,8 @@ def test_ade_remap_and_cityscapes_layout(tmp_path):
   for f in ('ade/1_128/labeled.txt', 'ade/1_128/unlabeled.txt', 'ade/val.txt'):
     open(f'{splits}/{f}', 'w').write(line)
   c = tiny_config()
-  c.data.update(dict(name='ade', root=str(root), splits_dir=str(splits), split='1_128', num_classes=150))
+  c.data.update(
+      dict(name='ade', root=str(root), splits_dir=str(splits), split='1_128', num_classes=150))
   out = datasets.make_sources(c)['labeled'][0]['label']
   assert out[0, 0] == 255 and out[0, 1] == 0 and out[1, 7] == 14   # 0 -> ignore, k -> k-1
 
@@ -92,10 +95,12 @@ def test_coco_unlabeled_is_train_minus_labeled(tmp_path):
     write_image(f'{root}/train2017/{i:012d}.jpg', 8, 8)
   write_label(f'{root}/masks/{0:012d}.png', np.zeros((8, 8)))
   os.makedirs(f'{splits}/coco/1_512')
-  open(f'{splits}/coco/1_512/labeled.txt', 'w').write(f'train2017/{0:012d}.jpg masks/{0:012d}.png\n')
+  open(f'{splits}/coco/1_512/labeled.txt',
+       'w').write(f'train2017/{0:012d}.jpg masks/{0:012d}.png\n')
   open(f'{splits}/coco/val.txt', 'w').write(f'train2017/{0:012d}.jpg masks/{0:012d}.png\n')
   c = tiny_config()
-  c.data.update(dict(name='coco', root=str(root), splits_dir=str(splits), split='1_512', num_classes=81))
+  c.data.update(
+      dict(name='coco', root=str(root), splits_dir=str(splits), split='1_512', num_classes=81))
   unl = datasets.make_sources(c)['unlabeled']
   assert [e[0] for e in unl.entries] == [f'train2017/{i:012d}.jpg' for i in (1, 2, 3)]
 
@@ -120,10 +125,12 @@ def test_bad_inputs_name_file_and_problem(tmp_path):
     src[2]
   # Size mismatch and out-of-range values.
   write_label(f'{root}/SegmentationClass/lab_0002.png', np.zeros((10, 10)))
-  with pytest.raises(datasets.DataError, match=r'lab_0002.png: label size 10x10 differs from its image 50x40'):
+  with pytest.raises(datasets.DataError,
+                     match=r'lab_0002.png: label size 10x10 differs from its image 50x40'):
     src[2]
   write_label(f'{root}/SegmentationClass/lab_0002.png', np.full((40, 50), 30))
-  with pytest.raises(datasets.DataError, match=r'lab_0002.png: label values \[30\] outside \[0, 21\)'):
+  with pytest.raises(datasets.DataError,
+                     match=r'lab_0002.png: label values \[30\] outside \[0, 21\)'):
     src[2]
   # Empty split, missing list, missing root.
   open(f'{splits}/pascal/92/labeled.txt', 'w').write('\n')
@@ -143,7 +150,8 @@ def test_synthetic_is_deterministic():
   for i in range(4):
     np.testing.assert_array_equal(a[i]['image'], b[i]['image'])
     np.testing.assert_array_equal(a[i]['label'], b[i]['label'])
-  assert not np.array_equal(a[0]['image'], synthetic.SyntheticSource('val', 4, 48, 5, seed=3)[0]['image'])
+  assert not np.array_equal(a[0]['image'],
+                            synthetic.SyntheticSource('val', 4, 48, 5, seed=3)[0]['image'])
   labels = np.concatenate([a[i]['label'].ravel() for i in range(4)])
   assert labels.max() < 5 and (labels > 0).any()
 
@@ -151,14 +159,17 @@ def test_synthetic_is_deterministic():
 def test_synthetic_captions_name_the_visible_objects():
   for i in range(40):
     image, label, text = synthetic.make_captioned_scene(0, i, 64, len(synthetic.CLASS_NAMES))
-    _, _, objects = synthetic._scene(0, i, 64, len(synthetic.CLASS_NAMES))  # pylint: disable=protected-access
-    np.testing.assert_array_equal(image, synthetic.make_scene(0, i, 64, len(synthetic.CLASS_NAMES))[0])
+    # pylint: disable=protected-access
+    _, _, objects = synthetic._scene(0, i, 64, len(synthetic.CLASS_NAMES))
+    np.testing.assert_array_equal(image,
+                                  synthetic.make_scene(0, i, 64, len(synthetic.CLASS_NAMES))[0])
     visible = {o.kind for o in objects if o.pixels >= synthetic.MIN_VISIBLE_PIXELS}
     assert visible <= set(np.unique(label).tolist())
     for k in range(1, len(synthetic.CLASS_NAMES)):
       named = f'{synthetic.COLOUR_NAMES[k]} {synthetic.CLASS_NAMES[k]}' in text
       assert named == (k in visible), (text, k)
-    assert text.startswith('a photo of ') and set(text.rstrip('.').replace(',', '').split()) <= set(synthetic.WORDS)
+    assert text.startswith('a photo of ') and set(text.rstrip('.').replace(',', '').split()) <= set(
+        synthetic.WORDS)
   assert synthetic.photo_of(['a x', 'a y', 'a z']) == 'a photo of a x, a y and a z.'
   assert synthetic.photo_of(['a x']) == 'a photo of a x.'
   assert synthetic.photo_of([]) == 'a photo of the empty background.'
@@ -180,7 +191,8 @@ def test_transforms(rng):
   assert box.any() and not transforms.cutmix_box(64, np.random.default_rng(1), p=0.0).any()
   ys, xs = np.nonzero(box)
   assert box[ys.min():ys.max() + 1, xs.min():xs.max() + 1].all()   # one rectangle
-  strong = transforms.strong_photometric(image, np.random.default_rng(2), tiny_config().data.strong_view)
+  strong = transforms.strong_photometric(image, np.random.default_rng(2),
+                                         tiny_config().data.strong_view)
   assert strong.shape == image.shape and strong.dtype == np.uint8
   gray = transforms.color_jitter(image, np.random.default_rng(0), 0, 0, 0, 0)
   np.testing.assert_allclose(gray.astype(int), image.astype(int), atol=2)   # identity jitter
@@ -201,7 +213,8 @@ def test_rescale_size_matches_mmcv_on_random_sizes():
     ratio = rng.uniform(0.5, 2.0)
     # mmseg's random_sample_ratio: the scale times the ratio, truncated.
     scale = (int(2048 * ratio), int(512 * ratio))
-    assert transforms.rescale_size(h, w, (2048, 512), ratio) == mmcv_rescale_size((w, h), scale)[::-1]
+    assert transforms.rescale_size(h, w, (2048, 512), ratio) == mmcv_rescale_size((w, h),
+                                                                                  scale)[::-1]
     # mmseg's min_size rule at evaluation, then mmcv's rescale.
     new_h, new_w = (512 * h / w, 512) if h > w else (512, 512 * w / h)
     assert transforms.short_side_size(h, w, 512) == mmcv_rescale_size((w, h), (new_h, new_w))[::-1]
@@ -258,8 +271,8 @@ def test_rare_class_crop_is_redrawn_until_the_class_survives():
 
   def survived(rare_class_id, draws=1000):
     g = np.random.default_rng(0)
-    kept = [(transforms.labeled_train(dict(image=image, label=label, rare_class=rare_class_id), g, cfg)
-             ['label_l'] == 3).sum() > 10 for _ in range(draws)]
+    kept = [(transforms.labeled_train(dict(image=image, label=label, rare_class=rare_class_id), g,
+                                      cfg)['label_l'] == 3).sum() > 10 for _ in range(draws)]
     return np.mean(kept)
 
   with_rule, without = survived(3), survived(-1)
@@ -293,11 +306,12 @@ def test_an_unlabeled_label_takes_the_weak_views_geometry():
   image, label = synthetic.make_scene(0, 5, 50, 5)
   for seed in range(6):
     out = transforms.unlabeled_train(dict(image=image, label=label), np.random.default_rng(seed), c)
-    ref_image, ref_label = transforms.random_geometric(image, label, np.random.default_rng(seed), c.crop_size,
-                                                       c.scale_range, c.img_scale)
+    ref_image, ref_label = transforms.random_geometric(image, label, np.random.default_rng(seed),
+                                                       c.crop_size, c.scale_range, c.img_scale)
     np.testing.assert_array_equal(out['image_w'], ref_image)
     np.testing.assert_array_equal(out['label_u'], ref_label)
-    np.testing.assert_array_equal(out['valid_u'], ref_label != 255)    # synthetic labels hold no ignore
+    np.testing.assert_array_equal(out['valid_u'], ref_label
+                                  != 255)  # synthetic labels hold no ignore
   assert 'label_u' not in transforms.unlabeled_train(dict(image=image), np.random.default_rng(0), c)
 
 
@@ -309,7 +323,8 @@ def test_pipeline_shapes_determinism_and_state_restore(tmp_path):
   first = next(it)
   assert first['image_l'].shape == (4, 64, 64, 3) and first['image_l'].dtype == np.uint8
   assert first['label_l'].shape == (4, 64, 64) and first['label_l'].dtype == np.int32
-  # The strong views are the train step's (data.strong_view.where='device'): the host ships the weak one.
+  # The strong views are the train step's (data.strong_view.where='device'): the host ships the weak
+  # one.
   # The small world's unlabeled scenes keep their labels (label_u), for the pseudo-label accuracy.
   assert set(first) == {'image_l', 'label_l', 'image_w', 'valid_u', 'label_u'}
   assert first['image_w'].shape == (4, 64, 64, 3) and first['valid_u'].dtype == bool
@@ -336,7 +351,8 @@ def test_pipeline_shapes_determinism_and_state_restore(tmp_path):
   assert pipeline.total_steps(c, sources) == c.train.steps
   c.train.steps = -1
   c.train.epochs = 2
-  assert pipeline.total_steps(c, sources) == 2 * (c.data.synthetic_unlabeled // c.data.unlabeled_batch)
+  assert pipeline.total_steps(c,
+                              sources) == 2 * (c.data.synthetic_unlabeled // c.data.unlabeled_batch)
 
 
 def test_check_reports_scaled_masks_and_bad_files(tmp_path):
@@ -345,7 +361,8 @@ def test_check_reports_scaled_masks_and_bad_files(tmp_path):
   voc_fixture(root, splits)
   c = voc_config(root, splits)
   lines, problems = check.check_sources(datasets.make_sources(c), 21)
-  assert not problems and lines[0].startswith('labeled        3 of 3 entries read, images 50-50 x 40-40')
+  assert not problems and lines[0].startswith(
+      'labeled        3 of 3 entries read, images 50-50 x 40-40')
   # 0/255-scaled binary masks pass every per-file check but not the dataset check.
   for i in range(3):
     label = np.zeros((40, 50), np.uint8)
@@ -367,7 +384,8 @@ def test_make_split_is_balanced_deterministic_and_disjoint(tmp_path):
   assert len(lab) == 5 and len(unl) == 35
   assert entries[7] in lab and entries[23] in lab
   assert make_split.draw_split(entries, 5, seed=3, classes_per_entry=classes) == (lab, unl)
-  assert make_split.draw_split(entries, 5, seed=4)[0] != make_split.draw_split(entries, 5, seed=5)[0]
+  assert make_split.draw_split(entries, 5, seed=4)[0] != make_split.draw_split(entries, 5,
+                                                                               seed=5)[0]
   make_split.write_split(str(tmp_path / 's'), lab, unl)
   assert len(open(tmp_path / 's' / 'labeled.txt').read().splitlines()) == 5
   with pytest.raises(FileExistsError):
@@ -392,12 +410,17 @@ def test_coco_converter_on_handmade_json(tmp_path):
   os.makedirs(tmp_path / 'annotations')
   square = lambda x, y, s: [[x, y, x + s, y, x + s, y + s, x, y + s]]
   data = dict(
-      images=[dict(id=5, width=20, height=10, file_name='000000000005.jpg')],
-      categories=[dict(id=1, name='person'), dict(id=3, name='car'), dict(id=90, name='toothbrush')],
-      annotations=[
-          dict(id=1, image_id=5, category_id=3, segmentation=square(0, 0, 8), area=64, bbox=[0, 0, 8, 8], iscrowd=0),
-          dict(id=2, image_id=5, category_id=90, segmentation=square(2, 2, 3), area=9, bbox=[2, 2, 3, 3], iscrowd=0),
-          dict(id=3, image_id=5, category_id=1, segmentation=square(12, 1, 4), area=16, bbox=[12, 1, 4, 4], iscrowd=1),
+      images=[dict(id=5, width=20, height=10, file_name='000000000005.jpg')], categories=[
+          dict(id=1, name='person'),
+          dict(id=3, name='car'),
+          dict(id=90, name='toothbrush')
+      ], annotations=[
+          dict(id=1, image_id=5, category_id=3, segmentation=square(0, 0, 8), area=64,
+               bbox=[0, 0, 8, 8], iscrowd=0),
+          dict(id=2, image_id=5, category_id=90, segmentation=square(2, 2, 3), area=9,
+               bbox=[2, 2, 3, 3], iscrowd=0),
+          dict(id=3, image_id=5, category_id=1, segmentation=square(12, 1, 4), area=16,
+               bbox=[12, 1, 4, 4], iscrowd=1),
       ])
   json.dump(data, open(tmp_path / 'annotations' / 'instances_val2017.json', 'w'))
   assert convert_coco.convert(str(tmp_path), 'val2017') == 1
@@ -443,7 +466,9 @@ def test_tfds_source_feeds_the_pipeline(tmp_path):
           {'image': feat(3), 'segmentation_mask': feat(1)}))
 
     def _split_generators(self, dl_manager):
-      return {'train': self._generate_examples(12, 0), 'validation': self._generate_examples(3, 100)}
+      return {
+          'train': self._generate_examples(12, 0), 'validation': self._generate_examples(3, 100)
+      }
 
     def _generate_examples(self, n, offset):
       for i in range(n):
@@ -468,7 +493,8 @@ def test_tfds_source_feeds_the_pipeline(tmp_path):
   batch = next(iter(pipeline.train_dataset(c, src, str(tmp_path))))
   assert batch['image_l'].shape == (4, 64, 64, 3) and batch['image_w'].shape == (4, 64, 64, 3)
   c.data.tfds.label_key = 'mask'
-  with pytest.raises(datasets.DataError, match=r"tfds:hvl_tiny_seg\[train\[:4\]\].*no feature 'mask'"):
+  with pytest.raises(datasets.DataError,
+                     match=r"tfds:hvl_tiny_seg\[train\[:4\]\].*no feature 'mask'"):
     datasets.make_sources(c)['labeled'][0]
   c.data.tfds.name = 'no_such_dataset_here'
   with pytest.raises(datasets.DataError, match='cannot open'):

@@ -33,8 +33,10 @@ def test_predictions_and_query_refinement_switch(rng):
   k, levels, m = 3, 2, 4
   class_queries, multi_scale, mask_features = inputs(rng, k=k, levels=levels)
   for refine in (True, False):
-    dec = DQTD(num_classes=k, num_levels=levels, dim=DIM, mask_dim=DIM,
-               config=DecoderConfig(layers=3, heads=2, ffn_dim=32, instance_queries=m, query_refinement=refine))
+    dec = DQTD(
+        num_classes=k, num_levels=levels, dim=DIM, mask_dim=DIM,
+        config=DecoderConfig(layers=3, heads=2, ffn_dim=32, instance_queries=m,
+                             query_refinement=refine))
     params = dec.init(jax.random.PRNGKey(0), class_queries, multi_scale, mask_features)
     preds = dec.apply(params, class_queries, multi_scale, mask_features)
     assert len(preds) == 4
@@ -52,13 +54,19 @@ def reference_attention_logits(masks, size):
   rows = np.clip((np.arange(size[0]) + 0.5) * h / size[0] - 0.5, 0, h - 1)
   cols = np.clip((np.arange(size[1]) + 0.5) * w / size[1] - 0.5, 0, w - 1)
   grid = np.stack(np.meshgrid(rows, cols, indexing='ij'))
-  return np.stack([np.stack([ndimage.map_coordinates(np.asarray(masks[i, ..., j], np.float64), grid, order=1)
-                             for j in range(q)], -1) for i in range(b)])
+  return np.stack([
+      np.stack([
+          ndimage.map_coordinates(np.asarray(masks[i, ..., j], np.float64), grid, order=1)
+          for j in range(q)
+      ], -1)
+      for i in range(b)
+  ])
 
 
-@pytest.mark.parametrize('layers,scan,rows', [(6, True, 1), (6, True, 0), (6, False, 0), (4, True, None)])
-def test_attention_masks_from_resized_features_and_the_rows_under_deep_supervision(layers, scan, rows, rng,
-                                                                                 monkeypatch):
+@pytest.mark.parametrize('layers,scan,rows', [(6, True, 1), (6, True, 0), (6, False, 0),
+                                              (4, True, None)])
+def test_attention_masks_from_resized_features_and_the_rows_under_deep_supervision(
+    layers, scan, rows, rng, monkeypatch):
   """The attention logits made from resized mask features are the full-resolution logits resized
   (scipy), so the masks attend where Mask2Former's do: with every row under deep supervision,
   each layer's prediction checked against the previous one's; with fewer rows, the last
@@ -86,7 +94,8 @@ def test_attention_masks_from_resized_features_and_the_rows_under_deep_supervisi
   # Unrolled and not jitted: each layer's attention logits are the previous prediction's
   # full-resolution logits resized to the level it attends (scipy), and block part of it.
   seen = []
-  monkeypatch.setattr(decoder, 'attention_mask', lambda logits: seen.append(logits) or attention_mask(logits))
+  monkeypatch.setattr(decoder, 'attention_mask',
+                      lambda logits: seen.append(logits) or attention_mask(logits))
   every = dec.apply(params, class_queries, multi_scale, mask_features, keep)
   assert len(seen) == layers
   for i, logits in enumerate(seen):

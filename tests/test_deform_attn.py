@@ -57,7 +57,8 @@ def test_forward_matches_numpy(rng):
   out = jax.jit(ms_deform_attn, static_argnums=1)(
       jnp.float32(value), SHAPES, jnp.float32(locs), jnp.float32(attn))
   np.testing.assert_allclose(out, ref, atol=1e-5)
-  chunked = ms_deform_attn(jnp.float32(value), SHAPES, jnp.float32(locs), jnp.float32(attn), query_chunk=4)
+  chunked = ms_deform_attn(jnp.float32(value), SHAPES, jnp.float32(locs), jnp.float32(attn),
+                           query_chunk=4)
   np.testing.assert_allclose(chunked, ref, atol=1e-5)
 
 
@@ -69,7 +70,8 @@ def test_gradients_match_finite_differences(rng):
   f_np = lambda v, l, a: (numpy_reference(v, SHAPES, l, a) * cot).sum()
   f_jax = lambda v, l, a: (ms_deform_attn(v, SHAPES, l, a) * cot).sum()
   with jax.enable_x64(True):
-    grads = jax.grad(f_jax, argnums=(0, 1, 2))(jnp.asarray(value), jnp.asarray(locs), jnp.asarray(attn))
+    grads = jax.grad(f_jax, argnums=(0, 1, 2))(jnp.asarray(value), jnp.asarray(locs),
+                                               jnp.asarray(attn))
   eps = 1e-6
   for arg, g in enumerate(grads):
     args = [value, locs, attn]
@@ -108,7 +110,8 @@ def test_module_init_matches_deformable_detr():
   params = m.init(jax.random.PRNGKey(0), x, ref, x, shapes)['params']
   bias = np.asarray(params['sampling_offsets']['bias']).reshape(4, 3, 2, 2)
   np.testing.assert_allclose(bias[0, 0, 0], [1, 0], atol=1e-6)     # head 0 points along +x
-  np.testing.assert_allclose(bias[1, 2, 1], [0, 2], atol=1e-6)     # head 1 along +y, point 2 at distance 2
+  np.testing.assert_allclose(bias[1, 2, 1], [0, 2],
+                             atol=1e-6)  # head 1 along +y, point 2 at distance 2
   np.testing.assert_allclose(bias[3, 1, 0], [0, -1], atol=1e-6)
   assert not np.any(params['sampling_offsets']['kernel'])
   assert not np.any(params['attention_weights']['kernel'])

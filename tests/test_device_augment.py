@@ -35,8 +35,10 @@ class Recording:
 def host_draws():
   """{name: array} of N host draws of one strong view and one CutMix box."""
   image = np.random.RandomState(0).randint(0, 256, (8, 8, 3)).astype(np.uint8)
-  out = {k: [] for k in ('jitter', 'brightness', 'contrast', 'saturation', 'hue_shift', 'gray', 'blur', 'sigma',
-                         'box', 'area', 'aspect')}
+  out = {
+      k: [] for k in ('jitter', 'brightness', 'contrast', 'saturation', 'hue_shift', 'gray', 'blur',
+                     'sigma', 'box', 'area', 'aspect')
+  }
   for i in range(N):
     rec = Recording(i)
     transforms.strong_photometric(image, rec, CFG)
@@ -47,7 +49,8 @@ def host_draws():
     if jitter:
       for key, value in zip(('brightness', 'contrast', 'saturation'), jitter):
         out[key].append(value)
-      out['hue_shift'].append(int(round([v for args, v in uniforms if args[0] == -CFG.color_jitter[3]][0] * 180)))
+      out['hue_shift'].append(
+          int(round([v for args, v in uniforms if args[0] == -CFG.color_jitter[3]][0] * 180)))
     out['gray'].append(randoms[1] < CFG.grayscale_p)
     sigma = [v for args, v in uniforms if args == (0.1, 2.0)]
     out['blur'].append(bool(sigma))
@@ -66,8 +69,8 @@ def device_draws():
   p = jax.device_get(jax.jit(jax.vmap(lambda k: sv.draw(k, SIZE, CFG)))(keys))
   masks = np.asarray(jax.jit(jax.vmap(lambda q: sv.box_mask(q, SIZE)))(p))
   jitter = p['jitter']
-  out = dict(jitter=jitter, gray=p['gray'], blur=p['blur'], sigma=p['sigma'][p['blur']], box=p['box'],
-             hue_shift=p['hue_shift'][jitter].astype(int),
+  out = dict(jitter=jitter, gray=p['gray'], blur=p['blur'], sigma=p['sigma'][p['blur']],
+             box=p['box'], hue_shift=p['hue_shift'][jitter].astype(int),
              **{k: p[k][jitter] for k in ('brightness', 'contrast', 'saturation')})
   boxed = masks[p['box']]
   out['area'] = boxed.sum((1, 2)) / SIZE ** 2
@@ -87,7 +90,8 @@ def test_the_device_draws_the_host_distributions():
   # The ranges: factors in [0.5, 1.5], hue within a quarter turn (45 OpenCV units), sigma in
   # [0.1, 2], boxes of 2-40% of the crop (integer sides) inside it.
   assert device['brightness'].min() >= 0.5 and device['brightness'].max() <= 1.5
-  assert np.abs(device['hue_shift']).max() <= 45 and set(np.unique(host['hue_shift'])) >= {-45, 0, 45}
+  assert np.abs(device['hue_shift']).max() <= 45 and set(np.unique(
+      host['hue_shift'])) >= {-45, 0, 45}
   assert device['sigma'].min() >= 0.1 and device['sigma'].max() <= 2.0
   assert device['area'].min() >= 0.015 and device['area'].max() <= 0.4
 
@@ -102,12 +106,14 @@ def fixed(values):
 
 
 @pytest.mark.parametrize('factors,tolerance', [((1.2, 0.8, 1.3, 0.0), 1), ((0.6, 1.4, 0.5, 0.0), 1),
-                                               ((1.0, 1.0, 1.0, 0.2), 6), ((1.3, 0.7, 1.4, -0.11), 6)])
+                                               ((1.0, 1.0, 1.0, 0.2), 6),
+                                               ((1.3, 0.7, 1.4, -0.11), 6)])
 def test_jitter_pixels_match_the_host_under_the_same_factors(factors, tolerance):
   """Up to rounding (and the hue: float HSV on the device, 8-bit HSV in OpenCV)."""
   image = np.random.RandomState(1).randint(0, 256, (32, 40, 3)).astype(np.uint8)
   host = transforms.color_jitter(image, fixed(list(factors)), *CFG.color_jitter).astype(int)
-  p = dict(brightness=factors[0], contrast=factors[1], saturation=factors[2], hue_shift=np.round(factors[3] * 180))
+  p = dict(brightness=factors[0], contrast=factors[1], saturation=factors[2],
+           hue_shift=np.round(factors[3] * 180))
   device = np.asarray(jax.jit(sv.color_jitter)(jnp.asarray(image, jnp.float32), p))
   assert np.abs(host - device).max() <= tolerance and np.abs(host - device).mean() < 1.0
 

@@ -35,7 +35,8 @@ def tiny_open_clip(vocab: int):
                             num_heads=VISION['heads'], img_size=IMAGE, ref_feat_shape=(4, 4))
   torch.manual_seed(0)
   with mock.patch('open_clip.timm_model.timm.create_model', small):
-    model = open_clip.CustomTextCLIP(**{k: v for k, v in model_cfg.items() if k != 'custom_text'}).eval()
+    model = open_clip.CustomTextCLIP(
+        **{k: v for k, v in model_cfg.items() if k != 'custom_text'}).eval()
   with torch.no_grad():  # non-trivial values everywhere (biases and norms start at 0/1)
     for p in model.parameters():
       p.add_(0.05 * torch.randn_like(p))
@@ -105,14 +106,16 @@ def test_bin_and_timm_vision_files_load_the_same(open_clip_checkpoint, tmp_path)
   from_safetensors = load_eva02_clip(path)
   from_bin = load_eva02_clip(os.path.join(path, 'open_clip_pytorch_model.bin'))
   for tower in ('vision', 'text'):
-    for a, b in zip(jax.tree.leaves(from_safetensors.params[tower]), jax.tree.leaves(from_bin.params[tower])):
+    for a, b in zip(jax.tree.leaves(from_safetensors.params[tower]),
+                    jax.tree.leaves(from_bin.params[tower])):
       np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   trunk = {k: v.contiguous() for k, v in ref.visual.trunk.state_dict().items()}
   save_file(trunk, str(tmp_path / 'model.safetensors'))
   cfg, vision = load_eva02_vision(str(tmp_path), from_safetensors.config)
   assert cfg.vision_type == 'eva02'
-  np.testing.assert_array_equal(np.asarray(vision['blocks']['2']['mlp']['fc2']['kernel']),
-                                np.asarray(from_safetensors.params['vision']['blocks']['2']['mlp']['fc2']['kernel']))
+  np.testing.assert_array_equal(
+      np.asarray(vision['blocks']['2']['mlp']['fc2']['kernel']),
+      np.asarray(from_safetensors.params['vision']['blocks']['2']['mlp']['fc2']['kernel']))
 
 
 def test_checkpoint_errors_name_file_and_tensor(open_clip_checkpoint, tmp_path):
@@ -131,7 +134,11 @@ def test_checkpoint_errors_name_file_and_tensor(open_clip_checkpoint, tmp_path):
   cfg['model_cfg']['vision_cfg']['width'] = 48
   (tmp_path / 'open_clip_config.json').write_text(json.dumps(cfg))
   save_file(state, str(tmp_path / 'open_clip_model.safetensors'))
-  with pytest.raises(CheckpointError, match=r'safetensors: parameter vision/\S+ has shape \(32, 32\), the model config asks for \(48, 48\)'):
+  with pytest.raises(
+      CheckpointError,
+      match=r'safetensors: parameter vision/\S+ has shape \(32, 32\), the model config asks for '
+            r'\(48, 48\)'
+  ):
     load_eva02_clip(str(tmp_path), tokenizer='')
   with pytest.raises(CheckpointError, match='no such checkpoint file or directory'):
     load_eva02_clip(str(tmp_path / 'nowhere'))

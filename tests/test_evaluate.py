@@ -65,7 +65,8 @@ def test_evaluator_on_known_predictions(tmp_path, rng):
     def predict(self, prepared, image):
       return predictor_lib.Prediction(*next(self.calls))
 
-  ev = evaluator_lib.Evaluator(config, KnownPredictor(), FixedSource(), [f'c{i}' for i in range(5)], num_samples=2)
+  ev = evaluator_lib.Evaluator(config, KnownPredictor(), FixedSource(), [f'c{i}' for i in range(5)],
+                               num_samples=2)
   results, samples = ev.run(None, str(tmp_path), tag='known')
   # The first two images come back with their predictions, for TensorBoard.
   assert len(samples) == 2
@@ -81,7 +82,8 @@ def test_evaluator_on_known_predictions(tmp_path, rng):
       union[c] += ((p == c) | (l == c)).sum()
   expected = np.mean([i / u for i, u in zip(inter, union) if u > 0])
   np.testing.assert_allclose(results['miou'], expected, rtol=1e-6)
-  assert os.path.exists(tmp_path / 'eval_known.json') and os.path.exists(tmp_path / 'eval_known.txt')
+  assert os.path.exists(tmp_path / 'eval_known.json') and os.path.exists(
+      tmp_path / 'eval_known.txt')
   # Presence against the labels, background (class 0) left out.
   tp = fp = fn = 0
   for l, p in zip(labels, presence):
@@ -89,7 +91,8 @@ def test_evaluator_on_known_predictions(tmp_path, rng):
     tp += (p & truth)[1:].sum()
     fp += (p & ~truth)[1:].sum()
     fn += (~p & truth)[1:].sum()
-  assert results['relevance_precision'] == tp / (tp + fp) and results['relevance_recall'] == tp / (tp + fn)
+  assert results['relevance_precision'] == tp / (tp + fp) and results['relevance_recall'] == tp / (
+      tp + fn)
   assert results['inference'] == {'protocol': 'known'}
 
 
@@ -100,7 +103,8 @@ def test_voc_fixture_evaluated_as_semivl(tmp_path):
   for i, (h, w) in enumerate(((375, 500), (500, 333), (281, 500))):
     os.makedirs(root / 'JPEGImages', exist_ok=True)
     os.makedirs(root / 'SegmentationClass', exist_ok=True)
-    Image.fromarray(rng.randint(0, 256, (h, w, 3)).astype(np.uint8)).save(root / f'JPEGImages/v{i}.jpg')
+    Image.fromarray(rng.randint(0, 256,
+                                (h, w, 3)).astype(np.uint8)).save(root / f'JPEGImages/v{i}.jpg')
     label = np.zeros((h, w), np.uint8)
     label[h // 4:h // 2, w // 5:w // 2] = rng.randint(1, K)
     label[h // 4 - 3:h // 4, w // 5:w // 2] = 255           # a VOC boundary band
@@ -114,10 +118,13 @@ def test_voc_fixture_evaluated_as_semivl(tmp_path):
   geometry = predictor_lib.geometry(config)
   assert geometry == dict(crop=512, stride=426, protocol='zegclip_sliding_window', short_side=512,
                          max_side=2048)
-  predictor = predictor_lib.Predictor(stand_in, num_classes=K, **geometry, batch=2)   # the stand-in scores K classes
+  predictor = predictor_lib.Predictor(stand_in, num_classes=K, **geometry,
+                                      batch=2)  # the stand-in scores K classes
   config.data.num_classes = K
-  val = files.FileSource(str(root), datasets.read_split_list(str(splits / 'pascal/val.txt'), True), 21)
-  results = evaluator_lib.Evaluator(config, predictor, val, [f'c{k}' for k in range(K)]).run(None, str(tmp_path)).results
+  val = files.FileSource(str(root), datasets.read_split_list(str(splits / 'pascal/val.txt'), True),
+                         21)
+  results = evaluator_lib.Evaluator(config, predictor, val,
+                                    [f'c{k}' for k in range(K)]).run(None, str(tmp_path)).results
   # SemiVL: PIL reads, the transcribed prediction, intersectionAndUnion summed over images.
   inter, union = np.zeros(K), np.zeros(K)
   for line in lines:
@@ -132,6 +139,6 @@ def test_voc_fixture_evaluated_as_semivl(tmp_path):
   seen = union > 0
   np.testing.assert_allclose(results['miou'], (inter[seen] / union[seen]).mean(), atol=1e-4)
   written = json.loads((tmp_path / 'eval_eval.json').read_text())
-  assert written['inference'] == dict(protocol='zegclip_sliding_window', crop=512, stride=426, short_side=512,
-                                      max_side=2048)
+  assert written['inference'] == dict(protocol='zegclip_sliding_window', crop=512, stride=426,
+                                      short_side=512, max_side=2048)
   assert 'relevance_precision' not in written        # the stand-in does no gating

@@ -47,7 +47,8 @@ def test_the_folder_gives_its_pools_classes_and_background(data):
   with open(os.path.join(data, 'splits', 'labeled.txt'), 'w') as f:
     f.write('c_2.jpg\nfield/north/b_1.png\n')
   sources = datasets.make_sources(config)
-  assert [e[0] for e in sources['labeled'].entries] == ['images/train/c_2.jpg', 'images/train/field/north/b_1.png']
+  assert [e[0] for e in sources['labeled'].entries
+         ] == ['images/train/c_2.jpg', 'images/train/field/north/b_1.png']
   assert len(sources['unlabeled']) == 12
   # No class named 'background': no background class.
   with open(os.path.join(data, 'classes.txt'), 'w') as f:
@@ -75,16 +76,19 @@ def test_every_image_mode_is_read_as_upright_rgb(tmp_path):
   colours = np.asarray([[255, 0, 0], [0, 255, 0], [0, 0, 255], [9, 9, 9]], np.uint8)
   np.testing.assert_array_equal(files.read_image(write_image(p('p.png'), pal)), colours[gray % 4])
   cmyk = files.read_image(write_image(p('c.tif'), Image.fromarray(rgb).convert('CMYK')))
-  np.testing.assert_array_equal(cmyk, np.asarray(Image.fromarray(rgb).convert('CMYK').convert('RGB')))
+  np.testing.assert_array_equal(cmyk,
+                                np.asarray(Image.fromarray(rgb).convert('CMYK').convert('RGB')))
   sixteen = (rng.randint(0, 65536, (12, 20))).astype(np.uint16)
-  np.testing.assert_array_equal(files.read_image(write_image(p('g16.png'), Image.fromarray(sixteen))),
-                                np.repeat((sixteen >> 8).astype(np.uint8)[..., None], 3, -1))
+  np.testing.assert_array_equal(
+      files.read_image(write_image(p('g16.png'), Image.fromarray(sixteen))),
+      np.repeat((sixteen >> 8).astype(np.uint8)[..., None], 3, -1))
   # EXIF orientation 6: stored sideways, read upright (turned 90 degrees clockwise).
   exif = Image.Exif()
   exif[folder_dataset.EXIF_ORIENTATION] = 6
   stored = np.kron(rng.randint(0, 2, (3, 5)), np.ones((8, 8))).astype(np.uint8) * 255
-  read = files.read_image(write_image(p('r.jpg'), Image.fromarray(np.repeat(stored[..., None], 3, -1)),
-                                      exif=exif.tobytes(), quality=100))
+  read = files.read_image(
+      write_image(p('r.jpg'), Image.fromarray(np.repeat(stored[..., None], 3, -1)),
+                  exif=exif.tobytes(), quality=100))
   assert read.shape == (40, 24, 3)
   assert np.abs(read[..., 0].astype(int) - np.rot90(stored, k=-1)).mean() < 4
 
@@ -94,8 +98,9 @@ def test_label_formats_palette_gray_and_sixteen_bit(tmp_path):
   values[0, 0] = 255
   pal = Image.fromarray(values, mode='L').convert('P')
   pal.putpalette(list(np.random.RandomState(2).randint(0, 256, 768)))
-  for name, im in (('p.png', Image.fromarray(values).convert('P')), ('l.png', Image.fromarray(values)),
-                   ('i16.png', Image.fromarray(values.astype(np.uint16)))):
+  for name, im in (('p.png', Image.fromarray(values).convert('P')),
+                   ('l.png', Image.fromarray(values)), ('i16.png',
+                                                        Image.fromarray(values.astype(np.uint16)))):
     label = files.read_label(write_image(str(tmp_path / name), im))
     np.testing.assert_array_equal(label, values)
   big = values.astype(np.uint16)
@@ -130,9 +135,11 @@ def test_an_image_in_labels(data):
 def test_an_rgb_colour_mask_points_to_the_converter(data):
   def edit(r):
     path = os.path.join(r, 'labels/train/c_2.png')
-    Image.fromarray(np.asarray(folder_dataset.COLOURS, np.uint8)[np.asarray(Image.open(path))]).save(path)
+    Image.fromarray(np.asarray(folder_dataset.COLOURS,
+                               np.uint8)[np.asarray(Image.open(path))]).save(path)
   line = mistake(data, edit)
-  assert 'labels/train/c_2.png: label is an RGB colour image' in line and 'tools.colour_masks' in line
+  assert 'labels/train/c_2.png: label is an RGB colour image' in line
+  assert 'tools.colour_masks' in line
 
 
 def test_label_values_beyond_the_classes(data):
@@ -144,8 +151,10 @@ def test_label_values_beyond_the_classes(data):
   assert 'labels/val/v_1.png: label values [7] outside [0, 4)' in mistake(data, edit)
 
 
-@pytest.mark.parametrize('text,expected', [('background\nsoil\n\nsheep\n', 'classes.txt:3: empty class name'),
-                                           ('background\nSheep\nsheep\n', "classes.txt:3: class name 'sheep' repeats line 2")])
+@pytest.mark.parametrize(
+    'text,expected',
+    [('background\nsoil\n\nsheep\n', 'classes.txt:3: empty class name'),
+     ('background\nSheep\nsheep\n', "classes.txt:3: class name 'sheep' repeats line 2")])
 def test_bad_class_names(data, text, expected):
   def edit(r):
     with open(os.path.join(r, 'classes.txt'), 'w') as f:
@@ -157,9 +166,11 @@ def test_a_label_of_the_photo_as_stored_names_both_files(data):
   rel, upright = folder_dataset.make(data)['rotated']
 
   def edit(r):
-    Image.fromarray(np.ascontiguousarray(np.rot90(upright, k=1))).save(os.path.join(r, 'labels/train/phone/r_7.png'))
+    Image.fromarray(np.ascontiguousarray(np.rot90(upright, k=1))).save(
+        os.path.join(r, 'labels/train/phone/r_7.png'))
   line = mistake(data, edit)
-  assert 'labels/train/phone/r_7.png is 70x92' in line and f'{rel} is 92x70 once turned upright' in line
+  assert 'labels/train/phone/r_7.png is 70x92' in line
+  assert f'{rel} is 92x70 once turned upright' in line
 
 
 def test_a_val_image_without_a_label(data):
@@ -203,13 +214,15 @@ def test_colour_masks_match_a_numpy_transcription(tmp_path):
 
 def test_the_converter_writes_every_mask_or_none(tmp_path):
   masks, out = tmp_path / 'masks', tmp_path / 'labels'
-  table = ''.join(f'{r} {g} {b} {n}\n' for (r, g, b), n in zip(folder_dataset.COLOURS, folder_dataset.CLASSES))
+  table = ''.join(
+      f'{r} {g} {b} {n}\n' for (r, g, b), n in zip(folder_dataset.COLOURS, folder_dataset.CLASSES))
   (tmp_path / 'colours.txt').write_text(table)
   rng = np.random.RandomState(0)
   labels = {}
   for rel in ('a.png', 'sub/b.png'):
     labels[rel] = rng.randint(0, 4, (10, 12)).astype(np.uint8)
-    write_image(str(masks / rel), Image.fromarray(np.asarray(folder_dataset.COLOURS, np.uint8)[labels[rel]]))
+    write_image(str(masks / rel),
+                Image.fromarray(np.asarray(folder_dataset.COLOURS, np.uint8)[labels[rel]]))
   os.makedirs(out)
   (out / 'keep.png').write_bytes(b'untouched')
   bad = np.asarray(folder_dataset.COLOURS, np.uint8)[labels['sub/b.png']]
@@ -219,16 +232,19 @@ def test_the_converter_writes_every_mask_or_none(tmp_path):
          '--input', str(masks), '--output', str(out)]
   result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
   assert result.returncode == 1
-  assert f'{masks / "sub/c.png"}: colour (250, 250, 0) is in no line of the colour table (5 pixels)' in result.stderr
+  assert (f'{masks / "sub/c.png"}: colour (250, 250, 0) is in no line of the colour table '
+          '(5 pixels)') in result.stderr
   assert sorted(os.listdir(out)) == ['keep.png'] and not list(tmp_path.glob('labels.partial-*'))
   os.remove(masks / 'sub/c.png')
   classes = tmp_path / 'classes.txt'
   classes.write_text('\n'.join(folder_dataset.CLASSES))
-  result = subprocess.run(cmd + ['--classes', str(classes)], cwd=ROOT, capture_output=True, text=True, check=True)
+  result = subprocess.run(cmd + ['--classes', str(classes)], cwd=ROOT, capture_output=True,
+                          text=True, check=True)
   for rel, label in labels.items():
     np.testing.assert_array_equal(np.asarray(Image.open(out / rel)), label)
   classes.write_text('\n'.join(reversed(folder_dataset.CLASSES)))
-  result = subprocess.run(cmd + ['--classes', str(classes)], cwd=ROOT, capture_output=True, text=True, check=False)
+  result = subprocess.run(cmd + ['--classes', str(classes)], cwd=ROOT, capture_output=True,
+                          text=True, check=False)
   assert result.returncode == 1 and "class 0 is 'background' but" in result.stderr
 
 
@@ -236,7 +252,8 @@ def test_make_split_draws_a_class_balanced_labeled_list(data):
   path = make_split.folder_split(data, 3, seed=0)
   with open(path) as f:
     chosen = f.read().split()
-  assert len(chosen) == 3 and all(os.path.isfile(os.path.join(data, 'images/train', c)) for c in chosen)
+  assert len(chosen) == 3 and all(
+      os.path.isfile(os.path.join(data, 'images/train', c)) for c in chosen)
   sources = datasets.make_sources(datasets.resolved(config_of(data)))
   assert [e[0] for e in sources['labeled'].entries] == [f'images/train/{c}' for c in chosen]
   with pytest.raises(FileExistsError):
@@ -244,9 +261,13 @@ def test_make_split_draws_a_class_balanced_labeled_list(data):
 
 
 def test_check_data_reports_the_folder(data):
-  cmd = [sys.executable, '-m', 'tools.check_data', '--config', 'configs/folder.py:tiny', f'--config.data.root={data}']
+  cmd = [
+      sys.executable, '-m', 'tools.check_data', '--config', 'configs/folder.py:tiny',
+      f'--config.data.root={data}'
+  ]
   result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
-  assert result.returncode == 0 and 'OK' in result.stdout and '4 classes' in result.stdout, result.stderr[-2000:]
+  assert result.returncode == 0, result.stderr[-2000:]
+  assert 'OK' in result.stdout and '4 classes' in result.stdout, result.stderr[-2000:]
   os.remove(os.path.join(data, 'images/val/v_0.png'))
   result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=False)
   assert result.returncode == 1 and 'labels/val/v_0.png: a label with no image' in result.stderr

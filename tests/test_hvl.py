@@ -67,11 +67,13 @@ def test_eva02_backbone_at_patch_14(rng):
   assert groups['backbone']['pos_embed'] == groups['backbone']['cls_token'] == 'backbone/no_decay'
   assert groups['backbone']['blocks']['0']['mlp']['fc1_g']['kernel'] == 'backbone/decay'
   images = jnp.asarray(rng.randn(1, 56, 84, 3), jnp.float32)
-  cls, masks = jax.jit(lambda p, x: model.apply({'params': p}, x))(params, images)['predictions'][-1]
+  cls, masks = jax.jit(lambda p, x: model.apply({'params': p}, x))(params,
+                                                                   images)['predictions'][-1]
   assert masks.shape == (1, 16, 24, 3 * 5 + 4)
   with pytest.raises(ValueError, match='model.clip.image_size=64 is not divisible'):
-    hvl.build_model(tiny_config(**{'model.backbone': 'eva02_clip_l14', 'model.clip.patch_size': 14}),
-                    CLASS_NAMES)
+    hvl.build_model(
+        tiny_config(**{'model.backbone': 'eva02_clip_l14', 'model.clip.patch_size': 14}),
+        CLASS_NAMES)
   with pytest.raises(ValueError, match='data.crop_size=64 is not divisible'):
     hvl.build_model(tiny_config(**{'model.backbone': 'eva02_clip_l14', 'model.clip.patch_size': 14,
                                    'model.clip.image_size': 28}), CLASS_NAMES)
@@ -92,7 +94,8 @@ def test_text_encoder_runs_over_the_longest_prompt_only():
                                  clip.config.context_length)
   templates = queries.template_layout(clip.tokenizer, CLASS_NAMES)
   as_tuple = lambda a: tuple(map(tuple, a.tolist()))
-  full = hvl.HVL(dataclasses.replace(model.cfg, prompt_ids=as_tuple(ids), template_ids=as_tuple(templates)))
+  full = hvl.HVL(
+      dataclasses.replace(model.cfg, prompt_ids=as_tuple(ids), template_ids=as_tuple(templates)))
   assert len(model.cfg.prompt_ids[0]) % 8 == 0 and len(model.cfg.prompt_ids[0]) < ids.shape[1] == 24
   assert len(model.cfg.template_ids[0]) < templates.shape[1]
   cut = model.apply({'params': params}, method=hvl.HVL.text_queries)
@@ -102,7 +105,8 @@ def test_text_encoder_runs_over_the_longest_prompt_only():
 
 
 def decode_fn(model):
-  return jax.jit(lambda p, taps, rel, text: model.apply({'params': p}, taps, rel, text, method=hvl.HVL.decode))
+  return jax.jit(
+      lambda p, taps, rel, text: model.apply({'params': p}, taps, rel, text, method=hvl.HVL.decode))
 
 
 @pytest.mark.parametrize('gating', ['hard', 'soft'])
@@ -116,7 +120,9 @@ def test_relevance_gating(gating, rng):
   decode = decode_fn(model)
   base = decode(params, taps, relevance, text)
   # Another text query for class 2 (judged absent in image 0 only, s = 0.1).
-  other = dict(text, level_queries=text['level_queries'].at[:, 2].add(jnp.asarray(rng.randn(3, 32), jnp.float32)))
+  other = dict(
+      text,
+      level_queries=text['level_queries'].at[:, 2].add(jnp.asarray(rng.randn(3, 32), jnp.float32)))
   moved = decode(params, taps, relevance, other)
   k, levels = 5, 3
   class_2 = np.asarray([l * k + 2 for l in range(levels)])
@@ -147,14 +153,24 @@ def test_crops_relevance_is_the_max_over_views(rng):
   params = hvl.init_params(model, clip, jax.random.PRNGKey(0), config.data.crop_size)
   images = rng.randint(0, 256, (2, 64, 64, 3)).astype(np.uint8)
   t_clip = model.apply({'params': params}, method=hvl.HVL.text_queries)['t_clip']
-  s = model.apply({'params': params}, clip_lib.normalize_images(images), t_clip, method=hvl.HVL.image_relevance)
+  s = model.apply({'params': params}, clip_lib.normalize_images(images), t_clip,
+                  method=hvl.HVL.image_relevance)
   # The CLIP on the image and on each crop resized to 64 (cv2), the image-level softmax, max.
   text = zero_shot.class_text_embeddings(clip, names)
-  views = [images] + [np.stack([cv2.resize(im[int(y * 64):int(y * 64) + int(f * 64), int(x * 64):int(x * 64) + int(f * 64)],
-                                           (64, 64), interpolation=cv2.INTER_LINEAR) for im in images])
-                      for y, x, f in zero_shot.CROPS]
-  probs = [np.asarray(zero_shot.image_class_probs(clip.encode_image(clip_lib.normalize_images(v)), text,
-                                                  clip.logit_scale)) for v in views]
+  views = [images] + [
+      np.stack([
+          cv2.resize(
+              im[int(y * 64):int(y * 64) + int(f * 64),
+                 int(x * 64):int(x * 64) + int(f * 64)], (64, 64), interpolation=cv2.INTER_LINEAR)
+          for im in images
+      ])
+      for y, x, f in zero_shot.CROPS
+  ]
+  probs = [
+      np.asarray(
+          zero_shot.image_class_probs(clip.encode_image(clip_lib.normalize_images(v)), text,
+                                      clip.logit_scale)) for v in views
+  ]
   expected = np.max(probs, axis=0)
   expected[:, 0] = 1.0          # the background class is always kept
   # uint8 crops resized by cv2 vs float crops resized by JAX: a few units of 1e-3.

@@ -27,7 +27,9 @@ def stand_in_probs(images):
   rows = (np.arange(h) / h)[None, :, None, None]
   cols = (np.arange(w) / w)[None, None, :, None]
   k = np.arange(K)
-  logits = 3 * np.sin(x[..., :1] * (k + 1) + x[..., 1:2] * 2) + np.cos(rows * (k + 2)) + np.sin(cols * (k + 1) * 2)
+  logits = 3 * np.sin(x[..., :1] *
+                      (k + 1) + x[..., 1:2] * 2) + np.cos(rows * (k + 2)) + np.sin(cols *
+                                                                                   (k + 1) * 2)
   e = np.exp(logits - logits.max(-1, keepdims=True))
   return (e / e.sum(-1, keepdims=True)).astype(np.float32)
 
@@ -82,7 +84,8 @@ def semivl_zegclip(image, label_hw, crop, stride, resize):
 
 
 def unimatch_sliding(image, grid):
-  """UniMatch's `predict(..., mode='sliding_window')`, transcribed (softmax of the logits summed)."""
+  """UniMatch's `predict(..., mode='sliding_window')`, transcribed (softmax of the logits
+  summed)."""
   img = torch.from_numpy(image.astype(np.float32)).permute(2, 0, 1)[None]
   b, _, h, w = img.shape
   final = torch.zeros(b, K, h, w, dtype=torch.float64)
@@ -138,8 +141,9 @@ def test_resize_align_corners_matches_torch():
     np.testing.assert_allclose(predictor_lib.resize_align_corners(x, size), ref, atol=1e-5)
 
 
-@pytest.mark.parametrize('h,w,resize,batch', [(375, 500, True, 2), (500, 333, True, 1), (96, 150, True, 3),
-                                              (480, 640, False, 2), (300, 430, False, 1), (60, 90, False, 4)])
+@pytest.mark.parametrize('h,w,resize,batch', [(375, 500, True, 2), (500, 333, True, 1),
+                                              (96, 150, True, 3), (480, 640, False, 2),
+                                              (300, 430, False, 1), (60, 90, False, 4)])
 def test_zegclip_protocol_matches_semivl(h, w, resize, batch):
   image = random_image(np.random.RandomState(h + w), h, w)
   calls = []
@@ -150,7 +154,8 @@ def test_zegclip_protocol_matches_semivl(h, w, resize, batch):
 
   crop, stride = (128, 106) if h < 100 else (256, 213)
   predictor = predictor_lib.Predictor(scores, num_classes=K, crop=crop, stride=stride, batch=batch,
-                                  protocol='zegclip_sliding_window', short_side=512 if resize else 0)
+                                      protocol='zegclip_sliding_window',
+                                      short_side=512 if resize else 0)
   pred = predictor.predict(None, image)
   assert set(calls) == {batch}     # every call has the batch's static shape
   assert pred.classes.shape == (h, w) and pred.classes.dtype == np.int32 and pred.present is None
@@ -186,8 +191,10 @@ def test_a_list_of_images_is_batched_and_predicted_as_each_alone():
 
 
 @pytest.mark.parametrize('protocol,short_side', [('whole', 0), ('zegclip_sliding_window', 0),
-                                                 ('zegclip_sliding_window', 96), ('sliding_window', 0)])
-def test_a_photo_above_max_side_is_predicted_at_it_and_its_class_map_resized_back(protocol, short_side):
+                                                 ('zegclip_sliding_window', 96),
+                                                 ('sliding_window', 0)])
+def test_a_photo_above_max_side_is_predicted_at_it_and_its_class_map_resized_back(
+    protocol, short_side):
   h, w, max_side = 301, 230, 64
   image = random_image(np.random.RandomState(3), h, w)
   shapes = []
@@ -206,7 +213,8 @@ def test_a_photo_above_max_side_is_predicted_at_it_and_its_class_map_resized_bac
   assert pred.classes.shape == (h, w) and pred.probabilities.shape == small + (K,)
   # Reference: the same windows on cv2's area-resized image, then PyTorch's bilinear
   # (align_corners) upsampling of the probabilities and argmax.
-  reference = predictor_lib.Predictor(stand_in, num_classes=K, crop=48, stride=32, protocol=protocol)
+  reference = predictor_lib.Predictor(stand_in, num_classes=K, crop=48, stride=32,
+                                      protocol=protocol)
   resized = cv2.resize(image, small[::-1], interpolation=cv2.INTER_AREA)
   probs = reference.predict(None, resized).probabilities
   np.testing.assert_allclose(pred.probabilities, probs, rtol=1e-6)
@@ -214,14 +222,15 @@ def test_a_photo_above_max_side_is_predicted_at_it_and_its_class_map_resized_bac
                      align_corners=True)[0].permute(1, 2, 0).numpy()
   assert (pred.classes != up.argmax(-1)).mean() < 1e-4
   if not short_side:     # below the limit: as before, at the image's own size
-    assert not predictor.capped(60, 64) and predictor.predict(None, image[:60, :64]).probabilities.shape == (60, 64, K)
+    assert not predictor.capped(60, 64) and predictor.predict(
+        None, image[:60, :64]).probabilities.shape == (60, 64, K)
 
 
 @pytest.mark.parametrize('h,w,crop', [(256, 512, 200), (100, 300, 96), (97, 61, 40)])
 def test_sliding_window_protocol_matches_unimatch(h, w, crop):
   image = random_image(np.random.RandomState(h * w), h, w)
-  predictor = predictor_lib.Predictor(stand_in, num_classes=K, crop=crop, stride=int(crop * 2 / 3), batch=2,
-                                  protocol='sliding_window')
+  predictor = predictor_lib.Predictor(stand_in, num_classes=K, crop=crop, stride=int(crop * 2 / 3),
+                                      batch=2, protocol='sliding_window')
   pred = predictor.predict(None, image).classes
   assert (pred != unimatch_sliding(image, crop)).mean() < 1e-4
 
@@ -234,7 +243,8 @@ def test_windows_are_padded_only_to_the_network_multiple_and_marked_valid():
     return stand_in_probs(images), np.eye(K, dtype=bool)[[1] * images.shape[0]]
 
   image = random_image(np.random.RandomState(0), 50, 70)
-  predictor = predictor_lib.Predictor(scores, num_classes=K, crop=64, stride=42, pad_multiple=16, batch=1)
+  predictor = predictor_lib.Predictor(scores, num_classes=K, crop=64, stride=42, pad_multiple=16,
+                                      batch=1)
   pred = predictor.predict(None, image)
   assert seen == [((64, 64), 50, 64)] * 2     # windows 50x64: padded to 64 rows, 50 valid
   np.testing.assert_array_equal(pred.present, np.eye(K, dtype=bool)[1])
@@ -248,7 +258,8 @@ def test_whole_image_pads_to_the_multiple_and_crops_back():
     return stand_in_probs(images), None
 
   image = random_image(np.random.RandomState(0), 30, 45)
-  predictor = predictor_lib.Predictor(scores, num_classes=K, crop=24, stride=16, protocol='whole', pad_multiple=16)
+  predictor = predictor_lib.Predictor(scores, num_classes=K, crop=24, stride=16, protocol='whole',
+                                      pad_multiple=16)
   pred = predictor.predict(None, image).classes
   assert seen == [((1, 32, 48, 3), 30 * 45)] and pred.shape == (30, 45)
   padded = np.pad(image, ((0, 2), (0, 3), (0, 0)))
@@ -260,16 +271,19 @@ def test_whole_image_pads_to_the_multiple_and_crops_back():
 @pytest.mark.slow
 def test_windows_sharded_over_two_devices_give_the_one_device_maps():
   assert jax.local_device_count() == 2, 'tests run with 2 simulated CPU devices (conftest)'
-  config = tiny_config(**{'inference.protocol': 'zegclip_sliding_window', 'inference.short_side': 0,
-                          'inference.stride': 42, 'inference.window_batch': 3, 'model.relevance.mode': 'dense'})
+  config = tiny_config(
+      **{
+          'inference.protocol': 'zegclip_sliding_window', 'inference.short_side': 0,
+          'inference.stride': 42, 'inference.window_batch': 3, 'model.relevance.mode': 'dense'
+      })
   names = datasets.class_names(config)
   model, clip = hvl.build_model(config, names)
   params = hvl.init_params(model, clip, jax.random.PRNGKey(0), config.data.crop_size)
   sharded = predictor_lib.Predictor.from_config(config, model)
   assert sharded.batch == 4          # rounded up to a multiple of the 2 devices
   prepare, scores = predictor_lib.network_scores(model, config.inference.mode)
-  single = predictor_lib.Predictor(scores, num_classes=5, **predictor_lib.geometry(config), pad_multiple=sharded.pad_multiple, batch=4,
-                               prepare=prepare)
+  single = predictor_lib.Predictor(scores, num_classes=5, **predictor_lib.geometry(config),
+                                   pad_multiple=sharded.pad_multiple, batch=4, prepare=prepare)
   rng = np.random.RandomState(0)
   a, b = sharded.prepare(params), single.prepare(params)
   for h, w in ((80, 100), (64, 64), (40, 90)):
@@ -290,8 +304,8 @@ def test_zero_shot_baseline_is_the_frozen_clip_alone():
   pred = predictor.predict(predictor.prepare(params), image)
   # The CLIP itself: MaskCLIP features against 'a photo of a {name}.', softmax, upsampled.
   text = zero_shot.class_text_embeddings(clip, names)
-  dense = clip.module.apply({'params': clip.params}, clip_lib.normalize_images(image[None]), (), True,
-                            method=registry.CLIPModel.encode_image)['dense']
+  dense = clip.module.apply({'params': clip.params}, clip_lib.normalize_images(image[None]), (),
+                            True, method=registry.CLIPModel.encode_image)['dense']
   probs = np.asarray(zero_shot.pixel_class_probs(dense, text, clip.logit_scale))[0]
   expected = cv2.resize(probs, (64, 64), interpolation=cv2.INTER_LINEAR).argmax(-1)
   assert pred.present is None and (pred.classes == expected).mean() > 0.99

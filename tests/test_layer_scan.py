@@ -24,14 +24,16 @@ class Stack(nn.Module):
     self.blocks = [Block(name=f'layers_{i}') for i in range(self.layers)]
 
   def __call__(self, x):
-    return layer_scan.run_layers(self, self.blocks, Block(parent=None), x, self.remat, self.scan, 0.5)
+    return layer_scan.run_layers(self, self.blocks, Block(parent=None), x, self.remat, self.scan,
+                                 0.5)
 
 
 def numpy_stack(params, x, layers):
   states = [x]
   for i in range(layers):
     p = params[f'layers_{i}']['Dense_0']
-    states.append(states[-1] + np.tanh(states[-1] @ np.asarray(p['kernel']) + np.asarray(p['bias'])) * 0.5)
+    states.append(states[-1] +
+                  np.tanh(states[-1] @ np.asarray(p['kernel']) + np.asarray(p['bias'])) * 0.5)
   return states
 
 
@@ -85,5 +87,6 @@ def test_scan_or_unroll_returns_every_steps_output(rng):
 def test_bad_policy_is_named():
   with pytest.raises(ValueError, match="remat must be 'none' or one of .* got 'dots'"):
     layer_scan.checkpoint_policy('dots')
-  assert layer_scan.checkpoint_policy(False) is None and layer_scan.checkpoint_policy('none') is None
+  assert layer_scan.checkpoint_policy(False) is None and layer_scan.checkpoint_policy(
+      'none') is None
   assert layer_scan.checkpoint_policy(True) is jax.checkpoint_policies.nothing_saveable

@@ -1,7 +1,8 @@
-"""The package's import graph, function-local imports included: no cycle; evaluation, prediction
-and the parameter restore import nothing of training (trainer, objective, optimizer, losses), the
-state neither the optimizer nor the data; losses import no model; clip.py imports no EVA02; no module of the
-repository is imported inside a function (where it could hide a cycle)."""
+"""The package's import graph, function-local imports included: no cycle; evaluation, prediction and
+the parameter restore import nothing of training (trainer, objective, optimizer, losses), the state
+neither the optimizer nor the data; losses import no model; clip.py imports no EVA02; no module of
+the repository is imported inside a function (where it could hide a cycle); lines fit in 100
+columns."""
 import ast
 import os
 
@@ -24,7 +25,8 @@ def modules():
       for f in files:
         if f.endswith('.py'):
           rel = os.path.relpath(os.path.join(directory, f), ROOT)[:-3].replace(os.sep, '.')
-          found[rel[:-len('.__init__')] if rel.endswith('.__init__') else rel] = os.path.join(directory, f)
+          found[rel[:-len('.__init__')] if rel.endswith('.__init__') else rel] = os.path.join(
+              directory, f)
   return found
 
 
@@ -39,8 +41,11 @@ def imports(path, known):
       names = [a.name for a in node.names]
     elif isinstance(node, ast.ImportFrom) and node.module:
       # `from package import module` imports the module; `from module import name`, the module.
-      modules_named = [f'{node.module}.{a.name}' for a in node.names if f'{node.module}.{a.name}' in known]
-      names = modules_named if len(modules_named) == len(node.names) else modules_named + [node.module]
+      modules_named = [
+          f'{node.module}.{a.name}' for a in node.names if f'{node.module}.{a.name}' in known
+      ]
+      names = modules_named if len(modules_named) == len(
+          node.names) else modules_named + [node.module]
     else:
       continue
     for name in names:
@@ -51,7 +56,8 @@ def imports(path, known):
 
 def graph():
   known = modules()
-  return {m: {n for n, _ in imports(p, known) if n in known and n != m} for m, p in known.items()}, known
+  return {m: {n for n, _ in imports(p, known) if n in known and n != m} for m, p in known.items()
+         }, known
 
 
 def reachable(g, start):
@@ -69,11 +75,14 @@ def test_no_import_cycle():
   assert not cycles, f'modules on an import cycle: {cycles}'
 
 
-TRAINING = ('hvl_jax.training.trainer', 'hvl_jax.training.objective', 'hvl_jax.training.optim', 'hvl_jax.losses')
+TRAINING = ('hvl_jax.training.trainer', 'hvl_jax.training.objective', 'hvl_jax.training.optim',
+            'hvl_jax.losses')
 
 
-@pytest.mark.parametrize('module', ['hvl_jax.inference.evaluator', 'hvl_jax.inference.predict', 'hvl_jax.inference.predictor', 'hvl_jax.common.state',
-                                    'hvl_jax.inference.segmenter', 'hvl_jax', 'tools.export'])
+@pytest.mark.parametrize('module', [
+    'hvl_jax.inference.evaluator', 'hvl_jax.inference.predict', 'hvl_jax.inference.predictor',
+    'hvl_jax.common.state', 'hvl_jax.inference.segmenter', 'hvl_jax', 'tools.export'
+])
 def test_evaluation_prediction_and_the_restore_import_nothing_of_training(module):
   """Evaluating or predicting with a checkpoint builds no optimizer and traces no loss."""
   g, _ = graph()
@@ -83,7 +92,10 @@ def test_evaluation_prediction_and_the_restore_import_nothing_of_training(module
 
 def test_the_state_imports_neither_the_optimizer_nor_the_data():
   g, _ = graph()
-  assert not {n for n in g['hvl_jax.common.state'] if n.startswith(('hvl_jax.training.optim', 'hvl_jax.data'))}, g['hvl_jax.common.state']
+  assert not {
+      n for n in g['hvl_jax.common.state']
+      if n.startswith(('hvl_jax.training.optim', 'hvl_jax.data'))
+  }, g['hvl_jax.common.state']
 
 
 def test_losses_import_no_model():
@@ -100,7 +112,22 @@ def test_clip_imports_no_eva02():
 
 def test_no_function_local_import_of_the_repositorys_modules():
   known = modules()
-  offenders = [(m, n) for m, p in known.items() if m.startswith('hvl_jax') or m.startswith('tools')
-               for n, is_local in imports(p, known)
-               if is_local and n.split('.')[0] not in LOCAL_IMPORTS_ALLOWED and (m, n) not in LAZY_EXPORTS]
+  offenders = [
+      (m, n) for m, p in known.items() if m.startswith('hvl_jax') or m.startswith('tools')
+      for n, is_local in imports(p, known)
+      if is_local and n.split('.')[0] not in LOCAL_IMPORTS_ALLOWED and (m, n) not in LAZY_EXPORTS
+  ]
   assert not offenders, offenders
+
+
+def test_lines_fit_in_100_columns():
+  """Python source lines stay within 100 columns."""
+  sources = list(modules().values()) + python_sources_of_the_tests()
+  long = [f'{os.path.relpath(p, ROOT)}:{i}' for p in sources
+          for i, line in enumerate(open(p).read().splitlines(), 1) if len(line) > 100]
+  assert not long, f'{len(long)} lines over 100 columns: {long[:10]}'
+
+
+def python_sources_of_the_tests():
+  return [os.path.join(ROOT, 'tests', f) for f in os.listdir(os.path.join(ROOT, 'tests'))
+          if f.endswith('.py')]

@@ -42,7 +42,9 @@ def test_hungarian_under_vmap(rng):
 def test_hungarian_matching_ignores_absent_classes(rng, queries, classes, present):
   present = np.asarray(present, bool)
   cost = rng.rand(len(present), queries, classes).astype(np.float32)
-  target, has_mask = map(np.asarray, jax.jit(matching.hungarian_matching)(jnp.asarray(cost), jnp.asarray(present)))
+  target, has_mask = map(
+      np.asarray,
+      jax.jit(matching.hungarian_matching)(jnp.asarray(cost), jnp.asarray(present)))
   for b in range(len(present)):
     pres = np.flatnonzero(present[b])
     got = target[b][target[b] < classes]
@@ -63,7 +65,8 @@ def test_hungarian_matching_is_optimal_at_ade20k_size(rng):
   present = np.zeros((2, 150), bool)
   present[0, rng.choice(150, 18, replace=False)] = True
   present[1, rng.choice(150, 5, replace=False)] = True
-  target = np.asarray(jax.jit(matching.hungarian_matching)(jnp.asarray(cost), jnp.asarray(present))[0])
+  target = np.asarray(
+      jax.jit(matching.hungarian_matching)(jnp.asarray(cost), jnp.asarray(present))[0])
   for b in range(2):
     pres = np.flatnonzero(present[b])
     rr, kk = scipy.optimize.linear_sum_assignment(cost[b][:, pres])

@@ -30,16 +30,19 @@ def test_full_semi_supervised_objective(rng):
   # the accuracies of the K constant labelings add up to 1.
   model, params = build(config)
   loss = objective.objective_config(config, model.cfg)
-  fn = jax.jit(jax.value_and_grad(
-      lambda p, hidden: objective.compute_loss(model, p, batch._replace(label_u=hidden), jax.random.PRNGKey(1),
-                                               loss), has_aux=True))
+  fn = jax.jit(
+      jax.value_and_grad(
+          lambda p, hidden: objective.compute_loss(model, p, batch._replace(label_u=hidden),
+                                                   jax.random.PRNGKey(1), loss), has_aux=True))
   accuracies = []
   for c in range(config.data.num_classes):
     (total_c, terms_c), grads_c = fn(params, jnp.full(batch.valid_u.shape, c, jnp.int32))
     np.testing.assert_allclose(float(total_c), float(terms['total']), rtol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-9),
-                 grads_c, grads)
-    assert terms_c['pseudo_accuracy'] == terms_c['pseudo_accuracy_all']     # threshold 0: all confident
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-9),
+        grads_c, grads)
+    assert terms_c['pseudo_accuracy'] == terms_c[
+        'pseudo_accuracy_all']  # threshold 0: all confident
     accuracies.append(float(terms_c['pseudo_accuracy']))
   np.testing.assert_allclose(sum(accuracies), 1.0, rtol=1e-6)
   assert 'pseudo_accuracy' not in terms
@@ -59,9 +62,10 @@ def paper_total(terms, config):
   unlabeled halves of the batch); a removed term counts as 0."""
   t = lambda k: terms.get(k, 0.0)
   s, l = config.semi, config.loss
-  return ((t('seg_seg') + s.strong_weight * (t('semi_s1') + t('semi_s2')) + s.fp_weight * t('semi_fp')) / 2
-          + s.entropy_weight * (t('entropy_s1') + t('entropy_s2')) / 2 + l.div * t('div')
-          + l.prompt * (t('topo') + t('anchor')) + l.vl * (l.align * t('vl_align') + l.mask * t('vl_mask')))
+  return ((t('seg_seg') + s.strong_weight *
+           (t('semi_s1') + t('semi_s2')) + s.fp_weight * t('semi_fp')) / 2 + s.entropy_weight *
+          (t('entropy_s1') + t('entropy_s2')) / 2 + l.div * t('div') + l.prompt *
+          (t('topo') + t('anchor')) + l.vl * (l.align * t('vl_align') + l.mask * t('vl_mask')))
 
 
 @pytest.mark.slow
@@ -79,9 +83,12 @@ def test_the_total_composes_the_parts_and_a_zero_weight_removes_only_its_part(rn
 
   config, loss = objective_of()
   parts, terms = jax.jit(lambda p: objective.weighted_terms(model, p, batch, key, loss))(params)
-  part_grads = jax.jit(jax.jacrev(lambda p: objective.weighted_terms(model, p, batch, key, loss)[0]))(params)
-  np.testing.assert_allclose(float(sum(parts.values())), float(paper_total(terms, config)), rtol=1e-6)
-  for field, removed in [('loss.prompt.weight', {'topo', 'anchor'}), ('loss.vision_language.mask', {'vl_mask'}),
+  part_grads = jax.jit(
+      jax.jacrev(lambda p: objective.weighted_terms(model, p, batch, key, loss)[0]))(params)
+  np.testing.assert_allclose(float(sum(parts.values())), float(paper_total(terms, config)),
+                             rtol=1e-6)
+  for field, removed in [('loss.prompt.weight', {'topo', 'anchor'}),
+                         ('loss.vision_language.mask', {'vl_mask'}),
                          ('loss.vision_language.align', {'vl_align'})]:
     without, loss_0 = objective_of(**{field: 0.0})
     fn = lambda p, loss_0=loss_0: objective.compute_loss(model, p, batch, key, loss_0)
@@ -94,10 +101,12 @@ def test_the_total_composes_the_parts_and_a_zero_weight_removes_only_its_part(rn
       if k != 'total':
         np.testing.assert_allclose(float(v), float(terms[k]), rtol=1e-6, err_msg=f'{field}: {k}')
     np.testing.assert_allclose(float(total_0), float(paper_total(terms_0, without)), rtol=1e-6)
-  rest = jax.tree.map(lambda *g: sum(g), *[g for name, g in part_grads.items() if name != 'vl_mask'])
+  rest = jax.tree.map(lambda *g: sum(g),
+                      *[g for name, g in part_grads.items() if name != 'vl_mask'])
   scale = max(float(np.abs(np.asarray(g)).max()) for g in jax.tree.leaves(rest))
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5 * scale),
-               grads_0, rest)
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5 * scale),
+      grads_0, rest)
 
 
 # The two ends of Table 3: random object queries (no HTQG, no PTRM), and textual queries with each
@@ -105,7 +114,10 @@ def test_the_total_composes_the_parts_and_a_zero_weight_removes_only_its_part(rn
 @pytest.mark.slow
 @pytest.mark.parametrize('overrides', [
     {'model.queries': 'random', 'model.pixel_decoder.ptrm': False},
-    {'model.pixel_decoder.ptrm': False, 'model.decoder.instance_queries': 0, 'model.decoder.query_refinement': False},
+    {
+        'model.pixel_decoder.ptrm': False, 'model.decoder.instance_queries': 0,
+        'model.decoder.query_refinement': False
+    },
 ], ids=['random_queries', 'htqg_only'])
 def test_ablation_variants_train(rng, overrides):
   config = tiny_config(**overrides)
@@ -126,8 +138,11 @@ def test_150_classes_with_duplicate_names_give_finite_gradients(rng):
   with open(os.path.join(datasets.SHIPPED_SPLITS, 'classes.json')) as f:
     names = tuple(json.load(f)['ade'])
   names = names[:148] + (names[3], names[3])      # one name three times
-  config = tiny_config(**{'data.num_classes': 150, 'data.background_classes': (), 'model.relevance.mode': 'dense',
-                          'loss.supervised.max_masks': 32})
+  config = tiny_config(
+      **{
+          'data.num_classes': 150, 'data.background_classes': (), 'model.relevance.mode': 'dense',
+          'loss.supervised.max_masks': 32
+      })
   terms, _ = finite_loss_and_grads(config, make_batch(rng), names)
   assert float(terms['anchor']) != 0
 
@@ -157,14 +172,19 @@ def joint_forward(model, params, batch, vl_key, cfg, t_clip=None):
   reference = apply(hvl.HVL.reference_features, batch.image_l, embeds=True)['dense']
   strong = objective.cutmix_views(batch)
   rel_w = apply(hvl.HVL.image_relevance, batch.image_w, text['t_clip'], batch.valid_u)
-  rel_s = [jnp.where(box.any((1, 2))[:, None], jnp.maximum(rel_w, objective.cutmix_partner(rel_w)), rel_w)
-           for box in (batch.box1, batch.box2)]
-  images = jnp.concatenate([batch.image_l, batch.image_w] + strong + [jnp.where(hide, 0.0, batch.image_l)])
+  rel_s = [
+      jnp.where(
+          box.any((1, 2))[:, None], jnp.maximum(rel_w, objective.cutmix_partner(rel_w)), rel_w)
+      for box in (batch.box1, batch.box2)
+  ]
+  images = jnp.concatenate([batch.image_l, batch.image_w] + strong +
+                           [jnp.where(hide, 0.0, batch.image_l)])
   enc = apply(hvl.HVL.encode, images, dense=True)
   rows = lambda t: jnp.concatenate([t[:bl], t[bl + bu:bl + 3 * bu]])
-  predictions = apply(hvl.HVL.decode, [rows(t) for t in enc['taps']], jnp.concatenate([rel_l] + rel_s), text,
-                      every_layer_rows=bl)
-  return objective.Forward(text, enc['taps'], enc['dense'][bl + 3 * bu:], predictions, rel_w, vl_class, reference)
+  predictions = apply(hvl.HVL.decode, [rows(t) for t in enc['taps']],
+                      jnp.concatenate([rel_l] + rel_s), text, every_layer_rows=bl)
+  return objective.Forward(text, enc['taps'], enc['dense'][bl + 3 * bu:], predictions, rel_w,
+                           vl_class, reference)
 
 
 @pytest.mark.slow
@@ -172,11 +192,16 @@ def test_the_step_without_unread_work_has_the_same_losses_and_gradients(rng, mon
   """t^CLIP once, no block whose output is unread, dense features of the masked rows only: the
   terms and gradients of the joint formulation, with zero-shot gating on (E_I^0 in the step)."""
   batch = make_batch(rng)
-  config = tiny_config(**{'loss.consistency.conf_threshold': 0.0, 'model.relevance.mode': 'dense', 'model.relevance.threshold': 0.2})
+  config = tiny_config(
+      **{
+          'loss.consistency.conf_threshold': 0.0, 'model.relevance.mode': 'dense',
+          'model.relevance.threshold': 0.2
+      })
   model, params = build(config)
   loss = objective.objective_config(config, model.cfg)
   key = jax.random.PRNGKey(3)
-  t_clip = jax.jit(lambda p: model.apply({'params': p}, method=hvl.HVL.fixed_text_embeddings))(params)
+  t_clip = jax.jit(lambda p: model.apply({'params': p}, method=hvl.HVL.fixed_text_embeddings))(
+      params)
 
   def terms_and_grads():
     fn = lambda p: objective.compute_loss(model, p, batch, key, loss, t_clip=t_clip)
@@ -189,5 +214,6 @@ def test_the_step_without_unread_work_has_the_same_losses_and_gradients(rng, mon
   assert set(new_terms) == set(old_terms) and float(new_terms['vl_mask']) > 0
   for k in old_terms:
     np.testing.assert_allclose(new_terms[k], old_terms[k], rtol=2e-5, atol=1e-6, err_msg=k)
-  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(new_grads), jax.tree.leaves(old_grads)):
+  for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(new_grads),
+                          jax.tree.leaves(old_grads)):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6, err_msg=jax.tree_util.keystr(path))

@@ -44,13 +44,17 @@ def test_open_vocabulary_logits_against_numpy(rng):
   cls = rng.randn(2, levels * len(seen) + m, k + 1).astype(np.float32)
   relevance = rng.uniform(0.05, 1, (2, len(seen))).astype(np.float32)
   out = np.asarray(semantic_inference.open_vocabulary_logits(cls, seen, levels, relevance))
-  np.testing.assert_allclose(out, logits_reference(cls, seen, levels, relevance), rtol=1e-5, atol=1e-5)
+  np.testing.assert_allclose(out, logits_reference(cls, seen, levels, relevance), rtol=1e-5,
+                             atol=1e-5)
   # With s = 1 a new class's probability is its query's objectness, 1 - p(no-object).
-  p = jax.nn.softmax(semantic_inference.open_vocabulary_logits(cls, seen, levels, np.ones_like(relevance)), -1)
+  p = jax.nn.softmax(
+      semantic_inference.open_vocabulary_logits(cls, seen, levels, np.ones_like(relevance)), -1)
   np.testing.assert_allclose(p[:, 1, 1], 1 - jax.nn.softmax(cls, -1)[:, 1, -1], rtol=1e-5)
   # The training names in order: the head's logits unchanged.
-  np.testing.assert_array_equal(np.asarray(semantic_inference.open_vocabulary_logits(cls[:, :levels * k + m], np.arange(k), levels,
-                                                                       relevance[:, :k])), cls[:, :levels * k + m])
+  np.testing.assert_array_equal(
+      np.asarray(
+          semantic_inference.open_vocabulary_logits(cls[:, :levels * k + m], np.arange(k), levels,
+                                                    relevance[:, :k])), cls[:, :levels * k + m])
 
 
 def test_seen_classes_renamed_labels_and_bad_names():
@@ -71,18 +75,27 @@ def test_seen_classes_renamed_labels_and_bad_names():
 
 
 def scores_of(model, params, images, seen=None):
-  """{mode: class probabilities (B, H, W, K)} of the network's last layer, as `inference.network_scores`
-  computes them (one forward pass for both modes)."""
-  out = jax.jit(lambda p, x: model.apply({'params': p}, clip_lib.normalize_images(x)))(params, images)
+  """{mode: class probabilities (B, H, W, K)} of the network's last layer, as
+  `inference.network_scores` computes them (one forward pass for both modes)."""
+  out = jax.jit(lambda p, x: model.apply({'params': p}, clip_lib.normalize_images(x)))(params,
+                                                                                       images)
   cls, masks = out['predictions'][-1]
   if seen is not None:
-    cls = semantic_inference.open_vocabulary_logits(cls, seen, model.cfg.num_levels, out['relevance'])
-  return {mode: np.asarray(semantic_inference.upsampled_class_probabilities(cls, masks, images.shape[1:3], mode))
-          for mode in ('query_argmax', 'mask2former')}
+    cls = semantic_inference.open_vocabulary_logits(cls, seen, model.cfg.num_levels,
+                                                    out['relevance'])
+  return {
+      mode: np.asarray(
+          semantic_inference.upsampled_class_probabilities(cls, masks, images.shape[1:3], mode)
+      ) for mode in ('query_argmax', 'mask2former')
+  }
 
 
 def test_training_names_give_the_closed_set_predictions():
-  config = tiny_config(**{'model.relevance.mode': 'dense', 'model.relevance.threshold': 0.3, 'data.class_names': CLASS_NAMES})
+  config = tiny_config(
+      **{
+          'model.relevance.mode': 'dense', 'model.relevance.threshold': 0.3,
+          'data.class_names': CLASS_NAMES
+      })
   model, params = build(config)
   source = datasets.make_sources(config)['val']
   images = np.stack([source[i]['image'] for i in range(3)])
@@ -128,10 +141,12 @@ def test_open_vocabulary_evaluation_on_the_nine_class_world(tmp_path):
   ov = open_vocabulary.build(config, clip)
   # The trained parameters fit the network of the 9 names (the class head keeps 5 + 1 logits).
   shapes = lambda tree: {k: v.shape for k, v in traverse_util.flatten_dict(dict(tree)).items()}
-  assert shapes(hvl.init_params(ov.model, clip, jax.random.PRNGKey(1), config.data.crop_size)) == shapes(params)
+  assert shapes(hvl.init_params(ov.model, clip, jax.random.PRNGKey(1),
+                                config.data.crop_size)) == shapes(params)
   results = evaluator_lib.evaluate_open_vocabulary(config, model, clip, params, str(tmp_path))
   saved = json.loads((tmp_path / 'eval_open_vocabulary.json').read_text())
-  assert saved['class_names'] == list(synthetic.CLASS_NAMES) and saved['seen_classes'] == [0, 1, 2, 3, 4, -1, -1, -1, -1]
+  assert saved['class_names'] == list(
+      synthetic.CLASS_NAMES) and saved['seen_classes'] == [0, 1, 2, 3, 4, -1, -1, -1, -1]
   per_class = [np.nan if v is None else v for v in saved['per_class_iou'].values()]
   expected = open_vocabulary.split_miou(np.asarray(per_class), ov.seen)
   assert saved['miou_seen'] == pytest.approx(expected['miou_seen'])

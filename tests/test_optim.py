@@ -9,10 +9,15 @@ from tiny import tiny_config
 
 
 def test_group_vectors_match_per_leaf_adamw(rng):
-  config = tiny_config(**{'optim.weight_decay': 0.1, 'optim.backbone_lr_mult': 0.1, 'optim.clip_norm': 1.0,
-                          'optim.warmup_steps': 2, 'optim.lr': 1e-2})
-  shapes = {'backbone': {'w': (4, 3), 'b': (3,), 'embedding': (6, 4)},
-            'decoder': {'query_feat': (5, 4), 'k': (4, 4), 'bias': (4,)}, 'htqg': {'prompt': (8, 4)}}
+  config = tiny_config(
+      **{
+          'optim.weight_decay': 0.1, 'optim.backbone_lr_mult': 0.1, 'optim.clip_norm': 1.0,
+          'optim.warmup_steps': 2, 'optim.lr': 1e-2
+      })
+  shapes = {
+      'backbone': {'w': (4, 3), 'b': (3,), 'embedding': (6, 4)},
+      'decoder': {'query_feat': (5, 4), 'k': (4, 4), 'bias': (4,)}, 'htqg': {'prompt': (8, 4)}
+  }
   params = jax.tree.map(lambda s: jnp.asarray(rng.randn(*s), jnp.float32), shapes,
                         is_leaf=lambda x: isinstance(x, tuple))
   tx = optim.make_optimizer(config, params, 20)
@@ -21,8 +26,11 @@ def test_group_vectors_match_per_leaf_adamw(rng):
   schedule = optim.learning_rate_schedule(config, 20)
   decay = {'backbone': {'w': True, 'b': False, 'embedding': False},
            'decoder': {'query_feat': False, 'k': True, 'bias': False}, 'htqg': {'prompt': False}}
-  adamw = lambda mult: optax.adamw(lambda s: schedule(s) * mult, 0.9, 0.999, weight_decay=0.1, mask=decay)
-  labels = {k: jax.tree.map(lambda _: 'bb' if k == 'backbone' else 'head', v) for k, v in params.items()}
+  adamw = lambda mult: optax.adamw(lambda s: schedule(s) * mult, 0.9, 0.999, weight_decay=0.1,
+                                   mask=decay)
+  labels = {
+      k: jax.tree.map(lambda _: 'bb' if k == 'backbone' else 'head', v) for k, v in params.items()
+  }
   ref = optax.chain(optax.clip_by_global_norm(1.0),
                     optax.multi_transform({'bb': adamw(0.1), 'head': adamw(1.0)}, labels))
 

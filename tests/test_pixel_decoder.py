@@ -75,7 +75,8 @@ def test_sine_position_embedding_matches_formula():
   # Channel 4 (x half, first): sin(((col + 0.5) / 4) * 2 pi).
   np.testing.assert_allclose(pos[0, :, 4], np.sin((np.arange(4) + 0.5) / 4 * 2 * np.pi), atol=1e-5)
   # Channel 3: cos with dim_t = 10000^(2 * 1 / 4).
-  np.testing.assert_allclose(pos[:, 0, 3], np.cos((np.arange(3) + 0.5) / 3 * 2 * np.pi / 100.0), atol=1e-5)
+  np.testing.assert_allclose(pos[:, 0, 3], np.cos((np.arange(3) + 0.5) / 3 * 2 * np.pi / 100.0),
+                             atol=1e-5)
 
 
 @pytest.mark.slow
@@ -86,8 +87,9 @@ def test_scanned_layers_equal_unrolled(rng):
   feats, q = features(rng, 2, 64, 64), jnp.asarray(rng.randn(2, 3, 4, DIM), jnp.float32)
   remat = lambda scan: 'dots_with_no_batch_dims_saveable' if scan else True
   pd = lambda scan: pixel_decoder(3, ComputeConfig(scan=scan), remat=remat(scan))
-  dec = lambda scan: DQTD(num_classes=4, num_levels=3, dim=DIM, mask_dim=DIM, compute=ComputeConfig(scan=scan),
-                          config=DecoderConfig(instance_queries=5, heads=4, ffn_dim=64, layers=6, remat=remat(scan)))
+  dec = lambda scan: DQTD(
+      num_classes=4, num_levels=3, dim=DIM, mask_dim=DIM, compute=ComputeConfig(scan=scan),
+      config=DecoderConfig(instance_queries=5, heads=4, ffn_dim=64, layers=6, remat=remat(scan)))
   pd_params = pd(False).init(jax.random.PRNGKey(0), feats, q)
   px = pd(False).apply(pd_params, feats, q)
   args = (px['queries'].reshape(2, -1, DIM), px['multi_scale'], px['mask_features'])

@@ -14,7 +14,8 @@ from tools import pretrain_clip
 def test_world_tokenizer_and_short_pretraining(tmp_path):
   tok = pretrain_clip.world_tokenizer(str(tmp_path))
   assert all(len(tok(w, add_special_tokens=False)['input_ids']) == 1 for w in synthetic.WORDS)
-  assert len(tok('a photo of a hexagon.', add_special_tokens=False)['input_ids']) > 5   # unknown word: pieces
+  assert len(tok('a photo of a hexagon.',
+                 add_special_tokens=False)['input_ids']) > 5  # unknown word: pieces
   eos = tok.convert_tokens_to_ids(pretrain_clip.EOS)
   assert eos == len(tok) - 1
   cfg = pretrain_clip.model_config(len(tok), eos)
@@ -22,11 +23,13 @@ def test_world_tokenizer_and_short_pretraining(tmp_path):
   # The loss: symmetric cross-entropy of the scaled cosine similarities, numpy.
   params = clip_weights.init_params(cfg, jax.random.PRNGKey(0))
   images, _, captions = pretrain_clip.scenes('pretrain', 6, 0)
-  ids = tok(captions, padding='max_length', max_length=cfg.context_length, return_tensors='np')['input_ids']
+  ids = tok(captions, padding='max_length', max_length=cfg.context_length,
+            return_tensors='np')['input_ids']
   x = clip_lib.normalize_images(images)
   loss = float(pretrain_clip.contrastive_loss(params, CLIPModel(cfg), ids, x))
   t, i = (np.asarray(e) for e in CLIPModel(cfg).apply({'params': params}, ids, x))
-  t, i = t / np.linalg.norm(t, axis=-1, keepdims=True), i / np.linalg.norm(i, axis=-1, keepdims=True)
+  t, i = t / np.linalg.norm(t, axis=-1, keepdims=True), i / np.linalg.norm(
+      i, axis=-1, keepdims=True)
   logits = np.exp(float(params['logit_scale'])) * i @ t.T
   ce = lambda z: np.mean(np.log(np.exp(z).sum(1)) - np.diag(z))
   np.testing.assert_allclose(loss, (ce(logits) + ce(logits.T)) / 2, rtol=1e-4)

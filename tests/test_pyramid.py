@@ -33,7 +33,8 @@ def test_coarse_levels_match_numpy(rng):
   taps = [rng.randn(2, 4, 6, 12).astype(np.float32) for _ in range(3)]
   model = SimpleFeaturePyramid(dim=8, patch_size=16)
   params = model.init(jax.random.PRNGKey(0), taps)['params']
-  params = jax.tree.map(lambda p: np.asarray(p) + rng.randn(*p.shape).astype(np.float32) * 0.1, params)
+  params = jax.tree.map(lambda p: np.asarray(p) + rng.randn(*p.shape).astype(np.float32) * 0.1,
+                        params)
   out = model.apply({'params': params}, taps)
   x = taps[2]
   pooled = x.reshape(2, 2, 2, 3, 2, 12).max(axis=(2, 4))

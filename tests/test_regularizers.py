@@ -17,7 +17,8 @@ def test_semi_losses_against_numpy(rng):
   ref = (ce * ((conf >= 0.5) & valid)).sum() / valid.sum()
   np.testing.assert_allclose(semi.pseudo_label_loss(p, pseudo, conf, valid, 0.5), ref, rtol=1e-5)
   ent = -(p * np.log(p)).sum(-1)
-  np.testing.assert_allclose(semi.entropy_loss(p, valid), (ent * valid).sum() / valid.sum(), rtol=1e-5)
+  np.testing.assert_allclose(semi.entropy_loss(p, valid), (ent * valid).sum() / valid.sum(),
+                             rtol=1e-5)
 
 
 def test_pseudo_label_accuracy_against_a_pixel_count(rng):
@@ -35,7 +36,8 @@ def test_pseudo_label_accuracy_against_a_pixel_count(rng):
       if conf[i] >= 0.5:
         right, wrong = right + ok, wrong + (not ok)
   np.testing.assert_allclose(got['pseudo_accuracy'], right / (right + wrong), rtol=1e-6)
-  np.testing.assert_allclose(got['pseudo_accuracy_all'], right_all / (right_all + wrong_all), rtol=1e-6)
+  np.testing.assert_allclose(got['pseudo_accuracy_all'], right_all / (right_all + wrong_all),
+                             rtol=1e-6)
 
 
 def test_regularizers_against_paper_formulas(rng):
@@ -46,8 +48,10 @@ def test_regularizers_against_paper_formulas(rng):
       for m in range(3):
         if l != m:
           ref_div += (q[l, k] @ q[m, k] / np.linalg.norm(q[l, k]) / np.linalg.norm(q[m, k])) ** 2
-  np.testing.assert_allclose(regularizers.diversity_loss(jnp.asarray(q), 'sum'), ref_div / 4, rtol=1e-5)
-  np.testing.assert_allclose(regularizers.diversity_loss(jnp.asarray(q)), ref_div / 4 / 6, rtol=1e-5)
+  np.testing.assert_allclose(regularizers.diversity_loss(jnp.asarray(q), 'sum'), ref_div / 4,
+                             rtol=1e-5)
+  np.testing.assert_allclose(regularizers.diversity_loss(jnp.asarray(q)), ref_div / 4 / 6,
+                             rtol=1e-5)
 
   norm = lambda a: a / np.linalg.norm(a, axis=-1, keepdims=True)
   t, tc, phi = norm(rng.randn(4, 6)), norm(rng.randn(4, 6)), rng.randn(4, 6)
@@ -55,12 +59,18 @@ def test_regularizers_against_paper_formulas(rng):
   np.testing.assert_allclose(regularizers.topology_loss(t, tc, 'sum'), topo, rtol=1e-5)
   np.testing.assert_allclose(regularizers.topology_loss(t, tc), topo / 16, rtol=1e-5)
   pull = [np.linalg.norm(phi[k] - tc[k]) for k in range(4)]
-  push = [sum(np.log(1 + np.linalg.norm(phi[k] - phi[j])) for j in range(4) if j != k) for k in range(4)]
+  push = [
+      sum(np.log(1 + np.linalg.norm(phi[k] - phi[j])) for j in range(4) if j != k) for k in range(4)
+  ]
   anchor = sum(p - q for p, q in zip(pull, push))
-  np.testing.assert_allclose(regularizers.anchor_loss(jnp.asarray(phi), jnp.asarray(tc), 'sum'), anchor, rtol=1e-5)
+  np.testing.assert_allclose(regularizers.anchor_loss(jnp.asarray(phi), jnp.asarray(tc), 'sum'),
+                             anchor, rtol=1e-5)
   np.testing.assert_allclose(regularizers.anchor_loss(jnp.asarray(phi), jnp.asarray(tc)),
                              np.mean([p - q / 3 for p, q in zip(pull, push)]), rtol=1e-5)
-  assert np.isfinite(np.asarray(jax.grad(lambda p: regularizers.anchor_loss(p, jnp.asarray(tc)))(jnp.asarray(phi)))).all()
+  assert np.isfinite(
+      np.asarray(
+          jax.grad(lambda p: regularizers.anchor_loss(p, jnp.asarray(tc)))(
+              jnp.asarray(phi)))).all()
 
   xm, xr = rng.randn(2, 3, 3, 6), rng.randn(2, 3, 3, 6)
   region = rng.rand(2, 3, 3) > 0.5
@@ -72,7 +82,8 @@ def test_regularizers_against_paper_formulas(rng):
   logits = np.einsum('bhwe,ke->bhwk', norm(xm), text) / 0.07
   logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
   nll = -np.take_along_axis(logp, classes[..., None], -1)[..., 0]
-  np.testing.assert_allclose(regularizers.align_loss(xm, text, classes, region, 0.07), nll[region].mean(), rtol=1e-5)
+  np.testing.assert_allclose(regularizers.align_loss(xm, text, classes, region, 0.07),
+                             nll[region].mean(), rtol=1e-5)
 
 
 def test_regularizers_are_safe_where_class_embeddings_coincide(rng):
@@ -85,4 +96,5 @@ def test_regularizers_are_safe_where_class_embeddings_coincide(rng):
     for fn, args in ((regularizers.anchor_loss, (t, t)), (regularizers.topology_loss, (t, t)),
                      (regularizers.diversity_loss, (q,))):
       value, grad = jax.value_and_grad(lambda a: fn(a, *args[1:], reduction))(args[0])
-      assert np.isfinite(float(value)) and np.isfinite(np.asarray(grad)).all(), (fn.__name__, reduction)
+      assert np.isfinite(float(value)) and np.isfinite(np.asarray(grad)).all(), (fn.__name__,
+                                                                                 reduction)

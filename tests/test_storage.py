@@ -58,7 +58,8 @@ def test_files_in_a_bucket(bucket):
   resumed = storage.LineLog(f'{run}/metrics.jsonl')     # a resumed run goes on with the same file
   resumed.write('{"step": 3}\n')
   resumed.close()
-  assert [json.loads(l)['step'] for l in storage.read_text(f'{run}/metrics.jsonl').splitlines()] == [1, 2, 3]
+  assert [json.loads(l)['step'] for l in storage.read_text(f'{run}/metrics.jsonl').splitlines()
+         ] == [1, 2, 3]
 
 
 def test_local_paths_are_absolute_and_writes_whole(tmp_path, monkeypatch):
@@ -108,27 +109,32 @@ def test_a_scheme_runs_cannot_write_is_one_line_before_any_work(tmp_path):
   storage.check_writable('gs://b/run', '--workdir')
   storage.check_writable(str(tmp_path), '--workdir')
   t0 = time.time()
-  out = subprocess.run([sys.executable, '-m', 'hvl_jax.main', '--config', os.path.join(ROOT, 'tests', 'tiny_cli.py'),
-                        '--workdir', 's3://b/run'], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=ROOT),
-                       capture_output=True, text=True, timeout=300)
+  out = subprocess.run([
+      sys.executable, '-m', 'hvl_jax.main', '--config',
+      os.path.join(ROOT, 'tests', 'tiny_cli.py'), '--workdir', 's3://b/run'
+  ], cwd=tmp_path, env=dict(os.environ, PYTHONPATH=ROOT), capture_output=True, text=True,
+                       timeout=300)
   lines = out.stderr.strip().splitlines()
   assert out.returncode == 1 and len(lines) == 1, out.stderr
-  assert lines[0].startswith('error: --workdir s3://b/run: s3:// cannot hold') and 's3fs-fuse' in lines[0]
+  assert lines[0].startswith(
+      'error: --workdir s3://b/run: s3:// cannot hold') and 's3fs-fuse' in lines[0]
   assert os.listdir(tmp_path) == [], 'nothing may be written for a refused workdir'
   assert time.time() - t0 < 120
 
 
 def test_a_store_that_does_not_answer_is_a_storage_error():
-  with pytest.raises(StorageError, match=r'gs://b/run/checkpoints: the store did not answer within 0.2 s'):
+  with pytest.raises(StorageError,
+                     match=r'gs://b/run/checkpoints: the store did not answer within 0.2 s'):
     storage.bounded(lambda: time.sleep(3), 0.2, 'gs://b/run/checkpoints')
   with pytest.raises(StorageError, match=r'gs://b/x: ConnectionError: refused'):
     storage.bounded(lambda: (_ for _ in ()).throw(ConnectionError('refused')), 5, 'gs://b/x')
   assert storage.bounded(lambda: 7, 5, 'gs://b/x') == 7
   stopped = gcs_emulator.Emulator().start()
   stopped.stop()
-  probe = subprocess.run(
-      [sys.executable, '-c', 'from hvl_jax.common import storage; storage.probe("gs://hvl/run", 10)'],
-      env=dict(os.environ, PYTHONPATH=ROOT, **stopped.env), capture_output=True, text=True, timeout=120)
+  probe = subprocess.run([
+      sys.executable, '-c', 'from hvl_jax.common import storage; storage.probe("gs://hvl/run", 10)'
+  ], env=dict(os.environ, PYTHONPATH=ROOT, **stopped.env), capture_output=True, text=True,
+                         timeout=120)
   assert probe.returncode != 0 and 'StorageError: gs://hvl/run' in probe.stderr, probe.stderr
 
 
@@ -141,14 +147,16 @@ def test_tpu_pod_runs_the_command_on_every_worker(tmp_path):
   fake.chmod(0o755)
   record = tmp_path / 'args'
   user_args = ['--config.data.root=gs://b/coco', "--config.inference.class_names=('a cat', 'dog')"]
-  subprocess.run([os.path.join(ROOT, 'launch', 'tpu_pod.sh'), 'pod', 'us-central2-b', 'configs/coco_232.py',
-                  'gs://b/runs/coco', *user_args], check=True, timeout=60,
-                 env=dict(os.environ, PATH=f'{tmp_path}:{os.environ["PATH"]}', RECORD=str(record),
-                          HVL_COMPILATION_CACHE='gs://b/jax cache'))
+  subprocess.run([
+      os.path.join(ROOT, 'launch', 'tpu_pod.sh'), 'pod', 'us-central2-b', 'configs/coco_232.py',
+      'gs://b/runs/coco', *user_args
+  ], check=True, timeout=60, env=dict(os.environ, PATH=f'{tmp_path}:{os.environ["PATH"]}',
+                                      RECORD=str(record), HVL_COMPILATION_CACHE='gs://b/jax cache'))
   args = record.read_text().splitlines()
   assert args[:5] == ['compute', 'tpus', 'tpu-vm', 'ssh', 'pod'] and '--worker=all' in args
   command = next(a for a in args if a.startswith('--command='))[len('--command='):]
   words = shlex.split(command)
   assert 'HVL_DISTRIBUTED=1' in words and 'HVL_COMPILATION_CACHE=gs://b/jax cache' in words
-  assert words[words.index('hvl_jax.main') + 1:] == ['--config', 'configs/coco_232.py', '--workdir', 'gs://b/runs/coco',
-                                                     *user_args]
+  assert words[words.index('hvl_jax.main') + 1:] == [
+      '--config', 'configs/coco_232.py', '--workdir', 'gs://b/runs/coco', *user_args
+  ]

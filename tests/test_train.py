@@ -67,15 +67,17 @@ def test_two_devices_match_one_device():
   s1, m1 = run_step(one, config, model, tx, state, batch)
   s2, m2 = run_step(two, config, model, tx, state, batch)
   np.testing.assert_allclose(float(m1['total']), float(m2['total']), rtol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=1e-4),
-               s1.params, s2.params)
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=1e-4),
+      s1.params, s2.params)
   # FSDP: parameters sharded over the two devices, same result.
   s3, m3 = run_step(two, config, model, tx, state, batch, fsdp=True)
   sharded = [x for x in jax.tree.leaves(s3.params) if not x.sharding.is_fully_replicated]
   assert sharded, 'FSDP should shard the larger parameters'
   np.testing.assert_allclose(float(m1['total']), float(m3['total']), rtol=1e-5)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=1e-4),
-               s1.params, s3.params)
+  jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-6, rtol=1e-4),
+      s1.params, s3.params)
 
 
 @pytest.mark.slow
@@ -111,7 +113,8 @@ def test_nan_batch_is_skipped_and_no_recompilation():
   s, m = step(s, sharding.global_batch(mesh, bad))
   assert not np.isfinite(float(m['total']))
   assert int(m['nonfinite_consecutive']) == 1 and int(m['nonfinite_total']) == 1
-  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), s.params, before)
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), s.params,
+               before)
   assert step._cache_size() == 1  # pylint: disable=protected-access
 
 
@@ -132,6 +135,7 @@ def test_mask_budget_note_when_groups_span_devices():
   config = tiny_config()          # 4 labeled images per step, budget groups of 2
   assert config.data.labeled_batch == 4 and config.loss.supervised.budget_images == 2
   assert trainer.mask_budget_note(config, 1) is None and trainer.mask_budget_note(config, 2) is None
-  assert 'loss.supervised.budget_images=2 does not divide the 1 labeled image(s)' in trainer.mask_budget_note(config, 4)
+  note = trainer.mask_budget_note(config, 4)
+  assert 'loss.supervised.budget_images=2 does not divide the 1 labeled image(s)' in note
   config.train.grad_accum = 4     # one labeled image per micro-step
   assert trainer.mask_budget_note(config, 1) is not None

@@ -24,8 +24,8 @@ ONE_DEVICE = os.environ.get('XLA_FLAGS', '').replace('--xla_force_host_platform_
 
 def run(*args, module='hvl_jax.main'):
   env = dict(os.environ, PYTHONPATH=ROOT, XLA_FLAGS=ONE_DEVICE)
-  result = subprocess.run([sys.executable, '-m', module] + [str(a) for a in args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=1200, check=False)
+  result = subprocess.run([sys.executable, '-m', module] + [str(a) for a in args], cwd=ROOT,
+                          env=env, capture_output=True, text=True, timeout=1200, check=False)
   assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
   return result.stdout
 
@@ -43,15 +43,18 @@ def readme_program() -> str:
 def test_from_a_folder_to_an_exported_segmenter(tmp_path):
   data, workdir = tmp_path / 'mine', tmp_path / 'run'
   folder_dataset.make(str(data))
-  common = ['--config', 'configs/folder.py:tiny', '--workdir', workdir, f'--config.data.root={data}']
-  out = run(*common, '--config.train.steps=3', '--config.train.log_every=1', '--config.data.labeled_batch=2',
-            '--config.data.unlabeled_batch=2')
+  common = [
+      '--config', 'configs/folder.py:tiny', '--workdir', workdir, f'--config.data.root={data}'
+  ]
+  out = run(*common, '--config.train.steps=3', '--config.train.log_every=1',
+            '--config.data.labeled_batch=2', '--config.data.unlabeled_batch=2')
   assert 'dataset  folder at' in out and '4 classes' in out and '[3/3]' in out
   final = json.loads((workdir / 'eval_final.json').read_text())
   assert set(final['per_class_iou']) == set(folder_dataset.CLASSES) and final['num_images'] == 4
 
   run(*common, '--mode', 'eval')
-  assert json.loads((workdir / 'eval_eval.json').read_text())['miou'] == pytest.approx(final['miou'], abs=1e-9)
+  assert json.loads(
+      (workdir / 'eval_eval.json').read_text())['miou'] == pytest.approx(final['miou'], abs=1e-9)
 
   inputs, predictions = tmp_path / 'photos', tmp_path / 'predictions'
   os.makedirs(inputs)
@@ -79,7 +82,9 @@ def test_from_a_folder_to_an_exported_segmenter(tmp_path):
   exported = tmp_path / 'exported'
   out = run('--workdir', workdir, '--output', exported, module='tools.export')
   record = json.loads((exported / 'export.json').read_text())
-  assert record['crop'] == 64 and record['num_classes'] == 4 and record['platforms'] == ['cpu', 'cuda']
+  assert record['crop'] == 64 and record['num_classes'] == 4 and record['platforms'] == [
+      'cpu', 'cuda'
+  ]
   assert record['source_checkpoint'].endswith(os.path.join('checkpoints', '3'))
   assert json.loads((exported / 'classes.json').read_text()) == list(folder_dataset.CLASSES)
 
@@ -88,7 +93,12 @@ def test_from_a_folder_to_an_exported_segmenter(tmp_path):
   program = tmp_path / 'segment_with_export.py'
   program.write_text(readme_program() + "\nassert 'hvl_jax' not in sys.modules\n")
   for name in ('v_0.png', 'v_1.png', 'v_2.png'):
-    subprocess.run([sys.executable, '-I', str(program), str(exported), str(inputs / name), str(tmp_path / name)],
-                   cwd=str(tmp_path), check=True, capture_output=True, text=True, timeout=600,
+    subprocess.run([
+        sys.executable, '-I',
+        str(program),
+        str(exported),
+        str(inputs / name),
+        str(tmp_path / name)
+    ], cwd=str(tmp_path), check=True, capture_output=True, text=True, timeout=600,
                    env=dict(os.environ, XLA_FLAGS=ONE_DEVICE))
     np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / name)), maps[names.index(name)])

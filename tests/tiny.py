@@ -14,10 +14,12 @@ CLASS_NAMES = ('background', 'disk', 'square', 'triangle', 'stripes')
 def tiny_config(**overrides):
   """The demo's shape with a random CLIP of tiny sizes, no gating, its own recipe."""
   c = demo.get_config()
-  c.model.clip.update(dict(pretrained='', vision_width=32, vision_layers=3, vision_heads=2, vision_mlp_dim=64,
-                           text_width=32, text_layers=1, text_heads=2, text_mlp_dim=64,
-                           projection_dim=32, vocab_size=1000, context_length=24))
-  c.model.relevance.update(dict(mode='all', threshold=0.5))   # a random CLIP's zero-shot relevance is noise
+  c.model.clip.update(
+      dict(pretrained='', vision_width=32, vision_layers=3, vision_heads=2, vision_mlp_dim=64,
+           text_width=32, text_layers=1, text_heads=2, text_mlp_dim=64, projection_dim=32,
+           vocab_size=1000, context_length=24))
+  c.model.relevance.update(dict(mode='all',
+                                threshold=0.5))  # a random CLIP's zero-shot relevance is noise
   c.optim.update(dict(backbone_lr_mult=1.0, clip_norm=1.0))
   c.data.update(dict(synthetic_labeled=32, synthetic_unlabeled=128, synthetic_val=32))
   c.inference.zero_shot_baseline = False
@@ -52,8 +54,10 @@ def finite_loss_and_grads(config, batch, names=CLASS_NAMES):
   """(terms, grads) of the jitted objective, all finite."""
   model, params = build(config, names)
   loss = objective.objective_config(config, model.cfg)
-  fn = jax.jit(jax.value_and_grad(lambda p: objective.compute_loss(model, p, batch, jax.random.PRNGKey(1), loss),
-                                  has_aux=True))
+  fn = jax.jit(
+      jax.value_and_grad(
+          lambda p: objective.compute_loss(model, p, batch, jax.random.PRNGKey(1), loss),
+          has_aux=True))
   (loss, terms), grads = fn(params)
   assert np.isfinite(float(loss))
   assert all(np.isfinite(np.asarray(v)).all() for v in terms.values())

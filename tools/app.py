@@ -33,13 +33,14 @@ import gradio as gr       # pylint: disable=g-import-not-at-top,wrong-import-pos
 import numpy as np        # pylint: disable=g-import-not-at-top,wrong-import-position
 from PIL import Image     # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from hvl_jax.common import storage           # pylint: disable=g-import-not-at-top,wrong-import-position
-from hvl_jax.common.errors import DataError  # pylint: disable=g-import-not-at-top,wrong-import-position
-from hvl_jax.data import files               # pylint: disable=g-import-not-at-top,wrong-import-position
-from hvl_jax.data import synthetic           # pylint: disable=g-import-not-at-top,wrong-import-position
-from hvl_jax.inference import segmenter      # pylint: disable=g-import-not-at-top,wrong-import-position
-from hvl_jax.inference import visualize      # pylint: disable=g-import-not-at-top,wrong-import-position
-from tools import suggest_labels             # pylint: disable=g-import-not-at-top,wrong-import-position
+from hvl_jax.common import storage  # pylint: disable=g-import-not-at-top,wrong-import-position
+# pylint: disable=g-import-not-at-top,wrong-import-position
+from hvl_jax.common.errors import DataError
+from hvl_jax.data import files  # pylint: disable=g-import-not-at-top,wrong-import-position
+from hvl_jax.data import synthetic  # pylint: disable=g-import-not-at-top,wrong-import-position
+from hvl_jax.inference import segmenter  # pylint: disable=g-import-not-at-top,wrong-import-position
+from hvl_jax.inference import visualize  # pylint: disable=g-import-not-at-top,wrong-import-position
+from tools import suggest_labels  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 SHOWN_SUGGESTIONS = 10
 EXAMPLE_SCENES = 4
@@ -59,7 +60,8 @@ def parse_names(text: str) -> Tuple[str, ...]:
 def upload_message(path: str, error: Exception) -> str:
   """The reader's message for an upload, with the upload's own name for the temporary path."""
   text = str(error)
-  return f'{os.path.basename(path)}: {text[len(path) + 2:] if text.startswith(path + ": ") else text}'
+  reason = text[len(path) + 2:] if text.startswith(path + ': ') else text
+  return f'{os.path.basename(path)}: {reason}'
 
 
 def legend_rows(classes: np.ndarray, names: Sequence[str]) -> List[Tuple[str, str, float]]:
@@ -72,8 +74,10 @@ def legend_rows(classes: np.ndarray, names: Sequence[str]) -> List[Tuple[str, st
 
 
 def legend_html(photo: str, classes: np.ndarray, names: Sequence[str]) -> str:
-  rows = ''.join(f'<tr><td><span class="swatch" style="background:{c}"></span></td><td class="name">'
-                 f'{html.escape(n)}</td><td class="share">{s:.1%}</td></tr>' for c, n, s in legend_rows(classes, names))
+  rows = ''.join(
+      f'<tr><td><span class="swatch" style="background:{c}"></span></td><td class="name">'
+      f'{html.escape(n)}</td><td class="share">{s:.1%}</td></tr>'
+      for c, n, s in legend_rows(classes, names))
   return (f'<div class="legend" data-photo="{html.escape(photo)}"><b>{html.escape(photo)}</b>'
           f'<table>{rows}</table></div>')
 
@@ -82,7 +86,8 @@ def probability_view(probabilities: np.ndarray, k: int) -> np.ndarray:
   """The probability map of class k, (h, w, 3) uint8 (cv2's viridis), its long side brought
   within [MIN_VIEW_SIDE, VIEW_SIDE] (small maps enlarged by whole pixels)."""
   p = probabilities[..., k]
-  scale = min(1.0, VIEW_SIDE / max(p.shape)) if max(p.shape) >= MIN_VIEW_SIDE else MIN_VIEW_SIDE // max(p.shape)
+  scale = min(1.0, VIEW_SIDE /
+              max(p.shape)) if max(p.shape) >= MIN_VIEW_SIDE else MIN_VIEW_SIDE // max(p.shape)
   if scale != 1:
     p = cv2.resize(p, (max(1, round(p.shape[1] * scale)), max(1, round(p.shape[0] * scale))),
                    interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_NEAREST)
@@ -111,14 +116,16 @@ class Page:
   def __init__(self, workdir: str, checkpoint: Optional[str] = None):
     self.workdir, self.checkpoint = workdir, checkpoint
     self.trained = segmenter.Segmenter.load(workdir, checkpoint)
-    self.segmenters: Dict[Tuple[str, ...], segmenter.Segmenter] = {self.trained.class_names: self.trained}
+    self.segmenters: Dict[Tuple[str, ...],
+                          segmenter.Segmenter] = {self.trained.class_names: self.trained}
     self.out_dir = tempfile.mkdtemp(prefix='hvl_app_')
 
   def segmenter(self, names: Tuple[str, ...]) -> segmenter.Segmenter:
     if names not in self.segmenters:
       if len(self.segmenters) > CACHED_NAME_SETS:     # the oldest other name set goes
         del self.segmenters[next(n for n in self.segmenters if n != self.trained.class_names)]
-      self.segmenters[names] = segmenter.Segmenter.load(self.workdir, self.checkpoint, class_names=names)
+      self.segmenters[names] = segmenter.Segmenter.load(self.workdir, self.checkpoint,
+                                                        class_names=names)
     return self.segmenters[names]
 
   def example_scenes(self) -> List[str]:
@@ -138,13 +145,18 @@ class Page:
   def suggestions_markdown(self) -> str:
     path = storage.join(self.workdir, suggest_labels.RANKING)
     if not storage.exists(path):
-      return (f'No ranking yet: `python -m tools.suggest_labels --workdir {self.workdir} --count 20` ranks '
-              'the unlabeled photos by the network\'s uncertainty.')
+      return (
+          f'No ranking yet: `python -m tools.suggest_labels --workdir {self.workdir} --count 20` '
+          f'ranks '
+          'the unlabeled photos by the network\'s uncertainty.')
     ranked = json.loads(storage.read_text(path))
     lines = [f'The {min(SHOWN_SUGGESTIONS, len(ranked["ranking"]))} most uncertain of '
              f'{ranked["pool"]} unlabeled photos ({ranked["score"]}; all in `{path}`):', '',
              '| rank | photo | score |', '|---|---|---|']
-    lines += [f'| {i} | {r["image"]} | {r["score"]:.4f} |' for i, r in enumerate(ranked['ranking'][:SHOWN_SUGGESTIONS], 1)]
+    lines += [
+        f'| {i} | {r["image"]} | {r["score"]:.4f} |'
+        for i, r in enumerate(ranked['ranking'][:SHOWN_SUGGESTIONS], 1)
+    ]
     return '\n'.join(lines)
 
   def segment(self, uploads: Optional[Sequence[str]], names_text: str) -> 'Results':
@@ -160,7 +172,7 @@ class Page:
     messages, read = [], []
     for path in uploads:
       try:
-        with files.open_file(path, 'image') as im:       # read once: the pixels and what was converted
+        with files.open_file(path, 'image') as im:  # read once: the pixels and what was converted
           image, changed = files.upright_rgb(im, path), files.conversion(im.mode)
       except DataError as e:
         messages.append(upload_message(path, e))
@@ -175,7 +187,10 @@ class Page:
     for (name, image), pred in zip(read, predictions):
       stem = os.path.splitext(name)[0]
       visualize.save_prediction(pred.classes, image, self.out_dir, stem)
-      downloads += [os.path.join(self.out_dir, f'{stem}.png'), os.path.join(self.out_dir, f'{stem}_overlay.jpg')]
+      downloads += [
+          os.path.join(self.out_dir, f'{stem}.png'),
+          os.path.join(self.out_dir, f'{stem}_overlay.jpg')
+      ]
       overlays.append((visualize.overlay(image, pred.classes), name))
       legends.append(legend_html(name, pred.classes, seg.class_names))
       probabilities[name] = pred.probabilities
@@ -210,7 +225,8 @@ def build(page: Page) -> gr.Blocks:
       photo = gr.Dropdown(label='Photo', choices=[], elem_id='photo')
       klass = gr.Dropdown(label='Class', choices=[], elem_id='class')
     view = gr.Image(label='Probability of the class', type='numpy', format='png', elem_id='view')
-    downloads = gr.File(label='Downloads: index PNGs and overlays', file_count='multiple', elem_id='downloads')
+    downloads = gr.File(label='Downloads: index PNGs and overlays', file_count='multiple',
+                        elem_id='downloads')
     gr.Markdown('### Which photos to label next')
     gr.Markdown(page.suggestions_markdown(), elem_id='suggestions')
     probabilities = gr.State({})
@@ -223,7 +239,8 @@ def build(page: Page) -> gr.Blocks:
       first = int(probs[photos[0]].mean((0, 1)).argmax()) if photos else None
       return (out.overlays, out.legends, out.status, out.downloads,
               gr.Dropdown(choices=photos, value=photos[0] if photos else None),
-              gr.Dropdown(choices=names_out, value=None if first is None else names_out[first]), probs, names_out,
+              gr.Dropdown(choices=names_out,
+                          value=None if first is None else names_out[first]), probs, names_out,
               None if first is None else probability_view(probs[photos[0]], first))
 
     def show(probs, names_out, which, k):
@@ -233,8 +250,10 @@ def build(page: Page) -> gr.Blocks:
 
     # The view comes with the results; the dropdowns' own events are the user's picks only (a
     # `change` event would also fire on the results' update, racing them with stale state).
-    run.click(segment, inputs=[uploads, names],
-              outputs=[overlays, legend, status, downloads, photo, klass, probabilities, class_names, view])
+    run.click(
+        segment, inputs=[uploads, names], outputs=[
+            overlays, legend, status, downloads, photo, klass, probabilities, class_names, view
+        ])
     for choice in (photo, klass):
       choice.input(show, inputs=[probabilities, class_names, photo, klass], outputs=view)
   return blocks
@@ -245,9 +264,9 @@ def serve(page: Page, host: str, port: int, block: bool = True):
   theme = gr.themes.Default(font=['ui-sans-serif', 'system-ui', 'sans-serif'],
                             font_mono=['ui-monospace', 'monospace'])
   blocks = build(page)
-  _, url, _ = blocks.launch(server_name=host, server_port=port, share=False, prevent_thread_lock=not block,
-                            theme=theme, css=CSS, ssr_mode=False, quiet=not block,
-                            footer_links=[], allowed_paths=[page.out_dir])
+  _, url, _ = blocks.launch(server_name=host, server_port=port, share=False,
+                            prevent_thread_lock=not block, theme=theme, css=CSS, ssr_mode=False,
+                            quiet=not block, footer_links=[], allowed_paths=[page.out_dir])
   return blocks, url
 
 
@@ -261,7 +280,10 @@ def main(argv):
     page = Page(flags.FLAGS.workdir, flags.FLAGS.checkpoint)
   except (DataError, FileNotFoundError, ValueError, OSError) as e:
     raise SystemExit(f'error: {e}') from None
-  print(f'Serving {flags.FLAGS.workdir} on http://{flags.FLAGS.host}:{flags.FLAGS.port} (Ctrl-C stops)', flush=True)
+  print(
+      f'Serving {flags.FLAGS.workdir} on http://{flags.FLAGS.host}:{flags.FLAGS.port} (Ctrl-C '
+      f'stops)',
+      flush=True)
   serve(page, flags.FLAGS.host, flags.FLAGS.port)
 
 

@@ -56,8 +56,9 @@ def check_sources(sources: Dict[str, object], num_classes: int, limit: int = 0):
     else:
       lines.append(f'{name:9s} {n:6d} of {len(src)} entries read, none readable')
     if num_classes > 2 and labelled_values and labelled_values <= {0, 255}:
-      problems.append(f'{name}: every label holds only the values 0 and 255 - the masks look binary or '
-                      '0/255-scaled; expected class indices 0..K-1 (255 = ignore)')
+      problems.append(
+          f'{name}: every label holds only the values 0 and 255 - the masks look binary or '
+          '0/255-scaled; expected class indices 0..K-1 (255 = ignore)')
   total = max(hist.sum(), 1)
   seen = [f'{k}:{100 * hist[k] / total:.1f}%' for k in range(num_classes) if hist[k]]
   lines.append(f'labeled pixels per class: {" ".join(seen)}; ignore {100 * hist[-1] / total:.1f}%')

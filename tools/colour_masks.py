@@ -44,7 +44,8 @@ def read_colours(path: str) -> Tuple[Dict[Tuple[int, int, int], int], List[str]]
       except ValueError:
         rgb = ()
       if len(parts) < 4 or len(rgb) != 3 or not all(0 <= v <= 255 for v in rgb):
-        raise DataError(f'{path}:{number}: expected "R G B name" with R, G, B in 0..255, got {line.strip()!r}')
+        raise DataError(
+            f'{path}:{number}: expected "R G B name" with R, G, B in 0..255, got {line.strip()!r}')
       if rgb in first:
         raise DataError(f'{path}:{number}: colour {rgb} is also on line {first[rgb]}')
       first[rgb] = number
@@ -64,21 +65,28 @@ def check_names(names: List[str], classes_path: str, colours_path: str):
   classes = folder.read_class_file(classes_path)
   for k, (got, want) in enumerate(zip(names, classes)):
     if folder.normalised(got) != folder.normalised(want):
-      raise DataError(f'{colours_path}: class {k} is {got!r} but {classes_path} line {k + 1} is {want!r}; '
-                      'write the colours in the class order of classes.txt')
+      raise DataError(
+          f'{colours_path}: class {k} is {got!r} but {classes_path} line {k + 1} is {want!r}; '
+          'write the colours in the class order of classes.txt')
   if len(names) != len(classes):
-    raise DataError(f'{colours_path}: {len(names)} class colours for the {len(classes)} classes of {classes_path}')
+    raise DataError(
+        f'{colours_path}: {len(names)} class colours for the {len(classes)} classes of '
+        f'{classes_path}'
+    )
 
 
 def to_index(mask: np.ndarray, table: Dict[Tuple[int, int, int], int]):
   """(H, W, 3) uint8 colours -> ((H, W) uint8 labels, {unknown (r, g, b): pixel count})."""
-  codes = (mask[..., 0].astype(np.int64) << 16) | (mask[..., 1].astype(np.int64) << 8) | mask[..., 2]
+  codes = (mask[..., 0].astype(np.int64) << 16) | (mask[..., 1].astype(np.int64) << 8) | mask[...,
+                                                                                              2]
   keys = np.asarray(sorted((r << 16) | (g << 8) | b for r, g, b in table), np.int64)
   values = np.asarray([table[(k >> 16, (k >> 8) & 255, k & 255)] for k in keys.tolist()], np.uint8)
   at = np.minimum(np.searchsorted(keys, codes), len(keys) - 1)
   known = keys[at] == codes
   unknown, counts = np.unique(codes[~known], return_counts=True)
-  missing = {(int(c) >> 16, (int(c) >> 8) & 255, int(c) & 255): int(n) for c, n in zip(unknown, counts)}
+  missing = {
+      (int(c) >> 16, (int(c) >> 8) & 255, int(c) & 255): int(n) for c, n in zip(unknown, counts)
+  }
   return values[at], missing
 
 
@@ -120,11 +128,15 @@ def convert(input_dir: str, output_dir: str, table) -> Tuple[int, List[str]]:
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--colours', required=True, help='the colour table: one "R G B name" line per class')
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--colours', required=True,
+                      help='the colour table: one "R G B name" line per class')
   parser.add_argument('--input', required=True, help='folder of RGB colour masks')
-  parser.add_argument('--output', required=True, help='folder for the index PNGs (e.g. <root>/labels/train)')
-  parser.add_argument('--classes', default='', help="the dataset's classes.txt, to check the table's order")
+  parser.add_argument('--output', required=True,
+                      help='folder for the index PNGs (e.g. <root>/labels/train)')
+  parser.add_argument('--classes', default='',
+                      help="the dataset's classes.txt, to check the table's order")
   args = parser.parse_args(argv)
   try:
     table, names = read_colours(args.colours)

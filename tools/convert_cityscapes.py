@@ -10,8 +10,10 @@ import numpy as np
 from PIL import Image
 
 # labelId -> trainId of the 19 evaluated classes (cityscapesScripts' labels.py); the rest -> 255.
-LABEL_TO_TRAIN = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
-                  26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+LABEL_TO_TRAIN = {
+    7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11, 25: 12,
+    26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18
+}
 
 
 def lookup_table() -> np.ndarray:
@@ -33,7 +35,8 @@ def convert_file(path: str, table: np.ndarray) -> str:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--root', required=True)
   args = parser.parse_args()
   files = sorted(glob.glob(os.path.join(args.root, 'gtFine', '*', '*', '*_gtFine_labelIds.png')))

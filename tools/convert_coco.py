@@ -1,4 +1,5 @@
-r"""COCO instance annotations -> 81-class index PNG masks (0 background, 1..80 contiguous thing ids).
+r"""COCO instance annotations -> 81-class index PNG masks (0 background, 1..80 contiguous thing
+ids).
 
   python -m tools.convert_coco --root /data/coco [--splits train2017,val2017]
 
@@ -54,7 +55,8 @@ def convert(root: str, split: str, overwrite: bool = False) -> int:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--root', required=True)
   parser.add_argument('--splits', default='train2017,val2017')
   parser.add_argument('--overwrite', action='store_true')

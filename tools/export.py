@@ -35,28 +35,38 @@ def export(seg: segmenter.Segmenter, output: str, platforms) -> dict:
   exported = seg.export(platforms)
   blob = exported.serialize()
   p = seg.predictor
-  record = dict(crop=seg.config.data.crop_size, num_classes=len(seg.class_names), platforms=list(exported.platforms),
-                stride=p.stride, short_side=p.short_side if p.protocol == 'zegclip_sliding_window' else 0,
-                jax_version=jax.__version__, source_checkpoint=seg.checkpoint, input='(N, S, S, 3) float32 RGB in [0, 255]',
+  record = dict(crop=seg.config.data.crop_size, num_classes=len(seg.class_names),
+                platforms=list(exported.platforms), stride=p.stride,
+                short_side=p.short_side if p.protocol == 'zegclip_sliding_window' else 0,
+                jax_version=jax.__version__, source_checkpoint=seg.checkpoint,
+                input='(N, S, S, 3) float32 RGB in [0, 255]',
                 output='(N, S, S, K) float32 class probabilities', bytes=len(blob))
   # The function first, the records that describe it after: a reader never sees records of a
   # function that is not there.
   storage.write_bytes(storage.join(output, EXPORTED), blob)
-  storage.write_text(storage.join(output, 'classes.json'), json.dumps(list(seg.class_names), indent=0))
+  storage.write_text(storage.join(output, 'classes.json'),
+                     json.dumps(list(seg.class_names), indent=0))
   storage.write_text(storage.join(output, 'export.json'), json.dumps(record, indent=2))
-  print(f'{storage.join(output, EXPORTED)}: {len(blob) / 2**20:.1f} MiB, {record["num_classes"]} classes, '
-        f'{record["crop"]}x{record["crop"]} windows, for {", ".join(record["platforms"])} '
-        f'(lowered in {time.time() - t0:.1f} s)', flush=True)
+  print(
+      f'{storage.join(output, EXPORTED)}: {len(blob) / 2**20:.1f} MiB, {record["num_classes"]} '
+      f'classes, '
+      f'{record["crop"]}x{record["crop"]} windows, for {", ".join(record["platforms"])} '
+      f'(lowered in {time.time() - t0:.1f} s)', flush=True)
   return record
 
 
 def main(argv=None):
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument('--workdir', required=True, help='a training workdir (its config_train.json and checkpoints)')
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument('--workdir', required=True,
+                      help='a training workdir (its config_train.json and checkpoints)')
   parser.add_argument('--output', required=True, help='directory for the three files')
-  parser.add_argument('--checkpoint', default=None, help='checkpoint directory or step (default: newest in workdir)')
-  parser.add_argument('--class_names', default='', help='comma-separated names to query (open vocabulary)')
-  parser.add_argument('--platforms', default='cpu,cuda', help='comma-separated: cpu, cuda, rocm, tpu')
+  parser.add_argument('--checkpoint', default=None,
+                      help='checkpoint directory or step (default: newest in workdir)')
+  parser.add_argument('--class_names', default='',
+                      help='comma-separated names to query (open vocabulary)')
+  parser.add_argument('--platforms', default='cpu,cuda',
+                      help='comma-separated: cpu, cuda, rocm, tpu')
   args = parser.parse_args(argv)
   names = [n.strip() for n in args.class_names.split(',') if n.strip()] or None
   compilation_cache.enable()

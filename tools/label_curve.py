@@ -1,8 +1,10 @@
 r"""The small world's Table 1: val mIoU against the number of labeled scenes, semi-supervised
 against supervised over seeds, and the bound with every scene labeled.
 
-  python -m tools.label_curve --workdir runs/label_curve                  # runs what is missing, then plots
-  python -m tools.label_curve --workdir runs/label_curve --collect        # table and plot of finished runs
+  python -m tools.label_curve --workdir runs/label_curve                  # runs what is missing,
+  then plots
+  python -m tools.label_curve --workdir runs/label_curve --collect        # table and plot of
+  finished runs
   python -m tools.label_curve --workdir runs/label_curve --print_commands # one command per run
 
 Each point trains `--semi` (default configs/demo.py) or `--supervised` (configs/demo_supervised.py)
@@ -43,13 +45,15 @@ METHODS = ('semi', 'supervised')
 
 def define_flags():
   """Command-line flags (defined only when run as a program, so the module imports cleanly)."""
-  config_flags.DEFINE_config_file('semi', 'configs/demo.py', 'The semi-supervised config.', lock_config=True)
-  config_flags.DEFINE_config_file('supervised', 'configs/demo_supervised.py', 'The supervised config.',
+  config_flags.DEFINE_config_file('semi', 'configs/demo.py', 'The semi-supervised config.',
                                   lock_config=True)
+  config_flags.DEFINE_config_file('supervised', 'configs/demo_supervised.py',
+                                  'The supervised config.', lock_config=True)
   flags.DEFINE_string('workdir', None, 'Parent directory of the runs.')
   flags.DEFINE_list('counts', ['4', '8', '16', '64'], 'Labeled scenes at each point of the curve.')
   flags.DEFINE_list('seeds', ['0', '1', '2'], 'Seeds of each point.')
-  flags.DEFINE_bool('bound', True, 'Also train the bound: every scene of the pool labeled, supervised.')
+  flags.DEFINE_bool('bound', True,
+                    'Also train the bound: every scene of the pool labeled, supervised.')
   flags.DEFINE_bool('collect', False, 'Only summarise and plot the runs that finished.')
   flags.DEFINE_bool('print_commands', False, 'Print one training command per run and exit.')
   flags.mark_flags_as_required(['workdir'])
@@ -77,8 +81,10 @@ def curve(workdir: str, points, seeds: List[int]) -> Dict:
     both = sorted(set(semi) & set(sup), key=int)
     if both:
       gains = {s: semi[s] - sup[s] for s in both}
-      record.setdefault('gain', {})[str(count)] = dict(per_seed=gains, median=float(np.median(list(gains.values()))),
-                                                       min=min(gains.values()))
+      record.setdefault('gain',
+                        {})[str(count)] = dict(per_seed=gains,
+                                               median=float(np.median(list(gains.values()))),
+                                               min=min(gains.values()))
   timings = os.path.join(workdir, 'timings.json')
   if os.path.exists(timings):
     with open(timings) as f:
@@ -89,13 +95,14 @@ def curve(workdir: str, points, seeds: List[int]) -> Dict:
 
 def table(record: Dict) -> str:
   """The curve as a markdown table (mIoU in points: median (per seed))."""
-  pct = lambda s: f'{100 * s["median"]:.1f} (' + ', '.join(f'{100 * v:.1f}' for v in s['per_seed'].values()) + ')'
+  pct = lambda s: f'{100 * s["median"]:.1f} (' + ', '.join(f'{100 * v:.1f}'
+                                                           for v in s['per_seed'].values()) + ')'
   lines = ['| labeled scenes | semi-supervised | supervised | gain |', '|---|---|---|---|']
   for n in record['counts']:
     cells = [pct(record[m][str(n)]) if str(n) in record.get(m, {}) else '-' for m in METHODS]
     g = record.get('gain', {}).get(str(n))
-    gain = (f'{100 * g["median"]:+.1f} (' + ', '.join(f'{100 * v:+.1f}' for v in g['per_seed'].values()) + ')'
-            if g else '-')
+    gain = (f'{100 * g["median"]:+.1f} (' +
+            ', '.join(f'{100 * v:+.1f}' for v in g['per_seed'].values()) + ')' if g else '-')
     lines.append(f'| {n} | {cells[0]} | {cells[1]} | {gain} |')
   for count, s in record.get('bound', {}).items():
     lines.append(f'| {count} (bound, all labeled) | - | {pct(s)} | - |')
@@ -116,7 +123,8 @@ def plot(record: Dict, path: str):
     ax.plot(counts, [100 * points[n]['median'] for n in counts], color=colour, marker='o',
             label=f'{method} (median)')
   for count, s in record.get('bound', {}).items():
-    ax.axhline(100 * s['median'], color='tab:green', linestyle='--', label=f'all {count} labeled (median)')
+    ax.axhline(100 * s['median'], color='tab:green', linestyle='--',
+               label=f'all {count} labeled (median)')
   ax.set_xscale('log', base=2)
   ax.set_xticks(record['counts'], [str(n) for n in record['counts']])
   ax.set_xlabel('labeled scenes')
@@ -138,8 +146,11 @@ def main(argv):
   if FLAGS.print_commands:
     for method, count, which in points:
       config_file = config_flags.get_config_filename(flags.FLAGS[which])
-      overrides = [f'--config.{k}={v}' for k, v in config_flags.get_override_values(flags.FLAGS[which]).items()
-                   if k not in ('seed', 'data.synthetic_labeled')]
+      overrides = [
+          f'--config.{k}={v}'
+          for k, v in config_flags.get_override_values(flags.FLAGS[which]).items()
+          if k not in ('seed', 'data.synthetic_labeled')
+      ]
       for s in seeds:
         cmd = ['python', '-m', 'hvl_jax.main', '--config', config_file, '--workdir',
                seeds_lib.seed_workdir(os.path.join(workdir, run_name(method, count)), s),
@@ -159,7 +170,8 @@ def main(argv):
       config.seed = s
       config.data.synthetic_labeled = count
       run_dir = seeds_lib.seed_workdir(os.path.join(workdir, run_name(method, count)), s)
-      print(f'=== [{i + 1}/{len(todo)}] {method}, {count} labeled scenes, seed {s}: {run_dir} ===', flush=True)
+      print(f'=== [{i + 1}/{len(todo)}] {method}, {count} labeled scenes, seed {s}: {run_dir} ===',
+            flush=True)
       os.makedirs(run_dir, exist_ok=True)
       t0 = time.time()
       trainer.train_and_evaluate(config, run_dir)

@@ -27,9 +27,11 @@ Entry = Tuple[str, Optional[str]]
 
 
 def draw_split(entries: Sequence[Entry], n: int, seed: int, classes_per_entry=None):
-  """(labeled, unlabeled) lists; classes_per_entry: list of sets of classes (None = plain random)."""
+  """(labeled, unlabeled) lists; classes_per_entry: list of sets of classes (None = plain
+  random)."""
   if not 0 < n < len(entries):
-    raise ValueError(f'labeled size {n} must be in [1, {len(entries) - 1}] for a list of {len(entries)}')
+    raise ValueError(
+        f'labeled size {n} must be in [1, {len(entries) - 1}] for a list of {len(entries)}')
   rng = np.random.default_rng(seed)
   chosen: List[int] = []
   if classes_per_entry is not None:
@@ -52,7 +54,10 @@ def draw_split(entries: Sequence[Entry], n: int, seed: int, classes_per_entry=No
 def check_disjoint(labeled: Sequence[Entry], unlabeled: Sequence[Entry]):
   overlap = {e[0] for e in labeled} & {e[0] for e in unlabeled}
   if overlap:
-    raise ValueError(f'labeled and unlabeled lists overlap in {len(overlap)} image(s), e.g. {sorted(overlap)[:3]}')
+    raise ValueError(
+        f'labeled and unlabeled lists overlap in {len(overlap)} image(s), e.g. '
+        f'{sorted(overlap)[:3]}'
+    )
 
 
 def write_split(out_dir: str, labeled, unlabeled, overwrite: bool = False):
@@ -68,7 +73,9 @@ def write_split(out_dir: str, labeled, unlabeled, overwrite: bool = False):
 
 def label_classes(source) -> List[set]:
   """The set of classes in each label of a source."""
-  return [set(np.unique(source[i]['label']).tolist()) - {datasets.IGNORE} for i in range(len(source))]
+  return [
+      set(np.unique(source[i]['label']).tolist()) - {datasets.IGNORE} for i in range(len(source))
+  ]
 
 
 def folder_split(root: str, n: int, seed: int, overwrite: bool = False) -> str:
@@ -87,13 +94,16 @@ def folder_split(root: str, n: int, seed: int, overwrite: bool = False) -> str:
 
 
 def main():
-  parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
   parser.add_argument('--list', default='', help='full training list (image [label] per line)')
-  parser.add_argument('--folder', default='', help='a folder dataset (data.name=folder): writes its splits/labeled.txt')
+  parser.add_argument('--folder', default='',
+                      help='a folder dataset (data.name=folder): writes its splits/labeled.txt')
   parser.add_argument('--labeled', type=int, required=True)
   parser.add_argument('--seed', type=int, default=0)
   parser.add_argument('--out', default='')
-  parser.add_argument('--root', default='', help='dataset root: read labels for a class-balanced draw')
+  parser.add_argument('--root', default='',
+                      help='dataset root: read labels for a class-balanced draw')
   parser.add_argument('--num_classes', type=int, default=0)
   parser.add_argument('--overwrite', action='store_true')
   args = parser.parse_args()

@@ -26,19 +26,28 @@ def main(argv):
   config = _CONFIG.value
   settings = hvl.model_config(config)
   cfg = registry.clip_config(settings.clip, settings.backbone)
-  abstract_clip = clip_weights.CLIP(cfg, None, clip_weights.HashTokenizer(cfg.vocab_size, cfg.context_length))
+  abstract_clip = clip_weights.CLIP(cfg, None,
+                                    clip_weights.HashTokenizer(cfg.vocab_size, cfg.context_length))
   model, _ = hvl.build_model(config, datasets.class_names(config), abstract_clip)
   size = config.data.crop_size
   shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, size, size, 3)),
                           jnp.ones((1, config.data.num_classes)))['params']
-  # The reference encoder E_I^0 is a copy of the backbone (not built by a forward pass with s_k given).
+  # The reference encoder E_I^0 is a copy of the backbone (not built by a forward pass with s_k
+  # given).
   rows = state_lib.parameter_counts(dict(shapes, reference_encoder=shapes['backbone']))
   total = sum(rows.values())
-  print(f'HVL parameters, config {config.data.name} {config.data.split}, K={config.data.num_classes}, '
-        f'backbone {settings.backbone} (width {cfg.vision.width} x {cfg.vision.layers})')
+  print(
+      f'HVL parameters, config {config.data.name} {config.data.split}, '
+      f'K={config.data.num_classes}, '
+      f''
+      f''
+      f''
+      f''
+      f'backbone {settings.backbone} (width {cfg.vision.width} x {cfg.vision.layers})')
   print(f'| {"component":34s} | {"parameters":>13s} |')
   print(f'|{"-" * 36}|{"-" * 15}|')
-  for name, n in list(rows.items()) + [('total', total), ('trainable', total - sum(rows[r] for r in FROZEN_ROWS))]:
+  for name, n in list(rows.items()) + [('total', total),
+                                       ('trainable', total - sum(rows[r] for r in FROZEN_ROWS))]:
     print(f'| {name:34s} | {n:13,d} |')
 
 

@@ -40,7 +40,8 @@ def define_flags():
   flags.DEFINE_bool('print_commands', False, 'Print one training command per seed and exit.')
   flags.DEFINE_bool('collect', False, 'Only summarise the runs that finished.')
   flags.DEFINE_string('result', 'eval_final.json', "Each seed's result file that is summarised.")
-  flags.DEFINE_string('key', 'miou', 'The entry of the result file that is summarised (a fraction).')
+  flags.DEFINE_string('key', 'miou',
+                      'The entry of the result file that is summarised (a fraction).')
   flags.mark_flags_as_required(['config', 'workdir'])
 
 
@@ -57,7 +58,8 @@ def summarize(results: Dict[int, float]) -> Dict[str, float]:
               min=float(values.min()), max=float(values.max()))
 
 
-def collect(workdir: str, seeds: List[int], result: str = 'eval_final.json', key: str = 'miou') -> Dict[int, float]:
+def collect(workdir: str, seeds: List[int], result: str = 'eval_final.json',
+            key: str = 'miou') -> Dict[int, float]:
   """{seed: value of `key` in the seed's `result` file}, for the seeds whose file exists."""
   found = {}
   for s in seeds:
@@ -85,11 +87,16 @@ def main(argv):
   config = FLAGS.config
   if FLAGS.print_commands:
     config_file = config_flags.get_config_filename(flags.FLAGS['config'])
-    overrides = [f'--config.{k}={v}' for k, v in config_flags.get_override_values(flags.FLAGS['config']).items()
-                 if k != 'seed']
+    overrides = [
+        f'--config.{k}={v}'
+        for k, v in config_flags.get_override_values(flags.FLAGS['config']).items()
+        if k != 'seed'
+    ]
     for s in seeds:
-      cmd = ['python', '-m', 'hvl_jax.main', '--config', config_file, '--workdir', seed_workdir(workdir, s),
-             f'--config.seed={s}'] + overrides
+      cmd = [
+          'python', '-m', 'hvl_jax.main', '--config', config_file, '--workdir',
+          seed_workdir(workdir, s), f'--config.seed={s}'
+      ] + overrides
       print(' '.join(shlex.quote(c) for c in cmd))
     return
   if not FLAGS.collect:
@@ -110,9 +117,11 @@ def main(argv):
   with open(summary_path(workdir, FLAGS.result, FLAGS.key), 'w') as f:
     json.dump(summary, f, indent=2)
   per_seed = ', '.join(f'{k}: {100 * v:.2f}' for k, v in summary['per_seed'].items())
-  print(f'{FLAGS.key} of {FLAGS.result} over {len(results)} seed(s) [{per_seed}]: median {100 * summary["median"]:.2f}, '
-        f'mean {100 * summary["mean"]:.2f} ± {100 * summary["std"]:.2f} (std), '
-        f'range {100 * summary["min"]:.2f}-{100 * summary["max"]:.2f}', flush=True)
+  print(
+      f'{FLAGS.key} of {FLAGS.result} over {len(results)} seed(s) [{per_seed}]: median '
+      f'{100 * summary["median"]:.2f}, '
+      f'mean {100 * summary["mean"]:.2f} ± {100 * summary["std"]:.2f} (std), '
+      f'range {100 * summary["min"]:.2f}-{100 * summary["max"]:.2f}', flush=True)
   missing = sorted(set(seeds) - set(results))
   if missing:
     print(f'not finished: seeds {missing}', flush=True)

@@ -7,7 +7,8 @@ without a label or outside splits/labeled.txt, a split list's unlabeled images, 
 unlabeled scenes) is predicted under the evaluation geometry, and scored:
   entropy          the mean over its pixels of the entropy (nats) of the class probabilities;
   below_threshold  the share of its pixels whose top class probability is below the pseudo-label
-                   threshold (loss.consistency.conf_threshold): the pixels the unlabeled loss ignores.
+                   threshold (loss.consistency.conf_threshold): the pixels the unlabeled loss
+                   ignores.
 The `--count` highest are printed with their scores and written to
 `<workdir>/suggested_labels.txt` in `splits/labeled.txt` form (image paths relative to
 images/train/ for a folder dataset; for the small world, the scenes' indices in the pool, which
@@ -82,16 +83,23 @@ def main(argv):
       raise DataError('the config has no unlabeled photos to rank (data: an empty unlabeled pool)')
   except (DataError, FileNotFoundError, ValueError) as e:
     raise SystemExit(f'error: {e}') from None
-  score = mean_entropy if flags.FLAGS.score == 'entropy' else share_below(seg.config.loss.consistency.conf_threshold)
+  score = mean_entropy if flags.FLAGS.score == 'entropy' else share_below(
+      seg.config.loss.consistency.conf_threshold)
   ranking = rank(seg, pool, score)
   top = ranking[:flags.FLAGS.count]
-  print(f'The {len(top)} most uncertain of {len(ranking)} unlabeled photos ({SCORES[flags.FLAGS.score]}):')
+  print(
+      f'The {len(top)} most uncertain of {len(ranking)} unlabeled photos '
+      f'({SCORES[flags.FLAGS.score]}):'
+  )
   for i, r in enumerate(top, 1):
     print(f'{i:4d}  {r["score"]:.4f}  {r["image"]}')
   workdir = flags.FLAGS.workdir
   storage.write_text(storage.join(workdir, PICKS), ''.join(f'{r["image"]}\n' for r in top))
-  storage.write_text(storage.join(workdir, RANKING), json.dumps(
-      dict(score=SCORES[flags.FLAGS.score], pool=len(ranking), checkpoint=seg.checkpoint, ranking=ranking), indent=1))
+  storage.write_text(
+      storage.join(workdir, RANKING),
+      json.dumps(
+          dict(score=SCORES[flags.FLAGS.score], pool=len(ranking), checkpoint=seg.checkpoint,
+               ranking=ranking), indent=1))
   print(f'wrote {storage.join(workdir, PICKS)} and {RANKING}')
 
 

@@ -56,8 +56,10 @@ class Checkpointer:
     storage.probe(self.directory, self.timeout_s)
     return storage.bounded(fn, self.timeout_s, where)
 
-  def restore(self, abstract_state, data_iterator=None, step: Optional[int] = None) -> Tuple[Any, int]:
-    """Restores `step` (default: newest readable). Returns (state, step); raises if none is readable."""
+  def restore(self, abstract_state, data_iterator=None,
+              step: Optional[int] = None) -> Tuple[Any, int]:
+    """Restores `step` (default: newest readable). Returns (state, step); raises if none is
+    readable."""
 
     def read(s):
       items = {'state': ocp.args.StandardRestore(abstract_state)}
@@ -81,7 +83,8 @@ class Checkpointer:
     return self.newest_readable(read, step)
 
   def newest_readable(self, read: Callable[[int], Any], step: Optional[int]) -> Tuple[Any, int]:
-    """(read(s), s) for `step`, or the newest step that `read` can read; raises if none is readable."""
+    """(read(s), s) for `step`, or the newest step that `read` can read; raises if none is
+    readable."""
     candidates = [step] if step is not None else self.steps()[::-1]
     if not candidates:
       raise CheckpointError(f'{self.directory}: no checkpoint found')
@@ -90,8 +93,11 @@ class Checkpointer:
       try:
         restored = read(s)
         if errors:
-          logging.warning('Restored checkpoint step %d instead of the newest: %s', s, '; '.join(errors))
-          print(f'WARNING: newest checkpoint unreadable, fell back to step {s}: {"; ".join(errors)}', flush=True)
+          logging.warning('Restored checkpoint step %d instead of the newest: %s', s,
+                          '; '.join(errors))
+          print(
+              f'WARNING: newest checkpoint unreadable, fell back to step {s}: {"; ".join(errors)}',
+              flush=True)
         return restored, s
       except Exception as e:  # pylint: disable=broad-except
         errors.append(f'step {s} in {self.directory}: {type(e).__name__}: {e}'[:500])

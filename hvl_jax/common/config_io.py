@@ -31,7 +31,8 @@ def tuples(value: Any) -> Any:
 def read(path: str) -> ml_collections.ConfigDict:
   """The config written by `write`; a missing or unreadable file is an error naming the file."""
   if not storage.is_file(path):
-    raise FileNotFoundError(f'{path}: no such config (a workdir holds {TRAINING_CONFIG} once training has started)')
+    raise FileNotFoundError(
+        f'{path}: no such config (a workdir holds {TRAINING_CONFIG} once training has started)')
   try:
     tree = json.loads(storage.read_text(path))
   except (OSError, json.JSONDecodeError) as e:

@@ -42,7 +42,8 @@ def frozen_keys(model: hvl.HVL) -> Tuple[str, ...]:
 def split_params(params, model: hvl.HVL):
   """(trainable, frozen) top-level subtrees of the full parameter dict of `model`."""
   keys = frozen_keys(model)
-  return ({k: v for k, v in params.items() if k not in keys}, {k: v for k, v in params.items() if k in keys})
+  return ({k: v for k, v in params.items() if k not in keys},
+          {k: v for k, v in params.items() if k in keys})
 
 
 def create_state(config, model, clip, tx_fn, image_size: int) -> TrainState:
@@ -76,8 +77,10 @@ def restore_params(config, model, clip, checkpoint: str):
   if (directory / 'state').is_dir():
     directory, step = directory.parent, int(directory.name)
   if not directory.is_dir():
-    raise CheckpointError(f'{checkpoint}: no such checkpoint directory (pass --checkpoint or train first)')
-  shapes = jax.eval_shape(lambda: hvl.init_params(model, clip, jax.random.PRNGKey(0), config.data.crop_size))
+    raise CheckpointError(
+        f'{checkpoint}: no such checkpoint directory (pass --checkpoint or train first)')
+  shapes = jax.eval_shape(
+      lambda: hvl.init_params(model, clip, jax.random.PRNGKey(0), config.data.crop_size))
   trainable, frozen = split_params(shapes, model)
   teacher = 'ema_params' if config.loss.consistency.ema_decay > 0 else 'params'
   parts, step = ckpt_lib.Checkpointer(directory, async_save=False).restore_parts(
@@ -97,7 +100,8 @@ def parameter_counts(params) -> Dict[str, int]:
       'text encoder E_T (frozen)': count(params['text_encoder']),
       'prompt (learnable tokens)': count(htqg.get('prompt', {})),
       'HTQG (level MLPs + Phi)': count({k: v for k, v in htqg.items() if k != 'prompt'}),
-      'pixel decoder (MSDeformAttn)': count({k: v for k, v in pd.items() if not k.startswith('ptrm_')}),
+      'pixel decoder (MSDeformAttn)': count(
+          {k: v for k, v in pd.items() if not k.startswith('ptrm_')}),
       'PTRM': count({k: v for k, v in pd.items() if k.startswith('ptrm_')}),
       'DQTD (transformer decoder)': count(params['decoder']),
       'reference encoder E_I^0 (frozen)': count(params['reference_encoder']),

@@ -8,7 +8,8 @@ from hvl_jax.data.device_augment import StrongViewConfig
 
 @dataclasses.dataclass(frozen=True)
 class TFDSConfig:
-  """`data.tfds`: any TFDS dataset with an image and a segmentation-mask feature (data.name='tfds')."""
+  """`data.tfds`: any TFDS dataset with an image and a segmentation-mask feature
+  (data.name='tfds')."""
   name: str = ''
   data_dir: str = ''
   labeled_split: str = 'train[:92]'

@@ -53,7 +53,8 @@ SPECS: Dict[str, DatasetSpec] = {
 
 def spec(name: str) -> DatasetSpec:
   if name not in SPECS:
-    raise ValueError(f'unknown dataset {name!r}; valid: {sorted(SPECS) + ["folder", "synthetic", "tfds"]}')
+    raise ValueError(
+        f'unknown dataset {name!r}; valid: {sorted(SPECS) + ["folder", "synthetic", "tfds"]}')
   return SPECS[name]
 
 
@@ -66,7 +67,8 @@ def class_names(config) -> Tuple[str, ...]:
   k = config.data.num_classes
   if config.data.class_names:
     if len(config.data.class_names) != k:
-      raise DataError(f'data.class_names has {len(config.data.class_names)} names, data.num_classes={k}')
+      raise DataError(
+          f'data.class_names has {len(config.data.class_names)} names, data.num_classes={k}')
     return tuple(config.data.class_names)
   if config.data.name == 'synthetic':
     return synthetic.CLASS_NAMES[:k]
@@ -80,7 +82,8 @@ def class_names(config) -> Tuple[str, ...]:
   except (OSError, KeyError, json.JSONDecodeError) as e:
     raise DataError(f'{path}: cannot read class names for {config.data.name!r} ({e})') from e
   if len(names) != k:
-    raise DataError(f'{path}: {len(names)} class names for {config.data.name!r} but data.num_classes={k}')
+    raise DataError(
+        f'{path}: {len(names)} class names for {config.data.name!r} but data.num_classes={k}')
   return tuple(names)
 
 
@@ -92,18 +95,21 @@ def resolved(config):
   if data.name != 'folder' or data.class_names:
     return config
   if not data.root or not storage.is_dir(data.root):
-    raise DataError(f'data.root={data.root!r}: dataset folder not found (set --config.data.root to the folder '
-                    f'holding {folder.CLASSES}, images/ and labels/)')
+    raise DataError(
+        f'data.root={data.root!r}: dataset folder not found (set --config.data.root to the folder '
+        f'holding {folder.CLASSES}, images/ and labels/)')
   names = folder.read_classes(data.root)
   if data.num_classes and data.num_classes != len(names):
-    raise DataError(f'{os.path.join(data.root, folder.CLASSES)}: {len(names)} classes but data.num_classes='
-                    f'{data.num_classes} (leave it 0 to take the file\'s)')
+    raise DataError(
+        f'{os.path.join(data.root, folder.CLASSES)}: {len(names)} classes but data.num_classes='
+        f'{data.num_classes} (leave it 0 to take the file\'s)')
   background = folder.normalised(data.background_name)
   out = config.copy_and_resolve_references()
   with out.unlocked():
     out.data.class_names = names
     out.data.num_classes = len(names)
-    out.data.background_classes = tuple(k for k, n in enumerate(names) if background and folder.normalised(n) == background)
+    out.data.background_classes = tuple(
+        k for k, n in enumerate(names) if background and folder.normalised(n) == background)
   return out
 
 
@@ -131,8 +137,9 @@ class TFDSSource:
   (H, W[, 1]) of class ids (255 = ignore) works; `image_key` / `label_key` name them.
   """
 
-  def __init__(self, name: str, split: str, data_dir: str, num_classes: int, image_key: str = 'image',
-               label_key: str = 'segmentation_mask', with_labels: bool = True):
+  def __init__(self, name: str, split: str, data_dir: str, num_classes: int,
+               image_key: str = 'image', label_key: str = 'segmentation_mask',
+               with_labels: bool = True):
     import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
     self.where = f'tfds:{name}[{split}] in {data_dir or "the default data_dir"}'
     try:
@@ -153,7 +160,10 @@ class TFDSSource:
         raise DataError(f'{where}: no feature {key!r}; features: {sorted(example)}')
     image = np.asarray(example[self.image_key])
     if image.ndim != 3 or image.shape[-1] != 3 or image.dtype != np.uint8:
-      raise DataError(f'{where}: feature {self.image_key!r} is {image.dtype} {image.shape}, expected (H, W, 3) uint8')
+      raise DataError(
+          f'{where}: feature {self.image_key!r} is {image.dtype} {image.shape}, expected (H, W, 3) '
+          f'uint8'
+      )
     record = dict(image=image, name=f'{index:08d}')
     if self.with_labels:
       label = np.asarray(example[self.label_key])
@@ -171,29 +181,35 @@ def make_sources(config) -> Dict[str, object]:
   data = config.data
   if data.name == 'tfds':
     t = data.tfds
-    mk = lambda split, labels: TFDSSource(t.name, split, t.data_dir, data.num_classes, t.image_key, t.label_key,
-                                          labels)
+    mk = lambda split, labels: TFDSSource(t.name, split, t.data_dir, data.num_classes, t.image_key,
+                                          t.label_key, labels)
     return dict(labeled=mk(t.labeled_split, True), unlabeled=mk(t.unlabeled_split, False),
                 val=mk(t.val_split, True))
   if data.name == 'folder':
     return folder.make_sources(data.root, resolved(config).data.num_classes)
   if data.name == 'synthetic':
-    mk = lambda split, n, scenes=None: synthetic.SyntheticSource(split, n, data.synthetic_size, data.num_classes,
-                                                                data.synthetic_seed, scenes)
+    mk = lambda split, n, scenes=None: synthetic.SyntheticSource(
+        split, n, data.synthetic_size, data.num_classes, data.synthetic_seed, scenes)
     also = sorted(set(data.synthetic_also_labeled))
     if also and not 0 <= also[0] <= also[-1] < data.synthetic_unlabeled:
-      raise DataError(f'data.synthetic_also_labeled: indices must be in [0, data.synthetic_unlabeled='
-                      f'{data.synthetic_unlabeled}), got {[i for i in also if not 0 <= i < data.synthetic_unlabeled]}')
-    labeled = [('labeled', i) for i in range(data.synthetic_labeled)] + [('unlabeled', i) for i in also]
+      raise DataError(
+          f'data.synthetic_also_labeled: indices must be in [0, data.synthetic_unlabeled='
+          f'{data.synthetic_unlabeled}), got '
+          f'{[i for i in also if not 0 <= i < data.synthetic_unlabeled]}'
+      )
+    labeled = [('labeled', i) for i in range(data.synthetic_labeled)
+              ] + [('unlabeled', i) for i in also]
     taken = set(also)
     pool = [('unlabeled', i) for i in range(data.synthetic_unlabeled) if i not in taken]
     return dict(labeled=mk('labeled', 0, labeled), unlabeled=mk('unlabeled', 0, pool),
                 val=mk('val', data.synthetic_val))
   s = spec(data.name)
   if not data.root or not storage.is_dir(data.root):
-    raise DataError(f'data.root={data.root!r}: dataset root directory not found (set --config.data.root)')
+    raise DataError(
+        f'data.root={data.root!r}: dataset root directory not found (set --config.data.root)')
   if s.num_classes != data.num_classes:
-    raise DataError(f'data.num_classes={data.num_classes} but {data.name} has {s.num_classes} classes')
+    raise DataError(
+        f'data.num_classes={data.num_classes} but {data.name} has {s.num_classes} classes')
   split_dir = os.path.join(splits_dir(config), s.folder, data.split)
   labeled = read_split_list(os.path.join(split_dir, 'labeled.txt'), need_labels=True)
   unlabeled_list = os.path.join(split_dir, 'unlabeled.txt')

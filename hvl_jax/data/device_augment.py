@@ -1,4 +1,5 @@
-"""UniMatch's strong views made on the accelerator, inside the train step (data.strong_view.where='device').
+"""UniMatch's strong views made on the accelerator, inside the train step
+(data.strong_view.where='device').
 
 The host ships one geometric (weak) view per unlabeled image; the step draws, per image and from
 its own RNG, what `transforms.strong_photometric` and `transforms.cutmix_box` draw on the host, from
@@ -57,13 +58,13 @@ def draw(key, size: int, cfg: StrongViewConfig) -> Dict[str, jax.Array]:
   keys = jax.random.split(key, 10)
   b, c, s, h = cfg.color_jitter
   u = lambda k, lo, hi: jax.random.uniform(k, (), jnp.float32, lo, hi)
-  return dict(
-      jitter=jax.random.uniform(keys[0]) < cfg.color_jitter_p,
-      brightness=u(keys[1], 1 - b, 1 + b), contrast=u(keys[2], 1 - c, 1 + c), saturation=u(keys[3], 1 - s, 1 + s),
-      hue_shift=jnp.round(u(keys[4], -h, h) * 180),
-      gray=jax.random.uniform(keys[5]) < cfg.grayscale_p,
-      blur=jax.random.uniform(keys[6]) < cfg.blur_p, sigma=u(keys[7], 0.1, MAX_SIGMA),
-      box=jax.random.uniform(keys[8]) < cfg.cutmix_p, **dict(zip(('x', 'y', 'w', 'h'), box_at(keys[9], size))))
+  return dict(jitter=jax.random.uniform(keys[0]) < cfg.color_jitter_p,
+              brightness=u(keys[1], 1 - b, 1 + b), contrast=u(keys[2], 1 - c, 1 + c),
+              saturation=u(keys[3], 1 - s, 1 + s), hue_shift=jnp.round(u(keys[4], -h, h) * 180),
+              gray=jax.random.uniform(keys[5]) < cfg.grayscale_p, blur=jax.random.uniform(keys[6])
+              < cfg.blur_p, sigma=u(keys[7], 0.1,
+                                    MAX_SIGMA), box=jax.random.uniform(keys[8]) < cfg.cutmix_p,
+              **dict(zip(('x', 'y', 'w', 'h'), box_at(keys[9], size))))
 
 
 def box_at(key, size: int):
@@ -78,7 +79,8 @@ def box_at(key, size: int):
   x, y = jax.random.randint(kx, n, 0, size), jax.random.randint(ky, n, 0, size)
   fits = (x + w <= size) & (y + h <= size)
   first = jnp.argmax(fits)
-  return x[first], y[first], jnp.where(fits[first], w[first], 0), jnp.where(fits[first], h[first], 0)
+  return x[first], y[first], jnp.where(fits[first], w[first],
+                                       0), jnp.where(fits[first], h[first], 0)
 
 
 def gray(x):
@@ -97,7 +99,9 @@ def rgb_to_hsv(x):
   v, lo = x.max(-1), x.min(-1)
   delta = v - lo
   safe = jnp.where(delta > 0, delta, 1.0)
-  hue = jnp.where(v == r, (g - b) / safe, jnp.where(v == g, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe)) / 6.0
+  hue = jnp.where(v == r,
+                  (g - b) / safe, jnp.where(v == g, 2.0 + (b - r) / safe, 4.0 +
+                                            (r - g) / safe)) / 6.0
   hue = jnp.where(delta > 0, hue % 1.0, 0.0)
   return hue, jnp.where(v > 0, delta / jnp.where(v > 0, v, 1.0), 0.0), v
 

@@ -25,11 +25,13 @@ from hvl_jax.common import storage
 from hvl_jax.common.constants import IGNORE_INDEX
 from hvl_jax.common.errors import DataError
 
-IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.gif', '.ppm', '.pgm')
+IMAGE_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.bmp', '.webp', '.tif', '.tiff', '.gif', '.ppm',
+                    '.pgm')
 LABEL_MODES = ('P', 'L', '1', 'I;16', 'I;16L', 'I;16B', 'I')
 SIXTEEN_BIT = ('I;16', 'I;16L', 'I;16B', 'I')
-COLOUR_MASK_FIX = ('convert colour masks to index PNGs with `python -m tools.colour_masks --colours colours.txt '
-                   '--input <masks> --output <labels>`')
+COLOUR_MASK_FIX = (
+    'convert colour masks to index PNGs with `python -m tools.colour_masks --colours colours.txt '
+    '--input <masks> --output <labels>`')
 
 
 def identity_labels(label: np.ndarray) -> np.ndarray:
@@ -100,11 +102,14 @@ def read_label(path: str) -> np.ndarray:
   """(H, W) label ids as stored (uint8, or int64 for 16-bit files), before any remapping."""
   with open_file(path, 'label') as im:
     if im.mode in ('RGB', 'RGBA'):
-      raise DataError(f'{path}: label is an {im.mode} colour image; expected an index PNG (one class id per pixel, '
-                      f'255 = ignore): {COLOUR_MASK_FIX}')
+      raise DataError(
+          f'{path}: label is an {im.mode} colour image; expected an index PNG (one class id per '
+          f'pixel, '
+          f'255 = ignore): {COLOUR_MASK_FIX}')
     if im.mode not in LABEL_MODES:
-      raise DataError(f'{path}: label of mode {im.mode}; expected an 8-bit palette, 8-bit grayscale or 16-bit '
-                      'grayscale index PNG')
+      raise DataError(
+          f'{path}: label of mode {im.mode}; expected an 8-bit palette, 8-bit grayscale or 16-bit '
+          'grayscale index PNG')
     label = np.asarray(im)
   if label.dtype == bool:
     label = label.astype(np.uint8)
@@ -112,8 +117,9 @@ def read_label(path: str) -> np.ndarray:
     label = label.astype(np.int64)
     if label.max(initial=0) > IGNORE_INDEX or label.min(initial=0) < 0:
       big = sorted(set(np.unique(label[(label > IGNORE_INDEX) | (label < 0)]).tolist()))[:8]
-      raise DataError(f'{path}: label values {big} do not fit 8 bits; class ids are 0..K-1 and {IGNORE_INDEX} '
-                      '(ignore)')
+      raise DataError(
+          f'{path}: label values {big} do not fit 8 bits; class ids are 0..K-1 and {IGNORE_INDEX} '
+          '(ignore)')
   return label
 
 
@@ -125,21 +131,25 @@ def check_label(label: np.ndarray, num_classes: int, image_shape, where: str) ->
   bad = (label >= num_classes) & (label != IGNORE_INDEX)
   if bad.any():
     values = sorted(set(np.unique(label[bad]).tolist()))[:8]
-    raise DataError(f'{where}: label values {values} outside [0, {num_classes}) and not {IGNORE_INDEX}')
+    raise DataError(
+        f'{where}: label values {values} outside [0, {num_classes}) and not {IGNORE_INDEX}')
   return label.astype(np.uint8)
 
 
 def check_orientation(image_path: str, image_shape, label_path: str, label_shape):
   """One line naming both files when the label fits the photo only as stored, before its EXIF
   rotation (the label was drawn on, or saved from, the un-rotated pixels)."""
-  if tuple(label_shape) == tuple(image_shape[:2]) or tuple(label_shape) != tuple(image_shape[:2])[::-1]:
+  if tuple(label_shape) == tuple(image_shape[:2]) or tuple(label_shape) != tuple(
+      image_shape[:2])[::-1]:
     return
   with open_file(image_path, 'image') as im:
     orientation = exif_orientation(im)
   if orientation in (5, 6, 7, 8):     # the rotations by 90 degrees
-    raise DataError(f'{label_path} is {label_shape[1]}x{label_shape[0]}, its image {image_path} is '
-                    f'{image_shape[1]}x{image_shape[0]} once turned upright by its EXIF orientation ({orientation}): '
-                    'save the label in the upright orientation, or save the image without the EXIF rotation')
+    raise DataError(
+        f'{label_path} is {label_shape[1]}x{label_shape[0]}, its image {image_path} is '
+        f'{image_shape[1]}x{image_shape[0]} once turned upright by its EXIF orientation '
+        f'({orientation}): '
+        'save the label in the upright orientation, or save the image without the EXIF rotation')
 
 
 def load_label(path: str, num_classes: int, remap, image_path: str, image_shape) -> np.ndarray:
@@ -170,8 +180,8 @@ class FileSource:
     image = read_image(image_path)
     record = dict(image=image, name=os.path.splitext(os.path.basename(image_rel))[0])
     if self.with_labels:
-      record['label'] = load_label(os.path.join(self.root, label_rel), self.num_classes, self.remap, image_path,
-                                   image.shape)
+      record['label'] = load_label(os.path.join(self.root, label_rel), self.num_classes, self.remap,
+                                   image_path, image.shape)
     return record
 
   def label_fingerprint(self) -> str:

@@ -38,7 +38,8 @@ def read_classes(root: str) -> Tuple[str, ...]:
 def read_class_file(path: str) -> Tuple[str, ...]:
   """The class names of a classes.txt, in label order; empty or repeated names are refused."""
   if not storage.is_file(path):
-    raise DataError(f'{path}: not found; write one class name per line, in label order (line 1 is label 0)')
+    raise DataError(
+        f'{path}: not found; write one class name per line, in label order (line 1 is label 0)')
   lines = [line.strip() for line in storage.read_text(path).splitlines()]
   while lines and not lines[-1]:
     lines.pop()
@@ -48,13 +49,17 @@ def read_class_file(path: str) -> Tuple[str, ...]:
       raise DataError(f'{path}:{number}: empty class name; every line up to the last names a class '
                       f'(label {number - 1})')
     if normalised(name) in first:
-      raise DataError(f'{path}:{number}: class name {name!r} repeats line {first[normalised(name)]}; '
-                      'each class needs its own name')
+      raise DataError(
+          f'{path}:{number}: class name {name!r} repeats line {first[normalised(name)]}; '
+          'each class needs its own name')
     first[normalised(name)] = number
   if not lines:
     raise DataError(f'{path}: no class names')
   if len(lines) > IGNORE_INDEX:
-    raise DataError(f'{path}: {len(lines)} classes; at most {IGNORE_INDEX} fit 8-bit labels ({IGNORE_INDEX} = ignore)')
+    raise DataError(
+        f'{path}: {len(lines)} classes; at most {IGNORE_INDEX} fit 8-bit labels ({IGNORE_INDEX} = '
+        f'ignore)'
+    )
   return tuple(lines)
 
 
@@ -76,10 +81,15 @@ def stems(root: str, folder: str, extensions) -> Dict[str, str]:
     path = os.path.join(root, folder, rel)
     if ext.lower() not in extensions:
       if folder.startswith('labels'):
-        raise DataError(f'{path}: not a PNG; labels are index PNGs at their image\'s path with the extension .png')
-      raise DataError(f'{path}: not an image file ({", ".join(extensions)}); move it out of {folder}/')
+        raise DataError(
+            f'{path}: not a PNG; labels are index PNGs at their image\'s path with the extension '
+            f'.png'
+        )
+      raise DataError(
+          f'{path}: not an image file ({", ".join(extensions)}); move it out of {folder}/')
     if stem in out:
-      raise DataError(f'{path} and {os.path.join(root, folder, out[stem])}: two files of one name; keep one')
+      raise DataError(
+          f'{path} and {os.path.join(root, folder, out[stem])}: two files of one name; keep one')
     out[stem] = rel
   return out
 
@@ -92,14 +102,17 @@ def split_pairs(root: str, split: str) -> Tuple[List[Entry], List[Entry]]:
   images = stems(root, f'images/{split}', files.IMAGE_EXTENSIONS)
   if not images:
     raise DataError(f'{image_dir}: no images')
-  labels = stems(root, f'labels/{split}', ('.png',)) if storage.is_dir(os.path.join(root, 'labels', split)) else {}
+  labels = stems(root, f'labels/{split}',
+                 ('.png',)) if storage.is_dir(os.path.join(root, 'labels', split)) else {}
   for stem, rel in labels.items():
     if stem not in images:
       raise DataError(f'{os.path.join(root, "labels", split, rel)}: a label with no image '
                       f'(no images/{split}/{stem}.*); remove it or add its image')
-  labeled = [(f'images/{split}/{rel}', f'labels/{split}/{labels[stem]}') for stem, rel in images.items()
+  labeled = [(f'images/{split}/{rel}', f'labels/{split}/{labels[stem]}')
+             for stem, rel in images.items()
              if stem in labels]
-  unlabeled = [(f'images/{split}/{rel}', None) for stem, rel in images.items() if stem not in labels]
+  unlabeled = [(f'images/{split}/{rel}', None) for stem, rel in images.items() if stem not in labels
+              ]
   return labeled, unlabeled
 
 
@@ -128,8 +141,9 @@ def make_sources(root: str, num_classes: int) -> Dict[str, files.FileSource]:
     raise DataError(f'data.root={root!r}: dataset folder not found (set --config.data.root)')
   names = read_classes(root)
   if len(names) != num_classes:
-    raise DataError(f'{os.path.join(root, CLASSES)}: {len(names)} classes but data.num_classes={num_classes} '
-                    '(leave it 0 to take the file\'s)')
+    raise DataError(
+        f'{os.path.join(root, CLASSES)}: {len(names)} classes but data.num_classes={num_classes} '
+        '(leave it 0 to take the file\'s)')
   labeled, unlabeled = split_pairs(root, 'train')
   if storage.is_file(os.path.join(root, LABELED_LIST)):
     chosen = read_labeled_list(root, labeled)

@@ -17,7 +17,8 @@ from hvl_jax.common import storage
 
 
 def class_statistics(source, num_classes: int, ignore: int = 255) -> Dict[str, list]:
-  """Per-class pixel counts and, per class, [image index, pixels of the class] of the images holding it."""
+  """Per-class pixel counts and, per class, [image index, pixels of the class] of the images holding
+  it."""
   counts = np.zeros(num_classes, np.int64)
   images: List[List[List[int]]] = [[] for _ in range(num_classes)]
   for i in range(len(source)):
@@ -37,7 +38,8 @@ def cache_key(source, split: str, num_classes: int) -> str:
   return h.hexdigest()
 
 
-def cached_statistics(source, num_classes: int, key: str, folders: Sequence[Optional[str]]) -> Dict[str, list]:
+def cached_statistics(source, num_classes: int, key: str,
+                      folders: Sequence[Optional[str]]) -> Dict[str, list]:
   """Statistics from `<folder>/class_stats_<key>.json` of the first folder holding it; else
   computed and written (atomically) to the first writable folder."""
   name = f'class_stats_{key[:16]}.json'

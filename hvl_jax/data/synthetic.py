@@ -17,10 +17,11 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-CLASS_NAMES = ('background', 'disk', 'square', 'triangle', 'striped ellipse', 'ring', 'checkered diamond',
-               'cross', 'star')
+CLASS_NAMES = ('background', 'disk', 'square', 'triangle', 'striped ellipse', 'ring',
+               'checkered diamond', 'cross', 'star')
 CLASS_COLOURS = np.asarray([(0, 0, 0), (220, 60, 50), (60, 200, 70), (70, 90, 230), (230, 210, 60),
-                            (200, 70, 210), (60, 210, 220), (240, 140, 40), (235, 235, 235)], np.float64)
+                            (200, 70, 210), (60, 210, 220), (240, 140, 40), (235, 235, 235)],
+                           np.float64)
 COLOUR_NAMES = ('black', 'red', 'green', 'blue', 'yellow', 'purple', 'cyan', 'orange', 'white')
 SIZE_NAMES = ('small', 'large')
 LARGE_RADIUS = 0.2          # objects of radius >= 0.2 x the image size are 'large'
@@ -80,8 +81,10 @@ def _shape_mask(kind: int, size: int, cx: float, cy: float, r: float, angle: flo
 def polygon(cx: float, cy: float, radii, angle: float) -> np.ndarray:
   """Vertices at equal angles from `angle` (degrees), the i-th at radius radii[i]: (N, 2) int32."""
   step = 360 / len(radii)
-  return np.asarray([(cx + r * np.cos(np.radians(angle + i * step)), cy + r * np.sin(np.radians(angle + i * step)))
-                     for i, r in enumerate(radii)], np.int32)
+  return np.asarray([
+      (cx + r * np.cos(np.radians(angle + i * step)), cy + r * np.sin(np.radians(angle + i * step)))
+      for i, r in enumerate(radii)
+  ], np.int32)
 
 
 def _scene(seed: int, index: int, size: int, num_classes: int):
@@ -102,11 +105,14 @@ def _scene(seed: int, index: int, size: int, num_classes: int):
     cx, cy = rng.uniform(r, size - r, 2)
     mask = _shape_mask(kind, size, cx, cy, r, rng.uniform(0, 360))
     colour = np.clip(CLASS_COLOURS[kind] + rng.normal(0, 25, 3), 0, 255)
-    image[mask] = (colour * _texture(kind, size, rng)[..., None])[mask] + rng.normal(0, 6, (mask.sum(), 3))
+    image[mask] = (colour * _texture(kind, size, rng)[..., None])[mask] + rng.normal(
+        0, 6, (mask.sum(), 3))
     label[mask] = kind
     owner[mask] = i
     drawn.append((kind, r >= LARGE_RADIUS * size))
-  objects = [SceneObject(kind, large, int((owner == i).sum())) for i, (kind, large) in enumerate(drawn)]
+  objects = [
+      SceneObject(kind, large, int((owner == i).sum())) for i, (kind, large) in enumerate(drawn)
+  ]
   return np.clip(image, 0, 255).astype(np.uint8), label, objects
 
 
@@ -136,7 +142,8 @@ def photo_of(parts: List[str]) -> str:
   return f'a photo of {listed}.'
 
 
-def make_captioned_scene(seed: int, index: int, size: int, num_classes: int) -> Tuple[np.ndarray, np.ndarray, str]:
+def make_captioned_scene(seed: int, index: int, size: int,
+                         num_classes: int) -> Tuple[np.ndarray, np.ndarray, str]:
   """`make_scene` and the scene's caption."""
   image, label, objects = _scene(seed, index, size, num_classes)
   return image, label, caption(objects)
@@ -167,7 +174,8 @@ class SyntheticSource:
     if not 0 <= index < self.length:
       raise IndexError(f'synthetic {self.split} index {index} out of range [0, {self.length})')
     split, i = self.scenes[index]
-    image, label, text = make_captioned_scene(self.seed, SPLIT_OFFSETS[split] + i, self.size, self.num_classes)
+    image, label, text = make_captioned_scene(self.seed, SPLIT_OFFSETS[split] + i, self.size,
+                                              self.num_classes)
     return dict(image=image, label=label, caption=text, name=scene_name(split, i))
 
   def label_fingerprint(self) -> str:

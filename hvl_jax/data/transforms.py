@@ -25,9 +25,11 @@ def keep_ratio_size(height: int, width: int, scale: Sequence[float]) -> Tuple[in
   return int(height * factor + 0.5), int(width * factor + 0.5)
 
 
-def rescale_size(height: int, width: int, img_scale: Sequence[int], ratio: float = 1.0) -> Tuple[int, int]:
+def rescale_size(height: int, width: int, img_scale: Sequence[int],
+                 ratio: float = 1.0) -> Tuple[int, int]:
   """mmseg's `Resize(img_scale)` at `ratio` (drawn from ratio_range in training): the keep-ratio
-  size for the scale (int(img_scale[0] * ratio), int(img_scale[1] * ratio)). (new_height, new_width)."""
+  size for the scale (int(img_scale[0] * ratio), int(img_scale[1] * ratio)). (new_height,
+  new_width)."""
   return keep_ratio_size(height, width, (int(img_scale[0] * ratio), int(img_scale[1] * ratio)))
 
 
@@ -80,7 +82,8 @@ def random_geometric(image, label, rng, crop: int, scale_range: Tuple[float, flo
   """Random rescale, pad (ignore), crop and flip. Returns image (crop, crop, 3) and label
   (crop, crop[, C]): a label of C channels (nearest-resized, each padded with ignore) carries
   several maps through one draw."""
-  image, label = resize(image, label, random_rescale_size(*image.shape[:2], rng, scale_range, img_scale))
+  image, label = resize(image, label,
+                        random_rescale_size(*image.shape[:2], rng, scale_range, img_scale))
   image, label = pad_to(image, label, crop)
   h, w = label.shape[:2]
   y, x = int(rng.integers(0, h - crop + 1)), int(rng.integers(0, w - crop + 1))
@@ -152,8 +155,8 @@ def labeled_train(record, rng, cfg) -> Dict[str, np.ndarray]:
   c = record.get('rare_class', -1)
   need = cfg.rcs_min_pixels * cfg.rcs_min_crop_ratio
   for _ in range(1 + (RARE_CLASS_CROP_TRIES if c >= 0 else 0)):
-    image, label = random_geometric(record['image'], record['label'], rng, cfg.crop_size, cfg.scale_range,
-                                    cfg.img_scale)
+    image, label = random_geometric(record['image'], record['label'], rng, cfg.crop_size,
+                                    cfg.scale_range, cfg.img_scale)
     if c < 0 or np.count_nonzero(label == c) > need:
       break
   return dict(image_l=image, label_l=label.astype(np.int32))
@@ -178,6 +181,8 @@ def unlabeled_train(record, rng, cfg) -> Dict[str, np.ndarray]:
     out['label_u'] = tracked[..., 1].astype(np.int32)
   strong = cfg.strong_view
   if strong.where == 'host':
-    out.update(image_s1=strong_photometric(weak, rng, strong), box1=cutmix_box(cfg.crop_size, rng, strong.cutmix_p),
-               image_s2=strong_photometric(weak, rng, strong), box2=cutmix_box(cfg.crop_size, rng, strong.cutmix_p))
+    out.update(image_s1=strong_photometric(weak, rng, strong),
+               box1=cutmix_box(cfg.crop_size, rng,
+                               strong.cutmix_p), image_s2=strong_photometric(weak, rng, strong),
+               box2=cutmix_box(cfg.crop_size, rng, strong.cutmix_p))
   return out

@@ -1,12 +1,12 @@
 """Evaluation: a predictor's class maps on a source -> confusion matrix -> mIoU.
 
 Writes `<workdir>/eval_<tag>.json` (key `miou`, a fraction, plus per-class IoU, the inference
-geometry under `inference`, and, where the network gates its class queries, the image-level
-presence precision and recall of the gating against the labels: `relevance_precision`,
-`relevance_recall`, background classes left out) and a readable per-class table
-`<workdir>/eval_<tag>.txt`. With `inference.class_names` (open-vocabulary inference,
-hvl_jax/inference/open_vocabulary.py) the classes are the names, and `miou_seen` / `miou_unseen` split
-them into the named training classes and the new ones (`evaluate_open_vocabulary`).
+geometry under `inference`, and, where the network gates its class queries, the image-level presence
+precision and recall of the gating against the labels: `relevance_precision`, `relevance_recall`,
+background classes left out) and a readable per-class table `<workdir>/eval_<tag>.txt`. With
+`inference.class_names` (open-vocabulary inference, hvl_jax/inference/open_vocabulary.py) the
+classes are the names, and `miou_seen` / `miou_unseen` split them into the named training classes
+and the new ones (`evaluate_open_vocabulary`).
 """
 import json
 import time
@@ -33,7 +33,8 @@ def process_share(n: int):
 
 
 def summed_over_processes(counts: np.ndarray) -> np.ndarray:
-  """An array of counts (a confusion matrix) of every process, summed (identity with one process)."""
+  """An array of counts (a confusion matrix) of every process, summed (identity with one
+  process)."""
   if jax.process_count() == 1:
     return counts
   return np.asarray(multihost_utils.process_allgather(counts)).sum(0)
@@ -71,11 +72,15 @@ class Progress:
       return
     self.last = now
     if done == 1:
-      print(f'eval 1/{self.total} images (compiling and the first image: {now - self.rate.started:.1f} s)',
-            flush=True)
-      return
-    print(f'eval {done}/{self.total} images, {self.rate.per_second(done):.2f} images/s, ETA {self.rate.eta(done)}',
+      print(
+          f'eval 1/{self.total} images (compiling and the first image: '
+          f'{now - self.rate.started:.1f} s)',
           flush=True)
+      return
+    print(
+        f'eval {done}/{self.total} images, {self.rate.per_second(done):.2f} images/s, ETA '
+        f'{self.rate.eta(done)}',
+        flush=True)
 
 
 class Evaluation(NamedTuple):
@@ -97,7 +102,8 @@ class Evaluator:
 
   def __init__(self, config, predictor, source, class_names: Sequence[str], num_samples: int = 0,
                seen: Optional[np.ndarray] = None):
-    self.config, self.predictor, self.source, self.names = config, predictor, source, list(class_names)
+    self.config, self.predictor, self.source, self.names = config, predictor, source, list(
+        class_names)
     self.num_samples, self.seen = num_samples, seen
 
   def run(self, params, workdir: Optional[str], tag: str = 'eval', extra: Optional[dict] = None,
@@ -156,7 +162,9 @@ class Evaluator:
 
 def format_table(names, per_class, miou) -> str:
   lines = [f'{"class":24s} IoU']
-  lines += [f'{n:24s} {"  n/a" if np.isnan(v) else f"{100 * v:5.1f}"}' for n, v in zip(names, per_class)]
+  lines += [
+      f'{n:24s} {"  n/a" if np.isnan(v) else f"{100 * v:5.1f}"}' for n, v in zip(names, per_class)
+  ]
   lines.append(f'{"mIoU":24s} {100 * miou:5.1f}')
   return '\n'.join(lines)
 
@@ -171,8 +179,13 @@ def evaluate_zero_shot(config, model, source, names, params, workdir: Optional[s
     return {}
   predictor = predictor_lib.Predictor.from_config(config, model, zero_shot_baseline=True)
   results = Evaluator(config, predictor, source, names, seen=seen).run(
-      params, workdir, tag='zero_shot', title='Baseline, the frozen CLIP alone (dense zero-shot)').results
-  return {f'zero_shot_{key}': results[key] for key in ('miou', 'miou_seen', 'miou_unseen') if key in results}
+      params, workdir, tag='zero_shot',
+      title='Baseline, the frozen CLIP alone (dense zero-shot)').results
+  return {
+      f'zero_shot_{key}': results[key]
+      for key in ('miou', 'miou_seen', 'miou_unseen')
+      if key in results
+  }
 
 
 def evaluate_open_vocabulary(config, model, clip, params, workdir: Optional[str]) -> dict:
@@ -194,15 +207,18 @@ def evaluate_open_vocabulary(config, model, clip, params, workdir: Optional[str]
   extra = dict(class_names=list(ov.names), seen_classes=[int(k) for k in ov.seen])
   unnamed = open_vocabulary.unnamed_training_classes(ov.seen, model.cfg.num_classes)
   if unnamed:
-    print(f'No closed-set baseline: inference.class_names leaves out training classes {unnamed}', flush=True)
+    print(f'No closed-set baseline: inference.class_names leaves out training classes {unnamed}',
+          flush=True)
   else:
     closed = open_vocabulary.Relabelled(predictor_lib.Predictor.from_config(config, model), ov.seen)
     extra['closed_set_miou_seen'] = evaluator(closed).run(
-        params, workdir, tag='closed_set', title='The network, its training classes only').results['miou_seen']
+        params, workdir, tag='closed_set',
+        title='The network, its training classes only').results['miou_seen']
   extra.update(evaluate_zero_shot(ov.config, ov.model, source, ov.names, params, workdir, ov.seen))
   predictor = predictor_lib.Predictor.from_config(ov.config, ov.model, seen=ov.seen)
-  return evaluator(predictor).run(params, workdir, tag='open_vocabulary', extra=extra,
-                                  title=f'The network, open vocabulary ({len(ov.names)} names)').results
+  return evaluator(predictor).run(
+      params, workdir, tag='open_vocabulary', extra=extra,
+      title=f'The network, open vocabulary ({len(ov.names)} names)').results
 
 
 def evaluate_checkpoint(config, workdir: str, checkpoint: Optional[str] = None):
@@ -211,7 +227,8 @@ def evaluate_checkpoint(config, workdir: str, checkpoint: Optional[str] = None):
   config = datasets.resolved(config)
   names = datasets.class_names(config)
   model, clip = hvl.build_model(config, names)
-  params, _ = state_lib.restore_params(config, model, clip, checkpoint or storage.join(workdir, 'checkpoints'))
+  params, _ = state_lib.restore_params(config, model, clip, checkpoint or
+                                       storage.join(workdir, 'checkpoints'))
   if config.inference.class_names:
     return evaluate_open_vocabulary(config, model, clip, params, workdir)
   source = datasets.make_sources(config)['val']

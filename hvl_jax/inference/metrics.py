@@ -15,7 +15,8 @@ def confusion_matrix(pred, label, num_classes: int) -> np.ndarray:
   label = np.asarray(label).astype(np.int64).ravel()
   pred = np.asarray(pred).astype(np.int64).ravel()
   valid = (label != IGNORE_INDEX) & (label >= 0) & (label < num_classes)
-  counts = np.bincount(label[valid] * num_classes + pred[valid], minlength=num_classes * num_classes)
+  counts = np.bincount(label[valid] * num_classes + pred[valid],
+                       minlength=num_classes * num_classes)
   return counts.reshape(num_classes, num_classes)
 
 

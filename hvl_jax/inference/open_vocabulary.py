@@ -36,7 +36,8 @@ def check_names(names: Sequence[str]):
 
 
 def seen_classes(names: Sequence[str], training_names: Sequence[str]) -> np.ndarray:
-  """(K',) int32: the training class of each name (the same words, case aside), -1 for a new class."""
+  """(K',) int32: the training class of each name (the same words, case aside), -1 for a new
+  class."""
   index = {folder.normalised(n): k for k, n in enumerate(training_names)}
   return np.asarray([index.get(folder.normalised(n), -1) for n in names], np.int32)
 
@@ -60,10 +61,12 @@ def build(config, clip: Optional[clip_weights.CLIP] = None) -> OpenVocabulary:
   background = {folder.normalised(training[k]) for k in config.data.background_classes}
   named = config.copy_and_resolve_references()
   with named.unlocked():
-    named.data.background_classes = tuple(j for j, n in enumerate(names) if folder.normalised(n) in background)
-  model, _ = hvl.build_model(named, names, clip, open_vocabulary=True)    # its head: data.num_classes
+    named.data.background_classes = tuple(
+        j for j, n in enumerate(names) if folder.normalised(n) in background)
+  model, _ = hvl.build_model(named, names, clip, open_vocabulary=True)  # its head: data.num_classes
   if model.cfg.queries != 'htqg':
-    raise ValueError("inference.class_names needs model.queries='htqg': random queries carry no class name")
+    raise ValueError(
+        "inference.class_names needs model.queries='htqg': random queries carry no class name")
   with named.unlocked():
     named.data.num_classes = len(names)
   return OpenVocabulary(named, model, names, seen)
@@ -102,8 +105,9 @@ class Relabelled:
     k = predictor.num_classes
     missing = unnamed_training_classes(seen, k)
     if missing:
-      raise ValueError(f'inference.class_names leaves out training classes {missing}: no closed-set '
-                       'baseline on the same labels')
+      raise ValueError(
+          f'inference.class_names leaves out training classes {missing}: no closed-set '
+          'baseline on the same labels')
     self.predictor, self.seen = predictor, seen
     self.table = np.zeros(k, np.int32)
     self.table[seen[seen >= 0]] = np.flatnonzero(seen >= 0)
@@ -116,6 +120,8 @@ class Relabelled:
 
   def predict(self, prepared, image: np.ndarray) -> predictor_lib.Prediction:
     pred = self.predictor.predict(prepared, image)
-    present = None if pred.present is None else np.where(self.seen >= 0, pred.present[self.seen], False)
+    present = None if pred.present is None else np.where(self.seen >= 0, pred.present[self.seen],
+                                                         False)
     probabilities = np.where(self.seen >= 0, pred.probabilities[..., np.maximum(self.seen, 0)], 0)
-    return predictor_lib.Prediction(self.table[pred.classes], present, probabilities.astype(np.float32))
+    return predictor_lib.Prediction(self.table[pred.classes], present,
+                                    probabilities.astype(np.float32))

@@ -26,14 +26,16 @@ def list_inputs(path: str):
   return [path]
 
 
-def predict_files(config, workdir: str, input_path: str, output_dir: str, checkpoint: Optional[str] = None):
+def predict_files(config, workdir: str, input_path: str, output_dir: str,
+                  checkpoint: Optional[str] = None):
   """Writes <output_dir>/<name>.png and <name>_overlay.jpg for each input image; returns the count.
 
   An image that cannot be read is named in one line on stderr and the others are segmented; a
   DataError at the end counts them. The first photo above inference.max_side is told of once."""
   paths = list_inputs(input_path)
   seg = segmenter.Segmenter.from_config(config, checkpoint or storage.join(workdir, 'checkpoints'))
-  storage.write_text(storage.join(output_dir, 'classes.json'), json.dumps(list(seg.class_names), indent=0))
+  storage.write_text(storage.join(output_dir, 'classes.json'),
+                     json.dumps(list(seg.class_names), indent=0))
   step, failed, told = max(1, seg.predictor.batch), [], False
   for lo in range(0, len(paths), step):
     read = []
@@ -46,10 +48,14 @@ def predict_files(config, workdir: str, input_path: str, output_dir: str, checkp
     if not told and any(seg.predictor.capped(*image.shape[:2]) for _, _, image in read):
       print(f'note: {seg.predictor.limit_note()}', flush=True)
       told = True
-    for (number, path, image), classes in zip(read, seg.segment([image for _, _, image in read]) if read else []):
-      visualize.save_prediction(classes, image, output_dir, os.path.splitext(os.path.basename(path))[0])
+    for (number, path,
+         image), classes in zip(read,
+                                seg.segment([image for _, _, image in read]) if read else []):
+      visualize.save_prediction(classes, image, output_dir,
+                                os.path.splitext(os.path.basename(path))[0])
       print(f'[{number}/{len(paths)}] {path} -> {output_dir}', flush=True)
   if failed:
-    raise DataError(f'{len(failed)} of {len(paths)} images could not be read (named above); the other '
-                    f'{len(paths) - len(failed)} are in {output_dir}')
+    raise DataError(
+        f'{len(failed)} of {len(paths)} images could not be read (named above); the other '
+        f'{len(paths) - len(failed)} are in {output_dir}')
   return len(paths)

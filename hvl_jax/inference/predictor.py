@@ -19,13 +19,13 @@ map is the only array at the photo's own size (after the short-side resize too, 
 are brought back a band of rows at a time). The benchmarks' images are below the limit.
 
 `Predictor.predict(prepared, image)` is what evaluation and prediction call (`predict_many` for a
-list of images, whose windows are batched together), with
-`prepared = predictor.prepare(params)` computed once per parameter set (for the network: the
-text queries, which do not depend on the image). `Predictor.from_config` wraps the network; any
-`scores(prepared, images (N, h, w, 3) uint8, valid (N, h, w) bool) -> (class probabilities (N, h, w, K),
-present (N, K) bool or None)` function works, e.g. a stand-in in tests. Windows of one shape run
-in batches of `batch` on the device (sharded over the local devices); each is padded (bottom,
-right) only to the network's multiple, and `valid` marks the image's own pixels.
+list of images, whose windows are batched together), with `prepared = predictor.prepare(params)`
+computed once per parameter set (for the network: the text queries, which do not depend on the
+image). `Predictor.from_config` wraps the network; any `scores(prepared, images (N, h, w, 3) uint8,
+valid (N, h, w) bool) -> (class probabilities (N, h, w, K), present (N, K) bool or None)` function
+works, e.g. a stand-in in tests. Windows of one shape run in batches of `batch` on the device
+(sharded over the local devices); each is padded (bottom, right) only to the network's multiple, and
+`valid` marks the image's own pixels.
 """
 import dataclasses
 from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
@@ -150,14 +150,15 @@ def process_local(tree):
                       multihost_utils.process_allgather(x, tiled=True), tree)
 
 
-def network_scores(model: hvl.HVL, mode: str, mesh: Optional[Mesh] = None, seen: Optional[np.ndarray] = None):
+def network_scores(model: hvl.HVL, mode: str, mesh: Optional[Mesh] = None,
+                   seen: Optional[np.ndarray] = None):
   """(prepare, scores) of the network.
 
-  prepare(params) -> (params, text queries); scores(prepared, images (N, h, w, 3) uint8, valid
-  (N, h, w) bool) -> (class probabilities (N, h, w, K) of the last DQTD layer under `mode`
-  (`semantic_inference.class_probabilities`), present (N, K) or None),
-  the batch sharded over `mesh` when given. `seen` (K,) ints: the training class of each of the
-  model's classes, -1 for a new one (open-vocabulary inference, `semantic_inference.open_vocabulary_logits`).
+  prepare(params) -> (params, text queries); scores(prepared, images (N, h, w, 3) uint8, valid (N,
+  h, w) bool) -> (class probabilities (N, h, w, K) of the last DQTD layer under `mode`
+  (`semantic_inference.class_probabilities`), present (N, K) or None), the batch sharded over `mesh`
+  when given. `seen` (K,) ints: the training class of each of the model's classes, -1 for a new one
+  (open-vocabulary inference, `semantic_inference.open_vocabulary_logits`).
   """
 
   def text_queries(params):
@@ -169,8 +170,10 @@ def network_scores(model: hvl.HVL, mode: str, mesh: Optional[Mesh] = None, seen:
                       every_layer_rows=0)
     cls, masks = out['predictions'][-1]
     if seen is not None:
-      cls = semantic_inference.open_vocabulary_logits(cls, seen, model.cfg.num_levels, out['relevance'])
-    return semantic_inference.upsampled_class_probabilities(cls, masks, images.shape[1:3], mode), out['present']
+      cls = semantic_inference.open_vocabulary_logits(cls, seen, model.cfg.num_levels,
+                                                      out['relevance'])
+    return semantic_inference.upsampled_class_probabilities(cls, masks, images.shape[1:3],
+                                                            mode), out['present']
 
   return jit_prepare_and_scores(text_queries, scores, mesh)
 
@@ -195,7 +198,8 @@ def jit_prepare_and_scores(text_fn, scores, mesh: Optional[Mesh]):
 def geometry(config) -> dict:
   """The Predictor's geometry from the config: crop (data.crop_size), and inference's protocol,
   short_side, stride (0 = 2/3 of the crop) and max_side (0 = 4 x the crop)."""
-  inf, crop = config_tree.build(InferenceConfig, config.inference, 'inference'), config.data.crop_size
+  inf, crop = config_tree.build(InferenceConfig, config.inference,
+                                'inference'), config.data.crop_size
   return dict(crop=crop, stride=inf.stride or int(crop * 2 / 3),
               protocol=inf.protocol, short_side=inf.short_side, max_side=inf.max_side or 4 * crop)
 
@@ -213,7 +217,8 @@ def zero_shot_scores(model: hvl.HVL, mesh: Optional[Mesh] = None):
     params, text = prepared
 
     def probs(module):
-      dense = module.reference_features(clip_lib.normalize_images(images))['dense'].astype(jnp.float32)
+      dense = module.reference_features(clip_lib.normalize_images(images))['dense'].astype(
+          jnp.float32)
       return zero_shot.pixel_class_probs(dense, text, jnp.exp(module.logit_scale))
 
     p = nn.apply(probs, model)({'params': params})
@@ -248,8 +253,8 @@ class Predictor:
     if stride < 1 and protocol != 'whole':
       raise ValueError(f'inference.stride must be >= 1 pixel, got {stride}')
     self.scores, self.num_classes, self.crop, self.stride = scores, num_classes, crop, stride
-    self.protocol, self.short_side, self.pad_multiple, self.batch = protocol, short_side, pad_multiple, batch
-    self.max_side = max_side
+    self.protocol, self.short_side, self.max_side = protocol, short_side, max_side
+    self.pad_multiple, self.batch = pad_multiple, batch
     self.prepare = prepare or (lambda params: params)
 
   @classmethod
@@ -268,8 +273,9 @@ class Predictor:
     prepare, scores = (zero_shot_scores(model, mesh) if zero_shot_baseline
                        else network_scores(model, inf.mode, mesh, seen))
     # the coarsest pyramid level halves the token grid
-    return cls(scores, num_classes=model.cfg.num_classes, **geometry(config), pad_multiple=2 * model.cfg.clip.patch_size,
-               batch=batch if windowed else 1, prepare=prepare)
+    return cls(scores, num_classes=model.cfg.num_classes, **geometry(config),
+               pad_multiple=2 * model.cfg.clip.patch_size, batch=batch if windowed else 1,
+               prepare=prepare)
 
   def describe(self) -> dict:
     """The geometry, as the eval json records it (the fields the protocol uses)."""
@@ -286,12 +292,14 @@ class Predictor:
 
   def protocol_size(self, height: int, width: int) -> Tuple[int, int]:
     """The (h, w) the protocol predicts an image of this size at (after the short-side resize)."""
-    return transforms.short_side_size(height, width, self.short_side) if self.short_side_resized else (height, width)
+    return transforms.short_side_size(
+        height, width, self.short_side) if self.short_side_resized else (height, width)
 
   def inference_size(self, height: int, width: int) -> Tuple[int, int]:
     """`protocol_size`, its long side brought down to max_side where it is longer."""
     h, w = self.protocol_size(height, width)
-    return transforms.long_side_size(h, w, self.max_side) if self.max_side and max(h, w) > self.max_side else (h, w)
+    return transforms.long_side_size(
+        h, w, self.max_side) if self.max_side and max(h, w) > self.max_side else (h, w)
 
   def capped(self, height: int, width: int) -> bool:
     """Whether an image of this size exceeds max_side (and is predicted smaller)."""
@@ -300,8 +308,14 @@ class Predictor:
   def limit_note(self) -> str:
     """What happens to a photo above max_side, in a user's words."""
     after = ' after the short-side resize' if self.short_side_resized else ''
-    return (f'a photo whose long side{after} exceeds {self.max_side} px is segmented at {self.max_side} px '
-            'and its class map resized back to the photo (inference.max_side)')
+    return (
+        f'a photo whose long side{after} exceeds {self.max_side} px is segmented at '
+        f'{self.max_side} '
+        f''
+        f''
+        f''
+        f'px '
+        'and its class map resized back to the photo (inference.max_side)')
 
   def boxes(self, height: int, width: int) -> List[Box]:
     if self.protocol == 'whole':
@@ -311,9 +325,9 @@ class Predictor:
     return window_boxes(height, width, self.crop, self.stride)
 
   def window_scores(self, prepared: Any, windows: List[Tuple[int, np.ndarray, Box]]):
-    """Scores (h, w, K) of each (image index, image, box) window and {image index: the union of
-    its windows' present classes}; windows of one padded shape go through `scores` together, in batches of
-    `batch`, whichever images they come from."""
+    """Scores (h, w, K) of each (image index, image, box) window and {image index: the union of its
+    windows' present classes}; windows of one padded shape go through `scores` together, in batches
+    of `batch`, whichever images they come from."""
     m = self.pad_multiple
     shape_of = lambda b: (-(-(b[1] - b[0]) // m) * m, -(-(b[3] - b[2]) // m) * m)
     out, present = [None] * len(windows), {}
@@ -348,7 +362,8 @@ class Predictor:
     batched together."""
     inputs = []
     for image in images:
-      protocol_size, (h, w) = self.protocol_size(*image.shape[:2]), self.inference_size(*image.shape[:2])
+      protocol_size, (h, w) = self.protocol_size(*image.shape[:2]), self.inference_size(
+          *image.shape[:2])
       if (h, w) != image.shape[:2]:    # the limit by area interpolation, which does not alias
         image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if (h, w) != protocol_size
                            else cv2.INTER_LINEAR)

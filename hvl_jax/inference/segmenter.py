@@ -8,11 +8,11 @@
   maps = seg.segment([a, b, c])                  # a list: windows of all the images batched
   Segmenter.load('runs/mine', class_names=['background', 'sheep', 'goat'])   # open vocabulary
 
-An image is an (H, W, 3) uint8 RGB array of any size (or (H, W) grayscale), a PIL image or a
-file path (PIL images and files are read as `data.files` reads photos: EXIF orientation applied).
-The geometry is the evaluation's (`predictor_lib.geometry`: windows of the crop, after the short-side
-resize where the config has one), so `segment` gives what `--mode eval` scores. `export` lowers
-the network on one window with `jax.export` (tools/export.py writes it to a file).
+An image is an (H, W, 3) uint8 RGB array of any size (or (H, W) grayscale), a PIL image or a file
+path (PIL images and files are read as `data.files` reads photos: EXIF orientation applied). The
+geometry is the evaluation's (`predictor_lib.geometry`: windows of the crop, after the short-side
+resize where the config has one), so `segment` gives what `--mode eval` scores. `export` lowers the
+network on one window with `jax.export` (tools/export.py writes it to a file).
 """
 import os
 from typing import List, Optional, Sequence, Union
@@ -42,11 +42,13 @@ def as_rgb(image: ImageLike) -> np.ndarray:
     return files.upright_rgb(image, 'the PIL image')
   array = np.asarray(image)
   if array.dtype != np.uint8:
-    raise ValueError(f'an image array must be uint8 RGB in [0, 255], got {array.dtype} {array.shape}')
+    raise ValueError(
+        f'an image array must be uint8 RGB in [0, 255], got {array.dtype} {array.shape}')
   if array.ndim == 2:
     array = np.repeat(array[..., None], 3, axis=-1)
   if array.ndim != 3 or array.shape[-1] != 3:
-    raise ValueError(f'an image array must be (H, W, 3) RGB or (H, W) grayscale, got shape {array.shape}')
+    raise ValueError(
+        f'an image array must be (H, W, 3) RGB or (H, W) grayscale, got shape {array.shape}')
   return array
 
 
@@ -77,7 +79,8 @@ class Segmenter:
     return cls.from_config(config, checkpoint or storage.join(workdir, 'checkpoints'), class_names)
 
   @classmethod
-  def from_config(cls, config, checkpoint: str, class_names: Optional[Sequence[str]] = None) -> 'Segmenter':
+  def from_config(cls, config, checkpoint: str,
+                  class_names: Optional[Sequence[str]] = None) -> 'Segmenter':
     """The network of `config` with the parameters of `checkpoint` (as `load`); without
     `class_names`, inference.class_names if the config has them, else the training classes."""
     config = datasets.resolved(config)
@@ -122,7 +125,8 @@ class Segmenter:
     """The network on one window, parameters inside, lowered for `platforms` (no accelerator
     needed): (N, S, S, 3) float32 RGB in [0, 255], N symbolic -> (N, S, S, K) float32 class
     probabilities, S the crop. Every pixel is the image's (pad partial windows yourself)."""
-    prepare, scores = predictor_lib.network_scores(self.model, self.config.inference.mode, seen=self.seen)
+    prepare, scores = predictor_lib.network_scores(self.model, self.config.inference.mode,
+                                                   seen=self.seen)
     prepared = prepare(self.params)
 
     def probabilities(images):

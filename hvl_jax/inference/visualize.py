@@ -32,7 +32,8 @@ def strip(image: np.ndarray, prediction: np.ndarray, label: np.ndarray) -> np.nd
   return np.concatenate([image, pal[prediction], pal[label]], axis=1)
 
 
-def save_prediction(classes: np.ndarray, image: np.ndarray, out_dir: str, name: str, alpha: float = 0.5):
+def save_prediction(classes: np.ndarray, image: np.ndarray, out_dir: str, name: str,
+                    alpha: float = 0.5):
   """Writes <name>.png (palette index PNG) and <name>_overlay.jpg."""
   index = Image.fromarray(classes.astype(np.uint8), mode='P')
   index.putpalette(palette().ravel().tolist())

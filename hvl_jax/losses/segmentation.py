@@ -147,7 +147,8 @@ def match(cls_logits, mask_logits, labels, present, cfg: CriterionConfig, rng):
 
 
 def uncertain_point_coords(logits, keys, num_points, oversample_ratio, importance_ratio):
-  """Mask2Former's importance sampling: the most uncertain (-|logit|) of oversampled points + random ones.
+  """Mask2Former's importance sampling: the most uncertain (-|logit|) of oversampled points + random
+  ones.
 
   Args:
     logits: (N, h, w, 1) mask logits.
@@ -191,14 +192,15 @@ def mask_losses(mask_logits, labels, target_class, has_mask, cfg: CriterionConfi
   b, h, w, q = mask_logits.shape
   n = min(cfg.budget_images, b)
   if b % n:
-    raise ValueError(f'loss.supervised.budget_images={n} does not divide the {b} labeled images of a step')
+    raise ValueError(
+        f'loss.supervised.budget_images={n} does not divide the {b} labeled images of a step')
   groups = b // n
   budget = min(cfg.max_masks * n, n * q)
 
   def group_sums(logits, labels, target_class, has_mask, first):
     """Summed BCE and dice of one group's selected pairs: (n, h, w, Q), (n, H, W), (n, Q)."""
     matched = has_mask.reshape(-1)
-    pair = jnp.argsort(~matched, stable=True)[:budget]    # (budget,) image * Q + query, matched first
+    pair = jnp.argsort(~matched, stable=True)[:budget]  # (budget,) image * Q + query, matched first
     image, query = pair // q, pair % q
     sel_valid = matched[pair].astype(jnp.float32)
     sel_class = target_class.reshape(-1)[pair]

@@ -40,4 +40,5 @@ def pseudo_label_accuracy(pseudo_labels, confidence, labels, valid, threshold):
   right = pseudo_labels == labels
   confident = known & (confidence >= threshold)
   share = lambda where: (right & where).sum() / jnp.maximum(where.sum(), 1)
-  return jax.lax.stop_gradient(dict(pseudo_accuracy=share(confident), pseudo_accuracy_all=share(known)))
+  return jax.lax.stop_gradient(
+      dict(pseudo_accuracy=share(confident), pseudo_accuracy_all=share(known)))

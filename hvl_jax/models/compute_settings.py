@@ -1,4 +1,5 @@
-"""How the network computes, across all its modules: compute dtype, attention kernel, scanned layers.
+"""How the network computes, across all its modules: compute dtype, attention kernel, scanned
+layers.
 
 `ComputeConfig` is `model.compute`; each module takes a `compute` field (parameters stay float32
 whatever the dtype). What each tower rematerialises is that tower's own `remat` field.
@@ -28,10 +29,10 @@ class ComputeConfig:
       raise ValueError(f'model.compute.attention_impl must be one of {attention.IMPLEMENTATIONS}, '
                        f'got {self.attention_impl!r}')
     if self.attention_impl == 'cudnn' and jax.default_backend() != 'gpu':
-      raise ValueError(f"model.compute.attention_impl='cudnn' needs a GPU; JAX's default backend here is "
-                       f"{jax.default_backend()!r} (use 'auto', which picks cuDNN where it applies)")
+      raise ValueError(
+          f"model.compute.attention_impl='cudnn' needs a GPU; JAX's default backend here is "
+          f"{jax.default_backend()!r} (use 'auto', which picks cuDNN where it applies)")
 
   @property
   def jnp_dtype(self):
     return jnp.dtype(self.dtype)
-

@@ -65,9 +65,12 @@ class DecoderLayer(nn.Module):
     mha = lambda name: MultiHeadAttention(dim=self.dim, num_heads=self.heads, dtype=self.dtype,
                                           implementation=self.attention_impl, name=name)
     ln = lambda name: nn.LayerNorm(dtype=self.dtype, name=name)
-    tgt = ln('cross_norm')(tgt + mha('cross_attn')(tgt + query_pos, memory + memory_pos, memory, attend))
+    tgt = ln('cross_norm')(tgt +
+                           mha('cross_attn')(tgt + query_pos, memory + memory_pos, memory, attend))
     q = tgt + query_pos
-    tgt = ln('self_norm')(tgt + mha('self_attn')(q, q, tgt, None if keep is None else keep[:, None, None, :]))
+    tgt = ln('self_norm')(tgt +
+                          mha('self_attn')(q, q, tgt, None if keep is None else keep[:, None,
+                                                                                     None, :]))
     ffn = nn.Dense(self.dim, dtype=self.dtype, name='linear2')(
         nn.relu(nn.Dense(self.ffn_dim, dtype=self.dtype, name='linear1')(tgt)))
     return ln('ffn_norm')(tgt + ffn)
@@ -85,7 +88,8 @@ class PredictionHeads(nn.Module):
     """queries (B, Q, D) -> cls (B, Q, K+1) float32, mask embeddings (B, Q, Dm) (`mask_logits`);
     queries not in `keep` (B, Q) bool predict no-object with certainty."""
     x = nn.LayerNorm(dtype=self.dtype, name='decoder_norm')(queries)
-    cls = nn.Dense(self.num_classes + 1, dtype=self.dtype, name='class_embed')(x).astype(jnp.float32)
+    cls = nn.Dense(self.num_classes + 1, dtype=self.dtype,
+                   name='class_embed')(x).astype(jnp.float32)
     e = nn.relu(nn.Dense(self.dim, dtype=self.dtype, name='mask_embed_0')(x))
     e = nn.relu(nn.Dense(self.dim, dtype=self.dtype, name='mask_embed_1')(e))
     e = nn.Dense(self.mask_dim, dtype=self.dtype, name='mask_embed_2')(e)
@@ -102,7 +106,8 @@ FILTERED_LOGIT = -1e4
 def mask_logits(embeddings, mask_features, keep=None):
   """embeddings (B, Q, Dm) x mask_features (B, h, w, Dm) -> float32 logits (B, h, w, Q); queries
   not in `keep` (B, Q) bool have an empty mask."""
-  masks = jnp.einsum('bqc,bhwc->bhwq', embeddings, mask_features.astype(embeddings.dtype)).astype(jnp.float32)
+  masks = jnp.einsum('bqc,bhwc->bhwq', embeddings,
+                     mask_features.astype(embeddings.dtype)).astype(jnp.float32)
   return masks if keep is None else jnp.where(keep[:, None, None, :], masks, FILTERED_LOGIT)
 
 
@@ -134,8 +139,8 @@ def query_predictions(heads, tgt, next_features, full_features, keep=None):
       cls[:rows], mask_logits(embed[:rows], full_features, None if keep is None else keep[:rows]))
 
 
-def decoder_step(layer, heads, tgt, attend_logits, query_pos, memory, memory_pos, next_features, full_features,
-                 initial_class, refine: bool, keep=None):
+def decoder_step(layer, heads, tgt, attend_logits, query_pos, memory, memory_pos, next_features,
+                 full_features, initial_class, refine: bool, keep=None):
   """One masked-attention layer on one scale, then `query_predictions`: (tgt, attention logits,
   (cls, masks))."""
   tgt = layer(tgt, query_pos, memory, memory_pos, attention_mask(attend_logits), keep)
@@ -152,7 +157,8 @@ def decoder_layer(cls, dim: int, cfg: DecoderConfig, compute: ComputeConfig, nam
 
 
 def prediction_heads(num_classes: int, dim: int, mask_dim: int, compute: ComputeConfig):
-  return PredictionHeads(num_classes=num_classes, dim=dim, mask_dim=mask_dim, dtype=compute.jnp_dtype, name='heads')
+  return PredictionHeads(num_classes=num_classes, dim=dim, mask_dim=mask_dim,
+                         dtype=compute.jnp_dtype, name='heads')
 
 
 class DecoderRound(nn.Module):
@@ -164,14 +170,16 @@ class DecoderRound(nn.Module):
   compute: ComputeConfig
 
   @nn.compact
-  def __call__(self, carry, query_pos, memories, memory_pos, next_features, full_features, initial_class, keep):
+  def __call__(self, carry, query_pos, memories, memory_pos, next_features, full_features,
+               initial_class, keep):
     tgt, attend_logits = carry
     heads = prediction_heads(self.num_classes, self.dim, self.mask_dim, self.compute)
     outputs = []
     for l in range(len(memories)):
       layer = decoder_layer(DecoderLayer, self.dim, self.config, self.compute, f'layer_{l}')
-      tgt, attend_logits, out = decoder_step(layer, heads, tgt, attend_logits, query_pos, memories[l], memory_pos[l],
-                                             next_features[l], full_features, initial_class,
+      tgt, attend_logits, out = decoder_step(layer, heads, tgt, attend_logits, query_pos,
+                                             memories[l], memory_pos[l], next_features[l],
+                                             full_features, initial_class,
                                              self.config.query_refinement, keep)
       outputs.append(out)
     return (tgt, attend_logits), outputs
@@ -201,12 +209,14 @@ class DQTD(nn.Module):
     cfg = self.config
     tgt, pos = [], []
     if class_queries is not None:
-      level_pos = self.param('class_query_pos', nn.initializers.normal(1.0), (self.num_levels, self.dim))
+      level_pos = self.param('class_query_pos', nn.initializers.normal(1.0),
+                             (self.num_levels, self.dim))
       tgt.append(class_queries.astype(dtype))
       pos.append(jnp.repeat(level_pos, class_queries.shape[1] // self.num_levels, axis=0))
     if cfg.instance_queries:
       feat = self.param('query_feat', nn.initializers.normal(1.0), (cfg.instance_queries, self.dim))
-      embed = self.param('query_embed', nn.initializers.normal(1.0), (cfg.instance_queries, self.dim))
+      embed = self.param('query_embed', nn.initializers.normal(1.0),
+                         (cfg.instance_queries, self.dim))
       tgt.append(jnp.broadcast_to(feat, (b,) + feat.shape).astype(dtype))
       pos.append(embed)
     if not tgt:
@@ -226,19 +236,22 @@ class DQTD(nn.Module):
     """The scales as attention memories: ([(B, h_l * w_l, D)] with the level embedding,
     [(1, h_l * w_l, D)] sine positions, [(h_l, w_l)])."""
     b = multi_scale[0].shape[0]
-    level_embed = self.param('level_embed', nn.initializers.normal(1.0), (len(multi_scale), self.dim))
+    level_embed = self.param('level_embed', nn.initializers.normal(1.0),
+                             (len(multi_scale), self.dim))
     memories, memory_pos, sizes = [], [], []
     for l, x in enumerate(multi_scale):
       h, w = x.shape[1:3]
       sizes.append((h, w))
       memories.append((x.reshape(b, h * w, self.dim) + level_embed[l]).astype(dtype))
-      memory_pos.append(jnp.asarray(sine_position_embedding(h, w, self.dim)).reshape(1, h * w, self.dim)
-                        .astype(dtype))
+      memory_pos.append(
+          jnp.asarray(sine_position_embedding(h, w, self.dim)).reshape(1, h * w,
+                                                                       self.dim).astype(dtype))
     return memories, memory_pos, sizes
 
   @nn.compact
-  def __call__(self, class_queries: Optional[jax.Array], multi_scale: List[jax.Array], mask_features,
-               keep: Optional[jax.Array] = None, every_layer_rows: Optional[int] = None):
+  def __call__(self, class_queries: Optional[jax.Array], multi_scale: List[jax.Array],
+               mask_features, keep: Optional[jax.Array] = None,
+               every_layer_rows: Optional[int] = None):
     """Decodes.
 
     Args:
@@ -261,7 +274,7 @@ class DQTD(nn.Module):
     initial_class = tgt[:, :n_class]
     memories, memory_pos, sizes = self.memories(multi_scale, dtype)
     at_scale = [resized(mask_features, size, dtype) for size in sizes]
-    next_features = at_scale[1:] + at_scale[:1]    # a layer on scale l feeds the next, on scale l + 1
+    next_features = at_scale[1:] + at_scale[:1]  # a layer on scale l feeds the next, on scale l + 1
     full_features = mask_features[:rows]
 
     heads = prediction_heads(self.num_classes, self.dim, self.mask_dim, compute)
@@ -278,20 +291,25 @@ class DQTD(nn.Module):
       for i in range(r * n_scales, min((r + 1) * n_scales, cfg.layers)):
         l = i % n_scales
         layer = decoder_layer(layer_cls, self.dim, cfg, compute, f'layer_{i}')
-        tgt, attend_logits, out = decoder_step(layer, heads, tgt, attend_logits, query_pos, memories[l], memory_pos[l],
-                                               next_features[l], full_features, initial_class,
-                                               cfg.query_refinement, keep)
+        tgt, attend_logits, out = decoder_step(layer, heads, tgt, attend_logits, query_pos,
+                                               memories[l], memory_pos[l], next_features[l],
+                                               full_features, initial_class, cfg.query_refinement,
+                                               keep)
         outputs.append(out)
       return (tgt, attend_logits), outputs
 
     def step_params(p, r):
-      return {'heads': p['heads'], **{f'layer_{l}': p[f'layer_{r * n_scales + l}'] for l in range(n_scales)}}
+      return {
+          'heads': p['heads'],
+          **{f'layer_{l}': p[f'layer_{r * n_scales + l}'] for l in range(n_scales)}
+      }
 
-    step = DecoderRound(num_classes=self.num_classes, dim=self.dim, mask_dim=self.mask_dim, config=cfg,
-                        compute=compute, parent=None)
-    (tgt, _), outputs = scan_or_unroll(self, compute.scan and not rest, rounds, unrolled, step, step_params,
-                                       (tgt, attend_logits), cfg.remat, query_pos, memories, memory_pos,
-                                       next_features, full_features, initial_class, keep)
+    step = DecoderRound(num_classes=self.num_classes, dim=self.dim, mask_dim=self.mask_dim,
+                        config=cfg, compute=compute, parent=None)
+    (tgt, _), outputs = scan_or_unroll(self, compute.scan and not rest, rounds, unrolled, step,
+                                       step_params, (tgt, attend_logits), cfg.remat, query_pos,
+                                       memories, memory_pos, next_features, full_features,
+                                       initial_class, keep)
     for round_outputs in outputs:
       predictions.extend(round_outputs)
     if rows < b:    # the last prediction of the other rows too

@@ -118,18 +118,18 @@ class HVL(nn.Module):
     c = self.cfg
     compute = c.compute
     dtype = compute.jnp_dtype
-    tower = lambda remat: dict(cfg=c.clip, dtype=dtype, remat=remat, attention_impl=compute.attention_impl,
-                               scan=compute.scan)
+    tower = lambda remat: dict(cfg=c.clip, dtype=dtype, remat=remat, attention_impl=compute.
+                               attention_impl, scan=compute.scan)
     self.backbone = registry.vision_encoder(**tower(c.backbone_remat))
     self.reference_encoder = registry.vision_encoder(**tower(False))
     self.text_encoder = clip_lib.CLIPTextEncoder(**tower(False))
     self.logit_scale = self.param('logit_scale', nn.initializers.constant(np.log(100.0)), ())
     self.pyramid = SimpleFeaturePyramid(dim=c.hidden_dim, patch_size=c.clip.patch_size, dtype=dtype)
     if c.queries == 'htqg':
-      self.htqg = HTQG(text_width=c.clip.text.width, embed_dim=c.clip.projection_dim, dim=c.hidden_dim,
-                       config=c.htqg, dtype=dtype)
-    self.pixel_decoder = PixelDecoder(dim=c.hidden_dim, mask_dim=c.hidden_dim, config=c.pixel_decoder,
-                                      compute=compute)
+      self.htqg = HTQG(text_width=c.clip.text.width, embed_dim=c.clip.projection_dim,
+                       dim=c.hidden_dim, config=c.htqg, dtype=dtype)
+    self.pixel_decoder = PixelDecoder(dim=c.hidden_dim, mask_dim=c.hidden_dim,
+                                      config=c.pixel_decoder, compute=compute)
     self.decoder = DQTD(num_classes=c.classifier_classes, num_levels=c.num_levels, dim=c.hidden_dim,
                         mask_dim=c.hidden_dim, config=c.decoder, compute=compute)
 
@@ -190,7 +190,8 @@ class HVL(nn.Module):
     if valid is not None and dense:
       valid = patch_majority(valid, images.shape[1] // reference['dense'].shape[1])
     f32 = lambda key: reference[key].astype(jnp.float32) if key in reference else None
-    s = zero_shot.class_relevance(f32('dense'), f32('image_embeds'), t_clip, scale, self.cfg.relevance.mode, valid)
+    s = zero_shot.class_relevance(f32('dense'), f32('image_embeds'), t_clip, scale,
+                                  self.cfg.relevance.mode, valid)
     return self.keep_background(s)
 
   def present_classes(self, relevance):
@@ -234,9 +235,11 @@ class HVL(nn.Module):
     if px['queries'] is not None:
       b = px['queries'].shape[0]
       class_queries = px['queries'].reshape(b, -1, self.cfg.hidden_dim)  # level-major (l, k)
-    return self.decoder(class_queries, px['multi_scale'], px['mask_features'], keep, every_layer_rows)
+    return self.decoder(class_queries, px['multi_scale'], px['mask_features'], keep,
+                        every_layer_rows)
 
-  def __call__(self, images, relevance=None, text=None, valid=None, every_layer_rows: Optional[int] = None):
+  def __call__(self, images, relevance=None, text=None, valid=None,
+               every_layer_rows: Optional[int] = None):
     """images (B, H, W, 3) -> dict(predictions, text, relevance, present).
 
     relevance: (B, K) s_k, None = zero-shot from E_I^0 over the `valid` (B, H, W) pixels (the
@@ -285,7 +288,8 @@ def build_model(config, class_names: Sequence[str], clip: Optional[clip_weights.
                            clip.config.context_length)
   ids = trim_to_longest(ids, eos)
   templates = template_layout(clip.tokenizer, class_names)
-  templates = trim_to_longest(templates, clip_lib.eos_positions(templates, clip.config.eos_token_id))
+  templates = trim_to_longest(templates, clip_lib.eos_positions(templates,
+                                                                clip.config.eos_token_id))
   as_tuple = lambda a: tuple(map(tuple, a.tolist()))
   cfg = HVLConfig(
       clip=clip.config, num_classes=len(class_names), prompt_ids=as_tuple(ids),

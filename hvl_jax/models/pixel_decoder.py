@@ -90,7 +90,8 @@ class DeformEncoderLayer(nn.Module):
     attn = MSDeformAttn(dim=self.dim, num_heads=self.num_heads, num_levels=self.num_levels,
                         num_points=self.num_points, query_chunk=self.query_chunk, dtype=self.dtype,
                         name='self_attn')
-    src = nn.LayerNorm(dtype=self.dtype, name='norm1')(src + attn(src + pos, ref, src, spatial_shapes))
+    src = nn.LayerNorm(dtype=self.dtype,
+                       name='norm1')(src + attn(src + pos, ref, src, spatial_shapes))
     ffn = nn.Dense(self.dim, dtype=self.dtype, name='linear2')(
         nn.relu(nn.Dense(self.ffn_dim, dtype=self.dtype, name='linear1')(src)))
     return nn.LayerNorm(dtype=self.dtype, name='norm2')(src + ffn)
@@ -110,16 +111,20 @@ def encoder_stage(encoder, ptrms, src, queries, pos, ref, shapes, splits, keep=N
   return src, queries
 
 
-def encoder_layer(cls, dim: int, num_levels: int, cfg: PixelDecoderConfig, compute: ComputeConfig, name: str):
+def encoder_layer(cls, dim: int, num_levels: int, cfg: PixelDecoderConfig, compute: ComputeConfig,
+                  name: str):
   """A deformable encoder layer (`cls`: DeformEncoderLayer or its rematerialised version)."""
-  return cls(dim=dim, num_heads=cfg.heads, num_levels=num_levels, num_points=cfg.points, ffn_dim=cfg.ffn_dim,
-             query_chunk=cfg.query_chunk, dtype=compute.jnp_dtype, name=name)
+  return cls(dim=dim, num_heads=cfg.heads, num_levels=num_levels, num_points=cfg.points,
+             ffn_dim=cfg.ffn_dim, query_chunk=cfg.query_chunk, dtype=compute.jnp_dtype, name=name)
 
 
-def ptrm_blocks(dim: int, num_levels: int, cfg: PixelDecoderConfig, compute: ComputeConfig, prefix: str):
+def ptrm_blocks(dim: int, num_levels: int, cfg: PixelDecoderConfig, compute: ComputeConfig,
+                prefix: str):
   """One PTRM per level, named `<prefix><level>`."""
-  return [PTRM(dim=dim, num_heads=cfg.ptrm_heads, dtype=compute.jnp_dtype, attention_impl=compute.attention_impl,
-               name=f'{prefix}{l}') for l in range(num_levels)]
+  return [
+      PTRM(dim=dim, num_heads=cfg.ptrm_heads, dtype=compute.jnp_dtype,
+           attention_impl=compute.attention_impl, name=f'{prefix}{l}') for l in range(num_levels)
+  ]
 
 
 class EncoderStage(nn.Module):
@@ -178,14 +183,16 @@ class PixelDecoder(nn.Module):
     shapes = tuple(m.shape[1:3] for m in maps)
     level_embed = self.param('level_embed', nn.initializers.normal(1.0), (n_levels, self.dim))
     pos = jnp.concatenate([
-        jnp.asarray(sine_position_embedding(h, w, self.dim)).reshape(h * w, self.dim) + level_embed[l]
-        for l, (h, w) in enumerate(shapes)], axis=0)[None].astype(dtype)
+        jnp.asarray(sine_position_embedding(h, w, self.dim)).reshape(h * w, self.dim) +
+        level_embed[l] for l, (h, w) in enumerate(shapes)
+    ], axis=0)[None].astype(dtype)
     ref = jnp.asarray(reference_points(shapes))[None]
     src = jnp.concatenate([m.reshape(b, -1, self.dim) for m in maps], axis=1)
     splits = np.cumsum([h * w for h, w in shapes])[:-1]
 
     use_ptrm = cfg.ptrm and text_queries is not None
-    queries = tuple(text_queries[:, l] for l in range(n_levels)) if text_queries is not None else None
+    queries = tuple(
+        text_queries[:, l] for l in range(n_levels)) if text_queries is not None else None
     # spatial_shapes (argument 4, counting self) is static.
     layer_cls = remat_layer(DeformEncoderLayer, cfg.remat, static_argnums=(4,))
 
@@ -195,24 +202,31 @@ class PixelDecoder(nn.Module):
       return encoder_stage(encoder, ptrms, *carry, pos, ref, shapes, splits, keep), None
 
     def step_params(p, i):
-      return {'encoder': p[f'encoder_{i}'], **({f'ptrm_{l}': p[f'ptrm_{i}_{l}'] for l in range(n_levels)}
-                                               if use_ptrm else {})}
+      return {
+          'encoder': p[f'encoder_{i}'],
+          **({f'ptrm_{l}': p[f'ptrm_{i}_{l}'] for l in range(n_levels)} if use_ptrm else {})
+      }
 
-    stage = EncoderStage(dim=self.dim, config=cfg, compute=compute, use_ptrm=use_ptrm, shapes=shapes, parent=None)
-    (src, queries), _ = scan_or_unroll(self, compute.scan, cfg.layers, unrolled, stage, step_params, (src, queries),
-                                       cfg.remat, pos, ref, keep)
+    stage = EncoderStage(dim=self.dim, config=cfg, compute=compute, use_ptrm=use_ptrm,
+                         shapes=shapes, parent=None)
+    (src, queries), _ = scan_or_unroll(self, compute.scan, cfg.layers, unrolled, stage, step_params,
+                                       (src, queries), cfg.remat, pos, ref, keep)
 
-    multi_scale = [z.reshape(b, h, w, self.dim) for z, (h, w) in zip(jnp.split(src, splits, axis=1), shapes)]
+    multi_scale = [
+        z.reshape(b, h, w, self.dim) for z, (h, w) in zip(jnp.split(src, splits, axis=1), shapes)
+    ]
     out_queries = jnp.stack(queries, axis=1) if queries is not None else None
-    return dict(multi_scale=multi_scale, mask_features=self.fpn_mask_features(features[4], multi_scale[-1], dtype),
-                queries=out_queries)
+    return dict(multi_scale=multi_scale,
+                mask_features=self.fpn_mask_features(features[4], multi_scale[-1],
+                                                     dtype), queries=out_queries)
 
   def fpn_mask_features(self, stride_4, stride_8, dtype):
     """The FPN step to stride 4: the backbone's stride-4 level (B, H/4, W/4, C) and the finest
     encoder level (B, H/8, W/8, D) -> mask features (B, H/4, W/4, mask_dim)."""
     lateral = group_norm(self.dim, dtype, 'lateral_norm')(
         nn.Conv(self.dim, (1, 1), use_bias=False, dtype=dtype, name='lateral_conv')(stride_4))
-    up = jax.image.resize(stride_8, lateral.shape[:3] + (self.dim,), 'bilinear').astype(lateral.dtype)
+    up = jax.image.resize(stride_8, lateral.shape[:3] + (self.dim,),
+                          'bilinear').astype(lateral.dtype)
     y = nn.Conv(self.dim, (3, 3), use_bias=False, dtype=dtype, name='output_conv')(lateral + up)
     y = nn.relu(group_norm(self.dim, dtype, 'output_norm')(y))
     return nn.Conv(self.mask_dim, (1, 1), dtype=dtype, name='mask_features')(y)

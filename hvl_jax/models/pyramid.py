@@ -32,7 +32,8 @@ class SimpleFeaturePyramid(nn.Module):
     return 2 ** int(round(math.log2(self.patch_size)))
 
   def resample(self, x, factor: float, name: str):
-    """Upsample by `factor` (power of 2) with 2x2 transposed convs + GN + GELU between, or max-pool."""
+    """Upsample by `factor` (power of 2) with 2x2 transposed convs + GN + GELU between, or
+    max-pool."""
     if factor < 1:
       k = int(round(1 / factor))
       return nn.max_pool(x, (k, k), (k, k), padding='SAME')

@@ -27,8 +27,9 @@ class HTQGConfig:
 
   def __post_init__(self):
     if self.levels < 1 or self.prompt_tokens < 0:
-      raise ValueError(f'model.htqg: levels must be >= 1 and prompt_tokens >= 0, got {self.levels}, '
-                       f'{self.prompt_tokens}')
+      raise ValueError(
+          f'model.htqg: levels must be >= 1 and prompt_tokens >= 0, got {self.levels}, '
+          f'{self.prompt_tokens}')
 
 
 def prompt_layout(tokenizer, class_names: Sequence[str], num_prompt_tokens: int,
@@ -96,9 +97,12 @@ class HTQG(nn.Module):
 
   def setup(self):
     cfg = self.config
-    self.prompt = self.param('prompt', nn.initializers.normal(0.02), (cfg.prompt_tokens, self.text_width))
-    self.level_mlps = [MLP(hidden=cfg.mlp_hidden, out=self.dim, dtype=self.dtype, name=f'level_mlp_{l}')
-                       for l in range(cfg.levels)]
+    self.prompt = self.param('prompt', nn.initializers.normal(0.02),
+                             (cfg.prompt_tokens, self.text_width))
+    self.level_mlps = [
+        MLP(hidden=cfg.mlp_hidden, out=self.dim, dtype=self.dtype, name=f'level_mlp_{l}')
+        for l in range(cfg.levels)
+    ]
     self.phi = MLP(hidden=self.embed_dim, out=self.embed_dim, dtype=self.dtype, name='phi')
 
   def insert_prompt(self, token_embeds):
@@ -108,7 +112,8 @@ class HTQG(nn.Module):
     return token_embeds.at[:, 1:1 + self.config.prompt_tokens].set(prompt)
 
   def __call__(self, t):
-    """t (K, E) learned-prompt text embeddings -> dict(level_queries (L, K, D), t_hat, phi (K, E))."""
+    """t (K, E) learned-prompt text embeddings -> dict(level_queries (L, K, D), t_hat, phi (K,
+    E))."""
     t_hat = l2_normalize(t.astype(jnp.float32))
     queries = jnp.stack([mlp(t) for mlp in self.level_mlps], axis=0)
     return dict(level_queries=queries, t_hat=t_hat, phi=self.phi(t_hat).astype(jnp.float32))

@@ -64,16 +64,18 @@ def open_vocabulary_logits(cls_logits, seen, num_levels: int, relevance):
   k_named, k_head = len(seen), cls_logits.shape[-1] - 1
   cls_logits = cls_logits.astype(jnp.float32)
   none = jnp.full(cls_logits.shape[:2] + (1,), FILTERED_LOGIT, jnp.float32)
-  columns = np.where(seen >= 0, seen, k_head)             # new classes read the FILTERED_LOGIT column
-  out = jnp.concatenate([cls_logits[..., :-1], none, cls_logits[..., -1:]], -1)[..., list(columns) + [k_head + 1]]
+  columns = np.where(seen >= 0, seen, k_head)  # new classes read the FILTERED_LOGIT column
+  out = jnp.concatenate([cls_logits[..., :-1], none, cls_logits[..., -1:]],
+                        -1)[..., list(columns) + [k_head + 1]]
   new = np.flatnonzero(seen < 0)
   if new.size == 0 or num_levels == 0:
     return out
-  rows = (np.arange(num_levels)[:, None] * k_named + new[None]).ravel()    # the new classes' queries
+  rows = (np.arange(num_levels)[:, None] * k_named + new[None]).ravel()  # the new classes' queries
   cols = np.tile(new, num_levels)
   objectness = jax.nn.logsumexp(cls_logits[:, rows, :-1], axis=-1)         # (B, L * new)
   out = out.at[:, rows, :-1].set(FILTERED_LOGIT)
-  log_p = jnp.log(jnp.maximum(relevance[:, cols], 1e-12)) + objectness - jax.nn.logsumexp(cls_logits[:, rows], -1)
+  log_p = jnp.log(jnp.maximum(relevance[:, cols], 1e-12)) + objectness - jax.nn.logsumexp(
+      cls_logits[:, rows], -1)
   out = out.at[:, rows, cols].set(log_p)
   return out.at[:, rows, -1].set(jnp.log1p(-jnp.minimum(jnp.exp(log_p), 1 - 1e-7)))
 
@@ -87,4 +89,5 @@ def upsampled_class_probabilities(cls_logits, mask_logits, out_hw: Tuple[int, in
 
 def predict_classes(cls_logits, mask_logits, out_hw: Tuple[int, int], mode: str):
   """Class map (B, H, W) at the input size."""
-  return upsampled_class_probabilities(cls_logits, mask_logits, out_hw, mode).argmax(-1).astype(jnp.int32)
+  return upsampled_class_probabilities(cls_logits, mask_logits, out_hw,
+                                       mode).argmax(-1).astype(jnp.int32)

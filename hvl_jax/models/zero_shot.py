@@ -37,8 +37,8 @@ class RelevanceConfig:
       raise ValueError(f"model.relevance.gating must be 'hard' or 'soft', got {self.gating!r}")
 # (top, left, side) of the crops of `crop_views`, as fractions of the image: the four quarters
 # and the four corner crops of 3/4 of the side.
-CROPS = tuple((y, x, 0.5) for y in (0, 0.5) for x in (0, 0.5)) + tuple((y, x, 0.75) for y in (0, 0.25)
-                                                                        for x in (0, 0.25))
+CROPS = tuple((y, x, 0.5) for y in (0, 0.5) for x in (0, 0.5)) + tuple(
+    (y, x, 0.75) for y in (0, 0.25) for x in (0, 0.25))
 
 
 def crop_views(images):
@@ -48,7 +48,8 @@ def crop_views(images):
   views = [images]
   for y, x, side in CROPS:
     top, left, ch, cw = int(y * h), int(x * w), int(side * h), int(side * w)
-    views.append(jax.image.resize(images[:, top:top + ch, left:left + cw], (b, h, w, c), 'bilinear'))
+    views.append(jax.image.resize(images[:, top:top + ch, left:left + cw], (b, h, w, c),
+                                  'bilinear'))
   return jnp.stack(views)
 
 
@@ -78,7 +79,8 @@ def pixel_class_probs(dense_features, text_embeds, logit_scale):
   return jax.nn.softmax(logits, axis=-1)
 
 
-def class_relevance(dense_features, image_embeds, text_embeds, logit_scale, mode: str = 'dense', valid=None):
+def class_relevance(dense_features, image_embeds, text_embeds, logit_scale, mode: str = 'dense',
+                    valid=None):
   """Zero-shot presence score per class in [0, 1] (B, K).
 
   'dense': max over pixels of the per-pixel softmax (over the `valid` (B, h, w) cells only,

@@ -1,14 +1,13 @@
 """Multi-head attention through `jax.nn.dot_product_attention`.
 
-On GPU with bf16/fp16 inputs and no explicit mask, 'auto' uses the cuDNN flash
-kernel (2x faster for ViT-B/16 at 512x512 on an H200); XLA's
-implementation everywhere else. 'cudnn' asks for cuDNN also where there is a mask
-(the DQTD's masked attention), which cuDNN takes as a bias (not yet timed against
-XLA's on a GPU, hence not chosen by 'auto'); computations placed on another device (the
-train state's initialisation and the FLOP count run on the host CPU) use XLA's. cuDNN's training kernels need
-sequence lengths that are multiples of 64, so other lengths (ViT's 1 + h*w
-tokens) are padded and masked through `query_seq_lengths` /
-`key_value_seq_lengths`, and a mask is padded with them.
+On GPU with bf16/fp16 inputs and no explicit mask, 'auto' uses the cuDNN flash kernel (2x faster for
+ViT-B/16 at 512x512 on an H200); XLA's implementation everywhere else. 'cudnn' asks for cuDNN also
+where there is a mask (the DQTD's masked attention), which cuDNN takes as a bias (not yet timed
+against XLA's on a GPU, hence not chosen by 'auto'); computations placed on another device (the
+train state's initialisation and the FLOP count run on the host CPU) use XLA's. cuDNN's training
+kernels need sequence lengths that are multiples of 64, so other lengths (ViT's 1 + h*w tokens) are
+padded and masked through `query_seq_lengths` / `key_value_seq_lengths`, and a mask is padded with
+them.
 """
 import functools
 from typing import Optional
@@ -37,11 +36,14 @@ def _cudnn_attention(q, k, v, is_causal, mask=None):
     mask = jnp.broadcast_to(mask, jnp.broadcast_shapes(jnp.shape(mask), (1, 1, t, s)))
     mask = jnp.pad(mask, ((0, 0), (0, 0), (0, tp - t), (0, sp - s)))
   if (tp, sp) == (t, s):
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal, implementation='cudnn')
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, is_causal=is_causal,
+                                        implementation='cudnn')
   pad = lambda x, n: jnp.pad(x, ((0, 0), (0, n - x.shape[1]), (0, 0), (0, 0)))
-  out = jax.nn.dot_product_attention(
-      pad(q, tp), pad(k, sp), pad(v, sp), mask=mask, is_causal=is_causal, implementation='cudnn',
-      query_seq_lengths=jnp.full((b,), t, jnp.int32), key_value_seq_lengths=jnp.full((b,), s, jnp.int32))
+  out = jax.nn.dot_product_attention(pad(q, tp), pad(k, sp), pad(v, sp), mask=mask,
+                                     is_causal=is_causal, implementation='cudnn',
+                                     query_seq_lengths=jnp.full(
+                                         (b,), t, jnp.int32), key_value_seq_lengths=jnp.full(
+                                             (b,), s, jnp.int32))
   return out[:, :t]
 
 
@@ -63,7 +65,8 @@ def _cudnn_supports(q_shape, k_shape, dtype, is_causal) -> bool:
 
 
 def _target_platform() -> str:
-  """Platform eager ops run on: the `jax.default_device` context's (e.g. host initialisation), else the default."""
+  """Platform eager ops run on: the `jax.default_device` context's (e.g. host initialisation), else
+  the default."""
   device = jax.config.jax_default_device
   if device is None:
     return jax.default_backend()
@@ -71,7 +74,8 @@ def _target_platform() -> str:
 
 
 def select_implementation(q, k, mask: Optional[jax.Array], is_causal: bool, requested: str) -> str:
-  """Resolves 'auto' to 'cudnn' where the cuDNN kernel applies, else 'xla'; 'cudnn' to 'xla' off GPU."""
+  """Resolves 'auto' to 'cudnn' where the cuDNN kernel applies, else 'xla'; 'cudnn' to 'xla' off
+  GPU."""
   on_gpu = _target_platform() == 'gpu'
   if requested == 'cudnn':
     return 'cudnn' if on_gpu else 'xla'

@@ -37,7 +37,8 @@ def _bilinear(img, rows, cols):
 
 # vmapped over channels (D), then heads (N, with per-head coordinates), then batch (B):
 # level (B, N, D, H, W), rows/cols (B, Q, N, P) -> (B, D, Q, N, P).
-_sample_level = jax.vmap(jax.vmap(jax.vmap(_bilinear, in_axes=(0, None, None)), in_axes=(0, 1, 1), out_axes=2))
+_sample_level = jax.vmap(
+    jax.vmap(jax.vmap(_bilinear, in_axes=(0, None, None)), in_axes=(0, 1, 1), out_axes=2))
 
 
 def _ms_deform_attn(value, spatial_shapes, sampling_locations, attention_weights):
@@ -50,7 +51,8 @@ def _ms_deform_attn(value, spatial_shapes, sampling_locations, attention_weights
     start += h * w
     # align_corners=False: normalised x maps to pixel coordinate x * W - 0.5.
     loc = sampling_locations[:, :, :, lv].astype(jnp.float32)                  # (B, Q, N, P, 2)
-    sampled = jnp.moveaxis(_sample_level(level, loc[..., 1] * h - 0.5, loc[..., 0] * w - 0.5), 1, -1)
+    sampled = jnp.moveaxis(_sample_level(level, loc[..., 1] * h - 0.5, loc[..., 0] * w - 0.5), 1,
+                           -1)
     out = out + (sampled * attention_weights[:, :, :, lv, :, None].astype(jnp.float32)).sum(axis=3)
   return out.reshape(b, q, n * d).astype(value.dtype)
 
@@ -174,7 +176,8 @@ def reference_points(spatial_shapes: SpatialShapes) -> np.ndarray:
 
 
 def offset_bias_init(num_heads: int, num_levels: int, num_points: int):
-  """Deformable DETR's offset bias: head h points along angle 2 pi h / N, point p at distance p + 1."""
+  """Deformable DETR's offset bias: head h points along angle 2 pi h / N, point p at distance p +
+  1."""
   def init(key, shape, dtype=jnp.float32):
     del key
     theta = np.arange(num_heads) * (2.0 * math.pi / num_heads)

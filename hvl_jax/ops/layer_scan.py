@@ -79,7 +79,8 @@ class ScanStep(nn.Module):
     return y, y
 
 
-def scan_or_unroll(owner: nn.Module, scan: bool, steps: int, unrolled: Callable[[int, Any], Tuple[Any, Any]],
+def scan_or_unroll(owner: nn.Module, scan: bool, steps: int, unrolled: Callable[[int, Any],
+                                                                                Tuple[Any, Any]],
                    step: nn.Module, step_params: Callable[[dict, int], dict], carry, remat: Remat,
                    *args) -> Tuple[Any, List[Any]]:
   """`steps` repetitions of a layer (or of a group of layers) of `owner`, scanned or unrolled.
@@ -97,7 +98,8 @@ def scan_or_unroll(owner: nn.Module, scan: bool, steps: int, unrolled: Callable[
       outputs.append(out)
     return carry, outputs
   params = owner.variables['params']
-  carry, stacked = scan_layers(step, [step_params(params, i) for i in range(steps)], carry, remat, *args)
+  carry, stacked = scan_layers(step, [step_params(params, i) for i in range(steps)], carry, remat,
+                               *args)
   return carry, [jax.tree.map(lambda x, i=i: x[i], stacked) for i in range(steps)]
 
 

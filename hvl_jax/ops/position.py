@@ -10,7 +10,8 @@ import numpy as np
 
 
 @functools.lru_cache(maxsize=None)
-def sine_position_embedding(height: int, width: int, dim: int, temperature: float = 10000.0) -> np.ndarray:
+def sine_position_embedding(height: int, width: int, dim: int,
+                            temperature: float = 10000.0) -> np.ndarray:
   """(H, W, dim) embedding: first dim/2 channels encode y, the rest x (interleaved sin/cos)."""
   npf = dim // 2
   eps, scale = 1e-6, 2 * math.pi
@@ -27,7 +28,8 @@ def sine_position_embedding(height: int, width: int, dim: int, temperature: floa
   return np.concatenate([pos_y, pos_x], axis=-1).astype(np.float32)
 
 
-def resize_position_embedding(pos: jax.Array, grid: Sequence[int], new_grid: Sequence[int]) -> jax.Array:
+def resize_position_embedding(pos: jax.Array, grid: Sequence[int],
+                              new_grid: Sequence[int]) -> jax.Array:
   """Bicubic resize of patch position embeddings; the grid is kept exactly when unchanged.
 
   Args:
@@ -45,7 +47,8 @@ def resize_position_embedding(pos: jax.Array, grid: Sequence[int], new_grid: Seq
   return jnp.concatenate([cls_pos, patch_pos.reshape(-1, pos.shape[-1])], axis=0)
 
 
-def vit_tokens(images, patch_embed, cls_embedding, pos_embedding, grid: Sequence[int], patch_size: int, dtype):
+def vit_tokens(images, patch_embed, cls_embedding, pos_embedding, grid: Sequence[int],
+               patch_size: int, dtype):
   """ViT input tokens: [class, patches] plus the position embedding resized to the image's grid.
 
   Args:

@@ -56,7 +56,8 @@ class Batch(NamedTuple):
   label_u: Optional[jax.Array] = None
 
 
-# How the pseudo-labels teach the strong and feature-perturbation views (loss.consistency.criterion):
+# How the pseudo-labels teach the strong and feature-perturbation views
+# (loss.consistency.criterion):
 #   'pixel_ce'  per-pixel cross-entropy of the class distribution (UniMatch's criterion_u);
 #   'set'       the labeled images' criterion L_seg (the Mask2Former set loss on the last
 #               prediction), the unconfident pixels ignored: both halves of the batch then
@@ -80,7 +81,8 @@ class ConsistencyConfig:
 
   def __post_init__(self):
     if self.criterion not in CRITERIA:
-      raise ValueError(f'loss.consistency.criterion must be one of {CRITERIA}, got {self.criterion!r}')
+      raise ValueError(
+          f'loss.consistency.criterion must be one of {CRITERIA}, got {self.criterion!r}')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -153,7 +155,8 @@ def channel_dropout(x, rate: float, rng):
 
 
 def class_region(labels, classes, patch: int):
-  """Pixels of `classes` (B,) in labels (B, H, W) at patch resolution: (B, H/p, W/p) bool (>= half)."""
+  """Pixels of `classes` (B,) in labels (B, H, W) at patch resolution: (B, H/p, W/p) bool (>=
+  half)."""
   return patch_majority(labels == classes[:, None, None], patch)
 
 
@@ -216,7 +219,8 @@ def cutmix_views(batch: Batch):
           for box, img in ((batch.box1, batch.image_s1), (batch.box2, batch.image_s2))]
 
 
-def forward(model: hvl.HVL, params, batch: Batch, vl_key, cfg: ObjectiveConfig, t_clip=None) -> Forward:
+def forward(model: hvl.HVL, params, batch: Batch, vl_key, cfg: ObjectiveConfig,
+            t_clip=None) -> Forward:
   """The shared passes (module docstring); the weak rows are encoded but not decoded here. The
   masked rows are encoded apart: only their dense features are read, which skip the last block.
   t_clip: `HVL.fixed_text_embeddings` when computed once outside the step (None: here)."""
@@ -229,7 +233,8 @@ def forward(model: hvl.HVL, params, batch: Batch, vl_key, cfg: ObjectiveConfig, 
   if vl.enabled:     # one present class per labeled image masked with the normalisation mean (0)
     vl_class = random_present_class(batch.label_l, model.cfg.num_classes, vl_key)
     hide = hidden_region(batch.label_l, vl_class)[..., None]
-    dense = apply(hvl.HVL.encode, jnp.where(hide, 0.0, batch.image_l), dense=True, taps=False)['dense']
+    dense = apply(hvl.HVL.encode, jnp.where(hide, 0.0, batch.image_l), dense=True,
+                  taps=False)['dense']
     if vl.mask > 0:    # E_I^0 on the unmasked labeled images: the L_mask reference
       reference = apply(hvl.HVL.reference_features, batch.image_l)['dense']
   strong, rel_w, rel_s = [], None, []
@@ -242,8 +247,8 @@ def forward(model: hvl.HVL, params, batch: Batch, vl_key, cfg: ObjectiveConfig, 
   enc = apply(hvl.HVL.encode, images)
   rows = lambda t: jnp.concatenate([t[:bl], t[bl + bu:bl + 3 * bu]])    # labeled and strong rows
   # Deep supervision reads every layer of the labeled rows; the strong views' last layer alone.
-  predictions = apply(hvl.HVL.decode, [rows(t) for t in enc['taps']], jnp.concatenate([rel_l] + rel_s), text,
-                      every_layer_rows=bl)
+  predictions = apply(hvl.HVL.decode, [rows(t) for t in enc['taps']],
+                      jnp.concatenate([rel_l] + rel_s), text, every_layer_rows=bl)
   return Forward(text, enc['taps'], dense, predictions, rel_w, vl_class, reference)
 
 
@@ -276,12 +281,20 @@ def pseudo_label_term(prediction, pseudo, conf, valid, cfg: ConsistencyConfig,
   if cfg.criterion == 'set':
     target = jnp.where((conf >= cfg.conf_threshold) & valid, pseudo, IGNORE_INDEX)
     return segmentation.set_criterion([prediction], target, supervised, key)['seg']
-  return semi.pseudo_label_loss(semantic_inference.semantic_probs(*prediction), pseudo, conf, valid, cfg.conf_threshold)
+  return semi.pseudo_label_loss(semantic_inference.semantic_probs(*prediction), pseudo, conf, valid,
+                                cfg.conf_threshold)
 
 
-def consistency_loss(model: hvl.HVL, params, fwd: Forward, batch: Batch, cfg: ConsistencyConfig, fp_key,
-                     teacher_params=None, supervised: Optional[segmentation.CriterionConfig] = None,
-                     ) -> Tuple[Terms, Terms]:
+def consistency_loss(
+    model: hvl.HVL,
+    params,
+    fwd: Forward,
+    batch: Batch,
+    cfg: ConsistencyConfig,
+    fp_key,
+    teacher_params=None,
+    supervised: Optional[segmentation.CriterionConfig] = None,
+) -> Tuple[Terms, Terms]:
   """(parts, terms): the weak views' pseudo-labels, the feature-perturbation view and the strong
   views' predictions, scored by `consistency_terms`. `supervised`: the labeled criterion, which
   loss.consistency.criterion='set' teaches with."""
@@ -295,11 +308,13 @@ def consistency_loss(model: hvl.HVL, params, fwd: Forward, batch: Batch, cfg: Co
   strong = [(cls[lo:lo + bu], masks[lo:lo + bu]) for lo in (bl, bl + bu)]
   cells = masks.shape[1:3]
   boxes = [nearest_cells(box, cells) for box in (batch.box1, batch.box2)]
-  terms = consistency_terms(probs_w, fp, strong, boxes, nearest_cells(batch.valid_u, cells), cfg, supervised,
-                            jax.random.fold_in(fp_key, len(fwd.taps)))
+  terms = consistency_terms(probs_w, fp, strong, boxes, nearest_cells(batch.valid_u, cells), cfg,
+                            supervised, jax.random.fold_in(fp_key, len(fwd.taps)))
   if batch.label_u is not None:
-    terms.update(semi.pseudo_label_accuracy(probs_w.argmax(-1), probs_w.max(-1), nearest_cells(batch.label_u, cells),
-                                            nearest_cells(batch.valid_u, cells), cfg.conf_threshold))
+    terms.update(
+        semi.pseudo_label_accuracy(probs_w.argmax(-1), probs_w.max(-1),
+                                   nearest_cells(batch.label_u, cells),
+                                   nearest_cells(batch.valid_u, cells), cfg.conf_threshold))
   parts = {'semi_strong': cfg.strong_weight * (terms['semi_s1'] + terms['semi_s2']) / 2,
            'semi_fp': cfg.fp_weight * terms['semi_fp'] / 2,
            'entropy': cfg.entropy_weight * (terms['entropy_s1'] + terms['entropy_s2']) / 2}
@@ -328,9 +343,10 @@ def consistency_terms(probs_w, fp, strong, boxes, valid, cfg: ConsistencyConfig,
   for i, (prediction, box) in enumerate(zip(strong, boxes)):
     mix = lambda x, box=box: jnp.where(box, cutmix_partner(x), x)
     valid_s = mix(valid)
-    terms[f'semi_s{i + 1}'] = pseudo_label_term(prediction, mix(pseudo), mix(conf), valid_s, cfg, supervised,
-                                                keys[i + 1])
-    terms[f'entropy_s{i + 1}'] = semi.entropy_loss(semantic_inference.semantic_probs(*prediction), valid_s)
+    terms[f'semi_s{i + 1}'] = pseudo_label_term(prediction, mix(pseudo), mix(conf), valid_s, cfg,
+                                                supervised, keys[i + 1])
+    terms[f'entropy_s{i + 1}'] = semi.entropy_loss(semantic_inference.semantic_probs(*prediction),
+                                                   valid_s)
   terms['pseudo_confident_fraction'] = jax.lax.stop_gradient(
       ((conf >= cfg.conf_threshold) & valid).sum() / jnp.maximum(valid.sum(), 1))
   return terms
@@ -359,7 +375,8 @@ def vision_language_loss(fwd: Forward, labels, cfg: VisionLanguageConfig) -> Tup
     parts['vl_mask'] = cfg.weight * cfg.mask * terms['vl_mask']
   if cfg.align > 0:
     classes = jnp.broadcast_to(fwd.vl_class[:, None, None], region.shape)
-    terms['vl_align'] = regularizers.align_loss(fwd.dense, fwd.text['t_clip'], classes, region, cfg.tau)
+    terms['vl_align'] = regularizers.align_loss(fwd.dense, fwd.text['t_clip'], classes, region,
+                                                cfg.tau)
     parts['vl_align'] = cfg.weight * cfg.align * terms['vl_align']
   return parts, terms
 

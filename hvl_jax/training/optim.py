@@ -10,8 +10,8 @@ from hvl_jax.common import config_tree
 # Leaves never weight-decayed besides biases and norms (all 1-D): embeddings and learned queries.
 # Embeddings and tokens are not decayed (CLIP's and EVA02's position embeddings and class tokens
 # among them), whatever their rank.
-NO_DECAY_NAMES = ('embedding', 'class_embedding', 'pos_embed', 'cls_token', 'prompt', 'query_feat', 'query_embed',
-                  'level_embed', 'class_query_pos')
+NO_DECAY_NAMES = ('embedding', 'class_embedding', 'pos_embed', 'cls_token', 'prompt', 'query_feat',
+                  'query_embed', 'level_embed', 'class_query_pos')
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +76,8 @@ class GroupVectors:
     return self.treedef.unflatten(out)
 
 
-def over_group_vectors(inner: optax.GradientTransformation, vectors: GroupVectors) -> optax.GradientTransformation:
+def over_group_vectors(inner: optax.GradientTransformation,
+                       vectors: GroupVectors) -> optax.GradientTransformation:
   """Runs `inner` on {group: vector} instead of the ~1000-leaf parameter tree.
 
   Like `optax.flatten`, but one vector per parameter group so that `inner` can still treat

@@ -25,7 +25,8 @@ class Preempted(Exception):
 
 
 class Watcher:
-  """`reached(step)` is True at the first step after SIGTERM arrived (the same step on every process)."""
+  """`reached(step)` is True at the first step after SIGTERM arrived (the same step on every
+  process)."""
 
   def __init__(self):
     self.multihost = jax.process_count() > 1

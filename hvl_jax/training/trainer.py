@@ -39,16 +39,19 @@ from hvl_jax.training import preemption
 
 def normalize_batch(batch: Dict[str, jax.Array]) -> objective.Batch:
   """uint8 images -> CLIP-normalised float32 (on device); float images are taken as normalised."""
-  get = lambda k, like: batch[k] if k in batch else jnp.zeros((0,) + batch[like].shape[1:], batch[like].dtype)
+  get = lambda k, like: batch[k] if k in batch else jnp.zeros(
+      (0,) + batch[like].shape[1:], batch[like].dtype)
   norm = lambda x: clip_lib.normalize_images(x) if x.dtype == jnp.uint8 else x.astype(jnp.float32)
   images = {k: norm(get(k, 'image_l')) for k in ('image_l', 'image_w', 'image_s1', 'image_s2')}
   return objective.Batch(images['image_l'], batch['label_l'], images['image_w'], images['image_s1'],
-                         images['image_s2'], get('box1', 'label_l').astype(bool),
-                         get('box2', 'label_l').astype(bool), get('valid_u', 'label_l').astype(bool),
-                         batch.get('label_u'))
+                         images['image_s2'],
+                         get('box1', 'label_l').astype(bool),
+                         get('box2', 'label_l').astype(bool),
+                         get('valid_u', 'label_l').astype(bool), batch.get('label_u'))
 
 
-# The strong views' key: the micro-step's key folded with this (the objective splits the key itself).
+# The strong views' key: the micro-step's key folded with this (the objective splits the key
+# itself).
 STRONG_VIEW_KEY_FOLD = 0x5757
 
 
@@ -63,14 +66,16 @@ def step_inputs(batch: Dict[str, jax.Array], rng,
 
 
 def train_step(state: state_lib.TrainState, batch, *, model, tx, loss: objective.ObjectiveConfig,
-               grad_accum: int = 1, t_clip=None, strong: Optional[device_augment.StrongViewConfig] = None):
+               grad_accum: int = 1, t_clip=None,
+               strong: Optional[device_augment.StrongViewConfig] = None):
   """One micro-step: loss, gradients w.r.t. the trainable params, optimizer update, EMA.
 
   With grad_accum = k (train.grad_accum) the optimizer applies the mean gradient every k-th
   micro-step; `state.step` (optimizer steps) advances then, and so does the EMA teacher
-  (loss.consistency.ema_decay > 0). t_clip: (K, E) `fixed_text_embeddings` of the frozen text encoder,
-  computed once per start (`fixed_text_embeddings`); None computes them in the step. strong: how
-  the step makes the strong views of a batch that has only weak ones (data.strong_view.where='device').
+  (loss.consistency.ema_decay > 0). t_clip: (K, E) `fixed_text_embeddings` of the frozen text
+  encoder, computed once per start (`fixed_text_embeddings`); None computes them in the step.
+  strong: how the step makes the strong views of a batch that has only weak ones
+  (data.strong_view.where='device').
   """
   ema_decay = loss.consistency.ema_decay
   rng = jax.random.fold_in(state.rng, state.step * grad_accum + optim.micro_step(state.opt_state))
@@ -80,7 +85,8 @@ def train_step(state: state_lib.TrainState, batch, *, model, tx, loss: objective
     teacher = {**state.ema_params, **state.frozen}
 
   def loss_fn(params):
-    return objective.compute_loss(model, {**params, **state.frozen}, inputs, rng, loss, teacher, t_clip)
+    return objective.compute_loss(model, {**params, **state.frozen}, inputs, rng, loss, teacher,
+                                  t_clip)
 
   (_, terms), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -88,7 +94,8 @@ def train_step(state: state_lib.TrainState, batch, *, model, tx, loss: objective
   stepped = optim.micro_step(opt_state) == 0     # this micro-step completed an optimizer step
   ema = state.ema_params
   if ema_decay > 0:
-    ema = jax.tree.map(lambda e, p: jnp.where(stepped, ema_decay * e + (1 - ema_decay) * p, e), ema, params)
+    ema = jax.tree.map(lambda e, p: jnp.where(stepped, ema_decay * e + (1 - ema_decay) * p, e), ema,
+                       params)
   consecutive, total = optim.nonfinite_counts(opt_state)
   metrics = dict(terms, grad_norm=optax.tree.norm(grads), nonfinite_consecutive=consecutive,
                  nonfinite_total=total)
@@ -118,14 +125,18 @@ class TrainConfig:
 
 
 def bind_train_step(config, model, tx, t_clip=None):
-  """`train_step` with the config's static settings (read here, not while tracing) and t_clip bound."""
-  return functools.partial(train_step, model=model, tx=tx, loss=objective.objective_config(config, model.cfg),
-                           grad_accum=config.train.grad_accum, t_clip=t_clip, strong=strong_view_config(config))
+  """`train_step` with the config's static settings (read here, not while tracing) and t_clip
+  bound."""
+  return functools.partial(train_step, model=model, tx=tx,
+                           loss=objective.objective_config(config, model.cfg),
+                           grad_accum=config.train.grad_accum, t_clip=t_clip,
+                           strong=strong_view_config(config))
 
 
 def strong_view_config(config) -> Optional[device_augment.StrongViewConfig]:
   """How the step makes the strong views (`data.strong_view`), or None where the host makes them."""
-  strong = config_tree.build(device_augment.StrongViewConfig, config.data.strong_view, 'data.strong_view')
+  strong = config_tree.build(device_augment.StrongViewConfig, config.data.strong_view,
+                             'data.strong_view')
   return strong if strong.where == 'device' else None
 
 
@@ -168,10 +179,13 @@ class ProgressLogger:
       metrics['images_per_sec'] = steps_per_s * self.images
     if not self.main:
       return
-    shown = ' '.join(f'{k}={v:.4g}' for k, v in sorted(metrics.items()) if k not in STEP_BOOKKEEPING)
+    shown = ' '.join(
+        f'{k}={v:.4g}' for k, v in sorted(metrics.items()) if k not in STEP_BOOKKEEPING)
     img_s = f'{metrics["images_per_sec"]:.1f}' if 'images_per_sec' in metrics else '--'
-    print(f'[{step}/{self.total}] {shown} lr={metrics["lr"]:.3g} img/s={img_s} ETA {self.rate.eta(step)}',
-          flush=True)
+    print(
+        f'[{step}/{self.total}] {shown} lr={metrics["lr"]:.3g} img/s={img_s} ETA '
+        f'{self.rate.eta(step)}',
+        flush=True)
     for k, v in metrics.items():
       self.writer.add_scalar(f'train/{k}', v, step)
     self.jsonl.write(json.dumps(dict(step=step, **metrics)) + '\n')
@@ -182,7 +196,8 @@ class ProgressLogger:
     if not self.main or not samples:
       return
     for i, (image, pred, label) in enumerate(samples):
-      self.writer.add_image(f'{tag}/{i}', visualize.strip(image, pred, label), step, dataformats='HWC')
+      self.writer.add_image(f'{tag}/{i}', visualize.strip(image, pred, label), step,
+                            dataformats='HWC')
 
   def scalars(self, prefix: str, values: Dict[str, float], step: int):
     if self.main:
@@ -197,14 +212,23 @@ class ProgressLogger:
 
 
 def mask_budget_note(config, devices: int) -> Optional[str]:
-  """A note when loss.supervised.budget_images does not divide the labeled images per device and micro-step:
-  the criterion's mask-budget groups then span devices (correct, but their data crosses them)."""
+  """A note when loss.supervised.budget_images does not divide the labeled images per device and
+  micro-step: the criterion's mask-budget groups then span devices (correct, but their data crosses
+  them)."""
   per_device = config.data.labeled_batch // config.train.grad_accum // devices
   group = config.loss.supervised.budget_images
   if per_device < 1 or per_device % group == 0:
     return None
-  return (f'Note: loss.supervised.budget_images={group} does not divide the {per_device} labeled image(s) per device '
-          'and micro-step, so mask-budget groups span devices; --config.loss.supervised.budget_images=1 keeps them local.')
+  return (
+      f'Note: loss.supervised.budget_images={group} does not divide the {per_device} labeled '
+      f'image(s) per device '
+      'and micro-step, so mask-budget groups span devices; '
+      '--config.loss.supervised.budget_images=1 '
+      ''
+      ''
+      ''
+      'keeps them local.'
+  )
 
 
 def compiled(jitted, *args, what: str = 'the train step'):
@@ -248,27 +272,33 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
                           lambda: state_lib.create_state(config, model, clip, tx_fn, image_size))
   state = jax.device_put(state, state_sharding)
   start = int(state.step)
-  logging.info('Parameters:\n%s', '\n'.join(f'  {k:34s} {n:>13,d}' for k, n in
-                                              state_lib.parameter_counts(state_lib.full_params(state)).items()))
-  print(f'Training {total} steps ({accum} micro-batch{"es" if accum > 1 else ""} each) from step {start} '
-        f'on {jax.device_count()} device(s); workdir {workdir}', flush=True)
+  logging.info(
+      'Parameters:\n%s',
+      '\n'.join(f'  {k:34s} {n:>13,d}'
+                for k, n in state_lib.parameter_counts(state_lib.full_params(state)).items()))
+  print(
+      f'Training {total} steps ({accum} micro-batch{"es" if accum > 1 else ""} each) from step '
+      f'{start} '
+      f'on {jax.device_count()} device(s); workdir {workdir}', flush=True)
 
   note = mask_budget_note(config, mesh.devices.size)
   if note:
     print(note, flush=True)
-  step_fn = jit_train_step(config, model, tx, mesh, state_sharding, t_clip=fixed_text_embeddings(model, state))
-  progress = ProgressLogger(workdir, total, config.data.labeled_batch + config.data.unlabeled_batch, lr_fn,
-                            train.storage_timeout_s)
-  evaluator = evaluator_lib.Evaluator(config, predictor_lib.Predictor.from_config(config, model), sources['val'], names,
-                                 num_samples=4)
-  state, metrics = train_loop(train, state, step_fn, data_iter, mesh, checkpoints, progress, evaluator,
-                              workdir, total)
+  step_fn = jit_train_step(config, model, tx, mesh, state_sharding,
+                           t_clip=fixed_text_embeddings(model, state))
+  progress = ProgressLogger(workdir, total, config.data.labeled_batch + config.data.unlabeled_batch,
+                            lr_fn, train.storage_timeout_s)
+  evaluator = evaluator_lib.Evaluator(config, predictor_lib.Predictor.from_config(config, model),
+                                      sources['val'], names, num_samples=4)
+  state, metrics = train_loop(train, state, step_fn, data_iter, mesh, checkpoints, progress,
+                              evaluator, workdir, total)
   if start < total:       # a finished run started again only evaluates
     checkpoints.save(total, state, data_iter, force=True)
   checkpoints.wait()
   params = state_lib.full_params(state)
   extra = evaluator_lib.evaluate_zero_shot(config, model, sources['val'], names, params, workdir)
-  if metrics is not None and 'pseudo_confident_fraction' in metrics:     # the last step's, for the record
+  # the last step's, for the record
+  if metrics is not None and 'pseudo_confident_fraction' in metrics:
     extra['train_pseudo_confident_fraction'] = float(metrics['pseudo_confident_fraction'])
   results, samples = evaluator.run(params, workdir, tag='final', extra=extra,
                                    title=f'The trained network at step {total}')
@@ -281,8 +311,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
   return results
 
 
-def train_loop(train: TrainConfig, state, step_fn, data_iter, mesh, checkpoints, progress, evaluator, workdir: str,
-               total: int):
+def train_loop(train: TrainConfig, state, step_fn, data_iter, mesh, checkpoints, progress,
+               evaluator, workdir: str, total: int):
   """Optimizer steps state.step + 1 ... `total`: logging, non-finite checks, checkpoints,
   preemption and periodic evaluation. Returns (state, the last logged metrics)."""
   accum, start = train.grad_accum, int(state.step)
@@ -300,8 +330,9 @@ def train_loop(train: TrainConfig, state, step_fn, data_iter, mesh, checkpoints,
         metrics = jax.device_get(metrics)
         progress.log(step, metrics)
         if metrics['nonfinite_consecutive'] >= train.max_nonfinite:
-          raise FloatingPointError(f'{int(metrics["nonfinite_consecutive"])} non-finite losses in a row at '
-                                   f'step {step}: stopping (train.max_nonfinite={train.max_nonfinite})')
+          raise FloatingPointError(
+              f'{int(metrics["nonfinite_consecutive"])} non-finite losses in a row at '
+              f'step {step}: stopping (train.max_nonfinite={train.max_nonfinite})')
       preempted = step != total and watcher.reached(step)
       if (step % train.ckpt_every == 0 and step != total) or preempted:
         checkpoints.save(step, state, data_iter, force=preempted)

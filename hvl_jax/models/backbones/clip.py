@@ -51,19 +51,22 @@ class CLIPConfig:
   # HF semantics: 2 (legacy configs) pools at argmax(ids), since EOS has the largest id;
   # otherwise at the first occurrence of this id.
   eos_token_id: int = 2
-  vision_type: str = 'vit'  # 'vit' (CLIP) | 'eva02' (EVA02-CLIP): `registry.vision_encoder` picks the tower
+  # 'vit' (CLIP) | 'eva02' (EVA02-CLIP): `registry.vision_encoder` picks the tower
+  vision_type: str = 'vit'
 
   def to_hf(self, **text_extra) -> dict:
     """The HF `config.json` dict of these sizes (what `from_hf` reads back); `text_extra` adds
     text_config fields (e.g. bos_token_id, pad_token_id)."""
-    tower = lambda t: dict(hidden_size=t.width, num_hidden_layers=t.layers, num_attention_heads=t.heads,
-                           intermediate_size=t.mlp_dim, layer_norm_eps=t.layer_norm_eps, hidden_act=t.activation,
-                           projection_dim=self.projection_dim)
-    return dict(model_type='clip', architectures=['CLIPModel'], projection_dim=self.projection_dim,
-                text_config=dict(tower(self.text), vocab_size=self.vocab_size,
-                                 max_position_embeddings=self.context_length, eos_token_id=self.eos_token_id,
-                                 **text_extra),
-                vision_config=dict(tower(self.vision), patch_size=self.patch_size, image_size=self.image_size))
+    tower = lambda t: dict(hidden_size=t.width, num_hidden_layers=t.layers, num_attention_heads=t.
+                           heads, intermediate_size=t.mlp_dim, layer_norm_eps=t.layer_norm_eps,
+                           hidden_act=t.activation, projection_dim=self.projection_dim)
+    return dict(
+        model_type='clip', architectures=['CLIPModel'], projection_dim=self.projection_dim,
+        text_config=dict(tower(self.text), vocab_size=self.vocab_size,
+                         max_position_embeddings=self.context_length,
+                         eos_token_id=self.eos_token_id, **text_extra),
+        vision_config=dict(tower(self.vision), patch_size=self.patch_size,
+                           image_size=self.image_size))
 
   @classmethod
   def from_hf(cls, cfg: dict) -> 'CLIPConfig':
@@ -76,16 +79,19 @@ class CLIPConfig:
       act = c.get('hidden_act', 'quick_gelu')
       if act not in ACTIVATIONS:
         raise ValueError(f'unsupported hidden_act={act!r}; supported: {sorted(ACTIVATIONS)}')
-      return TowerConfig(
-          width=c.get('hidden_size', width), layers=c.get('num_hidden_layers', layers),
-          heads=c.get('num_attention_heads', heads), mlp_dim=c.get('intermediate_size', mlp),
-          layer_norm_eps=c.get('layer_norm_eps', 1e-5), activation=c.get('hidden_act', 'quick_gelu'))
+      return TowerConfig(width=c.get('hidden_size',
+                                     width), layers=c.get('num_hidden_layers', layers),
+                         heads=c.get('num_attention_heads',
+                                     heads), mlp_dim=c.get('intermediate_size', mlp),
+                         layer_norm_eps=c.get('layer_norm_eps',
+                                              1e-5), activation=c.get('hidden_act', 'quick_gelu'))
 
-    return cls(
-        text=tower(t, 512, 12, 8, 2048), vision=tower(v, 768, 12, 12, 3072),
-        projection_dim=cfg.get('projection_dim', 512), vocab_size=t.get('vocab_size', 49408),
-        context_length=t.get('max_position_embeddings', 77), patch_size=v.get('patch_size', 32),
-        image_size=v.get('image_size', 224), eos_token_id=t.get('eos_token_id', 49407))  # HF's default
+    return cls(text=tower(t, 512, 12, 8, 2048), vision=tower(v, 768, 12, 12, 3072),
+               projection_dim=cfg.get('projection_dim', 512), vocab_size=t.get('vocab_size', 49408),
+               context_length=t.get('max_position_embeddings',
+                                    77), patch_size=v.get('patch_size', 32),
+               image_size=v.get('image_size', 224), eos_token_id=t.get('eos_token_id',
+                                                                       49407))  # HF's default
 
 
 ACTIVATIONS = {
@@ -177,7 +183,8 @@ class LayerCollection(TowerModule):
 
   def __call__(self, x, num_layers: Optional[int] = None):
     """x (B, T, D) -> list of hidden states: [input, after layer 1, ..., after layer n]."""
-    return run_layers(self, self.blocks[:num_layers], self.make_block(parent=None), x, self.remat, self.scan)
+    return run_layers(self, self.blocks[:num_layers], self.make_block(parent=None), x, self.remat,
+                      self.scan)
 
   def maskclip_value(self, x):
     return self.blocks[-1].maskclip_value(x)
@@ -187,7 +194,8 @@ class Encoder(TowerModule):
   """HF's `encoder` level of the parameter tree around the layer collection."""
 
   def setup(self):
-    self.layers = LayerCollection(self.cfg, self.dtype, self.causal, self.remat, self.attention_impl, self.scan)
+    self.layers = LayerCollection(self.cfg, self.dtype, self.causal, self.remat,
+                                  self.attention_impl, self.scan)
 
   def __call__(self, x, num_layers=None):
     return self.layers(x, num_layers)
@@ -221,7 +229,8 @@ class TextTransformer(nn.Module):
 
   def setup(self):
     self.embeddings = TextEmbeddings(self.cfg, self.dtype)
-    self.encoder = Encoder(self.cfg.text, self.dtype, True, self.remat, self.attention_impl, self.scan)
+    self.encoder = Encoder(self.cfg.text, self.dtype, True, self.remat, self.attention_impl,
+                           self.scan)
     self.final_layer_norm = nn.LayerNorm(self.cfg.text.layer_norm_eps, dtype=self.dtype)
 
   def __call__(self, input_ids=None, inputs_embeds=None, eos_index=None):
@@ -254,7 +263,8 @@ class CLIPTextEncoder(nn.Module):
   scan: bool = True  # apply the layers with lax.scan (`layer_scan`); False unrolls them
 
   def setup(self):
-    self.text_model = TextTransformer(self.cfg, self.dtype, self.remat, self.attention_impl, self.scan)
+    self.text_model = TextTransformer(self.cfg, self.dtype, self.remat, self.attention_impl,
+                                      self.scan)
     self.text_projection = nn.Dense(self.cfg.projection_dim, use_bias=False, dtype=self.dtype)
 
   def __call__(self, input_ids=None, inputs_embeds=None, eos_index=None):
@@ -281,8 +291,8 @@ class VisionEmbeddings(nn.Module):
 
   def __call__(self, images):
     """images (B, H, W, 3) normalised -> tokens (B, 1 + h*w, D) and the grid (h, w)."""
-    return vit_tokens(images, self.patch_embedding, self.class_embedding, self.position_embedding.embedding,
-                      self.grid, self.cfg.patch_size, self.dtype)
+    return vit_tokens(images, self.patch_embedding, self.class_embedding,
+                      self.position_embedding.embedding, self.grid, self.cfg.patch_size, self.dtype)
 
 
 class VisionTransformer(nn.Module):
@@ -296,7 +306,8 @@ class VisionTransformer(nn.Module):
     eps = self.cfg.vision.layer_norm_eps
     self.embeddings = VisionEmbeddings(self.cfg, self.dtype)
     self.pre_layrnorm = nn.LayerNorm(eps, dtype=self.dtype)  # sic: HF's name
-    self.encoder = Encoder(self.cfg.vision, self.dtype, False, self.remat, self.attention_impl, self.scan)
+    self.encoder = Encoder(self.cfg.vision, self.dtype, False, self.remat, self.attention_impl,
+                           self.scan)
     self.post_layernorm = nn.LayerNorm(eps, dtype=self.dtype)
 
   def __call__(self, images, num_layers: Optional[int] = None):
@@ -327,10 +338,12 @@ class CLIPVisionEncoder(nn.Module):
   scan: bool = True  # apply the layers with lax.scan (`layer_scan`); False unrolls them
 
   def setup(self):
-    self.vision_model = VisionTransformer(self.cfg, self.dtype, self.remat, self.attention_impl, self.scan)
+    self.vision_model = VisionTransformer(self.cfg, self.dtype, self.remat, self.attention_impl,
+                                          self.scan)
     self.visual_projection = nn.Dense(self.cfg.projection_dim, use_bias=False, dtype=self.dtype)
 
-  def __call__(self, images, out_layers: Sequence[int] = (), dense: bool = False, embeds: bool = True):
+  def __call__(self, images, out_layers: Sequence[int] = (), dense: bool = False,
+               embeds: bool = True):
     layers = self.cfg.vision.layers
     out = self.vision_model(images, blocks_needed(layers, out_layers, dense, embeds))
     states, (h, w) = out['hidden_states'], out['grid']

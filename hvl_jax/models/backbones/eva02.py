@@ -29,7 +29,8 @@ ROPE_TEMPERATURE = 10000.0
 
 
 @functools.lru_cache(maxsize=None)
-def rope_tables(grid: Tuple[int, int], ref_grid: Tuple[int, int], head_dim: int) -> Tuple[np.ndarray, np.ndarray]:
+def rope_tables(grid: Tuple[int, int], ref_grid: Tuple[int, int],
+                head_dim: int) -> Tuple[np.ndarray, np.ndarray]:
   """sin and cos (h*w, head_dim) of EVA02's axial rotary embedding on an (h, w) token grid.
 
   Positions are rescaled so that the grid spans the pre-training grid `ref_grid`; frequency i
@@ -136,9 +137,10 @@ class EVA02Blocks(nn.Module):
     self.blocks = [self.make_block(self.remat, name=str(i)) for i in range(self.layers)]
 
   def __call__(self, x, sin, cos, num_layers: Optional[int] = None):
-    """x (B, T, D) -> [input, after block 1, ..., after block n] (n = num_layers, all by default)."""
-    return run_layers(self, self.blocks[:num_layers], self.make_block(parent=None), x, self.remat, self.scan,
-                      sin, cos)
+    """x (B, T, D) -> [input, after block 1, ..., after block n] (n = num_layers, all by
+    default)."""
+    return run_layers(self, self.blocks[:num_layers], self.make_block(parent=None), x, self.remat,
+                      self.scan, sin, cos)
 
   def maskclip_value(self, x):
     return self.blocks[-1].maskclip_value(x)
@@ -152,7 +154,8 @@ class PatchEmbed(nn.Module):
   @nn.compact
   def __call__(self, images):
     p = self.patch_size
-    return nn.Conv(self.width, (p, p), strides=p, padding='VALID', dtype=self.dtype, name='proj')(images)
+    return nn.Conv(self.width, (p, p), strides=p, padding='VALID', dtype=self.dtype,
+                   name='proj')(images)
 
 
 class EVA02VisionEncoder(nn.Module):
@@ -187,7 +190,8 @@ class EVA02VisionEncoder(nn.Module):
     return vit_tokens(images, self.patch_embed, self.cls_token[0, 0], self.pos_embed[0], self.grid,
                       self.cfg.patch_size, self.dtype)
 
-  def __call__(self, images, out_layers: Sequence[int] = (), dense: bool = False, embeds: bool = True):
+  def __call__(self, images, out_layers: Sequence[int] = (), dense: bool = False,
+               embeds: bool = True):
     x, (h, w) = self.embed(images)
     v = self.cfg.vision
     sin, cos = rope_tables((h, w), self.grid, v.width // v.heads)

@@ -31,9 +31,12 @@ DEFAULT_TOKENIZER = 'openai/clip-vit-base-patch16'
 
 # timm's EVA02-CLIP vision towers: width, depth, heads, patch size, pre-training image size.
 VISION_PRESETS = {
-    'eva02_large_patch14_clip_224': dict(width=1024, layers=24, heads=16, patch_size=14, image_size=224),
-    'eva02_large_patch14_clip_336': dict(width=1024, layers=24, heads=16, patch_size=14, image_size=336),
-    'eva02_base_patch16_clip_224': dict(width=768, layers=12, heads=12, patch_size=16, image_size=224),
+    'eva02_large_patch14_clip_224': dict(width=1024, layers=24, heads=16, patch_size=14,
+                                         image_size=224),
+    'eva02_large_patch14_clip_336': dict(width=1024, layers=24, heads=16, patch_size=14,
+                                         image_size=336),
+    'eva02_base_patch16_clip_224': dict(width=768, layers=12, heads=12, patch_size=16,
+                                        image_size=224),
 }
 SWIGLU_RATIO = 4 * 2 / 3
 # open_clip's EVA02-L-14 model config.
@@ -52,21 +55,26 @@ def config_from_open_clip(model_cfg: dict, source: str) -> CLIPConfig:
   v, t = model_cfg.get('vision_cfg', {}), model_cfg.get('text_cfg', {})
   name = v.get('timm_model_name')
   if name not in VISION_PRESETS:
-    raise CheckpointError(f'{source}: vision_cfg.timm_model_name={name!r} is not an EVA02-CLIP tower '
-                          f'({", ".join(VISION_PRESETS)})')
-  vis = {**VISION_PRESETS[name], **{k: v[k] for k in ('width', 'layers', 'heads', 'patch_size', 'image_size')
-                                     if k in v}}
+    raise CheckpointError(
+        f'{source}: vision_cfg.timm_model_name={name!r} is not an EVA02-CLIP tower '
+        f'({", ".join(VISION_PRESETS)})')
+  vis = {
+      **VISION_PRESETS[name],
+      **{k: v[k] for k in ('width', 'layers', 'heads', 'patch_size', 'image_size') if k in v}
+  }
   if isinstance(vis['image_size'], (list, tuple)):
     vis['image_size'] = vis['image_size'][0]
   tw = t.get('width', 512)
   return CLIPConfig(
-      text=TowerConfig(tw, t.get('layers', 12), t.get('heads', 8), int(tw * t.get('mlp_ratio', 4.0)),
+      text=TowerConfig(tw, t.get('layers', 12), t.get('heads',
+                                                      8), int(tw * t.get('mlp_ratio', 4.0)),
                        activation='quick_gelu' if model_cfg.get('quick_gelu') else 'gelu'),
       vision=TowerConfig(vis['width'], vis['layers'], vis['heads'],
-                         int(vis['width'] * v.get('mlp_ratio', SWIGLU_RATIO)), 1e-6, 'swiglu'),
-      projection_dim=model_cfg.get('embed_dim', 512), vocab_size=t.get('vocab_size', 49408),
-      context_length=t.get('context_length', 77), patch_size=vis['patch_size'],
-      image_size=vis['image_size'], eos_token_id=t.get('vocab_size', 49408) - 1, vision_type='eva02')
+                         int(vis['width'] * v.get('mlp_ratio', SWIGLU_RATIO)), 1e-6,
+                         'swiglu'), projection_dim=model_cfg.get('embed_dim', 512),
+      vocab_size=t.get('vocab_size', 49408), context_length=t.get('context_length', 77),
+      patch_size=vis['patch_size'], image_size=vis['image_size'],
+      eos_token_id=t.get('vocab_size', 49408) - 1, vision_type='eva02')
 
 
 # ---------------------------------------------------------------------------
@@ -117,18 +125,23 @@ def open_clip_text_name(key: str, value: np.ndarray):
     return []
   parts = key.split('.')
   if parts[0] == 'ln_final':
-    return [(('text_model', 'final_layer_norm', 'scale' if parts[1] == 'weight' else 'bias'), value)]
+    return [(('text_model', 'final_layer_norm', 'scale' if parts[1] == 'weight' else 'bias'), value)
+           ]
   if parts[:2] != ['transformer', 'resblocks'] or len(parts) < 5:
     raise CheckpointError(f'unexpected text tensor {key!r} with shape {value.shape}')
   layer = ('text_model', 'encoder', 'layers', parts[2])
   if parts[3:] == ['attn', 'in_proj_weight']:
-    return [(layer + ('self_attn', f'{n}_proj', 'kernel'), w.T) for n, w in zip('qkv', np.split(value, 3))]
+    return [(layer + ('self_attn', f'{n}_proj', 'kernel'), w.T)
+            for n, w in zip('qkv', np.split(value, 3))]
   if parts[3:] == ['attn', 'in_proj_bias']:
-    return [(layer + ('self_attn', f'{n}_proj', 'bias'), b) for n, b in zip('qkv', np.split(value, 3))]
+    return [
+        (layer + ('self_attn', f'{n}_proj', 'bias'), b) for n, b in zip('qkv', np.split(value, 3))
+    ]
   module, leaf = parts[-2], parts[-1]
   if module not in _TEXT_MODULES:
     raise CheckpointError(f'unexpected text tensor {key!r} with shape {value.shape}')
-  scope = ('self_attn',) if module == 'out_proj' else ('mlp',) if module in ('c_fc', 'c_proj') else ()
+  scope = ('self_attn',) if module == 'out_proj' else ('mlp',) if module in ('c_fc',
+                                                                             'c_proj') else ()
   name = _TEXT_MODULES[module]
   if leaf == 'bias':
     return [(layer + scope + (name, 'bias'), value)]
@@ -187,7 +200,8 @@ def find_weights(name_or_path: str, names) -> str:
   """A weights file: the path itself, the first of `names` inside a directory, or from the hub."""
   if os.path.isfile(name_or_path):
     return name_or_path
-  directory = clip_weights.resolve_checkpoint_dir(   # from the hub: the first (safetensors) file only
+  # from the hub: the first (safetensors) file only
+  directory = clip_weights.resolve_checkpoint_dir(
       name_or_path, (CONFIG_FILE,) + clip_weights.TOKENIZER_FILES + (names[0],),
       what='checkpoint file or directory')
   for n in names:
@@ -226,7 +240,8 @@ def load_eva02_clip(name_or_path: str, tokenizer: str = DEFAULT_TOKENIZER, dtype
   Args:
     name_or_path: open_clip_model.safetensors / open_clip_pytorch_model.bin, a directory holding
       one (with open_clip_config.json for non-default sizes), or a hub repository name.
-    tokenizer: where CLIP's vocab.json/merges.txt are when the checkpoint has none ('' = fail on use).
+    tokenizer: where CLIP's vocab.json/merges.txt are when the checkpoint has none ('' = fail on
+      use).
     dtype: compute dtype (parameters stay float32).
     context_length: tokenizer padding length (defaults to the model's).
   """
@@ -254,4 +269,3 @@ def load_eva02_vision(name_or_path: str, cfg: Optional[CLIPConfig] = None):
     if mapped is not None:
       flat[mapped[0]] = mapped[1]
   return cfg, clip_weights.check_params(flat, clip_weights.expected_shapes(cfg)['vision'], weights)
-

@@ -10,7 +10,8 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from hvl_jax.models.backbones.clip import CLIPConfig, CLIPTextEncoder, CLIPVisionEncoder, TowerConfig
+from hvl_jax.models.backbones.clip import (CLIPConfig, CLIPTextEncoder, CLIPVisionEncoder,
+                                           TowerConfig)
 from hvl_jax.models.backbones.eva02 import EVA02VisionEncoder
 from hvl_jax.ops.layer_scan import Remat
 
@@ -47,12 +48,13 @@ def clip_config(c: CLIPSource, backbone: str = 'clip') -> CLIPConfig:
   if backbone not in BACKBONES:
     raise ValueError(f'model.backbone={backbone!r}: expected one of {", ".join(BACKBONES)}')
   if c.image_size % c.patch_size:
-    raise ValueError(f'model.clip.image_size={c.image_size} is not divisible by model.clip.patch_size='
-                     f'{c.patch_size}')
+    raise ValueError(
+        f'model.clip.image_size={c.image_size} is not divisible by model.clip.patch_size='
+        f'{c.patch_size}')
   eva = backbone == 'eva02_clip_l14'
   return CLIPConfig(
-      text=TowerConfig(width=c.text_width, layers=c.text_layers, heads=c.text_heads, mlp_dim=c.text_mlp_dim,
-                       activation='gelu' if eva else 'quick_gelu'),
+      text=TowerConfig(width=c.text_width, layers=c.text_layers, heads=c.text_heads,
+                       mlp_dim=c.text_mlp_dim, activation='gelu' if eva else 'quick_gelu'),
       vision=TowerConfig(width=c.vision_width, layers=c.vision_layers, heads=c.vision_heads,
                          mlp_dim=c.vision_mlp_dim, layer_norm_eps=1e-6 if eva else 1e-5,
                          activation='swiglu' if eva else 'quick_gelu'),
@@ -60,8 +62,8 @@ def clip_config(c: CLIPSource, backbone: str = 'clip') -> CLIPConfig:
       patch_size=c.patch_size, image_size=c.image_size, vision_type='eva02' if eva else 'vit')
 
 
-def vision_encoder(cfg: CLIPConfig, dtype=jnp.float32, remat: Remat = False, attention_impl: str = 'auto',
-                   scan: bool = True):
+def vision_encoder(cfg: CLIPConfig, dtype=jnp.float32, remat: Remat = False,
+                   attention_impl: str = 'auto', scan: bool = True):
   """The vision tower for `cfg.vision_type` (same call interface for both)."""
   kwargs = dict(cfg=cfg, dtype=dtype, remat=remat, attention_impl=attention_impl, scan=scan)
   if cfg.vision_type == 'eva02':
