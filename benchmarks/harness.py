@@ -75,7 +75,7 @@ def random_batch(config, rng: np.random.Generator):
   if bu:
     batch.update(image_w=rng.integers(0, 255, (bu, s, s, 3), np.uint8), valid_u=np.ones((bu, s, s),
                                                                                         bool))
-  if bu and d.strong_views == 'host':
+  if bu and d.strong_view.where == 'host':
     for k in ('image_s1', 'image_s2'):
       batch[k] = rng.integers(0, 255, (bu, s, s, 3), np.uint8)
     box = np.zeros((bu, s, s), bool)

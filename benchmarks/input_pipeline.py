@@ -72,7 +72,7 @@ def main():
     lab = rate(lambda i: transforms.labeled_train(src[i % n], np.random.default_rng(i), cfg), n)
     unlabeled = {}
     for where in ('host', 'device'):
-      cfg.strong_views = where
+      cfg.strong_view.where = where
       unlabeled[where] = rate(
           lambda i: transforms.unlabeled_train(src[i % n], np.random.default_rng(i), cfg), n)
   print(f'one CPU core, {w}x{h} JPEGs -> {args.crop}x{args.crop} crops:')

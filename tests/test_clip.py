@@ -202,7 +202,7 @@ def test_remat_and_bf16_options(hf_flax_checkpoint, rng):
     for scan in (True, False):
       g_remat = jax.grad(loss)(clip.params, registry.CLIPModel(clip.config, remat=remat, scan=scan))
       jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5), g_ref, g_remat)
-  with pytest.raises(ValueError, match="unknown rematerialisation policy 'dots'"):
+  with pytest.raises(ValueError, match="remat must be 'none' or one of .* got 'dots'"):
     jax.grad(loss)(clip.params, registry.CLIPModel(clip.config, remat='dots'))
   bf16 = registry.CLIPModel(clip.config, dtype=jnp.bfloat16).apply(
       {'params': clip.params}, images, method=registry.CLIPModel.encode_image)['image_embeds']

@@ -61,11 +61,12 @@ def paper_total(terms, config):
   """The total of the paper's section 3 written out (SemiVL's halves for the labeled and
   unlabeled halves of the batch); a removed term counts as 0."""
   t = lambda k: terms.get(k, 0.0)
-  s, l = config.semi, config.loss
-  return ((t('seg_seg') + s.strong_weight *
-           (t('semi_s1') + t('semi_s2')) + s.fp_weight * t('semi_fp')) / 2 + s.entropy_weight *
-          (t('entropy_s1') + t('entropy_s2')) / 2 + l.div * t('div') + l.prompt *
-          (t('topo') + t('anchor')) + l.vl * (l.align * t('vl_align') + l.mask * t('vl_mask')))
+  s, p, vl = config.loss.consistency, config.loss.prompt, config.loss.vision_language
+  unlabeled = s.strong_weight * (t('semi_s1') + t('semi_s2')) + s.fp_weight * t('semi_fp')
+  entropy = s.entropy_weight * (t('entropy_s1') + t('entropy_s2'))
+  return ((t('seg_seg') + unlabeled) / 2 + entropy / 2
+          + p.div * t('div') + p.weight * (t('topo') + t('anchor'))
+          + vl.weight * (vl.align * t('vl_align') + vl.mask * t('vl_mask')))
 
 
 @pytest.mark.slow
