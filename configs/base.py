@@ -17,6 +17,7 @@ import ml_collections
 
 from hvl_jax.common.config_tree import to_tree
 from hvl_jax.data.data_config import DataConfig
+from hvl_jax.inference.evaluator import EvalConfig
 from hvl_jax.inference.predictor import InferenceConfig
 from hvl_jax.models.hvl import ModelConfig
 from hvl_jax.training.objective import ObjectiveConfig
@@ -35,6 +36,11 @@ def get_config():
   c.loss = to_tree(ObjectiveConfig())       # hvl_jax/training/objective.py, one subtree per part
   c.optim = to_tree(OptimConfig())          # hvl_jax/training/optim.py
   c.train = to_tree(TrainConfig())          # hvl_jax/training/trainer.py
+  # Named evaluations, each of a kind (hvl_jax/inference/evaluator.py KINDS) with its settings:
+  # the val split's mIoU, and the network on inference.class_names where some are given.
+  c.evals = ml_collections.ConfigDict(dict(
+      val=to_tree(EvalConfig(kind='miou', strips=4)),
+      open_vocabulary=to_tree(EvalConfig(kind='open_vocabulary'))))
   c.resume = ''                 # checkpoint dir used when the workdir has none
   c.init = ''                   # weights-only initialisation
   return c

@@ -7,10 +7,13 @@ The real recipe where it fits a CPU: the shipped tiny CLIP (hvl_jax/data/tiny_cl
 tools/pretrain_clip.py) with zero-shot relevance gating, the backbone at 0.1x the learning rate,
 gradients clipped at a global norm of 0.01; few labels (16 images) and many unlabeled ones (1024).
 The gating reads the image and its crops ('crops'): the tiny CLIP's dense features do not
-localise (docs/method.md). Evaluation also scores the tiny CLIP alone (`zero_shot_miou`).
+localise (docs/method.md). Evaluation also scores the tiny CLIP alone (the `zero_shot` entry of
+`evals`, eval_zero_shot.json).
 """
 from configs import base
+from hvl_jax.common.config_tree import to_tree
 from hvl_jax.data import synthetic
+from hvl_jax.inference.evaluator import EvalConfig
 
 
 def get_config():
@@ -49,5 +52,5 @@ def get_config():
   c.train.log_every = 20
   c.train.ckpt_every = 250
   c.inference.protocol = 'whole'
-  c.inference.zero_shot_baseline = True
+  c.evals.zero_shot = to_tree(EvalConfig(kind='zero_shot'))   # the tiny CLIP alone
   return c

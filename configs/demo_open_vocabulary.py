@@ -16,4 +16,5 @@ from hvl_jax.data import synthetic
 def get_config():
   c = demo.get_config()
   c.inference.class_names = synthetic.CLASS_NAMES
+  c.evals.open_vocabulary.zero_shot = True     # the tiny CLIP alone on the names too
   return c

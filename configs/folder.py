@@ -42,8 +42,8 @@ def get_config(arg: str = 'clip'):
     c.data.synthetic_labeled = c.data.synthetic_unlabeled = c.data.synthetic_val = 0
     c.train.steps = 300
     c.train.ckpt_every = 100
-    c.inference.update(dict(protocol='zegclip_sliding_window', short_side=0, stride=0,
-                            zero_shot_baseline=False))
+    c.inference.update(dict(protocol='zegclip_sliding_window', short_side=0, stride=0))
+    del c.evals['zero_shot']
     return c
   if arg not in base.BACKBONE_ARGS:
     raise ValueError(

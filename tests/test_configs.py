@@ -16,6 +16,7 @@ from configs import folder
 from hvl_jax.common import config_tree
 from hvl_jax.data import datasets
 from hvl_jax.data.data_config import DataConfig
+from hvl_jax.inference.evaluator import EvalConfig
 from hvl_jax.inference.predictor import InferenceConfig
 from hvl_jax.models import hvl
 from hvl_jax.models.backbones import clip_weights, registry
@@ -58,9 +59,12 @@ def test_the_base_config_is_the_dataclasses_defaults():
   fields, at their defaults; a subtree without a field (a run's config from before the field
   existed) takes the default, and a key the dataclass lacks is named with its path."""
   config = base.get_config()
-  assert set(config.keys()) == set(SUBTREES) | {'seed', 'resume', 'init'}
+  assert set(config.keys()) == set(SUBTREES) | {'evals', 'seed', 'resume', 'init'}
   for name, cls in SUBTREES.items():
     assert config_tree.build(cls, config[name], name) == cls(), name
+  evals = {name: config_tree.build(EvalConfig, spec, name) for name, spec in config.evals.items()}
+  assert evals == {'val': EvalConfig(kind='miou', strips=4),
+                   'open_vocabulary': EvalConfig(kind='open_vocabulary')}
   tree = config.model.to_dict()
   del tree['decoder']['remat'], tree['hidden_dim']
   built = config_tree.build(hvl.ModelConfig, tree, 'model')

@@ -1,12 +1,14 @@
 """Evaluation: confusion matrix and mIoU against numpy; the evaluator on known predictions; a
 VOC-layout fixture read and evaluated as `--mode eval` does (configs/voc_92.py's geometry), with a
-stand-in network, against a transcription of SemiVL's evaluation (tests/test_inference.py)."""
+stand-in network, against a transcription of SemiVL's evaluation (tests/test_inference.py); a
+config's named evaluations run by name, each writing its own record."""
 import json
 import os
 
 import jax.numpy as jnp
 import numpy as np
 from PIL import Image
+import pytest
 
 from configs import base
 from hvl_jax.data import datasets
@@ -14,8 +16,9 @@ from hvl_jax.data import files
 from hvl_jax.inference import evaluator as evaluator_lib
 from hvl_jax.inference import metrics
 from hvl_jax.inference import predictor as predictor_lib
+from hvl_jax.common.config_tree import to_tree
 from test_inference import K, semivl_zegclip, stand_in
-from tiny import tiny_config
+from tiny import build, tiny_config
 
 
 def test_confusion_and_miou_against_numpy(rng):
@@ -142,3 +145,33 @@ def test_voc_fixture_evaluated_as_semivl(tmp_path):
   assert written['inference'] == dict(protocol='zegclip_sliding_window', crop=512, stride=426,
                                       short_side=512, max_side=2048)
   assert 'relevance_precision' not in written        # the stand-in does no gating
+
+
+def test_named_evaluations_run_without_the_caller_knowing_their_kinds(tmp_path):
+  """`evals` entries: the 'val' mIoU writes eval_<stage>.json with its strips, another mIoU entry
+  eval_<name>_<stage>.json with the same figures, the zero-shot baseline eval_zero_shot.json as
+  `evaluate_zero_shot` scores it; the open-vocabulary entry has nothing to run without names; an
+  unknown kind is named."""
+  config = tiny_config(**{'data.synthetic_val': 3})
+  with config.unlocked():
+    config.evals.again = to_tree(evaluator_lib.EvalConfig(kind='miou'))
+    config.evals.zero_shot = to_tree(evaluator_lib.EvalConfig(kind='zero_shot'))
+  model, params = build(config)
+  source = datasets.make_sources(config)['val']
+  names = datasets.class_names(config)
+  evaluations = evaluator_lib.Evaluations(config, model, None, source, names)
+  assert evaluations.periodic() == ['val', 'again']
+  done = evaluations.run_all(params, str(tmp_path), 'final', title='t', extra={'note': 1})
+  assert sorted(done) == ['again', 'val', 'zero_shot']        # open_vocabulary: no names given
+  assert len(done['val'].samples) == 3 and not done['again'].samples    # strips: 4, 3 images
+  val = json.loads((tmp_path / 'eval_final.json').read_text())
+  again = json.loads((tmp_path / 'eval_again_final.json').read_text())
+  assert val['miou'] == again['miou'] == done['val'].results['miou'] and val['note'] == 1
+  baseline = evaluator_lib.evaluate_zero_shot(config, model, source, names, params, None)
+  assert done['zero_shot'].results == baseline
+  assert json.loads((tmp_path / 'eval_zero_shot.json').read_text())['miou'] == baseline[
+      'zero_shot_miou']
+  with config.unlocked():
+    config.evals.nope = dict(kind='psnr')
+  with pytest.raises(ValueError, match="evals: kind 'psnr' is not one of"):
+    evaluator_lib.Evaluations(config, model, None, source, names)

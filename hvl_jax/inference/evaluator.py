@@ -6,8 +6,9 @@ precision and recall of the gating against the labels: `relevance_precision`, `r
 background classes left out) and a readable per-class table `<workdir>/eval_<tag>.txt`. With
 `inference.class_names` (open-vocabulary inference, hvl_jax/inference/open_vocabulary.py) the
 classes are the names, and `miou_seen` / `miou_unseen` split them into the named training classes
-and the new ones (`evaluate_open_vocabulary`).
+and the new ones (`evaluate_open_vocabulary`). `Evaluations` runs the entries of a config's `evals`.
 """
+import dataclasses
 import json
 import time
 from typing import List, NamedTuple, Optional, Sequence, Tuple
@@ -16,6 +17,7 @@ import jax
 from jax.experimental import multihost_utils
 import numpy as np
 
+from hvl_jax.common import config_tree
 from hvl_jax.common import progress as progress_lib
 from hvl_jax.common import state as state_lib
 from hvl_jax.common import storage
@@ -170,13 +172,10 @@ def format_table(names, per_class, miou) -> str:
 
 
 def evaluate_zero_shot(config, model, source, names, params, workdir: Optional[str],
-                     seen: Optional[np.ndarray] = None) -> dict:
+                       seen: Optional[np.ndarray] = None) -> dict:
   """{'zero_shot_miou': ...}: the frozen CLIP's own dense zero-shot mIoU on the same images and
   classes (`predictor_lib.zero_shot_scores`, written as eval_zero_shot.json; with `seen`, also
-  `zero_shot_miou_seen` and `zero_shot_miou_unseen`) when inference.zero_shot_baseline is set,
-  else {}."""
-  if not config.inference.zero_shot_baseline:
-    return {}
+  `zero_shot_miou_seen` and `zero_shot_miou_unseen`)."""
   predictor = predictor_lib.Predictor.from_config(config, model, zero_shot_baseline=True)
   results = Evaluator(config, predictor, source, names, seen=seen).run(
       params, workdir, tag='zero_shot',
@@ -188,7 +187,8 @@ def evaluate_zero_shot(config, model, source, names, params, workdir: Optional[s
   }
 
 
-def evaluate_open_vocabulary(config, model, clip, params, workdir: Optional[str]) -> dict:
+def evaluate_open_vocabulary(config, model, clip, params, workdir: Optional[str],
+                             zero_shot: bool = False) -> dict:
   """Open-vocabulary evaluation of the trained network (`model`, `params`; `clip` its CLIP) on
   inference.class_names.
 
@@ -196,7 +196,7 @@ def evaluate_open_vocabulary(config, model, clip, params, workdir: Optional[str]
   synthetic world draws its first len(class_names) classes). Writes eval_open_vocabulary.json:
   mIoU over all the names, `miou_seen` / `miou_unseen`, and beside them on the same images
   `closed_set_miou_seen` (the network with its training classes, eval_closed_set.json; only when
-  every training class is named) and, with inference.zero_shot_baseline, the frozen CLIP's
+  every training class is named) and, with `zero_shot`, the frozen CLIP's
   `zero_shot_miou[_seen|_unseen]`.
   """
   ov = open_vocabulary.build(config, clip)
@@ -214,24 +214,90 @@ def evaluate_open_vocabulary(config, model, clip, params, workdir: Optional[str]
     extra['closed_set_miou_seen'] = evaluator(closed).run(
         params, workdir, tag='closed_set',
         title='The network, its training classes only').results['miou_seen']
-  extra.update(evaluate_zero_shot(ov.config, ov.model, source, ov.names, params, workdir, ov.seen))
+  if zero_shot:
+    extra.update(evaluate_zero_shot(ov.config, ov.model, source, ov.names, params, workdir,
+                                    ov.seen))
   predictor = predictor_lib.Predictor.from_config(ov.config, ov.model, seen=ov.seen)
   return evaluator(predictor).run(
       params, workdir, tag='open_vocabulary', extra=extra,
       title=f'The network, open vocabulary ({len(ov.names)} names)').results
 
 
-def evaluate_checkpoint(config, workdir: str, checkpoint: Optional[str] = None):
-  """Evaluates `checkpoint` (default: the newest in <workdir>/checkpoints) on the val split; with
-  inference.class_names, on those names (`evaluate_open_vocabulary`)."""
+# The kinds of an `evals` entry (configs/base.py), what each scores:
+#   miou             the network's closed-set mIoU on the val split, at the end and every
+#                    train.eval_every steps (the entry named 'val' keeps the best checkpoint), with
+#                    `strips` (image | prediction | truth) of its first images for TensorBoard;
+#   zero_shot        the frozen CLIP alone on the val split (dense zero-shot), a baseline;
+#   open_vocabulary  the network on inference.class_names, and the frozen CLIP on them too with
+#                    `zero_shot` (nothing to run when no names are given).
+KINDS = ('miou', 'zero_shot', 'open_vocabulary')
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig:
+  """One entry of `evals`: its kind (KINDS) and the settings of that kind."""
+  kind: str = 'miou'
+  strips: int = 0
+  zero_shot: bool = False
+
+  def __post_init__(self):
+    if self.kind not in KINDS:
+      raise ValueError(f'evals: kind {self.kind!r} is not one of {KINDS}')
+
+
+class Evaluations:
+  """The `evals` of a config for one network, run by name (in the order of their names, as
+  ml_collections keeps them): a caller (the trainer, --mode eval) needs no kind. The entry named
+  'val' writes eval_<stage>.json, another miou entry eval_<name>_<stage>.json."""
+
+  def __init__(self, config, model, clip, source, names: Sequence[str]):
+    self.config, self.model, self.clip, self.source, self.names = config, model, clip, source, names
+    self.specs = {name: config_tree.build(EvalConfig, spec, f'evals.{name}')
+                  for name, spec in config.evals.items()}
+    periodic = [name for name, spec in self.specs.items() if spec.kind == 'miou']
+    predictor = predictor_lib.Predictor.from_config(config, model) if periodic else None
+    self.evaluators = {name: Evaluator(config, predictor, source, names,
+                                       num_samples=self.specs[name].strips) for name in periodic}
+
+  def periodic(self) -> List[str]:
+    """The entries run every train.eval_every steps: 'val' (if there is one) first."""
+    return sorted(self.evaluators, key=lambda name: name != 'val')
+
+  def run(self, name: str, params, workdir: Optional[str], stage: str, title: str,
+          extra: Optional[dict] = None) -> Optional[Evaluation]:
+    """Entry `name` at `stage` ('final', 'step_300', 'eval'); None where it has nothing to run."""
+    spec = self.specs[name]
+    if spec.kind == 'miou':
+      tag = stage if name == 'val' else f'{name}_{stage}'
+      return self.evaluators[name].run(params, workdir, tag=tag, extra=extra, title=title)
+    if spec.kind == 'zero_shot':
+      return Evaluation(evaluate_zero_shot(self.config, self.model, self.source, self.names, params,
+                                           workdir), [])
+    if not self.config.inference.class_names:
+      return None
+    return Evaluation(evaluate_open_vocabulary(self.config, self.model, self.clip, params, workdir,
+                                               spec.zero_shot), [])
+
+  def run_all(self, params, workdir: Optional[str], stage: str, title: str,
+              extra: Optional[dict] = None) -> dict:
+    """{name: Evaluation} of every entry that has something to run, in order; `extra` goes into
+    the results of the miou entries."""
+    done = {}
+    for name, spec in self.specs.items():
+      out = self.run(name, params, workdir, stage, title, extra if spec.kind == 'miou' else None)
+      if out is not None:
+        done[name] = out
+    return done
+
+
+def evaluate_checkpoint(config, workdir: str, checkpoint: Optional[str] = None) -> dict:
+  """Runs the config's `evals` on `checkpoint` (default: the newest in <workdir>/checkpoints):
+  {name: results}."""
   config = datasets.resolved(config)
   names = datasets.class_names(config)
   model, clip = hvl.build_model(config, names)
   params, _ = state_lib.restore_params(config, model, clip, checkpoint or
                                        storage.join(workdir, 'checkpoints'))
-  if config.inference.class_names:
-    return evaluate_open_vocabulary(config, model, clip, params, workdir)
-  source = datasets.make_sources(config)['val']
-  extra = evaluate_zero_shot(config, model, source, names, params, workdir)
-  return Evaluator(config, predictor_lib.Predictor.from_config(config, model), source, names).run(
-      params, workdir, tag='eval', extra=extra, title='The trained network').results
+  evaluations = Evaluations(config, model, clip, datasets.make_sources(config)['val'], names)
+  done = evaluations.run_all(params, workdir, 'eval', title='The trained network')
+  return {name: out.results for name, out in done.items()}

@@ -58,9 +58,8 @@ class InferenceConfig:
   'sliding_window' for Cityscapes; 'whole'); short_side: 0 = the native size; stride: the window
   step in pixels (0 = 2/3 of the crop); window_batch: windows per device call (rounded up to a
   multiple of the local devices); max_side: a long side above it is resized down to it and the
-  class map back up (0 = 4 x data.crop_size); zero_shot_baseline: also evaluate the frozen CLIP
-  alone (zero_shot_miou); class_names: the names --mode eval / predict (and the end of training,
-  besides the closed-set evaluation) query, in label order (open vocabulary,
+  class map back up (0 = 4 x data.crop_size); class_names: the names --mode predict and the
+  `open_vocabulary` evaluation query, in label order (open vocabulary,
   hvl_jax/inference/open_vocabulary.py); () = the training classes only.
   """
   mode: str = 'query_argmax'
@@ -69,7 +68,6 @@ class InferenceConfig:
   stride: int = 426
   window_batch: int = 8
   max_side: int = 0
-  zero_shot_baseline: bool = False
   class_names: Tuple[str, ...] = ()
 Box = Tuple[int, int, int, int]     # (y1, y2, x1, x2)
 

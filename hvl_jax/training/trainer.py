@@ -28,7 +28,6 @@ from hvl_jax.common import state as state_lib
 from hvl_jax.common import storage
 from hvl_jax.data import datasets, device_augment, pipeline
 from hvl_jax.inference import evaluator as evaluator_lib
-from hvl_jax.inference import predictor as predictor_lib
 from hvl_jax.inference import visualize
 from hvl_jax.models import hvl
 from hvl_jax.models.backbones import clip as clip_lib
@@ -278,8 +277,7 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
                 for k, n in state_lib.parameter_counts(state_lib.full_params(state)).items()))
   print(
       f'Training {total} steps ({accum} micro-batch{"es" if accum > 1 else ""} each) from step '
-      f'{start} '
-      f'on {jax.device_count()} device(s); workdir {workdir}', flush=True)
+      f'{start} on {jax.device_count()} device(s); workdir {workdir}', flush=True)
 
   note = mask_budget_note(config, mesh.devices.size)
   if note:
@@ -288,31 +286,33 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
                            t_clip=fixed_text_embeddings(model, state))
   progress = ProgressLogger(workdir, total, config.data.labeled_batch + config.data.unlabeled_batch,
                             lr_fn, train.storage_timeout_s)
-  evaluator = evaluator_lib.Evaluator(config, predictor_lib.Predictor.from_config(config, model),
-                                      sources['val'], names, num_samples=4)
+  evaluations = evaluator_lib.Evaluations(config, model, clip, sources['val'], names)
   state, metrics = train_loop(train, state, step_fn, data_iter, mesh, checkpoints, progress,
-                              evaluator, workdir, total)
+                              evaluations, workdir, total)
   if start < total:       # a finished run started again only evaluates
     checkpoints.save(total, state, data_iter, force=True)
   checkpoints.wait()
-  params = state_lib.full_params(state)
-  extra = evaluator_lib.evaluate_zero_shot(config, model, sources['val'], names, params, workdir)
-  # the last step's, for the record
-  if metrics is not None and 'pseudo_confident_fraction' in metrics:
+  extra = {}
+  if metrics is not None and 'pseudo_confident_fraction' in metrics:   # the last step's
     extra['train_pseudo_confident_fraction'] = float(metrics['pseudo_confident_fraction'])
-  results, samples = evaluator.run(params, workdir, tag='final', extra=extra,
-                                   title=f'The trained network at step {total}')
-  if config.inference.class_names:
-    evaluator_lib.evaluate_open_vocabulary(config, model, clip, params, workdir)
-  progress.scalars('eval', {'miou': results['miou']}, total)
-  progress.predictions('eval_predictions', samples, total)
+  done = evaluations.run_all(state_lib.full_params(state), workdir, 'final', extra=extra,
+                             title=f'The trained network at step {total}')
+  log_evaluations(progress, done, total)
   progress.close()
   checkpoints.close()
-  return results
+  return next((done[name].results for name in evaluations.periodic()), {})
+
+
+def log_evaluations(progress, done: Dict[str, evaluator_lib.Evaluation], step: int):
+  """Each evaluation's mIoU (where it has one) and image strips to TensorBoard."""
+  for name, out in done.items():
+    if 'miou' in out.results:
+      progress.scalars(f'eval/{name}', {'miou': out.results['miou']}, step)
+    progress.predictions(f'eval/{name}', out.samples, step)
 
 
 def train_loop(train: TrainConfig, state, step_fn, data_iter, mesh, checkpoints, progress,
-               evaluator, workdir: str, total: int):
+               evaluations, workdir: str, total: int):
   """Optimizer steps state.step + 1 ... `total`: logging, non-finite checks, checkpoints,
   preemption and periodic evaluation. Returns (state, the last logged metrics)."""
   accum, start = train.grad_accum, int(state.step)
@@ -342,7 +342,8 @@ def train_loop(train: TrainConfig, state, step_fn, data_iter, mesh, checkpoints,
         progress.close()
         raise preemption.Preempted(step, checkpoints.directory)
       if train.eval_every and step % train.eval_every == 0 and step != total:
-        best = periodic_eval(evaluator, state, step, workdir, best, progress, checkpoints.timeout_s)
+        best = periodic_eval(evaluations, state, step, workdir, best, progress,
+                             checkpoints.timeout_s)
   finally:
     watcher.close()
   return state, metrics
@@ -376,12 +377,17 @@ def read_best(workdir):
   return {'miou': -1.0, 'step': 0}
 
 
-def periodic_eval(evaluator, state, step, workdir, best, progress, storage_timeout_s: float):
-  """Evaluates; keeps the best checkpoint in workdir/best."""
-  results, samples = evaluator.run(state_lib.full_params(state), workdir, tag=f'step_{step}',
-                                   title=f'The network at step {step}')
-  progress.scalars('eval', {'miou': results['miou']}, step)
-  progress.predictions('eval_predictions', samples, step)
+def periodic_eval(evaluations, state, step, workdir, best, progress, storage_timeout_s: float):
+  """Runs the periodic evaluations; the mIoU of 'val' (else of the first) keeps the best
+  checkpoint in workdir/best."""
+  names = evaluations.periodic()
+  if not names:
+    return best
+  params = state_lib.full_params(state)
+  done = {name: evaluations.run(name, params, workdir, f'step_{step}',
+                                title=f'The network at step {step}') for name in names}
+  log_evaluations(progress, done, step)
+  results = done[names[0]].results
   if results['miou'] > best['miou']:
     best = {'miou': results['miou'], 'step': step}
     keeper = ckpt_lib.Checkpointer(storage.join(workdir, 'best'), keep=1, async_save=False,
