@@ -304,8 +304,8 @@ def init_params(model: HVL, clip: clip_weights.CLIP, rng, image_size: int):
   """Random init of the heads; CLIP weights into backbone, reference encoder and text encoder."""
   images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
   relevance = jax.ShapeDtypeStruct((1, model.cfg.num_classes), jnp.float32)
-  # The initialisers only, not the forward pass (see clip_weights.init_params).
-  params = model.lazy_init(rng, images, relevance)['params']
+  # The initialisers only, not the forward pass, in one jitted program (clip_weights.init_params).
+  params = jax.jit(lambda key: model.lazy_init(key, images, relevance)['params'])(rng)
   params = dict(params)
   params['backbone'] = clip.params['vision']
   # A copy, not the same buffers: the reference stays frozen while the backbone trains (and
