@@ -89,3 +89,16 @@ def hf_torch_checkpoint(tmp_path_factory):
 @pytest.fixture
 def rng():
   return np.random.RandomState(0)
+
+
+# The test files that take longest on 2 cores, run first: the two workers take whole files in
+# collection order (`--dist loadfile --no-loadscope-reorder`, pytest.ini; xdist's own order puts
+# the files with the most tests first), and a long file taken last keeps one worker busy alone.
+LONGEST_FIRST = ('test_objective.py', 'test_bucket_runs.py', 'test_train.py', 'test_cli.py',
+                 'test_your_own_data.py', 'test_hvl.py', 'test_pixel_decoder.py', 'test_app.py',
+                 'test_benchmarks.py')
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))    # stable: files keep order
