@@ -193,11 +193,15 @@ def jit_prepare_and_scores(text_fn, scores, mesh: Optional[Mesh]):
   return (lambda params: jax.device_put(prepare(params), replicated)), scores_fn
 
 
-def geometry(config) -> dict:
+def inference_config(config) -> InferenceConfig:
+  return config_tree.build(InferenceConfig, config.inference, 'inference')
+
+
+def geometry(config, inf: Optional[InferenceConfig] = None) -> dict:
   """The Predictor's geometry from the config: crop (data.crop_size), and inference's protocol,
-  short_side, stride (0 = 2/3 of the crop) and max_side (0 = 4 x the crop)."""
-  inf, crop = config_tree.build(InferenceConfig, config.inference,
-                                'inference'), config.data.crop_size
+  short_side, stride (0 = 2/3 of the crop) and max_side (0 = 4 x the crop); `inf` is the
+  config's `inference_config` where the caller has it."""
+  inf, crop = inf or inference_config(config), config.data.crop_size
   return dict(crop=crop, stride=inf.stride or int(crop * 2 / 3),
               protocol=inf.protocol, short_side=inf.short_side, max_side=inf.max_side or 4 * crop)
 
@@ -262,7 +266,7 @@ class Predictor:
     `zero_shot_baseline`, its frozen CLIP's, `zero_shot_scores`), windows in batches of
     inference.window_batch (rounded up to a multiple of the local devices, over which each batch
     is sharded); `seen` as in `network_scores`."""
-    inf = config_tree.build(InferenceConfig, config.inference, 'inference')
+    inf = inference_config(config)
     devices = jax.local_devices()
     batch = -(-inf.window_batch // len(devices)) * len(devices)
     windowed = inf.protocol != 'whole'
@@ -271,7 +275,7 @@ class Predictor:
     prepare, scores = (zero_shot_scores(model, mesh) if zero_shot_baseline
                        else network_scores(model, inf.mode, mesh, seen))
     # the coarsest pyramid level halves the token grid
-    return cls(scores, num_classes=model.cfg.num_classes, **geometry(config),
+    return cls(scores, num_classes=model.cfg.num_classes, **geometry(config, inf),
                pad_multiple=2 * model.cfg.clip.patch_size, batch=batch if windowed else 1,
                prepare=prepare)
 
