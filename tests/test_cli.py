@@ -131,17 +131,30 @@ def test_train_preempt_kill_resume_eval_predict(tmp_path):
   assert evaluated['miou'] == pytest.approx(final_miou, abs=1e-6) and evaluated['num_images'] == 4
   assert 'mIoU' in (full / 'eval_eval.txt').read_text()
 
+  # Photos of two sizes, an unreadable one (named in one line; the others are still segmented),
+  # and one above inference.max_side (4 x the 64 crop): segmented at 256 px, told once, its class
+  # map at its own size.
   images = tmp_path / 'images'
   images.mkdir()
   for i in range(2):
     image, _ = synthetic.make_scene(seed=7, index=i, size=40 + 8 * i, num_classes=len(CLASS_NAMES))
     Image.fromarray(image).save(images / f'scene_{i}.png')
+  (images / 'broken.png').write_bytes(b'not a png')
+  large, _ = synthetic.make_scene(seed=7, index=2, size=300, num_classes=len(CLASS_NAMES))
+  Image.fromarray(large).save(images / 'large.png')
   preds = tmp_path / 'preds'
   rc, out, err = run(full, '--input', str(images), '--output', str(preds), mode='predict')
-  assert rc == 0, out + err
+  lines = err.strip().splitlines()
+  assert rc == 1 and 'Traceback' not in err, err
+  assert [l for l in lines if 'broken.png' in l] == [lines[-2]
+                                                    ] and lines[-2].startswith('error: '), err
+  assert lines[-1].startswith('error: 1 of 4 images could not be read'), err
+  assert out.count('note: a photo whose long side exceeds 256 px') == 1, out
   assert sorted(os.listdir(preds)) == [
-      'classes.json', 'scene_0.png', 'scene_0_overlay.jpg', 'scene_1.png', 'scene_1_overlay.jpg'
+      'classes.json', 'large.png', 'large_overlay.jpg', 'scene_0.png', 'scene_0_overlay.jpg',
+      'scene_1.png', 'scene_1_overlay.jpg'
   ]
+  assert Image.open(preds / 'large.png').size == (300, 300)
   index = Image.open(preds / 'scene_1.png')
   assert index.mode == 'P' and index.size == (48, 48)
   assert np.asarray(index).max() < len(CLASS_NAMES)
@@ -150,6 +163,8 @@ def test_train_preempt_kill_resume_eval_predict(tmp_path):
       (preds / 'classes.json').read_text()) == list(synthetic.CLASS_NAMES[:len(CLASS_NAMES)])
 
   # Open vocabulary: the world's 9 class names at inference.
+  for name in ('broken.png', 'large.png'):
+    (images / name).unlink()
   rc, out, err = run(full, '--input', str(images), '--output', str(tmp_path / 'named'), named,
                      mode='predict')
   assert rc == 0, out + err
@@ -157,19 +172,3 @@ def test_train_preempt_kill_resume_eval_predict(tmp_path):
       (tmp_path / 'named' / 'classes.json').read_text()) == list(synthetic.CLASS_NAMES)
   assert np.asarray(Image.open(tmp_path / 'named' / 'scene_1.png')).max() < len(
       synthetic.CLASS_NAMES)
-
-  bad = tmp_path / 'bad'
-  bad.mkdir()
-  (bad / 'broken.png').write_bytes(b'not a png')
-  # Beside it a photo above inference.max_side (4 x the 64 crop): segmented at 256 px, told once,
-  # its class map at its own size.
-  large, _ = synthetic.make_scene(seed=7, index=2, size=300, num_classes=len(CLASS_NAMES))
-  Image.fromarray(large).save(bad / 'large.png')
-  rc, out, err = run(full, '--input', str(bad), '--output', str(tmp_path / 'some'), mode='predict')
-  lines = err.strip().splitlines()
-  assert rc == 1 and 'Traceback' not in err, err
-  assert [l for l in lines if 'broken.png' in l] == [lines[-2]
-                                                    ] and lines[-2].startswith('error: '), err
-  assert lines[-1].startswith('error: 1 of 2 images could not be read'), err
-  assert out.count('note: a photo whose long side exceeds 256 px') == 1, out
-  assert Image.open(tmp_path / 'some' / 'large.png').size == (300, 300)

@@ -9,6 +9,7 @@ the frozen text encoder E_T. `ModelConfig` holds the `model` settings and their 
 weights into it.
 """
 import dataclasses
+import functools
 from typing import Optional, Sequence, Tuple
 
 import flax.linen as nn
@@ -300,13 +301,19 @@ def build_model(config, class_names: Sequence[str], clip: Optional[clip_weights.
   return HVL(cfg), clip
 
 
-def init_params(model: HVL, clip: clip_weights.CLIP, rng, image_size: int):
-  """Random init of the heads; CLIP weights into backbone, reference encoder and text encoder."""
+# One jitted program (clip_weights.init_params) with the model static, so that a state's shapes
+# (jax.eval_shape) and the state itself share one trace of it in a process.
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _initialise(model: HVL, image_size: int, rng):
+  """The initialisers only, not the forward pass."""
   images = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
   relevance = jax.ShapeDtypeStruct((1, model.cfg.num_classes), jnp.float32)
-  # The initialisers only, not the forward pass, in one jitted program (clip_weights.init_params).
-  params = jax.jit(lambda key: model.lazy_init(key, images, relevance)['params'])(rng)
-  params = dict(params)
+  return model.lazy_init(rng, images, relevance)['params']
+
+
+def init_params(model: HVL, clip: clip_weights.CLIP, rng, image_size: int):
+  """Random init of the heads; CLIP weights into backbone, reference encoder and text encoder."""
+  params = dict(_initialise(model, image_size, rng))
   params['backbone'] = clip.params['vision']
   # A copy, not the same buffers: the reference stays frozen while the backbone trains (and
   # donated train states must not alias).
