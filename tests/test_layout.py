@@ -2,9 +2,11 @@
 the parameter restore import nothing of training (trainer, objective, optimizer, losses), the state
 neither the optimizer nor the data; losses import no model; clip.py imports no EVA02; no module of
 the repository is imported inside a function (where it could hide a cycle); lines fit in 100
-columns."""
+columns; the trainer loads tensorboardX without torch."""
 import ast
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -131,3 +133,15 @@ def test_lines_fit_in_100_columns():
 def python_sources_of_the_tests():
   return [os.path.join(ROOT, 'tests', f) for f in os.listdir(os.path.join(ROOT, 'tests'))
           if f.endswith('.py')]
+
+
+def test_the_trainer_loads_tensorboardx_without_torch():
+  """tensorboardX imports torch where it is installed (2 s of a start); the trainer's import of it
+  does not, and torch still imports afterwards."""
+  program = ('import sys\n'
+             'from hvl_jax.training import trainer\n'
+             "assert 'tensorboardX' in sys.modules and 'torch' not in sys.modules\n"
+             'import torch\n'
+             'trainer.SummaryWriter\n')
+  subprocess.run([sys.executable, '-c', program], cwd=ROOT, check=True, timeout=300,
+                 env=dict(os.environ, PYTHONPATH=ROOT))

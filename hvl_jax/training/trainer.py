@@ -16,7 +16,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from tensorboardX import SummaryWriter
 
 from hvl_jax.common import checkpoint as ckpt_lib
 from hvl_jax.common import compilation_cache
@@ -34,6 +33,7 @@ from hvl_jax.models.backbones import clip as clip_lib
 from hvl_jax.training import objective
 from hvl_jax.training import optim
 from hvl_jax.training import preemption
+from hvl_jax.training.tensorboard import SummaryWriter
 
 
 def normalize_batch(batch: Dict[str, jax.Array]) -> objective.Batch:
