@@ -138,7 +138,9 @@ class Evaluator:
     results = dict(miou=miou, per_class_iou={n_: (None if np.isnan(v) else float(v))
                                              for n_, v in zip(self.names, per_class)},
                    num_images=n, tag=tag, seconds=round(time.time() - progress.rate.started, 2),
-                   inference=self.predictor.describe())
+                   inference=self.predictor.describe(),
+                   # which class a class's pixels went to: rows the truth, columns the prediction
+                   confusion=conf.tolist())
     if gated:
       results.update(relevance_precision=ratio(tp, tp + fp), relevance_recall=ratio(tp, tp + fn))
     if self.seen is not None:
