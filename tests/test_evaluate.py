@@ -85,13 +85,13 @@ def test_evaluator_on_known_predictions(tmp_path, rng):
       union[c] += ((p == c) | (l == c)).sum()
   expected = np.mean([i / u for i, u in zip(inter, union) if u > 0])
   np.testing.assert_allclose(results['miou'], expected, rtol=1e-6)
+  assert os.path.exists(tmp_path / 'eval_known.json') and os.path.exists(
+      tmp_path / 'eval_known.txt')
   # The confusion matrix in the record: pixels of true class r predicted as c.
   counts = [[sum(int(((l == r) & (p == c)).sum()) for p, l in zip(preds, labels)) for c in range(5)]
             for r in range(5)]
   assert results['confusion'] == counts
   assert json.loads((tmp_path / 'eval_known.json').read_text())['confusion'] == counts
-  assert os.path.exists(tmp_path / 'eval_known.json') and os.path.exists(
-      tmp_path / 'eval_known.txt')
   # Presence against the labels, background (class 0) left out.
   tp = fp = fn = 0
   for l, p in zip(labels, presence):
