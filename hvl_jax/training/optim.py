@@ -1,5 +1,6 @@
 """Optimizer: AdamW with parameter groups, warm-up + poly schedule, clipping, NaN skipping."""
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -28,14 +29,60 @@ class OptimConfig:
   b2: float = 0.999
 
 
+def warmup_poly(count, total_steps, o: OptimConfig):
+  """The learning rate after `count` updates of a run of `total_steps`: linear warm-up to o.lr
+  over o.warmup_steps, then poly(o.poly_power) decay to 0 at total_steps.
+
+  optax's `join_schedules` of a linear and a polynomial schedule, for a traced `total_steps`.
+  XLA compiles optax's division by a constant length as a product with its reciprocal; the
+  reciprocal is written out here so that the arithmetic is optax's. The base is kept at >= 0:
+  at count = total_steps the rounded product can exceed 1.
+  """
+  warmup = jnp.minimum(o.warmup_steps, jnp.maximum(total_steps - 1, 0))
+  up_steps, down_steps = jnp.maximum(warmup, 1), jnp.maximum(total_steps - warmup, 1)
+  up = -o.lr * (1 - jnp.clip(count, 0, up_steps) * (1 / up_steps)) + o.lr
+  left = 1 - jnp.clip(count - warmup, 0, down_steps) * (1 / down_steps)
+  return jnp.where(count < warmup, up, o.lr * jnp.maximum(left, 0.0)**o.poly_power)
+
+
 def learning_rate_schedule(config, total_steps: int) -> optax.Schedule:
-  """Linear warm-up to optim.lr over warmup_steps, then poly(power) decay to 0 at total_steps."""
+  """`warmup_poly` of a run of `total_steps`, as a function of the update count."""
   o = config_tree.build(OptimConfig, config.optim, 'optim')
-  warmup = min(o.warmup_steps, max(total_steps - 1, 0))
-  return optax.join_schedules([
-      optax.linear_schedule(0.0, o.lr, max(warmup, 1)),
-      optax.polynomial_schedule(o.lr, 0.0, o.poly_power, max(total_steps - warmup, 1)),
-  ], [warmup])
+  return lambda count: warmup_poly(count, total_steps, o)
+
+
+class ScheduleState(NamedTuple):
+  """count: updates applied; total_steps: the schedule's length. The length is state, not a
+  constant of the compiled step, so runs that differ only in train.steps share one program."""
+  count: jax.Array
+  total_steps: jax.Array
+
+
+def scale_by_run_schedule(o: OptimConfig, total_steps: int,
+                          mult: float) -> optax.GradientTransformation:
+  """optax.scale_by_learning_rate of `warmup_poly` x mult, with the run's length in the state."""
+
+  def init(params):
+    del params
+    return ScheduleState(jnp.zeros([], jnp.int32), jnp.asarray(total_steps, jnp.int32))
+
+  def update(updates, state, params=None):
+    del params
+    step_size = -1 * (warmup_poly(state.count, state.total_steps, o) * mult)
+    updates = jax.tree.map(lambda g: jnp.array(step_size, dtype=g.dtype) * g, updates)
+    return updates, ScheduleState(optax.safe_increment(state.count), state.total_steps)
+
+  return optax.GradientTransformation(init, update)
+
+
+def with_total_steps(opt_state, total_steps: int):
+  """`opt_state` with its schedules' length set to `total_steps` (a resumed run whose
+  train.steps changed follows the new schedule, as a fresh one would). Each schedule gets an
+  array of its own: the train step donates them one by one."""
+  is_schedule = lambda x: isinstance(x, ScheduleState)
+  set_length = lambda x: x._replace(total_steps=jnp.asarray(total_steps, jnp.int32))
+  return jax.tree.map(lambda x: set_length(x) if is_schedule(x) else x, opt_state,
+                      is_leaf=is_schedule)
 
 
 def param_groups(params):
@@ -100,12 +147,12 @@ def make_optimizer(config, params, total_steps: int) -> optax.GradientTransforma
   """The full transformation for the trainable `params` tree (see `over_group_vectors`), with
   train.grad_accum micro-steps per update."""
   o = config_tree.build(OptimConfig, config.optim, 'optim')
-  schedule = learning_rate_schedule(config, total_steps)
 
   def adamw(group):
     mult = o.backbone_lr_mult if group.startswith('backbone/') else 1.0
     decay = o.weight_decay if group.endswith('/decay') else 0.0
-    return optax.adamw(lambda s: schedule(s) * mult, o.b1, o.b2, weight_decay=decay)
+    return optax.chain(optax.scale_by_adam(o.b1, o.b2), optax.add_decayed_weights(decay),
+                       scale_by_run_schedule(o, total_steps, mult))
 
   vectors = GroupVectors(param_groups(params))
   tx = optax.chain(

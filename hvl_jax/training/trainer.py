@@ -269,7 +269,8 @@ def train_and_evaluate(config, workdir: str) -> Dict[str, Any]:
                                       storage_timeout_s=train.storage_timeout_s)
   state = restore_or_init(config, checkpoints, abstract, data_iter,
                           lambda: state_lib.create_state(config, model, clip, tx_fn, image_size))
-  state = jax.device_put(state, state_sharding)
+  state = jax.device_put(state.replace(opt_state=optim.with_total_steps(state.opt_state, total)),
+                         state_sharding)
   start = int(state.step)
   logging.info(
       'Parameters:\n%s',
