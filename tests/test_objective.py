@@ -17,44 +17,8 @@ from hvl_jax.training import objective
 from tiny import build, finite_loss_and_grads, make_batch, tiny_config
 
 
-@pytest.mark.slow
-def test_full_semi_supervised_objective(rng):
-  """Every term finite with its gradient; the weak view decoded apart and forward only gives the
-  loss terms and gradients of decoding it with the trained rows."""
-  batch = make_batch(rng)
-  # Every pixel's pseudo-label counts, so the strong views' losses depend on the weak view.
-  config = tiny_config(**{'loss.consistency.conf_threshold': 0.0})
-  terms, grads = finite_loss_and_grads(config, batch)
-  # The unlabeled images' own labels score the pseudo-labels and never reach the loss: with the
-  # labels all c, for each class c in turn, the loss and its gradient stay as without them, and
-  # the accuracies of the K constant labelings add up to 1.
-  model, params = build(config)
-  loss = objective.objective_config(config, model.cfg)
-  fn = jax.jit(
-      jax.value_and_grad(
-          lambda p, hidden: objective.compute_loss(model, p, batch._replace(label_u=hidden),
-                                                   jax.random.PRNGKey(1), loss), has_aux=True))
-  accuracies = []
-  for c in range(config.data.num_classes):
-    (total_c, terms_c), grads_c = fn(params, jnp.full(batch.valid_u.shape, c, jnp.int32))
-    np.testing.assert_allclose(float(total_c), float(terms['total']), rtol=1e-6)
-    jax.tree.map(
-        lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-9),
-        grads_c, grads)
-    assert terms_c['pseudo_accuracy'] == terms_c[
-        'pseudo_accuracy_all']  # threshold 0: all confident
-    accuracies.append(float(terms_c['pseudo_accuracy']))
-  np.testing.assert_allclose(sum(accuracies), 1.0, rtol=1e-6)
-  assert 'pseudo_accuracy' not in terms
-  for key in ('seg_seg', 'semi_s1', 'semi_s2', 'semi_fp', 'entropy_s1', 'div', 'topo', 'anchor',
-              'vl_mask', 'vl_align', 'total'):
-    assert key in terms
-  assert float(terms['vl_mask']) > 0 and float(terms['vl_align']) > 0
-  assert float(terms['semi_s1']) > 0 and float(terms['pseudo_confident_fraction']) == 1.0
-  # Gradients reach the prompt through the frozen text encoder, and the heads.
-  assert np.abs(np.asarray(grads['htqg']['prompt'])).max() > 0
-  assert np.abs(np.asarray(grads['decoder']['heads']['class_embed']['kernel'])).max() > 0
-
+# The terms only a batch with the unlabeled images' labels reports.
+ACCURACIES = {'pseudo_accuracy', 'pseudo_accuracy_all'}
 
 
 def paper_total(terms, config):
@@ -70,40 +34,78 @@ def paper_total(terms, config):
 
 
 @pytest.mark.slow
-def test_the_total_composes_the_parts_and_a_zero_weight_removes_only_its_part(rng):
-  """The total is the paper's sum of the terms; Table 4's rows (L_prompt, L_mask, L_align weight
-  0) leave every other term as it was, and without L_mask the gradient is the sum of the other
-  summands' gradients."""
+def test_the_full_objective_its_parts_and_a_zero_weight_removes_only_its_part(rng):
+  """Every term finite with its gradient; the unlabeled images' own labels never reach the loss;
+  the total is the paper's sum of the terms; Table 4's rows (L_prompt, L_mask, L_align weight 0)
+  leave every other term as it was, and without L_mask the gradient is the sum of the other
+  summands' gradients.
+
+  One program serves the full objective and the sum without L_mask: L_mask's summand is scaled
+  by an input, 1 or 0.
+  """
   batch = make_batch(rng)
   key = jax.random.PRNGKey(1)
-  model, params = build(tiny_config())
+  # Every pixel's pseudo-label counts, so the strong views' losses depend on the weak view.
+  objective_of = lambda **overrides: tiny_config(
+      **{'loss.consistency.conf_threshold': 0.0, **overrides})
+  config = objective_of()
+  model, params = build(config)
+  loss = objective.objective_config(config, model.cfg)
 
-  def objective_of(**overrides):
-    config = tiny_config(**{'loss.consistency.conf_threshold': 0.0, **overrides})
-    return config, objective.objective_config(config, model.cfg)
+  def scaled_vl_mask(p, label_u, vl_mask_scale):
+    """(the summands with L_mask's x vl_mask_scale, (summands, terms))."""
+    parts, terms = objective.weighted_terms(model, p, batch._replace(label_u=label_u), key, loss)
+    return sum(v * (vl_mask_scale if name == 'vl_mask' else 1.0)
+               for name, v in parts.items()), (parts, terms)
 
-  config, loss = objective_of()
+  fn = jax.jit(jax.value_and_grad(scaled_vl_mask, has_aux=True))
+  # The unlabeled images' own labels score the pseudo-labels and never reach the loss: with the
+  # labels all c, for each class c in turn, the loss and its gradient stay the same, and the
+  # accuracies of the K constant labelings add up to 1. Without labels, no accuracy is reported.
+  labeled_as = lambda c: jnp.full(batch.valid_u.shape, c, jnp.int32)
+  (total, (parts, terms)), grads = fn(params, labeled_as(0), 1.0)
+  accuracies = []
+  for c in range(config.data.num_classes):
+    (total_c, (_, terms_c)), grads_c = (total, (parts, terms)), grads
+    if c:
+      (total_c, (_, terms_c)), grads_c = fn(params, labeled_as(c), 1.0)
+    np.testing.assert_allclose(float(total_c), float(total), rtol=1e-6)
+    jax.tree.map(
+        lambda a, b: np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-9),
+        grads_c, grads)
+    assert terms_c['pseudo_accuracy'] == terms_c[
+        'pseudo_accuracy_all']  # threshold 0: all confident
+    accuracies.append(float(terms_c['pseudo_accuracy']))
+  np.testing.assert_allclose(sum(accuracies), 1.0, rtol=1e-6)
+  _, unscored = jax.eval_shape(lambda p: objective.compute_loss(model, p, batch, key, loss), params)
+  assert set(unscored) == set(terms) - ACCURACIES | {'total'}
 
-  def all_but_vl_mask(p):
-    """The sum of the summands other than L_mask (its gradient is the sum of theirs), with the
-    summands and the terms."""
-    parts, terms = objective.weighted_terms(model, p, batch, key, loss)
-    return sum(v for name, v in parts.items() if name != 'vl_mask'), (parts, terms)
-
-  (_, (parts, terms)), rest = jax.jit(jax.value_and_grad(all_but_vl_mask, has_aux=True))(params)
+  assert np.isfinite(float(total))
+  assert all(np.isfinite(np.asarray(v)).all() for v in terms.values())
+  assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
+  for name in ('seg_seg', 'semi_s1', 'semi_s2', 'semi_fp', 'entropy_s1', 'div', 'topo', 'anchor',
+               'vl_mask', 'vl_align'):
+    assert name in terms
+  assert float(terms['vl_mask']) > 0 and float(terms['vl_align']) > 0
+  assert float(terms['semi_s1']) > 0 and float(terms['pseudo_confident_fraction']) == 1.0
+  # Gradients reach the prompt through the frozen text encoder, and the heads.
+  assert np.abs(np.asarray(grads['htqg']['prompt'])).max() > 0
+  assert np.abs(np.asarray(grads['decoder']['heads']['class_embed']['kernel'])).max() > 0
   assert 'vl_mask' in parts
-  np.testing.assert_allclose(float(sum(parts.values())), float(paper_total(terms, config)),
-                             rtol=1e-6)
+  np.testing.assert_allclose(float(total), float(paper_total(terms, config)), rtol=1e-6)
+
+  _, rest = fn(params, labeled_as(0), 0.0)
   for field, removed in [('loss.prompt.weight', {'topo', 'anchor'}),
                          ('loss.vision_language.mask', {'vl_mask'}),
                          ('loss.vision_language.align', {'vl_align'})]:
-    without, loss_0 = objective_of(**{field: 0.0})
-    fn = lambda p, loss_0=loss_0: objective.compute_loss(model, p, batch, key, loss_0)
+    without = objective_of(**{field: 0.0})
+    loss_0 = objective.objective_config(without, model.cfg)
+    fn_0 = lambda p, loss_0=loss_0: objective.compute_loss(model, p, batch, key, loss_0)
     if field == 'loss.vision_language.mask':
-      (total_0, terms_0), grads_0 = jax.jit(jax.value_and_grad(fn, has_aux=True))(params)
+      (total_0, terms_0), grads_0 = jax.jit(jax.value_and_grad(fn_0, has_aux=True))(params)
     else:
-      total_0, terms_0 = jax.jit(fn)(params)
-    assert set(terms) - set(terms_0) == removed, field
+      total_0, terms_0 = jax.jit(fn_0)(params)
+    assert set(terms) - set(terms_0) == removed | ACCURACIES, field
     for k, v in terms_0.items():
       if k != 'total':
         np.testing.assert_allclose(float(v), float(terms[k]), rtol=1e-6, err_msg=f'{field}: {k}')
