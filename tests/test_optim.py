@@ -1,10 +1,10 @@
 """The optimizer on parameter-group vectors equals optax's per-leaf AdamW with masks; its
 schedule is optax's, with the run's length in the state (one program for every length)."""
-import pytest
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from hvl_jax.training import optim
 from tiny import tiny_config

@@ -59,7 +59,12 @@ def finite_loss_and_grads(config, batch, names=CLASS_NAMES):
           lambda p: objective.compute_loss(model, p, batch, jax.random.PRNGKey(1), loss),
           has_aux=True))
   (loss, terms), grads = fn(params)
+  assert_finite(loss, terms, grads)
+  return terms, grads
+
+
+def assert_finite(loss, terms, grads):
+  """The loss, every term and every gradient finite."""
   assert np.isfinite(float(loss))
   assert all(np.isfinite(np.asarray(v)).all() for v in terms.values())
   assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(grads))
-  return terms, grads
